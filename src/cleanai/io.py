@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -45,6 +46,27 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
     """Open a temporary file for writing; it replaces `path` only when the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `path`; it replaces `path` whole only if the block succeeds.
+
+    A crash leaves the previous folder (or nothing) at `path`, never a half-written one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    old = target.with_name(f".{target.name}.old")
+    try:
+        yield stage
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(stage, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: PathLike, obj: Any) -> None:
