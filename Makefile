@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cleanai-installed
+# Real data and pretrained models are read from the shared folder beside the checkout unless set.
+export CLEANAI_DATA   ?= $(abspath ../shared/data)
+export CLEANAI_MODELS ?= $(abspath ../shared/models)
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test bench venv clean
