@@ -1,0 +1,188 @@
+"""The `cleanai` command. It only composes the Python API; every subcommand maps to one function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from cleanai.errors import CleanAIError
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from cleanai.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet)
+
+
+def _load_yaml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise CleanAIError(f"config file {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise CleanAIError(f"config file {str(path)!r} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+    return data
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    from cleanai.data import load_dataset
+    from cleanai.models import create_model
+
+    splits = load_dataset(args.data, root=args.data_dir)
+    kwargs: dict[str, Any] = {"num_labels" if splits.task == "text" else "num_classes": len(splits.label_names)}
+    model = create_model(args.model, pretrained=args.weights, **kwargs)
+    return model, splits
+
+
+def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
+    from cleanai.data import text_collate
+
+    collate = text_collate(model.tokenizer) if splits.task == "text" else None
+    return splits.loaders(batch_size=batch_size, collate_fn=collate)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from cleanai.io import atomic_dir, save_safetensors, write_json
+    from cleanai.training import TrainConfig, Trainer
+
+    fields = _load_yaml(args.config)
+    overrides = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "scheduler": args.scheduler,
+                 "amp": args.amp or None, "seed": args.seed, "checkpoint_every": args.checkpoint_every}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields.setdefault("checkpoint_dir", str(Path(args.out).with_name(Path(args.out).name + ".checkpoints")))
+    fields["resume"] = bool(args.resume)
+    fields["progress"] = not args.quiet
+    config = TrainConfig.model_validate(fields)
+    model, splits = _model_and_data(args)
+    loaders = _loaders(model, splits, args.batch_size)
+    trainer = Trainer(model, config=config)
+    history = trainer.fit(loaders.train, loaders.val)
+    scores = trainer.evaluate(loaders.test)
+    with atomic_dir(args.out) as stage:
+        save_safetensors(model, stage / "model.safetensors", metadata={"model": args.model, "dataset": args.data})
+        write_json(stage / "history.json", history.to_dict())
+        write_json(stage / "train_config.json", config.model_dump(mode="json"))
+        write_json(stage / "test_metrics.json", scores)
+    print("test " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    print(f"Model and history written to {Path(args.out).resolve()}")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from cleanai.benchmark import (BenchmarkConfig, OrtRunner, TextClassifierRunner, TorchRunner, benchmark, compare,
+                                   plot_metrics, save_rows)
+    from cleanai.data import raw_text_collate
+    from cleanai.io import atomic_dir
+
+    model, splits = _model_and_data(args)
+    split = getattr(splits, args.split)
+    if len(split) == 0:
+        raise CleanAIError(f"split {args.split!r} of {args.data!r} is empty; choose train, val or test")
+    runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
+    if args.onnx is not None:
+        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model))
+    if splits.task == "text":
+        runners = [TextClassifierRunner(model.tokenizer, r) for r in runners]
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(split, batch_size=args.eval_batch_size,
+                        collate_fn=raw_text_collate if splits.task == "text" else None)
+    config = BenchmarkConfig(batch_size=args.batch_size, throughput_batch_size=args.throughput_batch_size,
+                             runs=args.runs, threads=args.threads)
+    rows = [benchmark(r, loader, config=config) for r in runners]
+    compare(rows)
+    if args.out is not None:
+        with atomic_dir(args.out) as stage:
+            save_rows(rows, stage / "results.json")
+            save_rows(rows, stage / "results.csv")
+            plot_metrics(rows, stage / "metrics.png")
+        print(f"Results written to {Path(args.out).resolve()}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from cleanai import data, models, training
+
+    listing: dict[str, Callable[[], list[str]]] = {
+        "models": models.list_models, "datasets": data.list_datasets, "optimizers": training.list_optimizers,
+        "losses": training.list_losses, "schedulers": training.list_schedulers, "metrics": training.list_metrics,
+    }
+    print("\n".join(listing[args.what]()))
+
+
+def _add_model_data(p: argparse.ArgumentParser, default_model: str = "small_cnn") -> None:
+    p.add_argument("--model", default=default_model, help="model name (see `cleanai list models`)")
+    p.add_argument("--data", default="digits", help="dataset name (see `cleanai list datasets`)")
+    p.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: $CLEANAI_DATA/<name>)")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint to start from: .safetensors/.pt/.th path, or 'akamaster' for CIFAR ResNets")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cleanai", description="Make trained networks smaller and faster, "
+                                     "and prove it with honest numbers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train, evaluate and benchmark a small CNN on the embedded digits data")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("train", help="train or fine-tune a model on a dataset")
+    _add_model_data(p)
+    p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--scheduler")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/last.pt")
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("benchmark", help="measure accuracy, size, latency, throughput, params and MACs")
+    _add_model_data(p)
+    p.add_argument("--onnx", type=Path, default=None, help="also benchmark this ONNX file with ONNX Runtime")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for latency")
+    p.add_argument("--throughput-batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="folder for results.json/csv and metrics.png")
+    p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("list", help="list registered names")
+    p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics"))
+    p.set_defaults(func=_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns a non-zero exit code on failure with a one-line reason on stderr."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CleanAIError, ValidationError) as exc:
+        print(f"cleanai {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cleanai {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
