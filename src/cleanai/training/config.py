@@ -1,0 +1,152 @@
+"""`TrainConfig`: every training setting as one validated, JSON-serialisable object."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cleanai.training._kwargs import check_kwargs
+from cleanai.training.losses import LOSSES
+from cleanai.training.metrics import METRICS
+from cleanai.training.optimizers import OPTIMIZERS
+from cleanai.training.schedulers import SCHEDULERS
+
+MetricSpec = str | dict[str, Any]
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run. Names refer to the optimizer/loss/scheduler/metric registries.
+
+    - `lr` is passed to the optimizer; `optimizer_kwargs` may override it. Metrics are names or
+      `{"name": "top_k", "k": 3}`.
+    - `scheduler_interval` overrides the scheduler's default stepping ("epoch" or "step"); a horizon
+      argument left out (`T_max`, `total_steps`, ...) is filled in from the run length.
+    - `amp`: autocast to bf16 on CPU, fp16 with a GradScaler on CUDA.
+    - `grad_clip_value` clips each gradient element, then `grad_clip_norm` the total L2 norm.
+    - `accumulation_steps`: the loss is divided by it and the optimizer steps every that many
+      batches (the epoch's last, smaller group is rescaled to a mean).
+    - `l1`, `l2` add `l1 * sum|w| + l2 * sum w^2` over all trainable parameters to the loss.
+    - `monitor` (a History key: `train_loss`, `val_loss` or `val_<metric>`) is the value that early
+      stopping, `restore_best_weights` (load the best epoch's weights when fit ends) and
+      `reduce_on_plateau` watch; `mode="auto"` minimises keys ending in `loss`, maximises others.
+    - `checkpoint_dir` receives `last.pt` every `checkpoint_every` epochs and at the end;
+      `resume=True` continues from it if it exists (else starts fresh), a path resumes from that file.
+    - `progress` shows a tqdm bar only when stderr is a terminal; `log_dir` enables TensorBoard.
+    - `seed` seeds Python, NumPy and torch when `fit` starts (a resume restores the saved RNG states
+      instead); `device="auto"` picks CUDA when available.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: str = "adam"
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    loss: str = "cross_entropy"
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str | None = None
+    scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    scheduler_interval: Literal["epoch", "step"] | None = None
+    metrics: list[MetricSpec] = Field(default_factory=lambda: ["accuracy"])
+
+    amp: bool = False
+    grad_clip_norm: float | None = Field(None, gt=0)
+    grad_clip_value: float | None = Field(None, gt=0)
+    accumulation_steps: int = Field(1, ge=1)
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+
+    monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    restore_best_weights: bool = False
+
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = Field(1, ge=1)
+    resume: bool | Path = False
+    log_dir: Path | None = None
+    progress: bool = True
+    seed: int | None = None
+    device: str = "auto"
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        OPTIMIZERS.get(v)
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        LOSSES.get(v)
+        return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str | None) -> str | None:
+        if v is not None:
+            SCHEDULERS.get(v)
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, v: list[MetricSpec]) -> list[MetricSpec]:
+        for spec in v:
+            name, kwargs = metric_name_and_kwargs(spec)
+            _check_kwargs("metrics", "metric", name, METRICS.get(name), kwargs)
+        return v
+
+    @field_validator("lr", "l1", "l2", "grad_clip_norm", "grad_clip_value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, v: str) -> str:
+        if v != "auto":
+            try:
+                torch.device(v)
+            except RuntimeError:
+                raise ValueError(f"device {v!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        _check_kwargs("optimizer_kwargs", "optimizer", self.optimizer, OPTIMIZERS.get(self.optimizer),
+                      self.optimizer_kwargs, positional=1)
+        _check_kwargs("loss_kwargs", "loss", self.loss, LOSSES.get(self.loss), self.loss_kwargs)
+        if self.scheduler is not None:
+            _check_kwargs("scheduler_kwargs", "scheduler", self.scheduler, SCHEDULERS.get(self.scheduler).factory,
+                          self.scheduler_kwargs, positional=1)
+        elif self.scheduler_kwargs:
+            raise ValueError(f"scheduler_kwargs {self.scheduler_kwargs} given but scheduler is None; "
+                             f"choose one of: {', '.join(SCHEDULERS.names())}")
+        if self.resume is True and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt); "
+                             "or set resume to a checkpoint file path")
+        return self
+
+
+def _check_kwargs(field: str, kind: str, name: str, factory: Any, kwargs: dict[str, Any], positional: int = 0) -> None:
+    """Check only the given names (the Trainer supplies params, optimizer and horizons later)."""
+    try:
+        check_kwargs(kind, name, factory, kwargs, positional=(None,) * positional, complete=False)
+    except TypeError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
+def metric_name_and_kwargs(spec: MetricSpec) -> tuple[str, dict[str, Any]]:
+    """Split a metric spec: `"accuracy"` or `{"name": "top_k", "k": 3}`."""
+    if isinstance(spec, str):
+        return spec, {}
+    if "name" not in spec:
+        raise ValueError(f"metric spec {spec!r} needs a 'name' key, e.g. {{'name': 'top_k', 'k': 3}}")
+    kwargs = dict(spec)
+    return kwargs.pop("name"), kwargs

@@ -1,0 +1,513 @@
+"""`Trainer`: a supervised training loop with the usual practitioner's features and little overhead.
+
+A batch is `(inputs, targets)`; `inputs` is a Tensor (`model(inputs)`) or a dict of Tensors
+(`model(**inputs)`); the model returns logits, or an object with `.logits`. The loss is called as
+`loss(logits, targets)`.
+
+Per optimizer step the loop adds one host sync (`loss.item()`, which also catches a NaN/inf loss
+before it reaches the weights) and nothing else unless asked for: penalties, clipping, gradient-norm
+statistics and callbacks cost only when configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from cleanai.errors import CheckpointError, TrainingError
+from cleanai.io import PathLike, load_weights
+from cleanai.training.callbacks import Callback, TensorBoardLogger
+from cleanai.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from cleanai.training.config import MetricSpec, TrainConfig, metric_name_and_kwargs
+from cleanai.training.history import History
+from cleanai.training.losses import get_loss
+from cleanai.training.metrics import Metric, get_metric
+from cleanai.training.optimizers import get_optimizer
+from cleanai.training.schedulers import Scheduler, get_scheduler, scheduler_spec
+
+CHECKPOINT_NAME = "last.pt"
+_NO_AUTOCAST = contextlib.nullcontext()  # reusable; saves creating one per step
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains, evaluates and predicts with one model.
+
+    Settings come from `config` (a `TrainConfig`); the keyword arguments override it. A name
+    (`loss="mse"`, `optimizer="sgd"`, `scheduler="cosine"`, metric names) is folded into
+    `trainer.config`, so the config still describes the run; an object (a loss module, a
+    `torch.optim.Optimizer` built on the model's parameters, a scheduler built on that optimizer,
+    `Metric` instances) is used as given and is not part of the config.
+
+    Each `fit()` starts a new run: a fresh optimizer and scheduler (when given by name), epoch 0 and
+    a new `History`, unless `config.resume` points at a checkpoint. So one Trainer can fine-tune a
+    model again after pruning has changed its shapes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        loss: str | Callable[..., torch.Tensor] | None = None,
+        optimizer: str | torch.optim.Optimizer | None = None,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        scheduler: str | Scheduler | None = None,
+        scheduler_kwargs: Mapping[str, Any] | None = None,
+        metrics: Sequence[MetricSpec | Metric] | None = None,
+        config: TrainConfig | None = None,
+        callbacks: Iterable[Callback] = (),
+    ) -> None:
+        config = config or TrainConfig()
+        if isinstance(optimizer, torch.optim.Optimizer) and optimizer_kwargs:
+            raise ValueError("optimizer_kwargs apply to an optimizer given by name, not to an optimizer object")
+        if scheduler is not None and not isinstance(scheduler, str) and scheduler_kwargs:
+            raise ValueError("scheduler_kwargs apply to a scheduler given by name, not to a scheduler object")
+        names: dict[str, Any] = {k: v for k, v in (("loss", loss), ("optimizer", optimizer), ("scheduler", scheduler))
+                                 if isinstance(v, str)}
+        if optimizer_kwargs is not None:
+            names["optimizer_kwargs"] = dict(optimizer_kwargs)
+        if scheduler_kwargs is not None:
+            names["scheduler_kwargs"] = dict(scheduler_kwargs)
+        if metrics is not None and all(isinstance(m, (str, dict)) for m in metrics):
+            names["metrics"] = list(metrics)
+        self.config = TrainConfig.model_validate({**config.model_dump(), **names}) if names else config
+        cfg = self.config
+
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.model = model.to(self.device)
+        # Mixed precision: fp16 with a GradScaler on CUDA, bf16 (no scaling needed) elsewhere.
+        self._amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.loss_fn = get_loss(cfg.loss, **cfg.loss_kwargs) if loss is None or isinstance(loss, str) else loss
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        self.metrics = [m if isinstance(m, Metric) else _build_metric(m)
+                        for m in (metrics if metrics is not None else cfg.metrics)]
+        duplicates = {m.name for m in self.metrics if [n.name for n in self.metrics].count(m.name) > 1}
+        if duplicates:
+            raise ValueError(f"metrics must have distinct names, got {sorted(duplicates)} more than once")
+        self.callbacks: list[Callback] = list(callbacks)
+        if cfg.log_dir is not None:
+            self.callbacks.append(TensorBoardLogger(cfg.log_dir))
+
+        self._given_optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+        self._given_scheduler = scheduler if scheduler is not None and not isinstance(scheduler, str) else None
+        self.optimizer: torch.optim.Optimizer | None = self._given_optimizer
+        self.scheduler: Scheduler | None = self._given_scheduler
+        self.scaler: torch.amp.GradScaler | None = None
+        self.history = History()
+        self.epoch = 0
+        self.global_step = 0
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """Where `fit` writes its checkpoint (`<checkpoint_dir>/last.pt`), or None without checkpoint_dir."""
+        return None if self.config.checkpoint_dir is None else Path(self.config.checkpoint_dir) / CHECKPOINT_NAME
+
+    def fit(self, train_loader: Iterable[Any], val_loader: Iterable[Any] | None = None,
+            epochs: int | None = None) -> History:
+        """Train for `epochs` (default `config.epochs`; the total, counting epochs done before a resume)."""
+        cfg = self.config
+        total_epochs = cfg.epochs if epochs is None else epochs
+        self._start_run(train_loader, val_loader, total_epochs)
+        rng_state = self._resume(train_loader)
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            if rng_state is not None:
+                restore_rng_state(rng_state)  # last, so nothing draws from the restored generators before epoch 1
+            while self.epoch < total_epochs and not self.stop_training:
+                self._run_epoch(train_loader, val_loader, total_epochs)
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        self.history.stop_reason = self._stop_reason or "completed"
+        if cfg.restore_best_weights and self._best_state is not None and self.history.best_epoch != self.epoch:
+            self.model.load_state_dict(self._best_state)
+        return self.history
+
+    def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
+        """Mean loss (weighted by batch size) and every metric over the whole of `loader`."""
+        for metric in self.metrics:
+            metric.reset()
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        with self._eval_mode():
+            for batch in loader:
+                inputs, targets = self._split(batch)
+                with self._autocast():
+                    logits = self._forward(inputs)
+                    loss = self.loss_fn(logits, targets)
+                n = _batch_size(targets)
+                total += loss.detach().double() * n
+                count += n
+                logits = logits.float()
+                for metric in self.metrics:
+                    metric.update(logits, targets)
+        if count == 0:
+            raise ValueError("evaluate() got a loader that yielded no batches")
+        return {"loss": float(total) / count, **{m.name: m.compute() for m in self.metrics}}
+
+    def predict(self, loader: Iterable[Any]) -> torch.Tensor:
+        """Logits for every sample of `loader` (float32, on the CPU); batches may omit targets."""
+        outputs = []
+        with self._eval_mode():
+            for batch in loader:
+                inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+                with self._autocast():
+                    outputs.append(self._forward(self._to_device(inputs)).float().cpu())
+        if not outputs:
+            raise ValueError("predict() got a loader that yielded no batches")
+        return torch.cat(outputs)
+
+    def save_checkpoint(self, path: PathLike | None = None) -> Path:
+        """Write everything a resume needs to `path` (default `checkpoint_path`), atomically."""
+        target = Path(path) if path is not None else self.checkpoint_path
+        if target is None:
+            raise ValueError("save_checkpoint() needs a path, or config.checkpoint_dir to be set")
+        if self.optimizer is None:
+            raise ValueError("save_checkpoint() needs an optimizer: call it during or after fit()")
+        state = {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "loader_rng": [g.get_state() for g in _loader_generators(self._train_loader)],
+            "history": self.history.to_dict(),
+            "best_state": self._best_state,
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "config": self.config.model_dump(mode="json"),
+        }
+        save_checkpoint(target, state)
+        self._last_checkpoint = (target, self.epoch)
+        return target
+
+    # ------------------------------------------------------------------ run setup
+
+    def _start_run(self, train_loader: Iterable[Any], val_loader: Iterable[Any] | None, total_epochs: int) -> None:
+        cfg = self.config
+        self.model.to(self.device)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._given_optimizer or get_optimizer(cfg.optimizer, self._params,
+                                                                **{"lr": cfg.lr, **cfg.optimizer_kwargs})
+        self.optimizer.zero_grad(set_to_none=True)
+        self._train_loader = train_loader
+        self.epoch = self.global_step = 0
+        self.stop_training = False
+        self._stop_reason: str | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._last_checkpoint: tuple[Path, int] | None = None
+        mode = cfg.mode if cfg.mode != "auto" else ("min" if cfg.monitor.endswith("loss") else "max")
+        produced = {"train_loss"} | ({"val_loss", *(f"val_{m.name}" for m in self.metrics)} if val_loader is not None else set())
+        self.history = History(monitor=cfg.monitor if cfg.monitor in produced else None, mode=mode)
+        self.scheduler, self._interval = self._build_scheduler(train_loader, total_epochs, mode)
+        needs_monitor = [what for what, on in (("early_stopping_patience", cfg.early_stopping_patience),
+                                               ("restore_best_weights", cfg.restore_best_weights),
+                                               ("reduce_on_plateau", isinstance(self.scheduler, ReduceLROnPlateau)))
+                         if on]
+        if needs_monitor and self.history.monitor is None:
+            hint = " (no val_loader was given)" if val_loader is None else ""
+            raise ValueError(f"monitor {cfg.monitor!r}, needed by {', '.join(needs_monitor)}, is not produced by "
+                             f"this run{hint}; choose one of: {', '.join(sorted(produced))}")
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and self.device.type == "cuda" else None
+        self._track_grad_norm = cfg.grad_clip_norm is not None or cfg.log_dir is not None
+        self._grad_norms: list[torch.Tensor] = []
+        self._batch_callbacks = [cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+
+    def _build_scheduler(self, train_loader: Iterable[Any], total_epochs: int, mode: str) -> tuple[Scheduler | None, str]:
+        cfg = self.config
+        if self._given_scheduler is not None:
+            if getattr(self._given_scheduler, "optimizer", None) is not self.optimizer:
+                raise ValueError("a scheduler object must be built on the optimizer object passed to the Trainer; "
+                                 "or give the scheduler by name")
+            return self._given_scheduler, cfg.scheduler_interval or "epoch"
+        if cfg.scheduler is None:
+            return None, "epoch"
+        spec = scheduler_spec(cfg.scheduler)
+        interval = cfg.scheduler_interval or spec.interval
+        kwargs = dict(cfg.scheduler_kwargs)
+        if isinstance(spec.factory, type) and issubclass(spec.factory, ReduceLROnPlateau):
+            if interval != "epoch":
+                raise ValueError(f"scheduler {cfg.scheduler!r} follows the monitored value, so it steps per epoch; "
+                                 f"scheduler_interval={interval!r} is not possible")
+            kwargs.setdefault("mode", mode)
+        if spec.horizon is not None and spec.horizon not in kwargs:
+            kwargs[spec.horizon] = total_epochs if interval == "epoch" else total_epochs * self._steps_per_epoch(train_loader)
+        return get_scheduler(cfg.scheduler, self.optimizer, **kwargs), interval
+
+    def _steps_per_epoch(self, loader: Iterable[Any]) -> int:
+        try:
+            batches = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            spec = scheduler_spec(self.config.scheduler or "")
+            raise ValueError(f"scheduler {self.config.scheduler!r} is stepped per optimizer step and needs its "
+                             f"horizon, but the train loader has no len(); pass scheduler_kwargs="
+                             f"{{{spec.horizon!r}: <total optimizer steps>}}") from None
+        return math.ceil(batches / self.config.accumulation_steps)
+
+    def _resume(self, train_loader: Iterable[Any]) -> dict[str, Any] | None:
+        """Load the checkpoint `config.resume` names; return its RNG state, or seed a fresh run."""
+        cfg = self.config
+        path = self.checkpoint_path if cfg.resume is True else (Path(cfg.resume) if cfg.resume else None)
+        if path is None or (cfg.resume is True and not path.is_file()):
+            if cfg.seed is not None:
+                seed_everything(cfg.seed)
+            return None
+        state = load_checkpoint(path)
+        load_weights(self.model, state["model"])
+        assert self.optimizer is not None
+        self.optimizer.load_state_dict(state["optimizer"])
+        for what, own, saved in (("scheduler", self.scheduler, state["scheduler"]), ("GradScaler", self.scaler, state["scaler"])):
+            if (own is None) != (saved is None):
+                raise CheckpointError(f"{str(path)!r} was saved {'with' if saved is not None else 'without'} a "
+                                      f"{what} but this run has {'one' if own is not None else 'none'}; "
+                                      f"resume with the same configuration")
+            if own is not None:
+                own.load_state_dict(saved)
+        if len(state["callbacks"]) != len(self.callbacks):
+            raise CheckpointError(f"{str(path)!r} holds states of {len(state['callbacks'])} callbacks but this "
+                                  f"Trainer has {len(self.callbacks)}; resume with the same callbacks")
+        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
+            cb.load_state_dict(cb_state)
+        for generator, gen_state in zip(_loader_generators(train_loader), state["loader_rng"]):
+            generator.set_state(gen_state)
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.history = History.from_dict(state["history"])
+        self._best_state = state["best_state"]
+        self._last_checkpoint = (path, self.epoch)
+        return state["rng"]
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run_epoch(self, train_loader: Iterable[Any], val_loader: Iterable[Any] | None, total_epochs: int) -> None:
+        cfg = self.config
+        self.epoch += 1
+        epoch = self.epoch
+        start = time.perf_counter()
+        lr = float(self.optimizer.param_groups[0]["lr"])  # type: ignore[union-attr]
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
+        self.model.train()
+        loss_sum, count = self._train_batches(self._progress(train_loader, epoch, total_epochs), epoch)
+        logs: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / count if count else float("nan")}
+        if val_loader is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
+        logs["lr"] = lr
+        if self._grad_norms:
+            norms = torch.stack(self._grad_norms).float()
+            logs["grad_norm_mean"], logs["grad_norm_max"] = float(norms.mean()), float(norms.max())
+            self._grad_norms.clear()
+        logs["seconds"] = time.perf_counter() - start
+        self.history.records.append(logs)
+
+        self._track_best(logs)
+        if self.scheduler is not None and self._interval == "epoch":
+            if isinstance(self.scheduler, ReduceLROnPlateau):
+                self.scheduler.step(logs[self.history.monitor])  # type: ignore[index]
+            else:
+                self.scheduler.step()
+        patience = cfg.early_stopping_patience
+        if patience is not None and epoch - (self.history.best_epoch or 0) >= patience:
+            self.stop_training, self._stop_reason = True, "early_stopping"
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, logs)
+        if self.stop_training and self._stop_reason is None:
+            self._stop_reason = "callback"
+        if self._show_progress():
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"epoch {epoch}/{total_epochs}  " + "  ".join(
+                f"{k} {v:.4g}" for k, v in logs.items() if k != "epoch"), file=sys.stderr)
+        if cfg.checkpoint_dir is not None and (epoch % cfg.checkpoint_every == 0 or self.stop_training
+                                               or epoch == total_epochs):
+            self.save_checkpoint()
+
+    def _train_batches(self, batches: Iterable[Any], epoch: int) -> tuple[float, int]:
+        """One pass over the training batches; returns (sum of batch loss x batch size, sample count)."""
+        k = self.config.accumulation_steps
+        penalised = bool(self.config.l1 or self.config.l2)
+        loss_sum, count, pending = 0.0, 0, 0
+        for i, (batch, last) in enumerate(_mark_last(batches)):
+            inputs, targets = self._split(batch)
+            with self._autocast():
+                loss = self.loss_fn(self._forward(inputs), targets)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise self._divergence_error(value, epoch, i)
+            n = _batch_size(targets)
+            loss_sum += value * n
+            count += n
+            if penalised:
+                loss = loss + self._penalty()
+            if k > 1:
+                loss = loss / k
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            pending += 1
+            if pending == k or last:
+                if pending < k:  # the epoch's last group is smaller: rescale so its gradient is a mean too
+                    for p in self._params:
+                        if p.grad is not None:
+                            p.grad.mul_(k / pending)
+                self._optimizer_step()
+                pending = 0
+            for cb in self._batch_callbacks:
+                cb.on_batch_end(self, i, value)
+        return loss_sum, count
+
+    def _optimizer_step(self) -> None:
+        cfg, optimizer = self.config, self.optimizer
+        assert optimizer is not None
+        if self.scaler is not None and (self._track_grad_norm or cfg.grad_clip_value is not None):
+            self.scaler.unscale_(optimizer)
+        if cfg.grad_clip_value is not None:
+            nn.utils.clip_grad_value_(self._params, cfg.grad_clip_value)
+        if cfg.grad_clip_norm is not None:
+            self._grad_norms.append(nn.utils.clip_grad_norm_(self._params, cfg.grad_clip_norm))
+        elif self._track_grad_norm:
+            self._grad_norms.append(nn.utils.get_total_norm([p.grad for p in self._params if p.grad is not None]))
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler is not None and self._interval == "step":
+            self.scheduler.step()
+
+    def _penalty(self) -> torch.Tensor:
+        """l1 * sum|w| + l2 * sum w^2 over all trainable parameters (so L2 adds 2*l2*w to the gradient)."""
+        cfg = self.config
+        total = torch.zeros((), device=self.device)
+        if cfg.l1:
+            total = total + cfg.l1 * sum(p.abs().sum() for p in self._params)
+        if cfg.l2:
+            total = total + cfg.l2 * sum(p.pow(2).sum() for p in self._params)
+        return total
+
+    def _track_best(self, logs: dict[str, float]) -> None:
+        history = self.history
+        if history.monitor is None:
+            return
+        value = logs[history.monitor]
+        best = history.best_value
+        if best is None or (value < best if history.mode == "min" else value > best):
+            history.best_value, history.best_epoch = value, self.epoch
+            if self.config.restore_best_weights:
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def _divergence_error(self, value: float, epoch: int, batch: int) -> TrainingError:
+        if self._last_checkpoint is not None:
+            path, at = self._last_checkpoint
+            where = f"the last good checkpoint is {str(path)!r} (end of epoch {at})"
+        else:
+            where = "no checkpoint was written (set checkpoint_dir to keep one)"
+        return TrainingError(
+            f"loss became {value} at epoch {epoch}, batch {batch + 1} (after {self.global_step} optimizer steps); "
+            f"training stopped before this update reached the weights, and {where}. "
+            "A lower lr, grad_clip_norm or amp=False may help."
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.config.amp:
+            return _NO_AUTOCAST
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Any:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _split(self, batch: Any) -> tuple[Any, Any]:
+        try:
+            inputs, targets = batch
+        except (TypeError, ValueError):
+            raise ValueError(f"a batch must be (inputs, targets), got {type(batch).__name__}"
+                             + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")) from None
+        return self._to_device(inputs), self._to_device(targets)
+
+    def _to_device(self, x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x if x.device == self.device else x.to(self.device, non_blocking=True)
+        if isinstance(x, Mapping):
+            return {k: self._to_device(v) for k, v in x.items()}
+        return x
+
+    def _forward(self, inputs: Any) -> torch.Tensor:
+        out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+        if isinstance(out, torch.Tensor):
+            return out
+        logits = getattr(out, "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"the model returned a {type(out).__name__}; expected a Tensor of logits or an "
+                            "object with a .logits Tensor")
+        return logits
+
+    def _show_progress(self) -> bool:
+        return self.config.progress and sys.stderr.isatty()
+
+    def _progress(self, loader: Iterable[Any], epoch: int, total_epochs: int) -> Iterable[Any]:
+        if not self._show_progress():
+            return loader
+        from tqdm.auto import tqdm
+
+        return tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _build_metric(spec: MetricSpec) -> Metric:
+    name, kwargs = metric_name_and_kwargs(spec)
+    return get_metric(name, **kwargs)
+
+
+def _mark_last(batches: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """Yield (batch, is_last), looking one batch ahead, so the epoch's last accumulation group steps in time."""
+    it = iter(batches)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for upcoming in it:
+        yield current, False
+        current = upcoming
+    yield current, True
+
+
+def _batch_size(targets: Any) -> int:
+    return targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else len(targets)
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The torch.Generators a DataLoader shuffles with (its own and its sampler's), if any."""
+    found: list[torch.Generator] = []
+    for g in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)):
+        if isinstance(g, torch.Generator) and all(g is not h for h in found):
+            found.append(g)
+    return found

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cleanai.training import TrainConfig
+
+
+def test_config_round_trips_through_json(tmp_path) -> None:
+    cfg = TrainConfig(epochs=3, optimizer="sgd", optimizer_kwargs={"momentum": 0.9, "nesterov": True},
+                      loss="composite", loss_kwargs={"losses": {"cross_entropy": 1.0, "multi_margin": 0.1}},
+                      scheduler="warmup_cosine", scheduler_kwargs={"warmup_steps": 10},
+                      metrics=["accuracy", {"name": "top_k", "k": 2}], checkpoint_dir=tmp_path, resume=True,
+                      amp=True, grad_clip_norm=1.0, l2=1e-4, early_stopping_patience=2, monitor="val_accuracy")
+    assert TrainConfig.model_validate_json(cfg.model_dump_json()) == cfg
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("optimizer", "adamx", "adamw"),
+    ("loss", "crossentropy", "cross_entropy"),
+    ("scheduler", "cosine_warmup", "warmup_cosine"),
+    ("metrics", ["accuracy", "f1"], "macro_f1"),
+])
+def test_unknown_names_fail_at_load_time_with_field_and_valid_names(field: str, value: object, expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected) as err:
+        TrainConfig(**{field: value})
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"optimizer": "sgd", "optimizer_kwargs": {"momentom": 0.9}}, "optimizer_kwargs: optimizer 'sgd' does not accept 'momentom'"),
+    ({"loss_kwargs": {"smoothing": 0.1}}, "accepts: .*label_smoothing"),
+    ({"scheduler": "step", "scheduler_kwargs": {"size": 2}}, "accepts: step_size"),
+    ({"scheduler_kwargs": {"T_max": 2}}, "scheduler is None"),
+    ({"metrics": [{"name": "top_k", "j": 1}]}, "does not accept 'j'"),
+    ({"metrics": [{"k": 1}]}, "needs a 'name' key"),
+    ({"resume": True}, "resume=True needs checkpoint_dir"),
+    ({"lr": 0}, "lr"),
+    ({"lr": float("inf")}, "finite"),
+    ({"accumulation_steps": 0}, "accumulation_steps"),
+    ({"device": "gpu0"}, "not a torch device"),
+    ({"epoch": 3}, "epoch"),
+])
+def test_bad_values_are_named(kwargs: dict, expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        TrainConfig(**kwargs)
