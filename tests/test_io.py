@@ -47,28 +47,46 @@ def test_torch_checkpoint_with_module_prefix_loads(tmp_path):
 
 class _Evil:
     def __reduce__(self):
-        return (print, ("this would run arbitrary code",))
+        return (print, ("arbitrary code ran",))
 
 
-def test_pickle_needing_arbitrary_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as fh:
-        pickle.dump({"x": _Evil()}, fh)
-    with pytest.raises(CheckpointError, match="arbitrary pickle"):
+class Custom:
+    pass
+
+
+def test_checkpoint_needing_a_custom_class_is_refused_by_name(tmp_path):
+    path = tmp_path / "custom.pt"
+    torch.save({"weight": torch.ones(2), "extra": Custom()}, path)
+    with pytest.raises(CheckpointError, match=r"arbitrary pickle code.*Custom"):
         load_state_dict(path)
 
 
+def test_raw_pickle_with_code_is_refused_without_running_it(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"x": _Evil()}, fh)
+    with pytest.raises(CheckpointError, match="not a checkpoint CleanAI can read safely"):
+        load_state_dict(path)
+    assert "arbitrary code ran" not in capsys.readouterr().out
+
+
 def test_non_checkpoint_and_missing_files_are_refused(tmp_path):
-    junk = tmp_path / "junk.pt"
-    junk.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt"):
-        load_state_dict(junk)
+    for name, content in (("text.pt", b"not a checkpoint"), ("empty.pt", b""), ("zip.pt", b"PK\x03\x04junk")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=name):
+            load_state_dict(tmp_path / name)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state_dict(tmp_path / "nope.safetensors")
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_state_dict(bad_st)
+
+
+def test_missing_batchnorm_counters_are_filled_like_torch_does():
+    bn = nn.BatchNorm1d(3)
+    old_style = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+    load_weights(nn.BatchNorm1d(3), old_style, strict=True)
 
 
 def test_shape_mismatch_names_first_tensor(tmp_path):

@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -135,19 +134,30 @@ def _torch_load_safely(p: Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), None)
+        if detail is not None:
+            raise CheckpointError(
+                f"{str(p)!r} refused: it needs arbitrary pickle code to load ({detail.split(' was not')[0]}), "
+                "which CleanAI never runs on a user's file. Re-save its state_dict() with torch.save, or as "
+                ".safetensors."
+            ) from None
         raise CheckpointError(
-            f"{str(p)!r} refused: it needs arbitrary pickle code to load, which CleanAI never runs on a "
-            f"user's file (torch says: {str(exc).splitlines()[0]}). Re-save its state_dict() with "
-            "torch.save or as .safetensors."
+            f"{str(p)!r} is not a checkpoint CleanAI can read safely: it is neither a torch.save file of tensors "
+            "nor a pickle that weights_only loading accepts (expected a .safetensors file or a torch state dict)"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"{str(p)!r} is not a readable torch checkpoint: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # torch's loaders raise many types on junk (KeyError, EOFError, IndexError, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{str(p)!r} is not a readable torch checkpoint ({reason}); expected a "
+                              ".safetensors file or a torch state dict") from None
 
 
 def load_weights(model: torch.nn.Module, source: PathLike | Mapping[str, torch.Tensor], strict: bool = True) -> torch.nn.Module:
     """Load weights into `model`, naming the first missing, unexpected or mis-shaped tensor."""
     sd = load_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
     own = model.state_dict()
+    for name in own:  # checkpoints saved before torch 0.4 lack BatchNorm counters; torch itself tolerates that
+        if name.endswith("num_batches_tracked") and name not in sd and name.replace("num_batches_tracked", "running_mean") in sd:
+            sd[name] = torch.zeros_like(own[name])
     for name, tensor in sd.items():
         if name in own and own[name].shape != tensor.shape:
             raise CheckpointError(
