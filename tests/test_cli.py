@@ -1,0 +1,49 @@
+"""The `cleanai` command end to end: the demo run, train -> benchmark, and failures with clear reasons."""
+
+import json
+
+import pytest
+
+from cleanai.cli import main
+from cleanai.io import load_weights
+from cleanai.models import create_model
+
+
+def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "metrics.png", "model.safetensors",
+                                                "history.json", "train_config.json"}
+    rows = json.loads((out / "results.json").read_text())
+    assert rows[0]["accuracy"] > 0.8 and rows[0]["eval_samples"] == 359
+    assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
+    assert "small_cnn" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no staging folders left behind
+
+
+def test_train_then_benchmark_the_saved_weights(tmp_path, capsys):
+    run = tmp_path / "cnn"
+    assert main(["train", "--model", "small_cnn", "--data", "digits", "--epochs", "2", "--lr", "0.003",
+                 "--out", str(run), "--quiet"]) == 0
+    load_weights(create_model("small_cnn"), run / "model.safetensors", strict=True)
+    assert (tmp_path / "cnn.checkpoints" / "last.pt").is_file()
+    assert main(["benchmark", "--model", "small_cnn", "--weights", str(run / "model.safetensors"),
+                 "--runs", "5", "--out", str(tmp_path / "bench")]) == 0
+    row = json.loads((tmp_path / "bench" / "results.json").read_text())[0]
+    assert row["accuracy"] == pytest.approx(json.loads((run / "test_metrics.json").read_text())["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "resnet9000", "--epochs", "1"], "Valid model names"),
+        (["train", "--optimizer", "sgdd", "--epochs", "1"], "sgd"),
+        (["benchmark", "--data", "cifar10", "--data-dir", "/nonexistent/dir"], "cifar10_jpeg_test.zip"),
+        (["benchmark", "--weights", "/nonexistent/w.safetensors"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_a_reason(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
