@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CleanAIError, ValidationError) as exc:
+    except (CleanAIError, ValidationError, FileNotFoundError) as exc:
         print(f"cleanai {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,131 @@
+"""How much does the benchmark harness itself cost, and how repeatable is it?
+
+(a) Overhead: the p50 latency PerformanceBenchmark reports for a ~1 ms torch model, against a bare
+    `time.perf_counter_ns` loop around the same model under `torch.inference_mode` (goal: < 1 %).
+    The two are interleaved `--repeats` times and the median of the per-pair ratios is quoted. The
+    same is done on a near-empty model (Linear(16, 10)), where the difference is the harness's own
+    cost per call in microseconds: a number that CPU contention from other processes blurs less.
+(b) Repeatability: two back-to-back runs of the same benchmark, ratio of their p50s (goal: within 5 %).
+
+Prints a markdown table for BENCHMARKS.md, with the machine, threads and load average (other
+processes on a shared machine are the main source of noise).
+Usage: python benchmarks/harness_overhead.py [--threads 1] [--runs 300] [--repeats 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, TorchRunner, environment
+
+
+def make_model(width: int, depth: int) -> nn.Module:
+    """`depth` Linear(width, width)+ReLU blocks and a 10-way head (depth 0: just the head)."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10)).eval()
+
+
+def bare_p50_ms(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> float:
+    """What one would write by hand: warm up, then time each call with perf_counter_ns."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(runs):
+            start = time.perf_counter_ns()
+            model(x)
+            times.append(time.perf_counter_ns() - start)
+    return float(np.percentile(times, 50)) / 1e6
+
+
+def harness_p50_ms(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> float:
+    return PerformanceBenchmark(TorchRunner(model, name="mlp"), data, config=config).run().latency_ms_p50
+
+
+def calibrate(target_ms: float) -> tuple[nn.Module, int]:
+    """Deepen a 1024-wide MLP until one batch-1 call takes about `target_ms`."""
+    per_layer = bare_p50_ms(make_model(1024, 4), torch.randn(1, 1024), 20, 200) / 4
+    depth = max(1, round(target_ms / per_layer))
+    return make_model(1024, depth), depth
+
+
+def interleaved(model: nn.Module, width: int, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """`repeats` pairs of (bare p50, harness p50) in ms, alternating which goes first."""
+    x = torch.randn(64, width)
+    data = DataLoader(TensorDataset(x, torch.zeros(64, dtype=torch.long)), batch_size=64)
+    config = BenchmarkConfig(warmup=args.warmup, runs=args.runs, throughput_runs=0, threads=args.threads,
+                             progress=False)
+    bare, harness = [], []
+    for i in range(args.repeats):
+        for side in ("bare", "harness") if i % 2 == 0 else ("harness", "bare"):
+            if side == "bare":
+                bare.append(bare_p50_ms(model, x[:1], args.warmup, args.runs))
+            else:
+                harness.append(harness_p50_ms(model, data, config))
+    return bare, harness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=300, help="timed calls per measurement")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved harness/bare pairs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+
+    model, depth = calibrate(1.0)
+    bare, harness = interleaved(model, 1024, args)
+    ratios = [h / b for b, h in zip(bare, harness)]
+    overhead = statistics.median(ratios) - 1
+
+    tiny_bare, tiny_harness = interleaved(make_model(16, 0), 16, args)
+    per_call_us = statistics.median(1000 * (h - b) for b, h in zip(tiny_bare, tiny_harness))
+
+    data = DataLoader(TensorDataset(torch.randn(64, 1024), torch.zeros(64, dtype=torch.long)), batch_size=64)
+    config = BenchmarkConfig(warmup=args.warmup, runs=args.runs, throughput_runs=0, threads=args.threads,
+                             progress=False)
+    first, second = harness_p50_ms(model, data, config), harness_p50_ms(model, data, config)
+    repeat_ratio = second / first
+
+    env = environment()
+    print(f"Machine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
+          f"{torch.__version__}, Python {platform.python_version()}; 1-min load average "
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after.")
+    print(f"Model: {depth}x Linear(1024, 1024)+ReLU + Linear(1024, 10), batch 1; {args.runs} timed calls "
+          f"after {args.warmup} warm-up per measurement, {args.repeats} interleaved pairs.\n")
+    pairs = ", ".join(f"{100 * (r - 1):+.1f}" for r in ratios)
+    table = [
+        ("measurement", "result", "goal", "met"),
+        ("---", "---", "---", "---"),
+        (f"bare perf_counter_ns loop, p50 (median of {args.repeats})", f"{statistics.median(bare):.4f} ms",
+         "~1 ms", "-"),
+        (f"PerformanceBenchmark, p50 (median of {args.repeats})", f"{statistics.median(harness):.4f} ms", "-", "-"),
+        ("(a) harness overhead: median per-pair p50 ratio - 1", f"{100 * overhead:+.2f} % (pairs: {pairs})",
+         "< 1 %", abs(overhead) < 0.01),
+        ("(a) harness overhead: best harness p50 / best bare p50 - 1 (least disturbed by other processes)",
+         f"{100 * (min(harness) / min(bare) - 1):+.2f} %", "< 1 %", abs(min(harness) / min(bare) - 1) < 0.01),
+        ("(a) harness cost per call on Linear(16, 10): median p50 difference",
+         f"{per_call_us:+.2f} us (bare p50 {1000 * statistics.median(tiny_bare):.2f} us), "
+         f"{per_call_us / 10:+.2f} % of 1 ms", "< 10 us", per_call_us < 10),
+        ("(b) back-to-back runs: p50 ratio 2nd / 1st", f"{repeat_ratio:.4f} ({first:.4f} / {second:.4f} ms)",
+         "within 5 %", abs(repeat_ratio - 1) <= 0.05),
+    ]
+    for row in table:
+        print("| " + " | ".join(("yes" if c else "no") if isinstance(c, bool) else c for c in row) + " |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""PerformanceBenchmark: accuracy, size, latency, throughput, params and MACs of one runner, measured one way.
+
+Method (DESIGN.md "Benchmark method"): threads are fixed and recorded; accuracy covers the whole
+split unless `max_eval_batches` says otherwise (the row then says so); latency is `runs` timed calls
+with `time.perf_counter_ns` after `warmup` untimed ones, with the garbage collector paused; size is
+the bytes of the saved artifact divided by 1e6 (decimal megabytes).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
+from cleanai.errors import DataError
+from cleanai.training.metrics import get_metric
+
+
+class BenchmarkConfig(BaseModel):
+    """How to measure: batch sizes, warm-up and timed runs, threads, and how much of the split to evaluate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = 1
+    throughput_batch_size: int = 64
+    warmup: int = 10
+    runs: int = 100
+    throughput_runs: int = 10
+    threads: int | None = None
+    max_eval_batches: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+    @field_validator("batch_size", "throughput_batch_size", "runs")
+    @classmethod
+    def _positive(cls, value: int, info: Any) -> int:
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be an integer >= 1, got {value}")
+        return value
+
+    @field_validator("warmup", "throughput_runs")
+    @classmethod
+    def _non_negative(cls, value: int, info: Any) -> int:
+        if value < 0:
+            raise ValueError(f"{info.field_name} must be an integer >= 0, got {value}")
+        return value
+
+    @field_validator("threads", "max_eval_batches")
+    @classmethod
+    def _positive_or_none(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"{info.field_name} must be None or an integer >= 1, got {value}")
+        return value
+
+
+class Measurement(BaseModel):
+    """One row of the results table; rows are JSON, and tables, plots and reports are made from rows.
+
+    Units: latencies in ms per call at `batch_size`; `throughput` in samples/s at
+    `throughput_batch_size` (None if not measured); `size_mb` = artifact bytes / 1e6; `macs` per
+    sample (counted on the first sample; None if unknown); `eval_whole_split` False means accuracy
+    was measured on the first `eval_samples` samples only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    accuracy: float
+    metrics: dict[str, float]
+    size_mb: float
+    latency_ms_mean: float
+    latency_ms_std: float
+    latency_ms_p50: float
+    latency_ms_p90: float
+    latency_ms_p99: float
+    latency_runs: int
+    throughput: float | None
+    params: int | None
+    macs: int | None
+    batch_size: int
+    throughput_batch_size: int
+    threads: int
+    backend: str
+    provider: str | None
+    eval_samples: int
+    eval_whole_split: bool
+    versions: dict[str, str]
+    cpu: str
+    cpu_count: int
+    timestamp: str
+
+
+def _batch_len(inputs: Any) -> int:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping):
+        return _batch_len(next(iter(inputs.values())))
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs)
+    raise DataError(
+        f"batch inputs of type {type(inputs).__name__} are not supported; "
+        "expected a Tensor, a dict of Tensors or a list of strings"
+    )
+
+
+def _resize(inputs: Any, n: int) -> Any:
+    """The first `n` samples of a batch; a shorter batch is repeated until it has `n`."""
+    if isinstance(inputs, Mapping):
+        return {k: _resize(v, n) for k, v in inputs.items()}
+    reps = -(-n // _batch_len(inputs))
+    if isinstance(inputs, torch.Tensor):
+        return (inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs)[:n]
+    return (list(inputs) * reps)[:n]
+
+
+def _split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise DataError(f"each batch must be an (inputs, targets) pair, got a {type(batch).__name__}")
+    inputs, targets = batch
+    return inputs, torch.as_tensor(targets).reshape(-1)
+
+
+def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -> np.ndarray:
+    """Nanoseconds of each of `runs` calls after `warmup` untimed ones; GC paused while timing."""
+    for _ in range(warmup):
+        fn(inputs)
+    times = np.empty(runs, dtype=np.int64)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            start = time.perf_counter_ns()
+            fn(inputs)
+            times[i] = time.perf_counter_ns() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def _artifact_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """The machine a number was measured on: CPU model, usable cores, and library versions."""
+    versions = {"python": platform.python_version()}
+    for package in ("cleanai", "torch", "onnxruntime", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    return {"cpu": _cpu_name(), "cpu_count": cores, "versions": versions}
+
+
+class PerformanceBenchmark:
+    """Measures one runner on one data split; `run()` returns a `Measurement` row.
+
+    `data` is a DataLoader (or a Dataset, batched by `throughput_batch_size`) yielding
+    `(inputs, targets)`; `runner` may be a bare `nn.Module`, wrapped in a `TorchRunner`.
+    """
+
+    def __init__(
+        self,
+        runner: Runner | nn.Module,
+        data: DataLoader | Dataset,
+        name: str | None = None,
+        config: BenchmarkConfig | None = None,
+        metrics: Sequence[str] = ("accuracy",),
+    ) -> None:
+        self.runner = as_runner(runner)
+        self.config = config or BenchmarkConfig()
+        self.name = name or self.runner.name
+        self.metrics = tuple(dict.fromkeys(("accuracy", *metrics)))
+        for m in self.metrics:  # fail now, listing the valid names, not after the accuracy pass
+            get_metric(m)
+        if isinstance(data, DataLoader):
+            self.loader: Iterable[Any] = data
+        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+            self.loader = DataLoader(data, batch_size=self.config.throughput_batch_size, shuffle=False)
+        else:
+            raise DataError(f"data must be a DataLoader or a Dataset, got {type(data).__name__}")
+
+    def _call(self, inputs: Any) -> torch.Tensor:
+        """Run the runner once and check it returned one row of logits per sample."""
+        logits = self.runner(inputs)
+        n = _batch_len(inputs)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise BenchmarkError(
+                f"runner {self.name!r} returned {got} for a batch of {n}; expected logits ({n}, classes)"
+            )
+        return logits
+
+    def _evaluate(self) -> tuple[dict[str, float], int, bool, Any]:
+        """Task metrics over the split (or its first `max_eval_batches`), and the first batch's inputs."""
+        limit = self.config.max_eval_batches
+        total = len(self.loader) if hasattr(self.loader, "__len__") else None  # type: ignore[arg-type]
+        metrics = [get_metric(m) for m in self.metrics]
+        n_eval, first, whole = 0, None, True
+        bar = tqdm(self.loader, total=min(filter(None, (total, limit)), default=None),
+                   desc=f"evaluating {self.name}", disable=not self.config.progress, leave=False)
+        for i, batch in enumerate(bar):
+            if limit is not None and i >= limit:
+                whole = False
+                break
+            inputs, targets = _split_batch(batch)
+            if _batch_len(inputs) != len(targets):
+                raise DataError(f"batch {i} has {_batch_len(inputs)} inputs but {len(targets)} targets")
+            first = inputs if first is None else first
+            logits = self._call(inputs).cpu()
+            for metric in metrics:
+                metric.update(logits, targets.cpu())
+            n_eval += len(targets)
+        bar.close()
+        if first is None:
+            raise DataError(f"benchmark {self.name!r}: the data yielded no batches; nothing to measure")
+        return {m: metric.compute() for m, metric in zip(self.metrics, metrics)}, n_eval, whole, first
+
+    def run(self) -> Measurement:
+        """Measure everything and return the row; torch's thread count is restored afterwards."""
+        cfg = self.config
+        threads = cfg.threads or torch.get_num_threads()
+        torch_threads = torch.get_num_threads()
+        torch.manual_seed(cfg.seed)
+        try:
+            self.runner.set_threads(threads)
+            scores, n_eval, whole, first = self._evaluate()
+
+            inputs = _resize(first, cfg.batch_size)
+            self._call(inputs)
+            lat = _time_calls(self.runner, inputs, cfg.warmup, cfg.runs) / 1e6
+
+            throughput = None
+            if cfg.throughput_runs:
+                big = _resize(first, cfg.throughput_batch_size)
+                self._call(big)  # one untimed call: checks the output and warms up the larger shapes
+                seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs).sum() / 1e9
+                throughput = cfg.throughput_batch_size * cfg.throughput_runs / seconds
+
+            with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
+                size_mb = _artifact_bytes(Path(self.runner.save(tmp))) / 1e6
+            macs = self._macs(_resize(first, 1))
+            params = self.runner.num_params()
+        finally:
+            torch.set_num_threads(torch_threads)
+        return Measurement(
+            name=self.name,
+            accuracy=scores["accuracy"],
+            metrics=scores,
+            size_mb=size_mb,
+            latency_ms_mean=float(lat.mean()),
+            latency_ms_std=float(lat.std(ddof=1)) if len(lat) > 1 else 0.0,
+            latency_ms_p50=float(np.percentile(lat, 50)),
+            latency_ms_p90=float(np.percentile(lat, 90)),
+            latency_ms_p99=float(np.percentile(lat, 99)),
+            latency_runs=len(lat),
+            throughput=throughput,
+            params=params,
+            macs=macs,
+            batch_size=cfg.batch_size,
+            throughput_batch_size=cfg.throughput_batch_size,
+            threads=threads,
+            backend=self.runner.backend,
+            provider=self.runner.provider,
+            eval_samples=n_eval,
+            eval_whole_split=whole,
+            **environment(),
+            timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    def _macs(self, sample: Any) -> int | None:
+        """MACs per sample (counted on a batch of one); a counter failure is a warning, not a lost benchmark."""
+        try:
+            return self.runner.macs(sample)
+        except Exception as exc:  # noqa: BLE001 - thop can fail on exotic modules; the rest of the row stands
+            warnings.warn(f"could not count MACs of {self.name!r}: {type(exc).__name__}: {exc}", stacklevel=2)
+            return None
+
+
+def benchmark(
+    runner: Runner | nn.Module,
+    data: DataLoader | Dataset,
+    *,
+    name: str | None = None,
+    config: BenchmarkConfig | None = None,
+    metrics: Sequence[str] = ("accuracy",),
+) -> Measurement:
+    """Measure one runner on one split: `PerformanceBenchmark(...).run()` as a plain function."""
+    return PerformanceBenchmark(runner, data, name=name, config=config, metrics=metrics).run()

@@ -1,0 +1,330 @@
+"""Runners: anything that maps a batch to logits, so every variant is measured by the same code.
+
+A runner also knows how to save the artifact that would be deployed (its size is what the
+benchmark reports), how to fix its thread count, and how to count its parameters and MACs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cleanai.benchmark.flops import count_macs
+from cleanai.errors import CleanAIError
+from cleanai.io import atomic_path, save_safetensors
+
+Inputs = torch.Tensor | Mapping[str, torch.Tensor] | list[str]
+
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "layout", "all")
+
+
+class BenchmarkError(CleanAIError, RuntimeError):
+    """A runner misbehaved (wrong output type or batch size) or cannot be measured as asked."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What the benchmark needs from a model variant, whatever engine runs it."""
+
+    name: str
+    backend: str
+    provider: str | None
+
+    def __call__(self, inputs: Any) -> torch.Tensor:
+        """Logits for one batch of inputs."""
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the deployable artifact into `directory` and return its path."""
+
+    def set_threads(self, n: int) -> None:
+        """Use `n` intra-op threads from now on."""
+
+    def num_params(self) -> int | None:
+        """Number of weights, or None when it cannot be known."""
+
+    def macs(self, example_inputs: Any) -> int | None:
+        """MACs of one forward pass on `example_inputs`, or None when it cannot be counted."""
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def _as_logits(out: Any, name: str) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)  # a transformers ModelOutput passed in directly
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise BenchmarkError(f"runner {name!r} returned a {type(out).__name__}; expected a logits Tensor")
+
+
+def _keyword_names(fn: Any) -> tuple[str, ...] | None:
+    """Names a callable accepts as keywords; None when it takes `**kwargs` (accepts any name)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
+class TorchRunner:
+    """Runs an `nn.Module` in eval mode under `torch.inference_mode`; deploys as safetensors.
+
+    The module is put in eval mode (its training flag is the only thing changed). A module whose
+    state holds quantized tensors, tensor subclasses or packed parameters, which safetensors cannot
+    store, is saved with `torch.save(state_dict)` instead, as a `.pt` file.
+    """
+
+    backend = "torch"
+    provider: str | None = None
+
+    def __init__(self, model: nn.Module, name: str = "torch") -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"TorchRunner needs a torch.nn.Module, got {type(model).__name__}")
+        self.model = model.eval()
+        self.name = name
+        self.input_names = _keyword_names(model.forward)
+
+    def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+        return _as_logits(out, self.name)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        state = self.model.state_dict()
+        if all(type(t) in (torch.Tensor, nn.Parameter) and not t.is_quantized for t in state.values()):
+            return save_safetensors(state, Path(directory) / f"{_file_stem(self.name)}.safetensors")
+        path = Path(directory) / f"{_file_stem(self.name)}.pt"
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return path
+
+    def set_threads(self, n: int) -> None:
+        torch.set_num_threads(n)
+
+    def num_params(self) -> int:
+        """Elements of `parameters()`, plus the packed weights of quantized modules (`weight()` methods)."""
+        total = sum(p.numel() for p in self.model.parameters())
+        for module in self.model.modules():
+            if callable(getattr(module, "weight", None)) and not isinstance(module.weight, torch.Tensor):
+                total += module.weight().numel()
+                bias = module.bias() if callable(getattr(module, "bias", None)) else None
+                total += bias.numel() if isinstance(bias, torch.Tensor) else 0
+        return total
+
+    def macs(self, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
+        return count_macs(self.model, example_inputs)
+
+
+_ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
+}
+_ONNX_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class OrtRunner:
+    """Runs an ONNX model in an ONNX Runtime `InferenceSession`; deploys as one self-contained .onnx file.
+
+    `source_model` (the torch module the graph was exported from) is only used to count MACs, which
+    an ONNX graph does not carry in a form thop can read.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path_or_bytes: str | os.PathLike[str] | bytes,
+        name: str = "onnxruntime",
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        source_model: nn.Module | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        if graph_optimization not in _ORT_LEVELS:
+            raise ValueError(
+                f"graph_optimization={graph_optimization!r} is not an ONNX Runtime level; "
+                f"allowed: {', '.join(GRAPH_OPTIMIZATIONS)}"
+            )
+        available = ort.get_available_providers()
+        unknown = [p for p in providers if p not in available]
+        if not providers or unknown:
+            raise ValueError(
+                f"providers={list(providers)!r}: {unknown or 'empty list'} not available in this onnxruntime; "
+                f"available: {', '.join(available)}"
+            )
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            self._source: Path | bytes = bytes(path_or_bytes)
+        else:
+            self._source = Path(path_or_bytes)
+            if not self._source.is_file():
+                raise FileNotFoundError(f"ONNX model {str(self._source)!r} does not exist (expected a .onnx file)")
+        self.name = name
+        self.graph_optimization = graph_optimization
+        self.providers = tuple(providers)
+        self.source_model = source_model
+        self.threads = threads
+        self._session = self._make_session()
+        self.provider: str | None = self._session.get_providers()[0]
+        self._inputs = {i.name: _ONNX_TO_NUMPY.get(i.type) for i in self._session.get_inputs()}
+        self.input_names = tuple(self._inputs)
+
+    def _make_session(self) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[self.graph_optimization])
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        model = self._source if isinstance(self._source, bytes) else str(self._source)
+        return ort.InferenceSession(model, sess_options=options, providers=list(self.providers))
+
+    def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if isinstance(inputs, Mapping):
+            missing = [n for n in self.input_names if n not in inputs]
+            if missing:
+                raise ValueError(
+                    f"runner {self.name!r}: inputs lack {missing}; the ONNX graph takes {list(self.input_names)}, "
+                    f"got {list(inputs)}"
+                )
+            feed = {n: inputs[n] for n in self.input_names}
+        elif len(self.input_names) == 1:
+            feed = {self.input_names[0]: inputs}
+        else:
+            raise ValueError(
+                f"runner {self.name!r}: the ONNX graph takes {list(self.input_names)}; pass a dict with those "
+                f"names, not a single {type(inputs).__name__}"
+            )
+        arrays = {n: self._to_numpy(n, v) for n, v in feed.items()}
+        return torch.from_numpy(self._session.run(None, arrays)[0])
+
+    def _to_numpy(self, name: str, value: Any) -> np.ndarray:
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        dtype = self._inputs[name]
+        return array if dtype is None or array.dtype == dtype else array.astype(dtype)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Copy the model into `directory` as one file; weights kept as external data are folded in."""
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+
+        path = Path(directory) / f"{_file_stem(self.name)}.onnx"
+        with atomic_path(path) as tmp:
+            if isinstance(self._source, bytes):
+                tmp.write_bytes(self._source)
+            elif any(uses_external_data(t) for t in self._graph().initializer):
+                onnx.save_model(onnx.load(str(self._source)), str(tmp), save_as_external_data=False)
+            else:
+                shutil.copyfile(self._source, tmp)
+        return path
+
+    def _graph(self) -> Any:
+        import onnx
+
+        if isinstance(self._source, bytes):
+            return onnx.load_from_string(self._source).graph
+        return onnx.load(str(self._source), load_external_data=False).graph
+
+    def set_threads(self, n: int) -> None:
+        """Rebuild the session with `n` intra-op threads (and one inter-op thread)."""
+        self.threads = n
+        self._session = self._make_session()
+
+    def num_params(self) -> int:
+        """Elements of the graph's initializers, except int32/int64 ones (shapes and indices, not weights).
+
+        Quantized graphs also count their scales and zero points, a negligible overcount.
+        """
+        import onnx
+
+        skip = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+        return sum(math.prod(t.dims) for t in self._graph().initializer if t.data_type not in skip)
+
+    def macs(self, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
+        return None if self.source_model is None else count_macs(self.source_model, example_inputs)
+
+
+class TextClassifierRunner:
+    """Tokenises a list of strings and hands the tensors to an inner runner; tokenising is part of the timing.
+
+    Only the tokenizer outputs the inner runner accepts (its `input_names`; absent or None: all)
+    are passed, so `token_type_ids` is dropped for a model whose forward takes only `input_ids`
+    and `attention_mask`.
+    """
+
+    def __init__(self, tokenizer: Any, inner: Runner, max_length: int = 64, name: str | None = None) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+        self.tokenizer = tokenizer
+        self.inner = inner
+        self.max_length = max_length
+        self.name = name or inner.name
+        self.backend = inner.backend
+        self.provider = inner.provider
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(
+                f"runner {self.name!r} takes a list of strings, got {type(texts).__name__}"
+                + (" (wrap a single text in a list)" if isinstance(texts, str) else "")
+            )
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        accepted = getattr(self.inner, "input_names", None)
+        return {k: v for k, v in encoded.items() if accepted is None or k in accepted}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.inner(self.encode(texts))
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        return self.inner.save(directory)
+
+    def set_threads(self, n: int) -> None:
+        self.inner.set_threads(n)
+
+    def num_params(self) -> int | None:
+        return self.inner.num_params()
+
+    def macs(self, example_inputs: list[str]) -> int | None:
+        return self.inner.macs(self.encode(example_inputs))
+
+
+def as_runner(obj: Runner | nn.Module) -> Runner:
+    """Accept a Runner as is and wrap a bare `nn.Module` in a `TorchRunner`."""
+    if isinstance(obj, nn.Module):
+        return TorchRunner(obj, name=type(obj).__name__)
+    if not isinstance(obj, Runner):
+        needed = ("name", "backend", "provider", "__call__", "save", "set_threads", "num_params", "macs")
+        missing = [m for m in needed if not hasattr(obj, m)]
+        raise TypeError(
+            f"{type(obj).__name__} is not a Runner (missing {missing}); wrap a model in TorchRunner or OrtRunner"
+        )
+    return obj

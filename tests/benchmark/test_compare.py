@@ -1,0 +1,86 @@
+"""compare / save_rows / load_rows / plot_metrics: ratios are right, files round-trip, the plot is a PNG."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from cleanai.benchmark import Measurement, compare, load_rows, plot_metrics, save_rows
+
+
+def _row(name: str, accuracy: float, size_mb: float, p50: float, **extra) -> Measurement:
+    fields = dict(
+        name=name, accuracy=accuracy, metrics={"accuracy": accuracy}, size_mb=size_mb,
+        latency_ms_mean=p50 * 1.1, latency_ms_std=p50 / 10, latency_ms_p50=p50, latency_ms_p90=p50 * 1.2,
+        latency_ms_p99=p50 * 1.5, latency_runs=100, throughput=1000 / p50, params=270_000, macs=40_800_000,
+        batch_size=1, throughput_batch_size=64, threads=2, backend="torch", provider=None, eval_samples=10_000,
+        eval_whole_split=True, versions={"python": "3.11.7", "torch": "2.13.0+cpu"}, cpu="AMD EPYC", cpu_count=2,
+        timestamp="2026-01-01T00:00:00+00:00",
+    )
+    return Measurement(**{**fields, **extra})
+
+
+@pytest.fixture()
+def rows() -> list[Measurement]:
+    return [
+        _row("resnet20", 0.9160, 1.08, 4.0),
+        _row("pruned-50%", 0.9050, 0.27, 2.0, metrics={"accuracy": 0.905, "macro_f1": 0.9041}, params=None),
+        _row("onnx-int8", 0.9100, 0.36, 1.6, backend="onnxruntime", provider="CPUExecutionProvider",
+             throughput=None, macs=None, eval_samples=2000, eval_whole_split=False, versions={"onnxruntime": "1.31.1"}),
+    ]
+
+
+def _line(table: str, name: str) -> list[str]:
+    line = next(ln for ln in table.splitlines() if ln.startswith(f"│ {name} "))
+    return [cell.strip() for cell in line.split("│")[1:-1]]
+
+
+def test_compare_shows_ratios_against_the_first_row(rows, capsys):
+    table = compare(rows)
+    assert "CleanAI benchmark (baseline: resnet20)" in table
+    assert _line(table, "resnet20")[1:9] == ["91.60", "+0.00", "1.080", "1.00x", "4.000", "0.400", "1.00x", "250.0"]
+    pruned = _line(table, "pruned-50%")
+    assert (pruned[2], pruned[4], pruned[7], pruned[9]) == ("-1.10", "4.00x", "2.00x", "-")
+    assert _line(table, "onnx-int8 (acc on 2000 samples)")[-2:] == ["onnxruntime (CPUExecutionProvider)", "2"]
+    assert "pruned-50%" in capsys.readouterr().out  # also printed
+
+
+def test_compare_takes_a_baseline_by_name_or_index(rows):
+    by_name = compare(rows, baseline="pruned-50%", show=False)
+    assert _line(by_name, "resnet20")[7] == "0.50x"  # the unpruned model is half as fast
+    assert by_name == compare(rows, baseline=1, show=False)
+    with pytest.raises(ValueError, match="baseline 'nope' is not a row name; names: resnet20, pruned-50%, onnx-int8"):
+        compare(rows, baseline="nope", show=False)
+    with pytest.raises(ValueError, match="no rows given"):
+        compare([], show=False)
+
+
+def test_compare_warns_when_rows_were_measured_differently(rows):
+    assert "not like for like" not in compare(rows, show=False)
+    rows[1] = rows[1].model_copy(update={"threads": 1})
+    assert "not like for like" in compare(rows, show=False)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_rows_round_trip_through_files(rows, tmp_path, suffix):
+    path = save_rows(rows, tmp_path / f"sub/rows{suffix}")
+    assert load_rows(path) == rows
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # written atomically, no temp file left
+    save_rows([r.model_dump() for r in rows[:1]], path)  # dicts are accepted and the file is replaced
+    assert load_rows(path) == rows[:1]
+
+
+def test_unsupported_suffixes_are_refused(rows, tmp_path):
+    with pytest.raises(ValueError, match="suffix '.xlsx' not supported; use .json or .csv"):
+        save_rows(rows, tmp_path / "rows.xlsx")
+    with pytest.raises(FileNotFoundError, match="rows.json"):
+        load_rows(tmp_path / "rows.json")
+
+
+def test_plot_writes_a_png(rows, tmp_path):
+    path = plot_metrics(rows, tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and min(image.size) > 200
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]

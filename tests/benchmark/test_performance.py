@@ -1,0 +1,168 @@
+"""PerformanceBenchmark: every number in a Measurement row is what it claims to be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+from sklearn.metrics import f1_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cleanai.benchmark import (
+    BenchmarkConfig,
+    BenchmarkError,
+    OrtRunner,
+    PerformanceBenchmark,
+    TextClassifierRunner,
+    TorchRunner,
+    benchmark,
+)
+from cleanai.errors import DataError, UnknownNameError
+
+FAST = BenchmarkConfig(warmup=2, runs=15, throughput_batch_size=8, throughput_runs=2, progress=False)
+
+
+class RecordingRunner(TorchRunner):
+    """A real TorchRunner that also records each call's batch size and torch's thread count."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, name="recording")
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, inputs):
+        self.calls.append((len(inputs), torch.get_num_threads()))
+        return super().__call__(inputs)
+
+
+def _accuracy(model: nn.Module, data: TensorDataset) -> float:
+    x, y = data.tensors
+    with torch.no_grad():
+        return (model(x).argmax(-1) == y).float().mean().item()
+
+
+def test_torch_and_ort_benchmarks_report_the_true_accuracy(cnn, cnn_onnx, cnn_loader, cnn_data):
+    want = _accuracy(cnn, cnn_data)
+    rows = [benchmark(r, cnn_loader, config=FAST) for r in (TorchRunner(cnn, name="t"), OrtRunner(cnn_onnx, name="o"))]
+    assert [r.accuracy for r in rows] == [pytest.approx(want)] * 2
+    assert [r.metrics for r in rows] == [{"accuracy": pytest.approx(want)}] * 2
+    assert [(r.name, r.backend, r.provider) for r in rows] == [("t", "torch", None),
+                                                              ("o", "onnxruntime", "CPUExecutionProvider")]
+    assert all(r.eval_samples == 40 and r.eval_whole_split for r in rows)
+
+
+def test_latency_statistics_are_consistent(cnn, cnn_loader):
+    row = PerformanceBenchmark(cnn, cnn_loader, config=FAST).run()
+    assert row.latency_runs == 15
+    assert 0 < row.latency_ms_p50 <= row.latency_ms_p90 <= row.latency_ms_p99
+    assert row.latency_ms_mean > 0 and row.latency_ms_std >= 0
+    assert row.throughput is not None and row.throughput > 0
+    assert (row.batch_size, row.throughput_batch_size) == (1, 8)
+
+
+def test_timed_inputs_are_the_first_batch_resliced_to_each_batch_size(cnn):
+    data = DataLoader(TensorDataset(torch.randn(10, 3, 8, 8), torch.zeros(10, dtype=torch.long)), batch_size=4)
+    runner = RecordingRunner(cnn)
+    config = BenchmarkConfig(batch_size=3, warmup=1, runs=5, throughput_batch_size=9, throughput_runs=2,
+                             progress=False)
+    PerformanceBenchmark(runner, data, config=config).run()
+    sizes = [n for n, _ in runner.calls]
+    # accuracy pass (4, 4, 2), check + warm-up + 5 timed at 3, check + 2 timed at 9 (the first batch repeated)
+    assert sizes == [4, 4, 2] + [3] * 7 + [9] * 3
+
+
+def test_threads_are_set_recorded_and_restored(cnn, cnn_onnx, cnn_loader):
+    torch.set_num_threads(2)  # the root conftest resets threads before every test
+    runner = RecordingRunner(cnn)
+    row = benchmark(runner, cnn_loader, config=FAST.model_copy(update={"threads": 1}))
+    assert row.threads == 1
+    assert {threads for _, threads in runner.calls} == {1}  # every call really ran on one thread
+    assert torch.get_num_threads() == 2
+    ort = OrtRunner(cnn_onnx)
+    assert benchmark(ort, cnn_loader, config=FAST.model_copy(update={"threads": 1})).threads == 1
+    assert ort._session.get_session_options().intra_op_num_threads == 1
+    assert benchmark(cnn, cnn_loader, config=FAST).threads == 2  # default: torch's current setting
+
+
+def test_size_is_the_saved_artifact_in_decimal_megabytes(cnn, cnn_onnx, cnn_loader, tmp_path):
+    for runner in (TorchRunner(cnn), OrtRunner(cnn_onnx)):
+        row = benchmark(runner, cnn_loader, config=FAST)
+        assert row.size_mb == runner.save(tmp_path).stat().st_size / 1e6
+
+
+def test_params_and_macs_are_per_sample(cnn, cnn_loader):
+    row = benchmark(cnn, cnn_loader, config=FAST)
+    assert row.params == sum(p.numel() for p in cnn.parameters())
+    assert row.macs == TorchRunner(cnn).macs(torch.randn(1, 3, 8, 8))
+
+
+def test_macro_f1_agrees_with_scikit_learn():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(60, 5, generator=g)
+    y = torch.randint(0, 4, (60,), generator=g)
+    model = nn.Linear(5, 5)  # may predict class 4, which never occurs in y
+    row = benchmark(model, DataLoader(TensorDataset(x, y), batch_size=16), config=FAST, metrics=("macro_f1",))
+    with torch.no_grad():
+        pred = model(x).argmax(-1)
+    assert row.metrics["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert row.metrics["accuracy"] == row.accuracy == pytest.approx((pred == y).float().mean().item())
+
+
+def test_a_row_measured_on_a_sample_says_so(cnn, cnn_loader):
+    sample = benchmark(cnn, cnn_loader, config=FAST.model_copy(update={"max_eval_batches": 2}))
+    assert (sample.eval_samples, sample.eval_whole_split) == (32, False)
+    whole = benchmark(cnn, cnn_loader, config=FAST.model_copy(update={"max_eval_batches": 3}))
+    assert (whole.eval_samples, whole.eval_whole_split) == (40, True)
+
+
+def test_a_dataset_is_batched_for_the_caller(cnn, cnn_data):
+    assert benchmark(cnn, cnn_data, config=FAST).eval_samples == 40
+
+
+def test_text_runner_benchmark_reads_strings(tokenizer, tiny_bert, texts):
+    labels = list(range(len(texts)))
+    data = [(t, label % 3) for t, label in zip(texts, labels)]  # a list of samples is a Dataset
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert, name="tiny-bert"))
+    row = benchmark(runner, DataLoader(data, batch_size=3), config=FAST)
+    pred = runner(texts).argmax(-1)
+    assert row.accuracy == pytest.approx((pred == torch.tensor(labels) % 3).float().mean().item())
+    assert row.name == "tiny-bert" and row.eval_samples == 7
+    assert row.macs == runner.macs(texts[:1])
+
+
+def test_empty_data_is_a_clear_error(cnn):
+    empty = DataLoader(TensorDataset(torch.empty(0, 3, 8, 8), torch.empty(0, dtype=torch.long)), batch_size=4)
+    with pytest.raises(DataError, match="yielded no batches"):
+        benchmark(cnn, empty, config=FAST)
+
+
+def test_a_runner_returning_the_wrong_batch_size_is_a_clear_error(cnn_loader):
+    class FirstRowOnly(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:1, :4]
+
+    with pytest.raises(BenchmarkError, match=r"returned \(1, 4\) for a batch of 16; expected logits \(16, classes\)"):
+        benchmark(FirstRowOnly(), cnn_loader, config=FAST)
+
+
+def test_malformed_batches_are_clear_errors(cnn):
+    with pytest.raises(DataError, match=r"\(inputs, targets\) pair"):
+        benchmark(cnn, DataLoader(torch.randn(8, 3, 8, 8), batch_size=4), config=FAST)
+    mismatched = [(torch.randn(4, 3, 8, 8), torch.zeros(3, dtype=torch.long))]
+    with pytest.raises(DataError, match="batch 0 has 4 inputs but 3 targets"):
+        benchmark(cnn, DataLoader(mismatched, batch_size=None), config=FAST)
+
+
+def test_unknown_metric_lists_the_valid_ones(cnn, cnn_loader):
+    with pytest.raises(UnknownNameError, match=r"unknown metric 'top5'.*accuracy, macro_f1"):
+        PerformanceBenchmark(cnn, cnn_loader, metrics=("top5",))
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("runs", 0, ">= 1"), ("batch_size", -2, ">= 1"), ("warmup", -1, ">= 0"), ("threads", 0, "None or an integer >= 1"),
+])
+def test_config_errors_name_the_field_value_and_what_is_allowed(field, value, allowed):
+    with pytest.raises(ValidationError, match=rf"{field} must be .*{allowed}, got {value}"):
+        BenchmarkConfig(**{field: value})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        BenchmarkConfig(repeats=3)

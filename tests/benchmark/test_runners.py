@@ -1,0 +1,206 @@
+"""Runners: torch, ONNX Runtime and text runners agree, save what ships, count params and MACs correctly."""
+
+from __future__ import annotations
+
+import filecmp
+import warnings
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from cleanai.benchmark import (
+    OrtRunner,
+    Runner,
+    TextClassifierRunner,
+    TorchRunner,
+    as_runner,
+    count_macs,
+)
+
+
+def test_torch_and_ort_runners_give_the_same_logits(cnn, cnn_onnx, cnn_data):
+    x = cnn_data.tensors[0]
+    torch_logits = TorchRunner(cnn)(x)
+    ort_logits = OrtRunner(cnn_onnx)(x)
+    assert ort_logits.shape == (40, 4)
+    assert torch.allclose(torch_logits, ort_logits, atol=1e-5)
+
+
+def test_every_runner_satisfies_the_runner_protocol(cnn, cnn_onnx, tokenizer, tiny_bert):
+    for runner in (TorchRunner(cnn), OrtRunner(cnn_onnx), TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))):
+        assert isinstance(runner, Runner)
+    assert isinstance(as_runner(cnn), TorchRunner)
+    with pytest.raises(TypeError, match=r"not a Runner \(missing \['name', 'backend'"):
+        as_runner(object())
+
+
+def test_torch_runner_puts_the_model_in_eval_mode_and_records_no_grad():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    runner = TorchRunner(model)
+    assert not model.training
+    out = runner(torch.ones(8, 4))
+    assert not out.requires_grad
+    assert torch.equal(out, runner(torch.ones(8, 4)))  # dropout is off
+
+
+def test_torch_runner_saves_safetensors_of_the_state_dict(cnn, tmp_path):
+    from safetensors.torch import load_file
+
+    path = TorchRunner(cnn, name="my cnn/v1").save(tmp_path)
+    assert path == tmp_path / "my_cnn_v1.safetensors"
+    loaded = load_file(path)
+    assert loaded.keys() == cnn.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in cnn.state_dict().items())
+
+
+def test_torch_runner_saves_a_dynamically_quantized_model_with_torch_save(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    fp32, int8 = TorchRunner(model, name="fp32"), TorchRunner(quantized, name="int8")
+    fp32_path, int8_path = fp32.save(tmp_path), int8.save(tmp_path)
+    assert int8_path.suffix == ".pt"
+    # int8 weights: about a quarter of the float32 bytes, plus pickle framing
+    assert int8_path.stat().st_size < 0.4 * fp32_path.stat().st_size
+    assert int8.num_params() == fp32.num_params() == 64 * 128 + 128 + 128 * 10 + 10
+    assert int8.macs(torch.randn(1, 64)) is None  # thop cannot see quantized kernels: unknown, not zero
+
+
+def test_ort_runner_counts_the_same_params_as_torch(cnn, cnn_onnx):
+    assert OrtRunner(cnn_onnx).num_params() == TorchRunner(cnn).num_params() == 8 * 3 * 9 + 8 + 128 * 4 + 4
+
+
+def test_ort_runner_save_copies_the_file_or_writes_the_bytes(cnn_onnx, tmp_path):
+    copied = OrtRunner(cnn_onnx, name="from-path").save(tmp_path)
+    assert copied.name == "from-path.onnx" and filecmp.cmp(copied, cnn_onnx, shallow=False)
+    from_bytes = OrtRunner(cnn_onnx.read_bytes(), name="from-bytes")
+    assert from_bytes.save(tmp_path).read_bytes() == cnn_onnx.read_bytes()
+    assert from_bytes.num_params() == OrtRunner(cnn_onnx).num_params()
+
+
+def test_ort_runner_save_folds_external_weights_into_one_file(cnn_onnx, cnn_data, tmp_path):
+    split = tmp_path / "split" / "model.onnx"
+    split.parent.mkdir()
+    onnx.save_model(onnx.load(str(cnn_onnx)), str(split), save_as_external_data=True,
+                    location="model.onnx.data", size_threshold=0)
+    assert split.stat().st_size < 1000 < (split.parent / "model.onnx.data").stat().st_size
+    runner = OrtRunner(split, name="folded")
+    saved = runner.save(tmp_path / "out")
+    assert [p.name for p in saved.parent.iterdir()] == ["folded.onnx"]
+    assert saved.stat().st_size > (split.parent / "model.onnx.data").stat().st_size
+    x = cnn_data.tensors[0][:5]
+    assert torch.allclose(OrtRunner(saved)(x), runner(x))
+
+
+def test_ort_runner_set_threads_rebuilds_the_session(cnn_onnx, cnn_data):
+    runner = OrtRunner(cnn_onnx, threads=2)
+    assert runner._session.get_session_options().intra_op_num_threads == 2
+    before = runner(cnn_data.tensors[0][:3])
+    runner.set_threads(1)
+    assert runner.threads == 1
+    assert runner._session.get_session_options().intra_op_num_threads == 1
+    assert torch.allclose(runner(cnn_data.tensors[0][:3]), before)
+
+
+def test_ort_runner_maps_dict_inputs_and_names_what_is_missing(tiny_bert_onnx):
+    runner = OrtRunner(tiny_bert_onnx)
+    assert runner.input_names == ("input_ids", "attention_mask")
+    ids = torch.randint(1000, 2000, (3, 5))
+    assert runner({"input_ids": ids, "attention_mask": torch.ones_like(ids), "extra": ids}).shape == (3, 3)
+    with pytest.raises(ValueError, match=r"inputs lack \['attention_mask'\]"):
+        runner({"input_ids": ids})
+    with pytest.raises(ValueError, match="pass a dict with those names"):
+        runner(ids)
+
+
+def test_ort_runner_rejects_bad_options_with_the_allowed_values(cnn_onnx, tmp_path):
+    with pytest.raises(ValueError, match="graph_optimization='fast'.*allowed: disable, basic, extended, layout, all"):
+        OrtRunner(cnn_onnx, graph_optimization="fast")
+    with pytest.raises(ValueError, match="'CUDAExecutionProvider'.*available: .*CPUExecutionProvider"):
+        OrtRunner(cnn_onnx, providers=["CUDAExecutionProvider"])
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OrtRunner(tmp_path / "missing.onnx")
+
+
+def test_macs_equal_the_hand_count_for_linear_and_conv():
+    assert count_macs(nn.Linear(10, 5), torch.randn(1, 10)) == 10 * 5
+    assert count_macs(nn.Linear(10, 5), torch.randn(3, 10)) == 3 * 10 * 5
+    # every one of the 8x8x8 outputs sums 3 channels x 3x3 taps
+    assert count_macs(nn.Conv2d(3, 8, 3, padding=1), torch.randn(1, 3, 8, 8)) == 8 * 8 * 8 * 3 * 3 * 3
+
+
+def test_counting_macs_leaves_the_model_untouched():
+    model = nn.Sequential(nn.Linear(10, 5), nn.Dropout()).train()
+    keys = set(model.state_dict())
+    TorchRunner(model).macs(torch.randn(1, 10))  # TorchRunner sets eval mode itself ...
+    model.train()
+    count_macs(model, torch.randn(1, 10))  # ... but counting must not change the flag
+    assert model.training and set(model.state_dict()) == keys
+    assert not any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "total_ops") for m in model.modules())
+
+
+def test_ort_runner_takes_macs_from_its_source_model(cnn, cnn_onnx):
+    x = torch.randn(1, 3, 8, 8)
+    assert OrtRunner(cnn_onnx, source_model=cnn).macs(x) == TorchRunner(cnn).macs(x)
+    assert OrtRunner(cnn_onnx).macs(x) is None
+
+
+def test_text_runner_tokenises_and_passes_only_accepted_inputs(tokenizer, tiny_bert, texts):
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert, name="bert"), max_length=16)
+    encoded = runner.encode(texts)
+    assert set(encoded) == {"input_ids", "attention_mask"}  # token_type_ids dropped: forward does not take it
+    assert encoded["input_ids"].shape[1] <= 16
+    expected = tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.inference_mode():
+        want = tiny_bert(expected["input_ids"], expected["attention_mask"])
+    assert torch.allclose(runner(texts), want)
+    assert runner.name == "bert" and runner.backend == "torch"
+    assert runner.num_params() == sum(p.numel() for p in tiny_bert.parameters())
+
+
+def test_text_runner_on_onnx_runtime_matches_torch(tokenizer, tiny_bert, tiny_bert_onnx, texts, tmp_path):
+    torch_runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))
+    ort_runner = TextClassifierRunner(tokenizer, OrtRunner(tiny_bert_onnx, name="bert-ort"))
+    assert torch.allclose(torch_runner(texts), ort_runner(texts), atol=1e-5)
+    assert ort_runner.backend == "onnxruntime" and ort_runner.provider == "CPUExecutionProvider"
+    assert ort_runner.save(tmp_path).name == "bert-ort.onnx"
+
+
+def test_text_runner_rejects_a_bare_string(tokenizer, tiny_bert):
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))
+    with pytest.raises(TypeError, match="list of strings.*wrap a single text in a list"):
+        runner("hello")
+
+
+def _bert_hand_macs(model, seq: int, labels: int = 3) -> int:
+    """Projections (Q, K, V, output), feed-forward, attention (Q·K^T and A·V) per layer, then pooler and classifier.
+
+    thop also charges each affine LayerNorm 4 ops per element: one after the embeddings, two per layer.
+    """
+    h, i, n = model.hidden, model.intermediate, model.layers
+    per_layer = 4 * seq * h * h + 2 * seq * h * i + 2 * seq * seq * h
+    layer_norms = (1 + 2 * n) * 4 * seq * h
+    return n * per_layer + layer_norms + h * h + h * labels
+
+
+@pytest.mark.parametrize("seq", [8, 16, 33])
+def test_bert_macs_match_the_hand_count_including_attention(tiny_bert, seq):
+    ids = torch.randint(1000, 2000, (1, seq))
+    assert TorchRunner(tiny_bert).macs({"input_ids": ids, "attention_mask": torch.ones_like(ids)}) == (
+        _bert_hand_macs(tiny_bert, seq)
+    )
+
+
+def test_bert_macs_grow_quadratically_with_sequence_length(tokenizer, tiny_bert):
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert), max_length=128)
+    short, long = "word " * 10, "word " * 22  # 12 and 24 tokens with [CLS] and [SEP]
+    assert runner.encode([short])["input_ids"].shape[1] * 2 == runner.encode([long])["input_ids"].shape[1] == 24
+    m12, m24 = runner.macs([short]), runner.macs([long])
+    # doubling the length doubles the linear terms; the excess is attention's L^2 term (minus the fixed head)
+    h, n = tiny_bert.hidden, tiny_bert.layers
+    assert m24 - 2 * m12 == n * 2 * h * (24**2 - 2 * 12**2) - (h * h + h * 3)
+    assert m24 > 2 * m12
