@@ -159,6 +159,8 @@ def plot_metrics(rows: RowsLike, path: str | os.PathLike[str], *, title: str = "
     ax.set_title(f"{title} (bubble area ∝ size)")
     ax.grid(alpha=0.3)
     ax.margins(0.2)
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0.0), min(high, 100.0 + (high - low) * 0.05))  # accuracy lives in [0, 100]
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
