@@ -1,0 +1,516 @@
+"""Structured pruning: physically remove channels, filters, neurons and attention heads.
+
+`prune(model, example_inputs, PruneConfig(...), calib=...)` builds Torch-Pruning's DependencyGraph,
+scores every coupled group with the chosen criterion and removes the lowest-scored channels (or,
+in BERT-like attention, whole heads) through DepGraph, so residual additions, depthwise
+convolutions, flatten -> linear and q/k/v/output projections stay consistent. The forward pass
+is checked after every step; a failure raises `CleanAIError` naming the step and the layer while
+the caller's model stays untouched (it is deep-copied unless `inplace=True`).
+
+Ratio semantics (Torch-Pruning's `pruning_ratio`): `ratio` is the fraction of channels removed,
+counted against the widths before pruning — from each group separately (`scope="local"`) or from
+all groups together, ranked by normalised score (`scope="global"`). A conv whose input and output
+both shrink by r keeps about (1-r)² of its MACs, so MACs typically fall by 1-(1-r)² (r=0.3 -> ~50%).
+Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear schedule); the
+`callback` runs between steps (for example to fine-tune), and data-driven criteria re-measure on
+the current model when they ask to (`refresh_each_step`).
+
+Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
+in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
+BERT poolers; `ignored_layers` adds more. Option-A `PadShortcut`s are first rewritten into
+`ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import inspect
+import io
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch_pruning as tp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from cleanai.errors import CleanAIError
+from cleanai.pruning._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
+from cleanai.pruning.criteria import CRITERIA, create_criterion
+from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
+from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
+
+ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+# Modules whose input channels make them a consumer of a group (so the group is not the model's output).
+_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
+
+StepCallback = Callable[[int, nn.Module, PruneReport], None]
+
+
+def _check_ratio(value: float, what: str) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1) (the fraction of channels removed; 1 would remove all), "
+                         f"got {value!r}")
+    return value
+
+
+class PruneConfig(BaseModel):
+    """Everything `prune()` needs besides the model and data (see the module docstring for `ratio`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criterion: str = "magnitude"
+    criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
+    ratio: float = 0.3
+    head_ratio: float | None = None  # attention heads removed (default: `ratio`)
+    scope: Literal["local", "global"] = "local"
+    iterative_steps: int = Field(1, ge=1)
+    ratio_dict: dict[str, float] = Field(default_factory=dict)  # module name -> ratio for the groups inside it
+    max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
+    ignored_layers: list[str] = Field(default_factory=list)
+    round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
+    calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria
+    seed: int = 0
+    inplace: bool = False
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, value: str) -> str:
+        CRITERIA.get(value)  # raises UnknownNameError listing the valid names
+        return value
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        return _check_ratio(value, "ratio")
+
+    @field_validator("head_ratio")
+    @classmethod
+    def _head_ratio(cls, value: float | None) -> float | None:
+        return None if value is None else _check_ratio(value, "head_ratio")
+
+    @field_validator("ratio_dict")
+    @classmethod
+    def _ratio_dict(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, ratio in value.items():
+            _check_ratio(ratio, f"ratio_dict[{name!r}]")
+        return value
+
+    @field_validator("max_layer_ratio")
+    @classmethod
+    def _max_layer_ratio(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"max_layer_ratio must be in (0, 1], got {value!r}")
+        return value
+
+
+@dataclass
+class _Unit:
+    """One prunable group: the channels of a root layer, or the heads of one attention module."""
+
+    name: str
+    root: nn.Module
+    fn: Callable[..., Any]
+    initial: int
+    ratio: float
+    local: bool
+    min_keep: int
+    head_dim: int = 0  # > 0 for attention heads
+    attention: nn.Module | None = None
+    touched: set[str] = field(default_factory=set)
+
+
+def _attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """BERT-style self-attention: `query`/`key`/`value` Linears, `num_attention_heads`, `attention_head_size`."""
+    for name, module in model.named_modules():
+        if all(isinstance(getattr(module, a, None), nn.Linear) for a in ("query", "key", "value")) and isinstance(
+                getattr(module, "num_attention_heads", None), int) and isinstance(
+                getattr(module, "attention_head_size", None), int):
+            yield name, module
+
+
+def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
+    """The ratio of the most specific `ratio_dict` key naming `name` or one of its parents."""
+    keys = [k for k in ratio_dict if name == k or name.startswith(k + ".") or k == ""]
+    return ratio_dict[max(keys, key=len)] if keys else None
+
+
+def _floor(x: float) -> int:
+    return math.floor(x + 1e-9)
+
+
+class StructuredPruner:
+    """Prunes `model` in place, step by step; `prune()` is the usual entry point (it copies first)."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any, config: PruneConfig,
+                 calib: Iterable[Batch] | None = None, criterion: tp.importance.Importance | None = None) -> None:
+        self.model, self.config = model, config
+        self.modules = dict(model.named_modules())
+        self.names = {m: n for n, m in self.modules.items()}
+        self.example_inputs = to_device(example_inputs, model_device(model))
+        self.criterion_name = config.criterion if criterion is None else type(criterion).__name__
+        self.criterion = criterion if criterion is not None else self._make_criterion()
+        self.calib = (take_batches(calib, config.calib_batches, f"criterion {self.criterion_name!r}")
+                      if getattr(self.criterion, "requires_data", False) else [])
+        self.warnings: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.capped: list[str] = []
+        self.rewritten = rewrite_pad_shortcuts(model)
+        if self.rewritten:
+            self.modules = dict(model.named_modules())
+            self.names = {m: n for n, m in self.modules.items()}
+        ignored = self._resolve_names(config.ignored_layers, "ignored_layers")
+        self._resolve_names(list(config.ratio_dict), "ratio_dict")
+        model.eval()
+        with torch.no_grad():
+            self.reference_shape = tuple(logits_of(call_model(model, self.example_inputs)).shape)
+        self.dg = self._build_graph()
+        self.units = self._collect_units(ignored)
+        self.widths_before = self._widths()
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _make_criterion(self) -> tp.importance.Importance:
+        kwargs = dict(self.config.criterion_kwargs)
+        factory = CRITERIA.get(self.config.criterion)
+        if "seed" in inspect.signature(factory).parameters:
+            kwargs.setdefault("seed", self.config.seed)
+        return create_criterion(self.config.criterion, **kwargs)
+
+    def _resolve_names(self, names: list[str], what: str) -> list[nn.Module]:
+        missing = [n for n in names if n not in self.modules]
+        if missing:
+            layers = [n for n, m in self.modules.items() if isinstance(m, ROOT_TYPES)]
+            hints = {n: difflib.get_close_matches(n, list(self.modules), n=1) for n in missing}
+            hint = "; ".join(f"{n!r} -> did you mean {h[0]!r}?" for n, h in hints.items() if h)
+            shown = ", ".join(layers[:40]) + (f", ... ({len(layers) - 40} more)" if len(layers) > 40 else "")
+            raise CleanAIError(f"{what} names module(s) {missing} that {type(self.model).__name__} does not have."
+                               f"{' ' + hint if hint else ''} Valid layer names: {shown} (any parent module "
+                               "name, such as a stage or block, works too)")
+        return [self.modules[n] for n in names]
+
+    def _build_graph(self) -> tp.DependencyGraph:
+        with warnings.catch_warnings(record=True) as caught, torch.enable_grad():
+            warnings.simplefilter("always")
+            try:
+                dg = tp.DependencyGraph().build_dependency(
+                    self.model, example_inputs=self.example_inputs, output_transform=logits_of,
+                    customized_pruners=CUSTOMIZED_PRUNERS, verbose=True)
+            except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
+                raise CleanAIError(
+                    f"Torch-Pruning could not build the dependency graph of {type(self.model).__name__}: "
+                    f"{type(exc).__name__}: {exc}. If one layer causes this, leave it out with ignored_layers=[...]"
+                ) from exc
+        self.warnings += [f"dependency graph: {w.message}" for w in caught if "Unknown operation" in str(w.message)]
+        return dg
+
+    def _collect_units(self, ignored: list[nn.Module]) -> list[_Unit]:
+        cfg = self.config
+        blocked: list[nn.Module] = [sub for m in ignored for sub in m.modules()]
+        attention = [(n, att) for n, att in _attention_modules(self.model) if not any(
+            m in blocked for m in (att, att.query, att.key, att.value))]
+        blocked += [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
+        for _, att in _attention_modules(self.model):
+            blocked += [att.query, att.key, att.value]
+        if attention:
+            blocked += [sub for n, m in self.modules.items() if n.split(".")[-1] == "pooler" for sub in m.modules()]
+        units = []
+        for group in self.dg.get_all_groups(ignored_layers=blocked, root_module_types=ROOT_TYPES):
+            root = group[0].dep.target.module
+            name = self.names[root]
+            reason = self._unprunable(group)
+            if reason:
+                self.skipped[name] = reason
+                continue
+            units.append(self._unit(name, root, group[0].dep.handler, self.dg.get_out_channels(root), cfg.ratio))
+        head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
+        units += [self._unit(name, att.value, tp.prune_linear_out_channels, att.num_attention_heads, head_ratio,
+                             head_dim=att.attention_head_size, attention=att) for name, att in attention]
+        return units
+
+    def _unit(self, name: str, root: nn.Module, fn: Callable[..., Any], initial: int, ratio: float,
+              head_dim: int = 0, attention: nn.Module | None = None) -> _Unit:
+        cfg = self.config
+        specific = _matching_ratio(name, cfg.ratio_dict)
+        multiple = 1 if head_dim else (cfg.round_to or 1)
+        min_keep = max(1, math.ceil(initial * (1 - cfg.max_layer_ratio) - 1e-9))
+        min_keep = math.ceil(min_keep / multiple) * multiple
+        return _Unit(name=name, root=root, fn=fn, initial=initial, ratio=ratio if specific is None else specific,
+                     local=cfg.scope == "local" or specific is not None, min_keep=min(initial, min_keep),
+                     head_dim=head_dim, attention=attention)
+
+    def _unprunable(self, group: Any) -> str | None:
+        consumers = [item for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)
+                     and isinstance(item.dep.target.module, _CONSUMERS)]
+        if not consumers:
+            return "output layer: its channels are the model's outputs"
+        for item in group:
+            m = item.dep.target.module
+            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
+                return f"grouped convolution {self.names.get(m, '?')} (groups={m.groups}) in the group"
+            if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
+                return f"GroupNorm {self.names.get(m, '?')} (num_groups={m.num_groups}) in the group"
+        return None
+
+    # ---- one step ----------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, int]:
+        """Prepare the criterion if needed, then remove what step `step` of `iterative_steps` asks for."""
+        prepare = getattr(self.criterion, "prepare", None)
+        if prepare is not None and (step == 1 or getattr(self.criterion, "refresh_each_step", False)):
+            prepare(self.model, self.calib)
+        removed = self._apply(step, self._select(step))
+        self._check_forward(step, removed)
+        return removed
+
+    def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
+        width = self.dg.get_out_channels(unit.root)
+        try:
+            scores = self.criterion(self.dg.get_pruning_group(unit.root, unit.fn, list(range(width))))
+        except (IndexError, RuntimeError) as exc:  # channel indices beyond a coupled layer's width
+            raise self._broken(step, unit.name, f"scoring its group failed with {type(exc).__name__}: {exc}",
+                               [unit.name]) from exc
+        if scores is None:
+            return None
+        scores = scores.detach().float().cpu().reshape(-1)
+        if scores.numel() != width or not bool(torch.isfinite(scores).all()):
+            raise CleanAIError(f"criterion {self.criterion_name!r} returned {scores.numel()} scores (finite: "
+                               f"{bool(torch.isfinite(scores).all())}) for group {unit.name!r} of {width} channels; "
+                               "a criterion must return one finite score per channel")
+        return scores.view(-1, unit.head_dim).mean(1) if unit.head_dim else scores
+
+    def _target_keep(self, unit: _Unit, step: int) -> int:
+        """Channels (heads) unit should keep after `step`: its ratio reached linearly, rounded, capped."""
+        keep = _floor(unit.initial * (1 - unit.ratio * step / self.config.iterative_steps))
+        if not unit.head_dim and self.config.round_to:
+            keep -= keep % self.config.round_to
+        if keep <= 0:
+            self._note_cap(unit, unit.min_keep)
+        return max(keep, unit.min_keep)
+
+    def _note_cap(self, unit: _Unit, kept: int) -> None:
+        if unit.name not in self.capped:
+            self.capped.append(unit.name)
+            what = "heads" if unit.head_dim else "channels"
+            message = (f"the requested ratio would remove every one of the {unit.initial} {what} of {unit.name!r}; "
+                       f"capped to keep {kept}")
+            self.warnings.append(message)
+            warnings.warn(message, stacklevel=7)  # points at the caller of prune()
+
+    def _select(self, step: int) -> list[tuple[_Unit, list[int]]]:
+        scored = []
+        for unit in self.units:
+            scores = self._scores(unit, step)
+            if scores is None:
+                self.skipped.setdefault(unit.name, "the criterion gives no score for this group")
+            else:
+                scored.append((unit, scores))
+        plan = []
+        for unit, scores in scored:
+            if unit.local:
+                n = len(scores) - self._target_keep(unit, step)
+                if n > 0:
+                    plan.append((unit, torch.argsort(scores, stable=True)[:n].tolist()))
+        for heads in (False, True):
+            plan += self._select_global([(u, s) for u, s in scored if not u.local and bool(u.head_dim) == heads], step)
+        return plan
+
+    def _select_global(self, pool: list[tuple[_Unit, torch.Tensor]], step: int) -> list[tuple[_Unit, list[int]]]:
+        """Remove the lowest normalised scores across all groups of `pool`, never below each group's minimum."""
+        if not pool:
+            return []
+        ratio = pool[0][0].ratio * step / self.config.iterative_steps
+        n = sum(len(s) for _, s in pool) - _floor(sum(u.initial for u, _ in pool) * (1 - ratio))
+        if n <= 0:
+            return []
+        owner = torch.cat([torch.full((len(s),), i) for i, (_, s) in enumerate(pool)])
+        order = owner[torch.argsort(torch.cat([s for _, s in pool]), stable=True)].tolist()
+        wanted = torch.bincount(torch.tensor(order[:n]), minlength=len(pool)).tolist()
+        allowance = [len(s) - u.min_keep for u, s in pool]
+        taken = [0] * len(pool)
+        for i in order:
+            if n == 0:
+                break
+            if taken[i] < allowance[i]:
+                taken[i] += 1
+                n -= 1
+        plan = []
+        for i, (unit, scores) in enumerate(pool):
+            keep = len(scores) - taken[i]
+            if wanted[i] >= len(scores):
+                self._note_cap(unit, keep)
+            if not unit.head_dim and self.config.round_to:
+                keep = max(keep - keep % self.config.round_to, unit.min_keep)
+            if len(scores) > keep:
+                plan.append((unit, torch.argsort(scores, stable=True)[:len(scores) - keep].tolist()))
+        return plan
+
+    def _apply(self, step: int, plan: list[tuple[_Unit, list[int]]]) -> dict[str, int]:
+        removed = {}
+        on_pruned = getattr(self.criterion, "on_pruned", None)
+        for unit, idxs in plan:
+            channels = ([h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
+                        if unit.head_dim else idxs)
+            try:
+                group = self.dg.get_pruning_group(unit.root, unit.fn, channels)
+                unit.touched = {self.names[item.dep.target.module] for item in group
+                                if isinstance(item.dep.target.module, nn.Module)
+                                and item.dep.target.module in self.names}
+                if on_pruned is not None:
+                    on_pruned(group)
+                group.prune()
+            except Exception as exc:  # noqa: BLE001 - a failed surgery is reported with what to ignore
+                raise self._broken(step, unit.name, f"removing its channels failed with {type(exc).__name__}: "
+                                   f"{exc}", [unit.name]) from exc
+            removed[unit.name] = len(idxs)
+            if unit.attention is not None:
+                unit.attention.all_head_size = unit.root.out_features
+                unit.attention.num_attention_heads = unit.root.out_features // unit.head_dim
+        return removed
+
+    def _check_forward(self, step: int, removed: dict[str, int]) -> None:
+        """Run the pruned model; raise a CleanAIError naming the step, the failing layer and what to ignore."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                shape = tuple(logits_of(call_model(self.model, self.example_inputs)).shape)
+            problem = None if shape == self.reference_shape else f"output shape {shape} != {self.reference_shape}"
+            where = "" if problem is None else "(the model output)"
+        except Exception as exc:  # noqa: BLE001 - any failure means the surgery broke the model
+            problem, where = f"{type(exc).__name__}: {exc}", self._failing_module()
+        finally:
+            self.model.train(was_training)
+        if problem is None:
+            return
+        inside = [u.name for u in self.units if u.name in removed
+                  and any(t == where or t.startswith(where + ".") or not where for t in u.touched)]
+        raise self._broken(step, where or type(self.model).__name__, f"the pruned model fails at forward: {problem}",
+                           inside or list(removed))
+
+    def _broken(self, step: int, layer: str, problem: str, suspects: list[str]) -> CleanAIError:
+        untouched = ("the caller's model is unchanged" if not self.config.inplace
+                     else "the model passed with inplace=True was modified")
+        return CleanAIError(
+            f"pruning step {step}/{self.config.iterative_steps} broke the model at layer {layer!r}: {problem}. "
+            f"Torch-Pruning's dependency graph does not handle the channel coupling there; leave it unpruned "
+            f"with ignored_layers={suspects[:5]} ({untouched})")
+
+    def _failing_module(self) -> str:
+        """Name of the innermost module whose forward raised."""
+        stack: list[str] = []
+
+        def enter(name: str) -> Callable[..., None]:
+            return lambda module, args: stack.append(name)  # list.append returns None: output untouched
+
+        def leave(module: nn.Module, args: Any, output: Any) -> None:
+            stack.pop()
+
+        handles = []
+        for name, module in self.modules.items():
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave))
+        try:
+            with torch.no_grad():
+                call_model(self.model, self.example_inputs)
+        except Exception:  # noqa: BLE001 - the failure is what we are locating
+            return stack[-1] if stack else ""
+        finally:
+            for handle in handles:
+                handle.remove()
+        return ""
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def count(self) -> tuple[int, int]:
+        """(MACs, params) of the model on the example inputs (Torch-Pruning's op counter)."""
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints batch-size guesses
+            macs, params = tp.utils.count_ops_and_params(self.model, self.example_inputs)
+        return int(macs), int(params)
+
+    def _widths(self) -> dict[str, tuple[str, str, int]]:
+        widths = {}
+        for name, m in self.model.named_modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                widths[name] = (type(m).__name__, "channels", m.out_channels)
+            elif isinstance(m, nn.Linear):
+                widths[name] = ("Linear", "features", m.out_features)
+        for unit in self.units:
+            if unit.attention is not None:
+                widths[unit.name] = (type(unit.attention).__name__, "heads", unit.attention.num_attention_heads)
+        return widths
+
+    def report(self, before: tuple[int, int], after: tuple[int, int], steps: list[StepRecord]) -> PruneReport:
+        widths = self._widths()
+        layers = [LayerChange(name=n, type=t, unit=u, before=w, after=widths[n][2])
+                  for n, (t, u, w) in self.widths_before.items() if n in widths]
+        return PruneReport(
+            criterion=self.criterion_name, config=self.config.model_dump(mode="json"),
+            macs_before=before[0], params_before=before[1], macs_after=after[0], params_after=after[1],
+            layers=layers, steps=steps, rewritten_modules=self.rewritten, skipped_groups=dict(self.skipped),
+            capped_layers=list(self.capped), warnings=list(self.warnings))
+
+    def annotate_configs(self) -> None:
+        """Record changed widths in each Hugging Face config (`cleanai_pruned_widths`), which saves with it."""
+        widths, seen = self._widths(), set()
+        for owner_name, owner in self.modules.items():
+            cfg = getattr(owner, "config", None)
+            if not hasattr(owner, "base_model_prefix") or not hasattr(cfg, "to_dict") or id(cfg) in seen:
+                continue
+            seen.add(id(cfg))
+            prefix = f"{owner_name}." if owner_name else ""
+            cfg.cleanai_pruned_widths = {n[len(prefix):]: w[2] for n, w in widths.items() if n.startswith(prefix)
+                                         and self.widths_before.get(n, w)[2] != w[2]}
+
+    def run(self, callback: StepCallback | None = None) -> PruneReport:
+        """All iterative steps; `callback(step, model, report_so_far)` runs after each checked step."""
+        before = self.count()
+        steps: list[StepRecord] = []
+        report = self.report(before, before, steps)
+        for step in range(1, self.config.iterative_steps + 1):
+            start = time.perf_counter()
+            removed = self.step(step)
+            seconds = time.perf_counter() - start
+            after = self.count()
+            steps.append(StepRecord(step=step, macs=after[0], params=after[1], seconds=seconds, removed=removed))
+            report = self.report(before, after, steps)
+            if callback is not None:
+                callback(step, self.model, report)
+        self.annotate_configs()
+        return report
+
+
+def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str, Any] | None = None,
+          calib: Iterable[Batch] | None = None, *, criterion: tp.importance.Importance | None = None,
+          callback: StepCallback | None = None) -> tuple[nn.Module, PruneReport]:
+    """Structurally prune `model`; return the pruned model (a copy unless `config.inplace`) and a report.
+
+    `example_inputs` is what the model is called with (Tensor, tuple, or dict of Tensors);
+    `calib` yields `(inputs, targets)` batches for data-driven criteria; `criterion` overrides
+    `config.criterion` with any Torch-Pruning `Importance` object; `callback(step, model, report)`
+    runs between iterative steps (it may train the weights, not change the architecture).
+    """
+    config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config
+    was_training = model.training
+    work = model if config.inplace else copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        pruner = StructuredPruner(work, example_inputs, config, calib, criterion)
+        report = pruner.run(callback)
+    work.train(was_training)
+    return work, report
+
+
+def prunable_groups(model: nn.Module, example_inputs: Any, config: PruneConfig | None = None) -> dict[str, int]:
+    """The groups `prune()` would rank, by name (root layer or attention module) -> channels (or heads).
+
+    These are the names to use in `ratio_dict` for per-group ratios (for example in a sensitivity scan);
+    `config` supplies `ignored_layers`. The model is not modified.
+    """
+    config = config or PruneConfig()
+    config = config.model_copy(update={"criterion": "magnitude"})  # no calibration needed to list groups
+    pruner = StructuredPruner(copy.deepcopy(model), example_inputs, config)
+    return {unit.name: unit.initial for unit in pruner.units}

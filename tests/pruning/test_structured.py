@@ -1,0 +1,272 @@
+"""prune(): ratio semantics, scopes, caps, iterative steps, BERT heads, reports and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
+
+from cleanai.errors import CleanAIError, DataError, UnknownNameError
+from cleanai.pruning import PruneConfig, PruneReport, prunable_groups, prune
+
+
+def chain_cnn() -> nn.Module:
+    """conv(3->16) BN ReLU conv(16->32) BN ReLU conv(32->24) BN ReLU pool flatten linear(24->5)."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for cin, cout in ((3, 16), (16, 32), (32, 24)):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5)).eval()
+
+
+X = torch.randn(2, 3, 8, 8)
+CALIB = [(torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))) for _ in range(2)]
+
+
+def widths(model: nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ratio": 1.0}, r"ratio must be in \[0, 1\).*got 1.0"),
+    ({"ratio": -0.1}, r"ratio must be in \[0, 1\)"),
+    ({"ratio_dict": {"0": 1.5}}, r"ratio_dict\['0'\] must be in \[0, 1\)"),
+    ({"head_ratio": 1}, r"head_ratio must be in \[0, 1\)"),
+    ({"max_layer_ratio": 0}, r"max_layer_ratio must be in \(0, 1\]"),
+    ({"criterion": "coverag"}, r"unknown criterion 'coverag'.*Did you mean 'coverage'"),
+    ({"scope": "layer"}, r"scope"),
+    ({"iterative_steps": 0}, r"iterative_steps"),
+    ({"ratios": 0.3}, r"ratios"),
+])
+def test_bad_config_values_fail_at_load_time_naming_the_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PruneConfig(**kwargs)
+
+
+def test_ratio_dict_and_ignored_layers_must_name_existing_modules() -> None:
+    with pytest.raises(CleanAIError, match=r"ratio_dict names module\(s\) \['3.conv'\].*layer names: 0, 3, 6, 11"):
+        prune(chain_cnn(), X, PruneConfig(ratio_dict={"3.conv": 0.5}))
+    with pytest.raises(CleanAIError, match=r"ignored_layers names module\(s\) \['conv1'\]"):
+        prune(chain_cnn(), X, PruneConfig(ignored_layers=["conv1"]))
+
+
+@pytest.mark.parametrize("name", ["taylor", "wanda", "coverage", "adaptive", "hybrid"])
+def test_data_driven_criteria_refuse_missing_or_empty_calibration(name: str) -> None:
+    with pytest.raises(DataError, match=f"criterion '{name}' needs calibration data: pass calib="):
+        prune(chain_cnn(), X, PruneConfig(criterion=name))
+    with pytest.raises(DataError, match="calib yielded no batch"):
+        prune(chain_cnn(), X, PruneConfig(criterion=name), calib=iter([]))
+
+
+def test_taylor_needs_targets() -> None:
+    with pytest.raises(DataError, match="taylor needs \\(inputs, targets\\)"):
+        prune(chain_cnn(), X, PruneConfig(criterion="taylor"), calib=[X])
+
+
+# ---- ratio semantics --------------------------------------------------------------------------------
+def test_local_ratio_removes_that_fraction_of_every_group_but_never_the_outputs() -> None:
+    model = chain_cnn()
+    pruned, report = prune(model, X, PruneConfig(ratio=0.3))
+    assert widths(pruned) == [math.floor(c * 0.7) for c in (16, 32, 24)] == [11, 22, 16]
+    assert pruned[-1].out_features == 5 and pruned(X).shape == (2, 5)
+    assert report.skipped_groups == {"11": "output layer: its channels are the model's outputs"}
+    # each inner conv keeps 0.7 of its inputs and outputs: MACs fall by about 1 - 0.7**2
+    assert 0.7**2 - 0.02 < report.macs_ratio < 0.7
+
+
+def test_global_ratio_counts_all_channels_together() -> None:
+    pruned, report = prune(chain_cnn(), X, PruneConfig(ratio=0.5, scope="global"))
+    assert sum(widths(pruned)) == math.floor(72 * 0.5)
+    assert widths(pruned) != [8, 16, 12]  # ranked across layers, not per layer
+    assert report.layers[0].before == 16 and report.layers[0].after == widths(pruned)[0]
+
+
+def test_ratio_dict_overrides_per_module_the_most_specific_name_winning() -> None:
+    pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.0, ratio_dict={"": 0.5, "3": 0.25}))
+    assert widths(pruned) == [8, 24, 12]
+
+
+def test_max_layer_ratio_and_round_to_bound_every_group() -> None:
+    with pytest.warns(UserWarning, match="every one of the 24 channels of '6'; capped to keep 12"):
+        pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.6, scope="global", max_layer_ratio=0.5,
+                                                      criterion_kwargs={"normalizer": "none"}))
+    assert all(after >= before / 2 for after, before in zip(widths(pruned), (16, 32, 24), strict=True))
+    pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.3, round_to=8))
+    assert widths(pruned) == [8, 16, 16]
+
+
+def test_a_request_that_would_remove_every_channel_is_capped_and_reported() -> None:
+    with pytest.warns(UserWarning, match="would remove every one of the 16 channels of '0'; capped to keep 1"):
+        pruned, report = prune(chain_cnn(), X, PruneConfig(ratio=0.0, ratio_dict={"0": 0.95}))
+    assert widths(pruned)[0] == 1 and report.capped_layers == ["0"] and "capped" in report.warnings[0]
+    model = chain_cnn()
+    with torch.no_grad():
+        model[4].weight.mul_(1e-4)  # the middle group has by far the smallest weights: global ranking takes it all
+        model[3].weight.mul_(1e-4)
+    with pytest.warns(UserWarning, match="every one of the 32 channels of '3'"):
+        config = PruneConfig(ratio=0.5, scope="global", criterion_kwargs={"normalizer": "none"})
+        pruned, report = prune(model, X, config)
+    assert widths(pruned)[1] == 1 and pruned(X).shape == (2, 5) and report.capped_layers == ["3"]
+
+
+def test_ignored_layers_keep_their_width() -> None:
+    pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.5, ignored_layers=["3"]))
+    assert widths(pruned) == [8, 32, 12]
+
+
+# ---- the caller's model, iterative steps, reports ---------------------------------------------------------
+def test_the_callers_model_is_untouched_unless_inplace() -> None:
+    model = chain_cnn().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned, _ = prune(model, X, PruneConfig(criterion="coverage", ratio=0.5), calib=CALIB)
+    assert widths(model) == [16, 32, 24] and pruned is not model and pruned.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    same, _ = prune(model, X, PruneConfig(ratio=0.5, inplace=True))
+    assert same is model and widths(model) == [8, 16, 12]
+
+
+def test_ratio_zero_changes_nothing_not_even_batchnorm_statistics() -> None:
+    model = chain_cnn()
+    pruned, report = prune(model, X, PruneConfig(criterion="taylor", ratio=0.0), calib=CALIB)
+    before, after = model.state_dict(), pruned.state_dict()
+    assert list(before) == list(after) and all(torch.equal(before[k], after[k]) for k in before)
+    assert report.macs_after == report.macs_before and report.changed_layers() == []
+
+
+def test_iterative_steps_call_back_between_steps_with_falling_macs() -> None:
+    seen = []
+
+    def callback(step: int, model: nn.Module, report: PruneReport) -> None:
+        seen.append((step, widths(model), report.macs_after))
+
+    pruned, report = prune(chain_cnn(), X, PruneConfig(criterion="adaptive", ratio=0.5, iterative_steps=3),
+                           calib=CALIB, callback=callback)
+    assert [s[0] for s in seen] == [1, 2, 3]
+    assert [s[1][0] for s in seen] == [13, 10, 8]  # 16 * (1 - 0.5 * k/3), floored
+    macs = [report.macs_before] + [s[2] for s in seen]
+    assert macs == sorted(macs, reverse=True) and len(set(macs)) == 4
+    assert [s.step for s in report.steps] == [1, 2, 3] and report.steps[-1].macs == report.macs_after
+    assert widths(pruned) == [8, 16, 12]
+
+
+def test_report_is_json_serialisable_and_prints_a_table() -> None:
+    _, report = prune(chain_cnn(), X, PruneConfig(ratio=0.5))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["config"]["ratio"] == 0.5 and data["macs_ratio"] < 0.5 and data["params_after"] < data["params_before"]
+    assert PruneReport.model_validate({k: v for k, v in data.items() if k in PruneReport.model_fields}) == report
+    text = str(report)
+    assert "MACs" in text and "3  Conv2d" in text and "50.0%" in text
+
+
+# ---- layers the dependency graph cannot handle -------------------------------------------------------------
+class ScaledHead(nn.Module):
+    """A linear head after a per-channel scale kept in a buffer that Torch-Pruning does not know about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 2)
+        self.register_buffer("scale", torch.ones(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.mean((2, 3)) * self.scale)
+
+
+def test_a_surgery_that_breaks_forward_names_the_step_the_layer_and_what_to_ignore() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), ScaledHead()).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CleanAIError, match=r"step 1/2 broke the model at layer '4'.*fails at forward.*"
+                                           r"ignored_layers=\['2'\] \(the caller's model is unchanged\)"):
+        prune(model, X, PruneConfig(ratio=0.5, iterative_steps=2))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    pruned, _ = prune(model, X, PruneConfig(ratio=0.5, iterative_steps=2, ignored_layers=["2"]))
+    assert pruned(X).shape == (2, 2) and pruned[0].out_channels == 4
+
+
+class ChannelPadBlock(nn.Module):
+    """conv -> relu, plus a residual path that zero-pads channels with F.pad (invisible to DepGraph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        y = torch.relu(self.conv2(h) + nn.functional.pad(h, (0, 0, 0, 0, 2, 2)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_group_the_dependency_graph_mis_couples_is_named_with_the_fix() -> None:
+    model = ChannelPadBlock().eval()
+    with pytest.raises(CleanAIError, match=r"step 1/1 broke the model at layer 'conv2'.*ignored_layers=\['conv2'\]"):
+        prune(model, X, PruneConfig(ratio=0.5))
+    pruned, report = prune(model, X, PruneConfig(ratio=0.5, ignored_layers=["conv2"]))
+    assert pruned(X).shape == (2, 2) and report.changed_layers() == []
+
+
+# ---- transformers ------------------------------------------------------------------------------------------
+def tiny_hf_bert() -> nn.Module:
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        vocab_size=99, max_position_embeddings=16, num_labels=3)
+    return BertForSequenceClassification(config).eval()
+
+
+TOKENS = {"input_ids": torch.randint(1, 99, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+
+
+def test_bert_heads_and_ffn_neurons_are_removed_and_the_model_still_runs() -> None:
+    model = tiny_hf_bert()
+    pruned, report = prune(model, TOKENS, PruneConfig(ratio=0.5))
+    assert pruned(**TOKENS).logits.shape == (2, 3)
+    for layer in pruned.bert.encoder.layer:
+        att = layer.attention.self
+        assert (att.num_attention_heads, att.attention_head_size, att.all_head_size) == (2, 16, 32)
+        assert att.query.out_features == att.key.out_features == att.value.out_features == 32
+        assert layer.attention.output.dense.in_features == 32
+        assert layer.intermediate.dense.out_features == layer.output.dense.in_features == 64
+        assert layer.output.dense.out_features == 64  # the hidden size is kept
+    assert pruned.bert.pooler.dense.out_features == 64 and pruned.config.hidden_size == 64
+    widths_saved = pruned.config.to_dict()["cleanai_pruned_widths"]
+    assert widths_saved["bert.encoder.layer.0.attention.self"] == 2
+    assert widths_saved["bert.encoder.layer.1.intermediate.dense"] == 64
+    heads = [c for c in report.layers if c.unit == "heads"]
+    assert [(c.before, c.after) for c in heads] == [(4, 2), (4, 2)]
+    assert model.bert.encoder.layer[0].attention.self.num_attention_heads == 4  # caller's model untouched
+
+
+def test_bert_global_head_ranking_and_a_separate_head_ratio() -> None:
+    pruned, _ = prune(tiny_hf_bert(), TOKENS, PruneConfig(ratio=0.25, head_ratio=0.5, scope="global"))
+    heads = [layer.attention.self.num_attention_heads for layer in pruned.bert.encoder.layer]
+    ffn = [layer.intermediate.dense.out_features for layer in pruned.bert.encoder.layer]
+    assert sum(heads) == 4 and min(heads) >= 1 and sum(ffn) == 192
+    assert pruned(**TOKENS).logits.shape == (2, 3)
+
+
+def test_unknown_criterion_name_in_prune_lists_the_choices() -> None:
+    with pytest.raises((UnknownNameError, ValidationError), match="adaptive, coverage, hybrid"):
+        prune(chain_cnn(), X, {"criterion": "l1"})
+
+
+def test_ignoring_a_transformer_layer_keeps_its_heads_and_ffn() -> None:
+    pruned, _ = prune(tiny_hf_bert(), TOKENS, PruneConfig(ratio=0.5, ignored_layers=["bert.encoder.layer.1"]))
+    first, second = pruned.bert.encoder.layer
+    assert first.attention.self.num_attention_heads == 2 and first.intermediate.dense.out_features == 64
+    assert second.attention.self.num_attention_heads == 4 and second.intermediate.dense.out_features == 128
+
+
+def test_prunable_groups_lists_the_ratio_dict_names_without_touching_the_model() -> None:
+    model = tiny_hf_bert()
+    groups = prunable_groups(model, TOKENS)
+    assert groups == {
+        "bert.encoder.layer.0.intermediate.dense": 128, "bert.encoder.layer.1.intermediate.dense": 128,
+        "bert.encoder.layer.0.attention.self": 4, "bert.encoder.layer.1.attention.self": 4,
+    }
+    assert prunable_groups(chain_cnn(), X, PruneConfig(ignored_layers=["3"])) == {"0": 16, "6": 24}
