@@ -59,6 +59,7 @@ def test_bad_normalisation_names_value_and_choices(value, match):
 
 
 def test_dataset_scales_and_normalises_per_channel():
+    torch.set_num_threads(2)
     x = _images(4)
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     ds = ImageDataset(x, torch.tensor([0, 1, 2, 3]), normalize=(mean, std))
