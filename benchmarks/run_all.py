@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ["harness_overhead.py", "trainer_overhead.py", "cifar_pretrained.py"]
+SCRIPTS = ["harness_overhead.py", "trainer_overhead.py", "cifar_pretrained.py", "fusion.py"]
 
 
 def main() -> int:

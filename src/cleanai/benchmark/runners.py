@@ -21,11 +21,10 @@ from torch import nn
 
 from cleanai.benchmark.flops import count_macs
 from cleanai.errors import CleanAIError
+from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor] | list[str]
-
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "layout", "all")
 
 
 class BenchmarkError(CleanAIError, RuntimeError):
@@ -127,13 +126,6 @@ class TorchRunner:
         return count_macs(self.model, example_inputs)
 
 
-_ORT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "layout": "ORT_ENABLE_LAYOUT",
-    "all": "ORT_ENABLE_ALL",
-}
 _ONNX_TO_NUMPY = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -164,26 +156,8 @@ class OrtRunner:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         source_model: nn.Module | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        if graph_optimization not in _ORT_LEVELS:
-            raise ValueError(
-                f"graph_optimization={graph_optimization!r} is not an ONNX Runtime level; "
-                f"allowed: {', '.join(GRAPH_OPTIMIZATIONS)}"
-            )
-        available = ort.get_available_providers()
-        unknown = [p for p in providers if p not in available]
-        if not providers or unknown:
-            raise ValueError(
-                f"providers={list(providers)!r}: {unknown or 'empty list'} not available in this onnxruntime; "
-                f"available: {', '.join(available)}"
-            )
-        if isinstance(path_or_bytes, (bytes, bytearray)):
-            self._source: Path | bytes = bytes(path_or_bytes)
-        else:
-            self._source = Path(path_or_bytes)
-            if not self._source.is_file():
-                raise FileNotFoundError(f"ONNX model {str(self._source)!r} does not exist (expected a .onnx file)")
+        self._source: Path | bytes = (bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray))
+                                      else Path(path_or_bytes))
         self.name = name
         self.graph_optimization = graph_optimization
         self.providers = tuple(providers)
@@ -195,15 +169,8 @@ class OrtRunner:
         self.input_names = tuple(self._inputs)
 
     def _make_session(self) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[self.graph_optimization])
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-        model = self._source if isinstance(self._source, bytes) else str(self._source)
-        return ort.InferenceSession(model, sess_options=options, providers=list(self.providers))
+        return create_session(self._source, threads=self.threads, graph_optimization=self.graph_optimization,
+                              providers=self.providers)
 
     def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         if isinstance(inputs, Mapping):

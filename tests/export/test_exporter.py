@@ -1,0 +1,188 @@
+"""export_onnx: one checked file with named, dynamic inputs; failures name the operator and module; bad graphs are not kept."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from torch import nn
+
+from cleanai.export import ExportError, create_session, export_onnx
+
+
+def _dims(path, name: str) -> list[str | int]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    tensor = next(i for i in [*graph.input, *graph.output] if i.name == name)
+    return [d.dim_param or d.dim_value for d in tensor.type.tensor_type.shape.dim]
+
+
+def _run(path, feed: dict[str, torch.Tensor]) -> torch.Tensor:
+    session = create_session(path)
+    return torch.from_numpy(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
+
+
+def test_a_cnn_exports_to_one_checked_file_with_a_dynamic_batch(cnn, images, tmp_path):
+    result = export_onnx(cnn, images, tmp_path / "cnn.onnx")
+    assert result.path == tmp_path / "cnn.onnx" and result.data_path is None
+    assert [p.name for p in tmp_path.iterdir()] == ["cnn.onnx"]  # no side file, no staging leftovers
+    assert (result.input_names, result.output_names) == (["input"], ["logits"])
+    assert result.exporter == "torchscript" and result.opset == 20 and result.seconds > 0
+    assert 0 <= result.max_abs_diff < 1e-4
+    assert _dims(result.path, "input") == ["batch", 1, 8, 8] and _dims(result.path, "logits") == ["batch", 3]
+    batch = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(_run(result.path, {"input": batch}), cnn(batch), atol=1e-5)
+
+
+def test_a_fixed_batch_graph_refuses_other_batch_sizes(cnn, images, tmp_path):
+    result = export_onnx(cnn, images, tmp_path / "fixed.onnx", dynamic_batch=False, opset=17)
+    assert _dims(result.path, "input") == [2, 1, 8, 8]
+    assert result.opset == 17 and onnx.load(str(result.path)).opset_import[0].version == 17
+    with pytest.raises(InvalidArgument, match="Got invalid dimensions"):
+        _run(result.path, {"input": torch.randn(3, 1, 8, 8)})
+
+
+def test_a_text_model_gets_named_inputs_with_dynamic_batch_and_sequence(bert, sentences, tmp_path):
+    encoded = bert.encode(sentences)
+    reordered = {k: encoded[k] for k in reversed(list(encoded))}  # keys are put in forward()'s order
+    result = export_onnx(bert, reordered, tmp_path / "bert.onnx", dynamic_sequence=True)
+    assert result.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(_dims(result.path, name) == ["batch", "sequence"] for name in result.input_names)
+    longer = bert.encode(["a", "set an alarm for seven in the morning please", "tell me a joke"])
+    assert longer["input_ids"].shape[1] != encoded["input_ids"].shape[1]
+    with torch.no_grad():
+        assert torch.allclose(_run(result.path, longer), bert(**longer), atol=1e-5)
+
+
+def test_tuple_inputs_are_named_after_the_forward_parameters(tmp_path):
+    class Pair(nn.Module):
+        def forward(self, image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return image.flatten(1) * scale
+
+    result = export_onnx(Pair(), (torch.randn(2, 3, 2), torch.randn(2, 1)), tmp_path / "pair.onnx")
+    assert result.input_names == ["image", "scale"]
+
+
+def test_external_data_goes_to_one_side_file_and_a_later_single_file_export_removes_it(bert, sentences, tmp_path):
+    path = tmp_path / "bert.onnx"
+    split = export_onnx(bert, bert.encode(sentences), path, external_data=True)
+    assert split.data_path == tmp_path / "bert.onnx.data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bert.onnx", "bert.onnx.data"]
+    assert split.data_path.stat().st_size > path.stat().st_size  # the weights live in the side file
+    single = export_onnx(bert, bert.encode(sentences), path)
+    assert single.data_path is None and [p.name for p in tmp_path.iterdir()] == ["bert.onnx"]
+
+
+class _CountsCalls(nn.Module):
+    """Scales by how often it was called: the trace bakes in a Python value, so the graph is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x * self.calls
+
+
+def test_a_graph_that_disagrees_with_torch_is_refused_and_not_written(tmp_path):
+    with pytest.raises(ExportError, match=r"parity check failed: output 'logits' of the exported graph \(torchscript "
+                                          r"exporter\) differs from torch by max abs diff .* > atol 0.0001 on the "
+                                          r"example inputs"):
+        export_onnx(_CountsCalls(), torch.ones(2, 3), tmp_path / "bad.onnx", fallback=False)
+    assert list(tmp_path.iterdir()) == []
+    unchecked = export_onnx(_CountsCalls(), torch.ones(2, 3), tmp_path / "bad.onnx", check_parity=False)
+    assert unchecked.max_abs_diff is None and unchecked.path.is_file()
+
+
+def test_a_trace_with_a_baked_in_batch_size_fails_the_grown_inputs_and_falls_back_to_dynamo(tmp_path):
+    class BatchAsPythonInt(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ones(len(x), 1) * x.sum(1, keepdim=True)  # the tracer records len(x) as the constant 2
+
+    with pytest.warns(UserWarning, match=r"\(torchscript exporter\) fails in ONNX Runtime on inputs grown along the "
+                                         r"dynamic axes to \(3, 4\).*falling back to the dynamo exporter"):
+        result = export_onnx(BatchAsPythonInt(), torch.randn(2, 4), tmp_path / "len.onnx")
+    assert result.exporter == "dynamo"
+    batch = torch.randn(6, 4)
+    assert torch.allclose(_run(result.path, {"input": batch}), BatchAsPythonInt()(batch), atol=1e-5)
+    assert len(onnx.load(str(result.path)).graph.value_info) == 0  # cleared, so onnxruntime.quantization works
+
+
+class _Eigen(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigvalsh(x @ x.T)
+
+
+class _WithEigen(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.spectrum = _Eigen()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spectrum(self.proj(x))
+
+
+def test_an_unsupported_operator_is_named_with_the_module_that_calls_it(tmp_path):
+    with pytest.raises(ExportError, match=r"the torchscript exporter cannot export _WithEigen: operator "
+                                          r"aten::linalg_eigvalsh, called in module 'spectrum' \(_Eigen\), has no "
+                                          r"ONNX conversion at opset 20") as info:
+        export_onnx(_WithEigen(), torch.randn(4, 4), tmp_path / "eig.onnx", fallback=False)
+    assert (info.value.operator, info.value.module) == ("aten::linalg_eigvalsh", "'spectrum' (_Eigen)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_rms_norm_model_falls_back_to_the_dynamo_exporter_and_says_why(tmp_path):
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.RMSNorm(8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.norm(x))
+
+    model = Head().eval()
+    with pytest.warns(UserWarning, match=r"operator aten::rms_norm, called in module 'norm' \(RMSNorm\).*falling back "
+                                         r"to the dynamo exporter"):
+        result = export_onnx(model, torch.randn(2, 8), tmp_path / "rms.onnx")
+    assert result.exporter == "dynamo" and result.max_abs_diff < 1e-4
+    batch = torch.randn(7, 8)
+    with torch.no_grad():
+        assert torch.allclose(_run(result.path, {"input": batch}), model(batch), atol=1e-5)
+
+
+def test_when_both_exporters_fail_the_error_reports_both(tmp_path):
+    with pytest.warns(UserWarning, match="falling back to the dynamo exporter"), \
+            pytest.raises(ExportError, match=r"torchscript exporter .* aten::linalg_eigvalsh.*; and the dynamo exporter "
+                                             r"cannot export _WithEigen: operator aten._linalg_eigh, called in module "
+                                             r"'spectrum' \(_Eigen\)"):
+        export_onnx(_WithEigen(), torch.randn(4, 4), tmp_path / "eig.onnx")
+
+
+def test_export_leaves_the_training_flag_and_exports_the_eval_graph(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    result = export_onnx(model, torch.randn(3, 4), tmp_path / "drop.onnx")
+    assert model.training and result.max_abs_diff < 1e-5  # dropout was off while exporting and comparing
+
+
+def test_bad_arguments_name_what_is_allowed(cnn, bert, images, tmp_path):
+    with pytest.raises(ValueError, match="exporter='onnx' .* allowed: torchscript, dynamo"):
+        export_onnx(cnn, images, tmp_path / "x.onnx", exporter="onnx")
+    with pytest.raises(TypeError, match="must be a Tensor, a non-empty tuple of Tensors or a dict of Tensors, got str"):
+        export_onnx(cnn, "an image", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match=r"keys \['ids'\] are not parameters of TextClassifier.forward; it takes: "
+                                         "input_ids, attention_mask, token_type_ids"):
+        export_onnx(bert, {"ids": torch.ones(1, 3, dtype=torch.long)}, tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="atol=-1"):
+        export_onnx(cnn, images, tmp_path / "x.onnx", atol=-1)
+
+    class ReturnsDict(nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": x}
+
+    with pytest.raises(ExportError, match="ReturnsDict returns a dict; ONNX export needs a Tensor or a tuple"):
+        export_onnx(ReturnsDict(), images, tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
