@@ -1,0 +1,539 @@
+"""Unstructured pruning: zero individual weights by magnitude, at once or on a schedule during training.
+
+- `prune_unstructured(model, UnstructuredConfig(sparsity=0.8, scope="global"))` zeroes the smallest-magnitude
+  weights of every Linear/Conv layer at once and returns the model (a copy unless `inplace=True`) and a
+  `SparsityReport`.
+- `SparsityScheduler(model, config)` is a Trainer `Callback` that raises the sparsity during training on the
+  config's `schedule`: `ConstantSparsity` or TF-MOT's `PolynomialDecay`. Masks are recomputed from the weight
+  magnitudes on the schedule's steps, and after every optimizer step the masked weights are set back to zero.
+- `make_permanent`, `sparsity_report`, and `save_sparse` / `read_sparse` / `load_sparse`: a file that stores only
+  the non-zero values plus a packed bitmask, so it really shrinks, and loads back to the exact dense weights.
+
+The scheduler keeps its masks itself: the model keeps plain `weight` parameters whose pruned entries are zero,
+so forward and backward run at full speed (no re-parametrisation hook), the state dict keeps its names, and the
+only cost is one in-place multiply per layer after each optimizer step. `scope="local"` prunes each layer to the
+sparsity (TF-MOT's behaviour); `scope="global"` ranks all selected weights together (one magnitude threshold),
+which prunes layers with small weights harder and at high sparsity can empty a small layer such as a classifier
+head (list it in `ignored_layers`).
+A layer keeps `round(n * (1 - sparsity))` of its `n` weights, TF-MOT's rounding, so sparsities are exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from safetensors import SafetensorError, safe_open
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from cleanai.errors import CheckpointError, CleanAIError, UnknownNameError
+from cleanai.io import PathLike, load_weights, save_safetensors
+from cleanai.registry import Registry
+from cleanai.training.callbacks import Callback
+
+LAYER_TYPES: Registry[type[nn.Module]] = Registry("unstructured layer type")
+for _name, _cls in (("linear", nn.Linear), ("conv1d", nn.Conv1d), ("conv2d", nn.Conv2d), ("conv3d", nn.Conv3d),
+                    ("embedding", nn.Embedding)):
+    LAYER_TYPES.register(_name, _cls)
+
+SPARSE_FORMAT = "cleanai-sparse/1"
+
+
+def list_layer_types() -> list[str]:
+    """Names accepted in `UnstructuredConfig.module_types` (register more with `LAYER_TYPES.register`)."""
+    return LAYER_TYPES.names()
+
+
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    """Raise unless `value` is in [0, 1): the fraction of weights set to zero."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1) (the fraction of weights set to zero; 1 would remove them all), "
+                         f"got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+
+
+class ConstantSparsity(BaseModel):
+    """TF-MOT's ConstantSparsity: prune to the target at `begin_step`, then re-apply it every `frequency` steps
+    until `end_step` (None: until training ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["constant"] = "constant"
+    begin_step: int = Field(0, ge=0)
+    end_step: int | None = Field(None, ge=0)
+    frequency: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConstantSparsity:
+        if self.end_step is not None and self.end_step < self.begin_step:
+            raise ValueError(f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), "
+                             "or None to keep pruning until training ends")
+        return self
+
+    def sparsity_at(self, step: int, target: float) -> float:
+        """The sparsity the schedule asks for at `step` (the target, whatever the step)."""
+        return target
+
+    def should_update(self, step: int) -> bool:
+        """True on the steps where masks are recomputed: begin_step, then every `frequency` steps."""
+        in_range = step >= self.begin_step and (self.end_step is None or step <= self.end_step)
+        return in_range and (step - self.begin_step) % self.frequency == 0
+
+
+class PolynomialDecay(BaseModel):
+    """TF-MOT's PolynomialDecay (Zhu & Gupta 2017), from `initial_sparsity` to the target:
+
+        s(t) = s_final + (s_initial - s_final) * (1 - p)^power
+        p    = clip((t - begin_step) / (end_step - begin_step), 0, 1)
+
+    Masks are updated at begin_step and every `frequency` steps up to end_step, as in TF-MOT, and also at end_step
+    itself (TF-MOT skips it when end_step - begin_step is not a multiple of `frequency`, never reaching the target).
+    With power=3 and frequency=1 this is the cubic schedule of movement pruning, begin_step being its warm-up.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["polynomial"] = "polynomial"
+    initial_sparsity: float = 0.0
+    begin_step: int = Field(0, ge=0)
+    end_step: int = Field(..., ge=1)
+    power: float = Field(3.0, gt=0)
+    frequency: int = Field(100, ge=1)
+
+    @field_validator("initial_sparsity")
+    @classmethod
+    def _initial(cls, value: float) -> float:
+        return check_sparsity(value, "initial_sparsity")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolynomialDecay:
+        if self.end_step <= self.begin_step:
+            raise ValueError(f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step}): "
+                             "the sparsity rises from initial_sparsity to the target between them")
+        return self
+
+    def sparsity_at(self, step: int, target: float) -> float:
+        """s(t) of the formula above, `target` being the final sparsity."""
+        p = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        return target + (self.initial_sparsity - target) * (1.0 - p) ** self.power
+
+    def should_update(self, step: int) -> bool:
+        """True at begin_step, every `frequency` steps after it, and at end_step."""
+        if not self.begin_step <= step <= self.end_step:
+            return False
+        return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+
+
+Schedule = Annotated[ConstantSparsity | PolynomialDecay, Field(discriminator="kind")]
+
+
+class UnstructuredConfig(BaseModel):
+    """Magnitude pruning settings. `sparsity` is the target fraction of zero weights; `prune_unstructured` applies
+    it at once, `SparsityScheduler` reaches it on `schedule`. `module_types` are `list_layer_types()` names;
+    `ignored_layers` names modules (a container excludes every layer inside it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sparsity: float = 0.5
+    scope: Literal["local", "global"] = "local"
+    module_types: list[str] = Field(default_factory=lambda: ["linear", "conv1d", "conv2d", "conv3d"])
+    ignored_layers: list[str] = Field(default_factory=list)
+    schedule: Schedule = Field(default_factory=ConstantSparsity)
+    inplace: bool = False
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, value: float) -> float:
+        return check_sparsity(value)
+
+    @field_validator("module_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"module_types must name at least one of: {', '.join(list_layer_types())}")
+        for name in value:
+            LAYER_TYPES.get(name)
+        return value
+
+
+# ---------------------------------------------------------------------------------------------- masks
+
+
+def select_layers(model: nn.Module, module_types: Sequence[str], ignored_layers: Sequence[str] = (),
+                  exact: bool = False) -> dict[str, nn.Module]:
+    """name -> module for the layers of `module_types` with a weight, minus `ignored_layers` (and their children).
+
+    `exact=True` takes only modules whose type is exactly a listed class (not subclasses).
+    """
+    types = tuple(LAYER_TYPES.get(name) for name in module_types)
+    found = {name: m for name, m in model.named_modules()
+             if (type(m) in types if exact else isinstance(m, types))
+             and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    modules = dict(model.named_modules())
+    for ignored in ignored_layers:
+        if ignored not in modules:
+            shown = ", ".join(list(found)[:40]) + (f", ... ({len(found) - 40} more)" if len(found) > 40 else "")
+            raise UnknownNameError(f"ignored_layers names {ignored!r}, which is not a module of "
+                                   f"{type(model).__name__}. Valid names: the prunable layers ({shown}) "
+                                   "or any module containing them")
+    kept = {name: m for name, m in found.items()
+            if not any(name == ig or name.startswith(f"{ig}.") or not ig for ig in ignored_layers)}
+    if not kept:
+        raise CleanAIError(f"{type(model).__name__} has no layer of types {module_types} left to prune "
+                           f"(found {len(found)}, all ignored); check module_types and ignored_layers")
+    return kept
+
+
+def keep_count(numel: int, sparsity: float) -> int:
+    """Weights kept in a tensor of `numel` weights at `sparsity`: round(numel * (1 - sparsity)), as TF-MOT."""
+    return round(numel * (1.0 - sparsity))
+
+
+def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Bool mask (shape of `scores`) of exactly `keep` entries with the highest scores (ties broken by position)."""
+    flat = scores.detach().flatten()
+    n = flat.numel()
+    drop = n - keep
+    if drop <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if keep <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = flat.kthvalue(drop).values
+    mask = flat > threshold
+    spare = keep - int(mask.sum())  # entries equal to the threshold that are still kept
+    if spare > 0:
+        ties = (flat == threshold).nonzero().squeeze(1)
+        mask[ties[ties.numel() - spare:]] = True
+    return mask.view_as(scores)
+
+
+@torch.no_grad()
+def magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
+                    scope: Literal["local", "global"] = "local") -> dict[str, torch.Tensor]:
+    """name -> bool keep-mask pruning the smallest |w|: per tensor (`local`) or over all tensors together (`global`)."""
+    check_sparsity(sparsity)
+    if scope == "local":
+        return {name: top_k_mask(w.abs(), keep_count(w.numel(), sparsity)) for name, w in weights.items()}
+    flat = torch.cat([w.detach().abs().flatten().float() for w in weights.values()])
+    keep = top_k_mask(flat, keep_count(flat.numel(), sparsity))
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = keep[start:start + w.numel()].view_as(w)
+        start += w.numel()
+    return masks
+
+
+def prune_unstructured(model: nn.Module, config: UnstructuredConfig | Mapping[str, Any] | None = None
+                       ) -> tuple[nn.Module, SparsityReport]:
+    """Zero the smallest-magnitude weights to `config.sparsity` at once; return the model (a copy unless
+    `config.inplace`) and its `SparsityReport`. The result holds plain zeros (nothing to make permanent)."""
+    cfg = config if isinstance(config, UnstructuredConfig) else UnstructuredConfig.model_validate(config or {})
+    work = model if cfg.inplace else copy.deepcopy(model)
+    layers = select_layers(work, cfg.module_types, cfg.ignored_layers)
+    masks = magnitude_masks({name: m.weight for name, m in layers.items()}, cfg.sparsity, cfg.scope)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.weight.masked_fill_(~masks[name], 0.0)
+    return work, sparsity_report(work, cfg.module_types)
+
+
+class SparsityScheduler(Callback):
+    """Trainer callback (or, in a custom loop, call `update(step)` after each optimizer step) that prunes
+    `model` by magnitude on `config.schedule` up to `config.sparsity`, keeping masked weights at zero.
+
+    `updates` lists `(step, sparsity)` for every mask recomputation; `sparsity` is the latest.
+    """
+
+    def __init__(self, model: nn.Module, config: UnstructuredConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = (config if isinstance(config, UnstructuredConfig)
+                       else UnstructuredConfig.model_validate(config or {}))
+        self.layers = select_layers(model, self.config.module_types, self.config.ignored_layers)
+        self.masks: dict[str, torch.Tensor] = {}  # float 0/1 in the weight's dtype: multiplying is the fastest reset
+        self.sparsity = 0.0
+        self.updates: list[tuple[int, float]] = []
+        self._step: int | None = None
+
+    def update(self, step: int) -> bool:
+        """After `step` optimizer steps: recompute masks if the schedule says so, then zero masked weights.
+        Returns whether the masks were recomputed."""
+        schedule = self.config.schedule
+        due = schedule.should_update(step)
+        if due:
+            self.sparsity = schedule.sparsity_at(step, self.config.sparsity)
+            weights = {name: m.weight for name, m in self.layers.items()}
+            keep = magnitude_masks(weights, self.sparsity, self.config.scope)
+            self.masks = {name: keep[name].to(self.layers[name].weight.dtype) for name in self.layers}
+            self.updates.append((step, self.sparsity))
+        self.apply_masks()
+        self._step = step
+        return due
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Set every masked weight to zero (in place)."""
+        for name, mask in self.masks.items():
+            weight = self.layers[name].weight
+            if mask.device != weight.device:
+                mask = self.masks[name] = mask.to(weight.device)
+            weight.mul_(mask)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        if trainer.global_step != self._step:  # after a resume, the restored state already covers this step
+            self.update(trainer.global_step)
+
+    def on_batch_end(self, trainer: Any, batch: int, loss: float) -> None:
+        if trainer.global_step != self._step:  # an optimizer step happened (not so mid-way through accumulation)
+            self.update(trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sparsity": self.sparsity, "step": self._step, "updates": [list(u) for u in self.updates],
+                "masks": {name: mask.bool().cpu() for name, mask in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sparsity, self._step = state["sparsity"], state["step"]
+        self.updates = [(int(s), float(v)) for s, v in state["updates"]]
+        self.masks = {name: mask.to(self.layers[name].weight.device, self.layers[name].weight.dtype)
+                      for name, mask in state["masks"].items()}
+
+
+# ---------------------------------------------------------------------------------------------- permanence, report
+
+
+@runtime_checkable
+class MaskedLayer(Protocol):
+    """A layer that applies its own mask in forward (such as `MovementLinear`): it reports the weight it really
+    uses and turns into a plain layer holding that weight."""
+
+    def masked_weight(self) -> torch.Tensor: ...
+
+    def to_plain(self) -> nn.Module: ...
+
+
+def _reparametrised(model: nn.Module) -> list[str]:
+    """Names of modules still carrying a mask: `MaskedLayer`s and torch.nn.utils.prune re-parametrisations."""
+    return [name or type(m).__name__ for name, m in model.named_modules()
+            if isinstance(m, MaskedLayer)
+            or any(isinstance(h, torch_prune.BasePruningMethod) for h in m._forward_pre_hooks.values())]
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its weight, in place, leaving plain layers with zeros: `MaskedLayer`s (movement
+    pruning) become their plain type and torch.nn.utils.prune masks are removed. Returns the model (a new
+    object only when `model` itself is a `MaskedLayer`). Magnitude pruning needs nothing: it leaves plain zeros."""
+    if isinstance(model, MaskedLayer):
+        return model.to_plain()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, MaskedLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.to_plain())
+            continue
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+    return model
+
+
+class LayerSparsity(BaseModel):
+    """Zeros in one layer's weight (the weight its forward really uses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str
+    shape: list[int]
+    params: int
+    zeros: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.params if self.params else 0.0
+
+
+class SparsityReport(BaseModel):
+    """Per-layer and global sparsity; JSON via `to_dict()`, a table via `str()`. `params`/`zeros` count the
+    reported layers' weights; `model_params`/`model_zeros` every parameter of the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[LayerSparsity]
+    model_params: int
+    model_zeros: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def zeros(self) -> int:
+        return sum(layer.zeros for layer in self.layers)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def sparsity(self) -> float:
+        """Global sparsity over the reported layers."""
+        return self.zeros / self.params if self.params else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def model_sparsity(self) -> float:
+        return self.model_zeros / self.model_params if self.model_params else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def __str__(self) -> str:
+        width = max([len("layer"), *(len(layer.name) for layer in self.layers)])
+        lines = [f"{'layer':<{width}}  {'type':<16} {'params':>11} {'zeros':>11} {'sparsity':>8}"]
+        lines += [f"{layer.name:<{width}}  {layer.type:<16} {layer.params:>11,} {layer.zeros:>11,} "
+                  f"{layer.sparsity:>8.1%}" for layer in self.layers]
+        lines.append(f"{'global':<{width}}  {'':<16} {self.params:>11,} {self.zeros:>11,} {self.sparsity:>8.1%}")
+        lines.append(f"all parameters: {self.model_zeros:,} of {self.model_params:,} are zero "
+                     f"({self.model_sparsity:.1%})")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module, module_types: list[str] | None = None) -> SparsityReport:
+    """Zeros per layer of `module_types` (default: every `list_layer_types()` type) and over the whole model;
+    masked layers are measured on the weight their forward uses."""
+    types = tuple(LAYER_TYPES.get(name) for name in (module_types or list_layer_types()))
+    layers = []
+    for name, module in model.named_modules():
+        if not isinstance(module, types) or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            continue
+        weight = module.masked_weight() if isinstance(module, MaskedLayer) else module.weight
+        layers.append(LayerSparsity(name=name, type=type(module).__name__, shape=list(weight.shape),
+                                    params=weight.numel(), zeros=int((weight == 0).sum())))
+    params, zeros = 0, 0
+    for tensor in _used_parameters(model):
+        params += tensor.numel()
+        zeros += int((tensor == 0).sum())
+    return SparsityReport(layers=layers, model_params=params, model_zeros=zeros)
+
+
+def _used_parameters(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Every parameter once, as the forward uses it: masked for `MaskedLayer` weights and torch.nn.utils.prune
+    re-parametrisations (whose `<name>_orig` parameter is replaced by the masked `<name>`)."""
+    seen: set[int] = set()
+    for module in model.modules():
+        pruned = {h._tensor_name for h in module._forward_pre_hooks.values()
+                  if isinstance(h, torch_prune.BasePruningMethod)}
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            if isinstance(module, MaskedLayer) and name == "weight":
+                yield module.masked_weight()
+            elif name.endswith("_orig") and name[:-5] in pruned:
+                yield getattr(module, name[:-5])
+            else:
+                yield param
+
+
+# ---------------------------------------------------------------------------------------------- sparse files
+
+
+class SparseFileInfo(BaseModel):
+    """What `save_sparse` wrote. `dense_bytes` is the tensor payload a dense file would hold (a dense safetensors
+    file adds a header on top, so `ratio` understates the gain slightly); `file_bytes` is the file's real size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    tensors: int
+    compressed_tensors: int
+    dense_bytes: int
+    file_bytes: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ratio(self) -> float:
+        """dense_bytes / file_bytes (4.0 means the file is 4x smaller)."""
+        return self.dense_bytes / self.file_bytes if self.file_bytes else float("inf")
+
+
+def save_sparse(model: nn.Module | Mapping[str, torch.Tensor], path: PathLike) -> SparseFileInfo:
+    """Save a state dict as safetensors where each floating tensor that gets smaller so is stored as its non-zero
+    values plus a packed bitmask (1 bit per entry); `read_sparse` restores equal tensors (a -0.0 comes back as
+    0.0, every other bit is kept). Written atomically."""
+    if isinstance(model, nn.Module):
+        masked = _reparametrised(model)
+        if masked:
+            raise CleanAIError(f"save_sparse: layers {masked[:5]} still carry masks (their stored weights are not the "
+                               "ones they use); call make_permanent(model) first")
+        state = model.state_dict()
+    else:
+        state = dict(model)
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, list[Any]] = {}
+    dense_bytes = 0
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous()
+        dense_bytes += t.numel() * t.element_size()
+        if t.is_floating_point() and t.numel():
+            keep = t != 0  # -0.0 (what masking a negative weight by multiplication gives) counts as zero
+            nnz = int(keep.sum())
+            if nnz * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
+                tensors[f"{name}::values"] = t[keep]
+                tensors[f"{name}::bitmask"] = torch.from_numpy(np.packbits(keep.flatten().numpy()))
+                layout[name] = ["bitmask", list(t.shape)]
+                continue
+        tensors[name] = t
+        layout[name] = ["dense", list(t.shape)]
+    save_safetensors(tensors, path, metadata={"format": SPARSE_FORMAT, "layout": json.dumps(layout)})
+    return SparseFileInfo(path=str(path), tensors=len(layout),
+                          compressed_tensors=sum(kind == "bitmask" for kind, _ in layout.values()),
+                          dense_bytes=dense_bytes, file_bytes=os.path.getsize(path))
+
+
+def read_sparse(path: PathLike) -> dict[str, torch.Tensor]:
+    """The dense state dict stored by `save_sparse`."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"sparse checkpoint {str(p)!r} does not exist")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("format") != SPARSE_FORMAT:
+                raise CheckpointError(f"{str(p)!r} is not a file written by save_sparse (format "
+                                      f"{meta.get('format')!r}, expected {SPARSE_FORMAT!r}); read dense safetensors "
+                                      "with cleanai.io.load_state_dict")
+            state = {}
+            for name, (kind, shape) in json.loads(meta["layout"]).items():
+                if kind == "dense":
+                    state[name] = fh.get_tensor(name)
+                    continue
+                values = fh.get_tensor(f"{name}::values")
+                numel = int(np.prod(shape))
+                bits = fh.get_tensor(f"{name}::bitmask").numpy()
+                keep = torch.from_numpy(np.unpackbits(bits, count=numel).astype(bool))
+                if int(keep.sum()) != values.numel():
+                    raise CheckpointError(f"{str(p)!r}: tensor {name!r} has {values.numel()} values but its bitmask "
+                                          f"marks {int(keep.sum())}; the file is corrupt")
+                dense = torch.zeros(numel, dtype=values.dtype)
+                dense[keep] = values
+                state[name] = dense.view(shape)
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{str(p)!r} is not a readable sparse checkpoint: {exc}") from None
+    return state
+
+
+def load_sparse(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
+    """Load a `save_sparse` file into `model` (names the first missing or mis-shaped tensor); returns `model`."""
+    return load_weights(model, read_sparse(path), strict=strict)
