@@ -105,6 +105,46 @@ def _benchmark(args: argparse.Namespace) -> None:
         print(f"Results written to {Path(args.out).resolve()}")
 
 
+def _prune(args: argparse.Namespace) -> None:
+    from cleanai.io import atomic_dir, write_json
+    from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
+    from cleanai.training import TrainConfig, Trainer
+
+    config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
+                         ignored_layers=args.ignored_layers, round_to=args.round_to,
+                         max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches, seed=args.seed)
+    fields = _load_yaml(args.config)
+    fields.update({k: v for k, v in {"epochs": args.finetune_epochs, "lr": args.lr, "optimizer": args.optimizer,
+                                     "seed": args.seed}.items() if v is not None})
+    fields["progress"] = not args.quiet
+    train_config = TrainConfig.model_validate(fields) if args.finetune_epochs > 0 else None
+    model, splits = _model_and_data(args)
+    loaders = _loaders(model, splits, args.batch_size)
+    inputs = next(iter(loaders.val))[0]
+    example = {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
+    eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
+    before = Trainer(model, config=eval_config).evaluate(loaders.test)
+    pruned, report, history = prune_and_finetune(model, example, config, loaders.train, loaders.val, train_config)
+    after = Trainer(pruned, config=eval_config).evaluate(loaders.test)
+    rows = [{"variant": name, "test": scores, "params": params, "macs": macs} for name, scores, params, macs in (
+        ("unpruned", before, report.params_before, report.macs_before),
+        ("pruned", after, report.params_after, report.macs_after))]
+    base_kwargs = {"num_labels" if splits.task == "text" else "num_classes": len(splits.label_names)}
+    with atomic_dir(args.out) as stage:
+        save_pruned(pruned, stage, base=args.model, base_kwargs=base_kwargs)
+        write_json(stage / "prune_report.json", report.to_dict())
+        write_json(stage / "history.json", history.to_dict())
+        write_json(stage / "summary.json", rows)
+    print(report)
+    print(f"\nper step, validation {history.metric}:\n{history}")
+    print(f"\n{'test split':<10} {'accuracy':>9} {'params':>12} {'MACs':>15}")
+    for row in rows:
+        print(f"{row['variant']:<10} {row['test'].get('accuracy', float('nan')):>9.4f} {row['params']:>12,} "
+              f"{row['macs']:>15,}")
+    print(f"{'ratio':<10} {'':>9} {report.params_ratio:>12.1%} {report.macs_ratio:>15.1%}")
+    print(f"Pruned model (manifest.json + model.safetensors) and reports written to {Path(args.out).resolve()}")
+
+
 def _list(args: argparse.Namespace) -> None:
     from cleanai import data, models, training
 
@@ -163,6 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="folder for results.json/csv and metrics.png")
     p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("prune", help="structurally prune a model (optionally iterative, with fine-tuning)")
+    _add_model_data(p)
+    p.add_argument("--criterion", default="magnitude", help="pruning criterion (magnitude, taylor, wanda, coverage, "
+                   "adaptive, hybrid, random)")
+    p.add_argument("--ratio", type=float, default=0.3, help="fraction of channels removed, in [0, 1)")
+    p.add_argument("--scope", choices=("local", "global"), default="local")
+    p.add_argument("--steps", type=int, default=1, help="iterative steps reaching the ratio")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each step (0: none)")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches for data-driven criteria")
+    p.add_argument("--ignored-layers", nargs="+", default=[], metavar="LAYER", help="modules never pruned")
+    p.add_argument("--round-to", type=int, default=None, help="kept channels are a multiple of this")
+    p.add_argument("--max-layer-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
+    p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields for fine-tuning")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/pruned"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_prune)
 
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics"))

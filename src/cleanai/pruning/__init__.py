@@ -22,6 +22,17 @@ from cleanai.pruning.criteria import (
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
 from cleanai.pruning.structured import PruneConfig, StructuredPruner, prunable_groups, prune
+from cleanai.pruning.iterative import IterativeHistory, IterativeStep, prune_and_finetune
+from cleanai.pruning.sensitivity import (
+    LayerSensitivity, SensitivityPoint, SensitivityResult, sensitivity_scan, suggest_ratios,
+)
+from cleanai.pruning.serialization import build_manifest, load_pruned, read_manifest, save_pruned, shrink_to_manifest
+from cleanai.pruning.movement import MovementConfig, MovementLinear, MovementPruner
+from cleanai.pruning.unstructured import (
+    LAYER_TYPES, ConstantSparsity, LayerSparsity, MaskedLayer, PolynomialDecay, SparseFileInfo, SparsityReport,
+    SparsityScheduler, UnstructuredConfig, list_layer_types, load_sparse, magnitude_masks, make_permanent,
+    prune_unstructured, read_sparse, save_sparse, sparsity_report,
+)
 
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
@@ -29,4 +40,15 @@ __all__ = [
     "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "StepRecord", "StructuredPruner",
     "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups", "prune",
     "register_criterion", "rewrite_pad_shortcuts",
+]
+__all__ += [  # unstructured and movement pruning
+    "LAYER_TYPES", "ConstantSparsity", "LayerSparsity", "MaskedLayer", "MovementConfig", "MovementLinear",
+    "MovementPruner", "PolynomialDecay", "SparseFileInfo", "SparsityReport", "SparsityScheduler",
+    "UnstructuredConfig", "list_layer_types", "load_sparse", "magnitude_masks", "make_permanent",
+    "prune_unstructured", "read_sparse", "save_sparse", "sparsity_report",
+]
+__all__ += [  # iterative prune -> fine-tune, sensitivity analysis, pruned-model save/load
+    "IterativeHistory", "IterativeStep", "LayerSensitivity", "SensitivityPoint", "SensitivityResult",
+    "build_manifest", "load_pruned", "prune_and_finetune", "read_manifest", "save_pruned", "sensitivity_scan",
+    "shrink_to_manifest", "suggest_ratios",
 ]
