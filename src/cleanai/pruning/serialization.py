@@ -1,0 +1,293 @@
+"""Save and load structurally pruned models without pickle: a widths manifest (JSON) plus safetensors.
+
+A pruned model has the same module tree as the model it came from, only narrower. `save_pruned`
+records, for every module that holds tensors (and every BERT-style attention module), its type,
+its widths (`out_channels`, `in_features`, `num_features`, heads, ...), its fixed geometry
+(kernel size, stride, ...) and the shapes of its own parameters and buffers; the weights go to
+`model.safetensors`. `load_pruned` builds the ORIGINAL, unpruned model (by registry name or from a
+module you pass), turns option-A `PadShortcut`s the manifest lists back into `ChannelSelect`s,
+shrinks every layer to the recorded widths and then loads the weights strictly. Nothing is
+unpickled, and a manifest that does not fit the base model fails with a `CheckpointError` naming
+the layer.
+
+    save_pruned(pruned, "runs/pruned", base="resnet20", base_kwargs={"num_classes": 10})
+    model = load_pruned("runs/pruned")              # or load_pruned(dir, base=my_unpruned_model)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cleanai.errors import CheckpointError
+from cleanai.io import PathLike, load_weights, save_safetensors, write_json
+from cleanai.models import PadShortcut, create_model
+from cleanai.pruning.shortcuts import ChannelSelect
+
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "cleanai.pruned"
+VERSION = 1
+
+# Attributes that pruning may shrink (recorded, checked to be <= the base model's, then set on load).
+_WIDTHS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.modules.conv._ConvNd: ("in_channels", "out_channels", "groups"),
+    nn.Linear: ("in_features", "out_features"),
+    nn.modules.batchnorm._NormBase: ("num_features",),
+    nn.LayerNorm: ("normalized_shape",),
+    nn.GroupNorm: ("num_groups", "num_channels"),
+    nn.Embedding: ("num_embeddings", "embedding_dim"),
+    nn.PReLU: ("num_parameters",),
+    ChannelSelect: (),
+}
+# Attributes pruning never changes (recorded and checked to be equal).
+_FIXED: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.modules.conv._ConvNd: ("kernel_size", "stride", "padding", "dilation"),
+    ChannelSelect: ("stride",),
+}
+_HEADS = ("num_attention_heads", "all_head_size")  # BERT-style self-attention, shrunk with its heads
+_HEAD_FIXED = ("attention_head_size",)
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return all(isinstance(getattr(module, a, None), int) and not isinstance(getattr(module, a), bool)
+               for a in (*_HEADS, *_HEAD_FIXED))
+
+
+def _attrs(module: nn.Module, table: dict[type[nn.Module], tuple[str, ...]]) -> dict[str, Any]:
+    names = [a for kind, attrs in table.items() if isinstance(module, kind) for a in attrs]
+    return {a: _jsonable(getattr(module, a)) for a in names}
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _tensors(module: nn.Module) -> dict[str, list[int] | None]:
+    own = {**module._parameters, **module._buffers}
+    return {name: None if t is None else list(t.shape) for name, t in own.items()}
+
+
+def _known(module: nn.Module) -> bool:
+    return any(isinstance(module, kind) for kind in _WIDTHS)
+
+
+def _entry(module: nn.Module) -> dict[str, Any] | None:
+    """What the manifest records about one module, or None for modules without tensors or heads."""
+    tensors = {k: v for k, v in _tensors(module).items() if v is not None}
+    attention = _is_attention(module)
+    if not tensors and not attention:
+        return None
+    widths, fixed = _attrs(module, _WIDTHS), _attrs(module, _FIXED)
+    if attention:
+        widths.update({a: getattr(module, a) for a in _HEADS})
+        fixed.update({a: getattr(module, a) for a in _HEAD_FIXED})
+    entry: dict[str, Any] = {"type": type(module).__name__}
+    if widths:
+        entry["widths"] = widths
+    if fixed:
+        entry["fixed"] = fixed
+    if tensors:
+        entry["tensors"] = tensors
+    return entry
+
+
+def build_manifest(model: nn.Module, base: str | None = None,
+                   base_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The widths manifest of `model` (see the module docstring); `base` names it in the model registry."""
+    if base_kwargs and base is None:
+        raise ValueError("base_kwargs given without base: name the registered model they build (base='resnet20')")
+    kwargs = dict(base_kwargs or {})
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"base_kwargs must be JSON values (numbers, strings, lists, dicts), got {kwargs!r}: "
+                         f"{exc}") from None
+    modules: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        entry = _entry(module)
+        if entry is not None:
+            modules[name] = entry
+        widths = getattr(getattr(module, "config", None), "cleanai_pruned_widths", None)
+        if hasattr(module, "base_model_prefix") and isinstance(widths, dict):
+            configs[name] = widths
+    return {
+        "format": FORMAT, "version": VERSION, "torch": torch.__version__,
+        "base": None if base is None else {"name": base, "kwargs": kwargs},
+        "model_class": type(model).__name__,
+        "shortcuts": [n for n, m in model.named_modules() if isinstance(m, ChannelSelect)],
+        "hf_pruned_widths": configs,
+        "modules": modules,
+        "weights": WEIGHTS_NAME,
+    }
+
+
+def save_pruned(model: nn.Module, directory: PathLike, *, base: str | None = None,
+                base_kwargs: Mapping[str, Any] | None = None) -> Path:
+    """Write `manifest.json` and `model.safetensors` for `model` into `directory` (each file atomically).
+
+    `base` / `base_kwargs` name the unpruned model (`create_model(base, **base_kwargs)`) so that
+    `load_pruned(directory)` needs nothing else; without them pass the base model to `load_pruned`.
+    With `base`, the manifest is checked against that model before anything is written. The
+    manifest is written last, so a directory with a manifest always has its weights.
+    """
+    manifest = build_manifest(model, base, base_kwargs)
+    if base is not None:  # fail now, not at load time, if the named base cannot be shrunk into this model
+        rebuilt = shrink_to_manifest(create_model(base, **manifest["base"]["kwargs"]), manifest)
+        load_weights(rebuilt, model.state_dict(), strict=True)
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, target / WEIGHTS_NAME, metadata={"format": FORMAT, "manifest": MANIFEST_NAME})
+    write_json(target / MANIFEST_NAME, manifest)
+    return target
+
+
+def read_manifest(directory: PathLike) -> dict[str, Any]:
+    """Read and check the manifest written by `save_pruned`."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{str(directory)!r} holds no {MANIFEST_NAME}: it is not a directory written by "
+                              "save_pruned (expected manifest.json and model.safetensors)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not readable JSON: {exc}") from None
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("modules"), dict)):
+        raise CheckpointError(f"{str(path)!r} is not a CleanAI pruned-model manifest "
+                              f"(expected format {FORMAT!r} with a 'modules' mapping)")
+    if manifest.get("version") != VERSION:
+        raise CheckpointError(f"{str(path)!r} has manifest version {manifest.get('version')!r}; this CleanAI reads "
+                              f"version {VERSION}")
+    return manifest
+
+
+def load_pruned(directory: PathLike, base: nn.Module | str | None = None, **base_kwargs: Any) -> nn.Module:
+    """Rebuild the pruned model saved in `directory` from its original definition and load its weights.
+
+    `base` is the unpruned model (a module, copied, never modified) or a registered model name
+    (built with `base_kwargs`, else with the manifest's kwargs); by default the manifest's base.
+    Returns the model in eval mode.
+    """
+    manifest = read_manifest(directory)
+    model = _base_model(manifest, base, base_kwargs)
+    shrink_to_manifest(model, manifest)
+    load_weights(model, Path(directory) / manifest.get("weights", WEIGHTS_NAME), strict=True)
+    return model.eval()
+
+
+def _base_model(manifest: dict[str, Any], base: nn.Module | str | None, kwargs: dict[str, Any]) -> nn.Module:
+    recorded = manifest.get("base") or {}
+    if isinstance(base, nn.Module):
+        if kwargs:
+            raise ValueError("base_kwargs apply to a base given by name, not to a module")
+        return copy.deepcopy(base)
+    name = base if base is not None else recorded.get("name")
+    if name is None:
+        raise CheckpointError("the manifest records no base model name (save_pruned was called without base=...); "
+                              "pass the unpruned model or its registered name: load_pruned(directory, base=...)")
+    if not kwargs and name == recorded.get("name"):
+        kwargs = dict(recorded.get("kwargs") or {})
+    return create_model(name, **kwargs)
+
+
+def shrink_to_manifest(model: nn.Module, manifest: Mapping[str, Any]) -> nn.Module:
+    """Resize the layers of the unpruned `model` (in place) to the widths the manifest records.
+
+    Raises `CheckpointError` naming the first layer that does not fit: missing, of another type,
+    wider than the base, of other geometry, or a base layer the manifest does not know.
+    """
+    recorded_class = manifest.get("model_class")
+    if recorded_class not in (None, type(model).__name__):
+        raise CheckpointError(f"the manifest was saved from a {recorded_class} but the base model is a "
+                              f"{type(model).__name__}; pass the model the pruned one was made from")
+    entries: dict[str, Any] = manifest["modules"]
+    for name in manifest.get("shortcuts", []):
+        _restore_shortcut(model, name)
+    modules = dict(model.named_modules())
+    for name, entry in entries.items():
+        module = modules.get(name)
+        if module is None:
+            raise CheckpointError(f"manifest layer {name!r} ({entry.get('type')}) does not exist in the base "
+                                  f"{type(model).__name__}: the manifest was written for another architecture")
+        _shrink(name, module, entry)
+    for name, module in modules.items():
+        if name not in entries and _entry(module) is not None:
+            raise CheckpointError(f"base model layer {name!r} ({type(module).__name__}) is not in the manifest: "
+                                  "the manifest was written for another architecture (a different depth or layout)")
+    for name, widths in manifest.get("hf_pruned_widths", {}).items():
+        owner = modules.get(name)
+        if owner is not None and hasattr(owner, "config"):
+            owner.config.cleanai_pruned_widths = dict(widths)
+    return model
+
+
+def _restore_shortcut(model: nn.Module, name: str) -> None:
+    """Replace the `PadShortcut` at `name` by its `ChannelSelect`, as pruning did."""
+    parent_name, _, child = name.rpartition(".")
+    modules = dict(model.named_modules())
+    module = modules.get(name)
+    if isinstance(module, ChannelSelect):
+        return
+    if not isinstance(module, PadShortcut):
+        found = "does not exist" if module is None else f"is a {type(module).__name__}"
+        raise CheckpointError(f"manifest shortcut {name!r} (a ChannelSelect made from an option-A PadShortcut) "
+                              f"{found} in the base {type(model).__name__}")
+    selection = ChannelSelect.from_pad_shortcut(module)
+    setattr(modules[parent_name], child, selection)
+
+
+def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
+    kind = type(module).__name__
+    if entry.get("type") != kind:
+        raise CheckpointError(f"manifest layer {name!r} is a {entry.get('type')} but the base model has a {kind} there")
+    base = _entry(module) or {}
+    for attr, value in entry.get("fixed", {}).items():
+        if base.get("fixed", {}).get(attr) != value:
+            raise CheckpointError(f"layer {name!r} ({kind}): the manifest has {attr}={value!r} but the base model "
+                                  f"has {base.get('fixed', {}).get(attr)!r}; pruning never changes {attr}")
+    widths = entry.get("widths", {})
+    for attr, value in widths.items():
+        have = base.get("widths", {}).get(attr)
+        if have is None or not _fits(value, have):
+            raise CheckpointError(f"layer {name!r} ({kind}): the manifest has {attr}={value!r} but the base model has "
+                                  f"{have!r}; a pruned layer can only be narrower than the model it came from")
+    shapes = entry.get("tensors", {})
+    own = {**module._parameters, **module._buffers}
+    for tensor_name in sorted(set(own) | set(shapes)):
+        tensor, shape = own.get(tensor_name), shapes.get(tensor_name)
+        if (tensor is None) != (shape is None):
+            raise CheckpointError(f"layer {name!r} ({kind}): tensor {tensor_name!r} is "
+                                  f"{'missing from' if shape is None else 'absent in'} the "
+                                  f"{'manifest' if shape is None else 'base model'}")
+        if tensor is None or list(tensor.shape) == shape:
+            continue
+        if not _fits(shape, list(tensor.shape)):
+            raise CheckpointError(f"layer {name!r} ({kind}): {tensor_name} has shape {shape} in the manifest but "
+                                  f"{list(tensor.shape)} in the base model; it can only be smaller")
+        if not _known(module) and not _is_attention(module):
+            raise CheckpointError(f"layer {name!r}: CleanAI cannot resize a {kind} (it resizes convolutions, "
+                                  "Linear, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, ChannelSelect and "
+                                  "attention heads)")
+        fresh = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+        if tensor_name in module._parameters:
+            module._parameters[tensor_name] = nn.Parameter(fresh, requires_grad=tensor.requires_grad)
+        else:
+            module._buffers[tensor_name] = fresh
+    for attr, value in widths.items():
+        setattr(module, attr, tuple(value) if isinstance(value, list) else value)
+
+
+def _fits(value: Any, have: Any) -> bool:
+    """`value` is no larger than `have` (ints, or lists of ints compared element-wise)."""
+    if isinstance(value, list) and isinstance(have, list):
+        return len(value) == len(have) and all(_fits(v, h) for v, h in zip(value, have))
+    return isinstance(value, int) and isinstance(have, int) and 0 <= value <= have
+
