@@ -101,3 +101,22 @@ def trained_digits_mlp(digits: tuple[torch.Tensor, ...]) -> nn.Module:
         nn.functional.cross_entropy(model(x_train), y_train).backward()
         opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def loaders():
+    """Real digits splits (the embedded default data)."""
+    from cleanai.data import load_dataset
+
+    return load_dataset("digits").loaders(batch_size=64, eval_batch_size=128)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(loaders) -> nn.Module:
+    """small_cnn (8-16-32 channels) trained 4 epochs on the real 8x8 digits (validation accuracy about 0.85)."""
+    from cleanai.training import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", channels=(8, 16, 32))
+    Trainer(model, config=TrainConfig(epochs=4, lr=0.01, seed=0, progress=False)).fit(loaders.train)
+    return model.eval()

@@ -6,25 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.data import load_digits
 from cleanai.errors import CleanAIError, DataError
-from cleanai.models import create_model
 from cleanai.pruning import PruneConfig, prunable_groups, prune, sensitivity_scan, suggest_ratios
-from cleanai.training import TrainConfig, Trainer
-
-
-@pytest.fixture(scope="module")
-def loaders():
-    return load_digits().loaders(batch_size=64, eval_batch_size=128)
-
-
-@pytest.fixture(scope="module")
-def trained_cnn(loaders) -> nn.Module:
-    """small_cnn (8-16-32 channels) trained 4 epochs on the real 8x8 digits."""
-    torch.manual_seed(0)
-    model = create_model("small_cnn", channels=(8, 16, 32))
-    Trainer(model, config=TrainConfig(epochs=4, lr=0.01, seed=0, progress=False)).fit(loaders.train)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
