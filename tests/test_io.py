@@ -93,3 +93,18 @@ def test_shape_mismatch_names_first_tensor(tmp_path):
     save_safetensors(nn.Linear(3, 5, bias=False), tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError, match=r"'weight' has shape \(5, 3\).*expects \(2, 3\)"):
         load_weights(nn.Linear(3, 2, bias=False), tmp_path / "w.safetensors")
+
+
+def test_atomic_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "f.txt") as fh:
+            fh.write("x")
+        with atomic_dir(tmp_path / "run"):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
