@@ -8,10 +8,9 @@ so `import cleanai.models` stays fast.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import shutil
 import string
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from cleanai.errors import CheckpointError
+from cleanai.io import atomic_dir
 from cleanai.models._factory import MODELS
 from cleanai.models._layers import check_positive_int
 
@@ -68,22 +68,11 @@ class TextClassifier(nn.Module):
         target = Path(path)
         if target.exists() and not target.is_dir():
             raise CheckpointError(f"cannot save a TextClassifier to {str(target)!r}: it is a file, not a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
+        with atomic_dir(target) as stage:
             with _quiet_transformers():
-                self.hf_model.save_pretrained(tmp)
+                self.hf_model.save_pretrained(stage)
             if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-                os.replace(target, old / "previous")
-                os.replace(tmp, target)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                self.tokenizer.save_pretrained(stage)
         return target
 
     @classmethod
@@ -201,11 +190,15 @@ def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    torchao_log = logging.getLogger("torchao")
+    torchao_level = torchao_log.level
+    torchao_log.setLevel(logging.ERROR)  # transformers imports torchao, which reports its CUDA-only kernels missing
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        torchao_log.setLevel(torchao_level)
         if bar:
             hf_logging.enable_progress_bar()

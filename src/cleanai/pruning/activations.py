@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.pruning._batches import Batch, call_model, model_device, split_batch, to_device
+from cleanai._batches import Batch, call_model, model_device, split_batch, to_device
 
 POSITIONS = ("input", "output")
 # Module types whose tensors carry channels on dim 1; everything else (Linear, LayerNorm, ...) on the last dim.

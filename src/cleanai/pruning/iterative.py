@@ -16,7 +16,7 @@ import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from cleanai.pruning._batches import Batch, model_device
+from cleanai._batches import Batch, model_device
 from cleanai.pruning.report import PruneReport
 from cleanai.pruning.structured import PruneConfig, prune
 from cleanai.training import TrainConfig, Trainer

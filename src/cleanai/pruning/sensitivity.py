@@ -32,7 +32,7 @@ from torch import nn
 
 from cleanai.errors import CleanAIError, DataError
 from cleanai.io import PathLike, atomic_path
-from cleanai.pruning._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
+from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.structured import PruneConfig, prunable_groups, prune
 
 EvalFn = Callable[[nn.Module], float]

@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from cleanai.models import PadShortcut
-from cleanai.pruning._batches import model_device
+from cleanai._batches import model_device
 
 
 class ChannelSelect(nn.Module):

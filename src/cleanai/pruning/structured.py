@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from cleanai.errors import CleanAIError
-from cleanai.pruning._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
+from cleanai._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
 from cleanai.pruning.criteria import CRITERIA, create_criterion
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts

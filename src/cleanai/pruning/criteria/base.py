@@ -21,7 +21,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function as tpf
 
-from cleanai.pruning._batches import Batch
+from cleanai._batches import Batch
 
 NORMALIZERS = ("mean", "max", "sum", "none")
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.pruning._batches import Batch
+from cleanai._batches import Batch
 from cleanai.pruning.activations import ActivationRecorder, ChannelStats
 from cleanai.pruning.criteria.base import WEIGHTED, Criterion, handler_kind, normalize
 from cleanai.pruning.criteria.weights import MagnitudeCriterion

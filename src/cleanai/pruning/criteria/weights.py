@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cleanai.errors import DataError
-from cleanai.pruning._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
+from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.activations import ActivationRecorder
 from cleanai.pruning.criteria.base import WEIGHTED, Criterion, reduce_weight_saliency
 

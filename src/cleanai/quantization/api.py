@@ -1,0 +1,116 @@
+"""`quantize(model, config, calib)`: one verb for every mode and backend, returning a runnable artifact (a Runner)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cleanai.benchmark import OrtRunner, Runner
+from cleanai.export import export_onnx
+from cleanai.io import atomic_path
+from cleanai._batches import call_model
+from cleanai.quantization import _torch
+from cleanai.quantization._common import (
+    Inputs,
+    calibration_inputs,
+    check_quantizable,
+    example_from,
+)
+from cleanai.quantization._ort import OrtQuantizer
+from cleanai.quantization.config import QuantConfig, has_int8_dot
+
+
+def quantize(model: nn.Module, config: QuantConfig | None = None, calib: Iterable[Any] | None = None,
+             example_inputs: Inputs | None = None, workdir: str | os.PathLike[str] | None = None, *,
+             train_data: Iterable[Any] | None = None, name: str | None = None) -> Runner:
+    """Quantize `model` as `config` says and return the artifact to measure and deploy.
+
+    Returns an `OrtRunner` (backend "onnxruntime": the model exported to ONNX, then quantized) or a
+    `TorchRunner` (backend "torch"). `calib` yields `(inputs, targets)` batches (or bare inputs):
+    required for static calibration, optional otherwise (it also supplies the example inputs for
+    export). `train_data` feeds quantization-aware training (default: `calib`). `workdir` keeps the
+    ONNX files (fp32, pre-processed, quantized, calibration ranges); by default they live in a
+    temporary folder deleted on return. The caller's model is not modified.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize needs a torch.nn.Module, got {type(model).__name__}")
+    config = config or QuantConfig()
+    check_quantizable(model, config)
+    quantizer = make_quantizer(model, config, calib, example_inputs, workdir, train_data=train_data, name=name)
+    try:
+        if config.mode == "qat" and config.backend == "onnxruntime":
+            return _qat_to_onnx(model, config, quantizer, workdir)
+        return quantizer.build(config)
+    finally:
+        quantizer.close()
+
+
+def make_quantizer(model: nn.Module, config: QuantConfig, calib: Iterable[Any] | None, example_inputs: Inputs | None,
+                   workdir: str | os.PathLike[str] | None, *, train_data: Iterable[Any] | None = None,
+                   name: str | None = None) -> OrtQuantizer | _torch.TorchQuantizer:
+    """The backend object that builds variants of `model`: export and calibration data are prepared once."""
+    who = f"quantize ({config.describe()})"
+    needed = config.mode == "static" or (config.mode == "qat" and train_data is None)
+    inputs = calibration_inputs(calib, config.calibration_batches, who) if calib is not None or needed else []
+    traced = config.backend == "onnxruntime" or config.mode in ("static", "qat")  # exported or torch.export-ed
+    if traced and not inputs and example_inputs is None and train_data is not None:
+        example_inputs = calibration_inputs(train_data, 1, who)[0]  # QAT given training data only
+    example = example_from(model, inputs, example_inputs, who) if traced else None
+    if config.backend == "onnxruntime":
+        warn_if_int8_saturates(config)
+    if config.backend == "onnxruntime" and config.mode != "qat":
+        return OrtQuantizer(model, example, inputs, workdir=workdir, opset=config.opset, name=name)
+    return _torch.TorchQuantizer(model, example, inputs, name=name,
+                                 train_data=train_data if train_data is not None else calib)
+
+
+class Int8SaturationWarning(UserWarning):
+    """uint8 x int8 ONNX Runtime kernels on an x86 CPU without VNNI/AMX may saturate and lose accuracy."""
+
+
+def warn_if_int8_saturates(config: QuantConfig) -> None:
+    """Warn when `config` asks ONNX Runtime for u8 x s8 with full-range weights on an x86 CPU without VNNI/AMX."""
+    if (config.activation_dtype, config.weight_dtype) != ("uint8", "int8") or config.reduce_range or has_int8_dot():
+        return
+    warnings.warn(
+        f"{config.describe()}: this CPU has no VNNI/AMX int8 dot-product instructions, so ONNX Runtime's uint8 x int8 "
+        "kernels add pairs of products in int16, which saturates with full-range 8-bit weights and can cost "
+        "accuracy. Use QuantConfig.avx2() (reduce_range=True: 7-bit weights) or weight_dtype='uint8' on this "
+        "machine; QuantConfig.auto() picks the preset for the CPU it runs on.", Int8SaturationWarning, stacklevel=4)
+
+
+def _qat_to_onnx(model: nn.Module, config: QuantConfig, quantizer: _torch.TorchQuantizer,
+                 workdir: str | os.PathLike[str] | None) -> OrtRunner:
+    """QAT with PT2E in torch, then the converted model exported as an ONNX QDQ graph for ONNX Runtime."""
+    import onnx
+
+    module = _torch.pt2e(model, config, quantizer.example, quantizer.calib_inputs, quantizer.train_data,
+                         compile_model=False)
+    with tempfile.TemporaryDirectory(prefix="cleanai-qat-") as tmp:
+        path = Path(workdir if workdir is not None else tmp) / "qat-int8.onnx"
+        # Torch runs the reference q/dq ops in float, ONNX Runtime real int8 kernels: outputs may differ by a
+        # rounding step of the last layers, so parity is checked loosely (a broken export is off by far more).
+        reference = quantizer.example
+        result = export_onnx(module.graph_module, reference, path, dynamic_batch=True,
+                             dynamic_sequence=isinstance(reference, dict), opset=config.opset, exporter="dynamo",
+                             atol=_loose_atol(module, reference))
+        graph = onnx.load(str(result.path))
+        for node in graph.graph.node:  # the dynamo exporter's per-node stack traces: half the file of a small model
+            del node.metadata_props[:]
+        with atomic_path(result.path) as staged:
+            onnx.save(graph, str(staged))
+        return OrtRunner(result.path.read_bytes(), name=f"{quantizer.name} {config.describe()}", source_model=model)
+
+
+def _loose_atol(module: nn.Module, example: Inputs) -> float:
+    """5% of the largest output magnitude: the tolerance of the QAT export's parity check."""
+    with torch.no_grad():
+        out = call_model(module, example)
+    return 0.05 * float(out.abs().max()) + 1e-4
