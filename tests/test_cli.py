@@ -47,3 +47,27 @@ def test_bad_input_exits_nonzero_with_a_reason(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_writes_an_onnx_file_that_matches_torch(tmp_path, capsys):
+    out = tmp_path / "cnn.onnx"
+    assert main(["export", "--model", "small_cnn", "--out", str(out), "--optimize", "all"]) == 0
+    assert out.is_file() and (tmp_path / "cnn.opt.onnx").is_file()
+    assert "max abs diff" in capsys.readouterr().out
+
+
+def test_quantize_static_ort_writes_artifact_and_compares_with_fp32(tmp_path):
+    run = tmp_path / "cnn"
+    assert main(["train", "--model", "small_cnn", "--epochs", "2", "--lr", "0.003", "--out", str(run), "--quiet"]) == 0
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", "small_cnn", "--weights", str(run / "model.safetensors"), "--preset", "auto",
+                 "--calib-batches", "2", "--runs", "5", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["backend"] for r in rows] == ["torch", "onnxruntime"]
+    assert abs(rows[1]["accuracy"] - rows[0]["accuracy"]) < 0.05  # int8 keeps the fp32 accuracy on digits
+    assert any(p.suffix == ".onnx" for p in out.iterdir())
+
+
+def test_quantize_rejects_an_unknown_preset(tmp_path, capsys):
+    assert main(["quantize", "--preset", "avx9000", "--out", str(tmp_path / "q")]) == 2
+    assert "avx2" in capsys.readouterr().err and not (tmp_path / "q").exists()

@@ -74,35 +74,95 @@ def _train(args: argparse.Namespace) -> None:
     print(f"Model and history written to {Path(args.out).resolve()}")
 
 
-def _benchmark(args: argparse.Namespace) -> None:
-    from cleanai.benchmark import (BenchmarkConfig, OrtRunner, TextClassifierRunner, TorchRunner, benchmark, compare,
-                                   plot_metrics, save_rows)
-    from cleanai.data import raw_text_collate
-    from cleanai.io import atomic_dir
-
-    model, splits = _model_and_data(args)
-    split = getattr(splits, args.split)
-    if len(split) == 0:
-        raise CleanAIError(f"split {args.split!r} of {args.data!r} is empty; choose train, val or test")
-    runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
-    if args.onnx is not None:
-        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model))
-    if splits.task == "text":
-        runners = [TextClassifierRunner(model.tokenizer, r) for r in runners]
+def _measure(runners: list[Any], model: Any, splits: Any, args: argparse.Namespace, split: str = "test") -> list[Any]:
+    """Benchmark `runners` on one split the same way, print the table and return the rows."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(split, batch_size=args.eval_batch_size,
+    from cleanai.benchmark import BenchmarkConfig, TextClassifierRunner, benchmark, compare
+    from cleanai.data import raw_text_collate
+
+    data = getattr(splits, split)
+    if len(data) == 0:
+        raise CleanAIError(f"split {split!r} of {args.data!r} is empty; choose train, val or test")
+    if splits.task == "text":
+        runners = [TextClassifierRunner(model.tokenizer, r) for r in runners]
+    loader = DataLoader(data, batch_size=args.eval_batch_size,
                         collate_fn=raw_text_collate if splits.task == "text" else None)
     config = BenchmarkConfig(batch_size=args.batch_size, throughput_batch_size=args.throughput_batch_size,
                              runs=args.runs, threads=args.threads)
     rows = [benchmark(r, loader, config=config) for r in runners]
     compare(rows)
+    return rows
+
+
+def _write_rows(rows: list[Any], stage: Path) -> None:
+    from cleanai.benchmark import plot_metrics, save_rows
+
+    save_rows(rows, stage / "results.json")
+    save_rows(rows, stage / "results.csv")
+    plot_metrics(rows, stage / "metrics.png")
+
+
+def _example(loaders: Any) -> Any:
+    """One sample of the validation split, shaped as the model takes it (for tracing and export)."""
+    inputs = next(iter(loaders.val))[0]
+    return {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from cleanai.benchmark import OrtRunner, TorchRunner
+    from cleanai.io import atomic_dir
+
+    model, splits = _model_and_data(args)
+    runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
+    if args.onnx is not None:
+        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model))
+    rows = _measure(runners, model, splits, args, args.split)
     if args.out is not None:
         with atomic_dir(args.out) as stage:
-            save_rows(rows, stage / "results.json")
-            save_rows(rows, stage / "results.csv")
-            plot_metrics(rows, stage / "metrics.png")
+            _write_rows(rows, stage)
         print(f"Results written to {Path(args.out).resolve()}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from cleanai.export import export_onnx, optimize_onnx
+
+    model, splits = _model_and_data(args)
+    result = export_onnx(model.eval(), _example(_loaders(model, splits, 8)), args.out, exporter=args.exporter,
+                         dynamic_sequence=splits.task == "text")
+    print(f"Exported {args.model} with the {result.exporter} exporter to {result.path} "
+          f"(parity with torch: max abs diff {result.max_abs_diff:.2e})")
+    if args.optimize is not None:
+        out = optimize_onnx(result.path, args.out.with_name(f"{args.out.stem}.opt.onnx"), level=args.optimize)
+        print(f"ONNX Runtime graph optimisations ({args.optimize}) saved to {out}")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from cleanai.benchmark import TorchRunner
+    from cleanai.io import atomic_dir, write_json
+    from cleanai.quantization import QuantConfig, quantize
+
+    if args.preset is not None:
+        config = QuantConfig.preset(args.preset, is_static=args.mode == "static", backend=args.backend)
+    else:
+        fields = {**_load_yaml(args.config), "mode": args.mode, "backend": args.backend}
+        if args.calibration is not None:
+            fields["calibration"] = args.calibration
+        if args.per_tensor:
+            fields["per_channel"] = False
+        config = QuantConfig.model_validate(fields)
+    config = config.model_copy(update={"calibration_batches": args.calib_batches})
+    model, splits = _model_and_data(args)
+    loaders = _loaders(model, splits, args.calib_batch_size)
+    runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders),
+                      name=f"{args.model} {config.mode} int8 ({config.backend})")
+    with atomic_dir(args.out) as stage:
+        artifact = runner.save(stage)
+        write_json(stage / "quant_config.json", config.model_dump(mode="json"))
+        if not args.no_benchmark:
+            _write_rows(_measure([TorchRunner(model, name=f"{args.model} fp32 (torch)"), runner], model, splits, args),
+                        stage)
+    print(f"Quantized artifact {artifact.name} and results written to {Path(args.out).resolve()}")
 
 
 def _prune(args: argparse.Namespace) -> None:
@@ -120,8 +180,7 @@ def _prune(args: argparse.Namespace) -> None:
     train_config = TrainConfig.model_validate(fields) if args.finetune_epochs > 0 else None
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size)
-    inputs = next(iter(loaders.val))[0]
-    example = {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
+    example = _example(loaders)
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
     pruned, report, history = prune_and_finetune(model, example, config, loaders.train, loaders.val, train_config)
@@ -163,6 +222,14 @@ def _add_model_data(p: argparse.ArgumentParser, default_model: str = "small_cnn"
                    help="checkpoint to start from: .safetensors/.pt/.th path, or 'akamaster' for CIFAR ResNets")
 
 
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for latency")
+    p.add_argument("--throughput-batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--threads", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cleanai", description="Make trained networks smaller and faster, "
                                      "and prove it with honest numbers.")
@@ -196,13 +263,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data(p)
     p.add_argument("--onnx", type=Path, default=None, help="also benchmark this ONNX file with ONNX Runtime")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for latency")
-    p.add_argument("--throughput-batch-size", type=int, default=64)
-    p.add_argument("--eval-batch-size", type=int, default=256)
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None)
+    _add_measure_options(p)
     p.add_argument("--out", type=Path, default=None, help="folder for results.json/csv and metrics.png")
     p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("export", help="export a model to one ONNX file, checked against torch")
+    _add_model_data(p)
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    p.add_argument("--optimize", choices=("basic", "extended", "all"), default=None,
+                   help="also save ONNX Runtime's optimised graph as <out>.opt.onnx")
+    p.add_argument("--out", type=Path, default=Path("runs/model.onnx"))
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime or torch) and benchmark against fp32")
+    _add_model_data(p)
+    p.add_argument("--mode", choices=("dynamic", "static", "qat", "weight_only", "fp16", "bf16"), default="static")
+    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    p.add_argument("--preset", default=None, help="CPU preset: auto, avx2, avx512_vnni, arm64")
+    p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None)
+    p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
+    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--calib-batch-size", type=int, default=32)
+    p.add_argument("--config", type=Path, default=None, help="YAML file of QuantConfig fields")
+    p.add_argument("--no-benchmark", action="store_true")
+    _add_measure_options(p)
+    p.add_argument("--out", type=Path, default=Path("runs/quantized"))
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("prune", help="structurally prune a model (optionally iterative, with fine-tuning)")
     _add_model_data(p)

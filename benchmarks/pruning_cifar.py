@@ -1,0 +1,270 @@
+"""Which pruning criterion keeps a CIFAR-10 ResNet most accurate at ~2x fewer MACs, and is it really faster?
+
+Starts from the CIFAR ResNet-`--depth` fine-tuned on the JPEG training split by
+benchmarks/cifar_pretrained.py (`--weights`; the akamaster checkpoint when that file is absent) and
+prunes it at one `--ratio` with every CleanAI criterion and with Torch-Pruning's own
+GroupMagnitudeImportance / GroupTaylorImportance (`tp-magnitude`, `tp-taylor`), all through
+`cleanai.pruning.prune` and all fine-tuned with the same budget. Table 1, per criterion: test accuracy
+before / right after pruning / after fine-tuning, params, MACs, latency at batch 1 and 64 (TorchRunner,
+interleaved `--repeats` times with the unpruned model, medians), the batch-64 speed-up next to
+the MAC reduction, and the seconds the criterion spent calibrating + scoring next to one plain forward
+pass over the same calibration batches. Table 2: global vs local scope and 1 vs `--steps` iterative steps
+for `--compare-criterion` (default: table 1's best after fine-tuning); iterative runs split the same
+training images over their steps, so every row has the same fine-tune budget. Rows go to `--out` as JSON.
+Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--criteria magnitude coverage ...]
+       [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--runs 50] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cleanai.benchmark import BenchmarkConfig, TorchRunner, benchmark, environment
+from cleanai.data import load_dataset
+from cleanai.io import write_json
+from cleanai.models import create_model
+from cleanai.pruning import PruneConfig, create_criterion, list_criteria, prune
+from cleanai.training import TrainConfig, Trainer
+
+TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
+               "tp-taylor": tp.importance.GroupTaylorImportance}
+OPTIMIZER = {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}
+
+
+class TimedCriterion(tp.importance.Importance):
+    """Delegates to `inner` and adds up the seconds it spends calibrating (`prepare`) and scoring groups.
+
+    With `fill_grads`, `prepare` first fills `.grad` on the model being pruned (what Torch-Pruning's
+    GroupTaylorImportance reads): prune() works on a deep copy, so gradients must be taken there.
+    """
+
+    def __init__(self, inner: tp.importance.Importance, fill_grads: bool = False) -> None:
+        self.inner, self.fill_grads, self.seconds = inner, fill_grads, 0.0
+        self.requires_data = fill_grads or getattr(inner, "requires_data", False)
+        self.refresh_each_step = fill_grads or getattr(inner, "refresh_each_step", False)
+
+    def prepare(self, model: nn.Module, batches: list[Any]) -> None:
+        start = time.perf_counter()
+        if self.fill_grads:
+            fill_gradients(model, batches)
+        if hasattr(self.inner, "prepare"):
+            self.inner.prepare(model, batches)
+        self.seconds += time.perf_counter() - start
+
+    def on_pruned(self, group: Any) -> None:
+        if hasattr(self.inner, "on_pruned"):
+            self.inner.on_pruned(group)
+
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        start = time.perf_counter()
+        scores = self.inner(group)
+        self.seconds += time.perf_counter() - start
+        return scores
+
+
+def fill_gradients(model: nn.Module, batches: list[Any]) -> None:
+    """Cross-entropy gradients summed over `batches`, in eval mode (BatchNorm statistics untouched)."""
+    was_training = model.training
+    model.eval().zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for inputs, targets in batches:
+            F.cross_entropy(model(inputs), targets).backward()
+    model.train(was_training)
+
+
+def make_criterion(name: str) -> TimedCriterion:
+    if name in TP_CRITERIA:
+        return TimedCriterion(TP_CRITERIA[name](), fill_grads=name == "tp-taylor")
+    return TimedCriterion(create_criterion(name))
+
+
+def load_base(depth: int, weights: Path | None) -> tuple[nn.Module, str]:
+    """The model to prune and where its weights came from."""
+    path = weights or Path(f"runs/finetuned/resnet{depth}_cifar10jpeg.safetensors")
+    if weights is None and not path.exists():
+        return create_model(f"resnet{depth}", pretrained="akamaster").eval(), "akamaster (no fine-tuned file found)"
+    return create_model(f"resnet{depth}", pretrained=path).eval(), str(path)
+
+
+def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A random (seeded) subset of `n` items, or the whole dataset when `n` is None."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+
+
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy in % over the whole loader."""
+    return 100 * Trainer(model, config=TrainConfig(device="cpu", progress=False)).evaluate(loader)["accuracy"]
+
+
+def finetune(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> None:
+    """The fine-tune budget every variant gets (per step, on its share of the training images)."""
+    if args.finetune_epochs:
+        config = TrainConfig(epochs=args.finetune_epochs, optimizer="sgd", lr=args.lr, optimizer_kwargs=OPTIMIZER,
+                             scheduler="cosine", seed=0, progress=False, device="cpu")
+        Trainer(model, config=config).fit(loader)
+    model.eval()
+
+
+def latency_ms(model: nn.Module, batch: int, runs: int, loader: DataLoader, args: argparse.Namespace) -> float:
+    """Median (p50, robust to load spikes) ms per call at `batch`, timed by the benchmark harness."""
+    config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=runs, throughput_runs=0, threads=args.threads,
+                             max_eval_batches=1, progress=False)
+    return benchmark(TorchRunner(model), loader, config=config).latency_ms_p50
+
+
+def paired_latencies(base: nn.Module, model: nn.Module, loader: DataLoader,
+                     args: argparse.Namespace) -> dict[str, float]:
+    """p50 latency of the unpruned and the pruned model at batch 1 and 64, interleaved `--repeats` times (medians)."""
+    times: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for batch, runs in ((1, args.runs), (64, args.runs_64)):
+            for key, target in ((f"unpruned_latency_ms_b{batch}", base), (f"latency_ms_b{batch}", model)):
+                times.setdefault(key, []).append(latency_ms(target, batch, runs, loader, args))
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def forward_seconds(model: nn.Module, batches: list[Any]) -> float:
+    """One plain inference pass over the calibration batches: the yardstick for a criterion's cost."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for inputs, _ in batches:
+            model(inputs)
+    return time.perf_counter() - start
+
+
+def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict[str, Any],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """Prune `base` with criterion `name`, fine-tune after each step, and measure the result."""
+    parts = torch.tensor_split(torch.arange(len(data["train"])), steps)
+    loaders = [DataLoader(Subset(data["train"], part.tolist()), batch_size=args.batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(0)) for part in parts]
+    criterion, pruned_accuracy, tune_seconds = make_criterion(name), [], [0.0]
+
+    def after_step(step: int, model: nn.Module, _report: Any) -> None:
+        if step == steps:
+            pruned_accuracy.append(accuracy(model, data["test"]))
+        start = time.perf_counter()
+        finetune(model, loaders[step - 1], args)
+        tune_seconds[0] += time.perf_counter() - start
+
+    config = PruneConfig(ratio=args.ratio, scope=scope, iterative_steps=steps, calib_batches=len(data["calib"]))
+    model, report = prune(base, data["example"], config, data["calib"], criterion=criterion, callback=after_step)
+    model.zero_grad(set_to_none=True)  # drop the gradients tp-taylor filled
+    latency = paired_latencies(base, model, data["timing"], args)
+    return {
+        "criterion": name, "scope": scope, "steps": steps, "accuracy_before": data["accuracy_before"],
+        "accuracy_pruned": pruned_accuracy[0], "accuracy_finetuned": accuracy(model, data["test"]),
+        "params": report.params_after, "params_before": report.params_before, "macs": report.macs_after,
+        "macs_before": report.macs_before, "macs_reduction": report.macs_speedup,
+        **latency, "speedup_b64": latency["unpruned_latency_ms_b64"] / latency["latency_ms_b64"],
+        "score_seconds": criterion.seconds, "forward_seconds": data["forward_seconds"],
+        "prune_seconds": sum(s.seconds for s in report.steps), "finetune_seconds": tune_seconds[0],
+        "warnings": report.warnings,
+    }
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    names = [*list_criteria(), *TP_CRITERIA]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, default=56, choices=[20, 32, 44, 56, 110])
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="default: runs/finetuned/resnet<depth>_cifar10jpeg.safetensors, else akamaster")
+    parser.add_argument("--ratio", type=float, default=0.3, help="fraction of channels removed (0.3 ~ 2x fewer MACs)")
+    parser.add_argument("--scope", choices=["local", "global"], default="local", help="scope of table 1")
+    parser.add_argument("--criteria", nargs="+", choices=names, default=names)
+    parser.add_argument("--compare-criterion", choices=names, default=None, help="default: table 1's best")
+    parser.add_argument("--steps", type=int, default=5, help="iterative steps compared with 1 in table 2")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="0 = no fine-tuning")
+    parser.add_argument("--train-subset", type=int, default=10000, help="training images used for fine-tuning")
+    parser.add_argument("--test-subset", type=int, default=None, help="default: the whole 10,000-image test split")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--calib-batches", type=int, default=8)
+    parser.add_argument("--calib-batch-size", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=50, help="timed batch-1 calls")
+    parser.add_argument("--runs-64", type=int, default=10, help="timed batch-64 calls")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved unpruned/pruned timing pairs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/pruning_cifar"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    base, source = load_base(args.depth, args.weights)
+    splits = load_dataset("cifar10")
+    test = DataLoader(subset(splits.test, args.test_subset), batch_size=500)
+    calib = list(DataLoader(splits.val, batch_size=args.calib_batch_size))[:args.calib_batches]
+    data = {"train": subset(splits.train, args.train_subset), "test": test, "calib": calib,
+            "timing": DataLoader(subset(splits.test, 64), batch_size=64),
+            "example": calib[0][0][:1], "accuracy_before": accuracy(base, test),
+            "forward_seconds": forward_seconds(base, calib)}
+    budget = (f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
+              f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
+              "splits those images over its steps")
+    print(f"ResNet-{args.depth} from {source}; ratio {args.ratio}; calibration {len(calib)} x {args.calib_batch_size} "
+          f"validation images; test {len(test.dataset):,} images. Fine-tune budget per variant: {budget}.", flush=True)
+
+    table1 = []
+    for name in args.criteria:
+        table1.append(prune_variant(base, name, args.scope, 1, data, args))
+        print(f"done {name}: {table1[-1]['accuracy_finetuned']:.2f} %", flush=True)
+    chosen = args.compare_criterion or max(table1, key=lambda r: r["accuracy_finetuned"])["criterion"]
+    table2 = [next((r for r in table1 if (r["criterion"], r["scope"], r["steps"]) == (chosen, scope, steps)), None)
+              or prune_variant(base, chosen, scope, steps, data, args)
+              for scope in ("global", "local") for steps in (1, args.steps)]
+
+    env = environment()
+    path = args.out / f"resnet{args.depth}_ratio{args.ratio}.json"
+    write_json(path, {"args": vars(args), "source": source, "budget": budget, "environment": env,
+                      "criteria": table1, "scope_steps": table2})
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nMachine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
+          f"{torch.__version__}, Torch-Pruning {version('torch-pruning')}, Python {platform.python_version()}; "
+          f"1-min load average {os.getloadavg()[0]:.2f}. Wall time {minutes:.1f} min. Rows: {path}\n")
+    print(f"ResNet-{args.depth} ({source}), ratio {args.ratio}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
+          f"Test: {len(test.dataset):,} images.\n")
+    unpruned = {k: statistics.median(r[f"unpruned_{k}"] for r in table1)
+                for k in ("latency_ms_b1", "latency_ms_b64")}
+    print_table(["criterion", "acc before %", "acc pruned %", "acc fine-tuned %", "params", "MACs", "MAC reduction",
+                 "ms b1", "ms b64", "speed-up b64", "speed-up / MAC red.", "score s", "forward s"],
+                [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", f"{table1[0]['params_before']:,}",
+                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", f"{unpruned['latency_ms_b1']:.2f}",
+                  f"{unpruned['latency_ms_b64']:.1f}", "1.00x", "-", "-", f"{data['forward_seconds']:.2f}"]] +
+                [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
+                  f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M",
+                  f"{r['macs_reduction']:.2f}x", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b64']:.1f}",
+                  f"{r['speedup_b64']:.2f}x", f"{r['speedup_b64'] / r['macs_reduction']:.2f}",
+                  f"{r['score_seconds']:.2f}", f"{r['forward_seconds']:.2f}"] for r in table1])
+    print(f"\nScope and iterative steps for `{chosen}` at ratio {args.ratio} (same total fine-tune budget).\n")
+    print_table(["scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs", "MAC reduction",
+                 "speed-up b64", "score s"],
+                [[r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
+                  f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
+                  f"{r['speedup_b64']:.2f}x", f"{r['score_seconds']:.2f}"] for r in table2])
+
+
+if __name__ == "__main__":
+    main()
