@@ -155,7 +155,7 @@ def _quantize(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.calib_batch_size)
     runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders),
-                      name=f"{args.model} {config.mode} int8 ({config.backend})")
+                      name=args.model)
     with atomic_dir(args.out) as stage:
         artifact = runner.save(stage)
         write_json(stage / "quant_config.json", config.model_dump(mode="json"))
