@@ -39,6 +39,8 @@ from cleanai.models import create_model
 from cleanai.pruning import PruneConfig, create_criterion, list_criteria, prune
 from cleanai.training import TrainConfig, Trainer
 
+from _report import print_table  # benchmarks/_report.py: scripts run from this folder
+
 TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
                "tp-taylor": tp.importance.GroupTaylorImportance}
 OPTIMIZER = {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}
@@ -176,13 +178,6 @@ def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict
         "prune_seconds": sum(s.seconds for s in report.steps), "finetune_seconds": tune_seconds[0],
         "warnings": report.warnings,
     }
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
 
 
 def main() -> None:
