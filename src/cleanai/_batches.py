@@ -24,7 +24,7 @@ def split_batch(batch: Batch) -> tuple[Any, torch.Tensor | None]:
 def to_device(inputs: Any, device: torch.device) -> Any:
     """Move a Tensor, or the Tensors of a tuple/list/dict, to `device`."""
     if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
+        return inputs if inputs.device == device else inputs.to(device, non_blocking=True)
     if isinstance(inputs, Mapping):
         return {k: to_device(v, device) for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
@@ -49,17 +49,14 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 
 
 def logits_of(output: Any) -> torch.Tensor:
-    """The logits Tensor of a model output (a Tensor, an HF ModelOutput, a dict or a tuple)."""
+    """The logits Tensor of a model output: a Tensor, or an object with `.logits` (an HF ModelOutput)."""
     if isinstance(output, torch.Tensor):
         return output
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
-    if isinstance(output, Mapping):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"cannot find a logits Tensor in a model output of type {type(output).__name__}")
+    raise TypeError(f"the model returned a {type(output).__name__}; expected a Tensor of logits or an "
+                    "object with a .logits Tensor")
 
 
 def take_batches(batches: Iterable[Batch] | None, limit: int, who: str) -> list[Batch]:

@@ -11,6 +11,10 @@ class UnknownNameError(CleanAIError, ValueError):
     """A name looked up in a registry (model, loss, optimizer, ...) does not exist."""
 
 
+class UnknownArgumentError(UnknownNameError, TypeError):
+    """A registered factory was given a keyword argument it does not take (or lacks a required one)."""
+
+
 class CheckpointError(CleanAIError, ValueError):
     """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
 

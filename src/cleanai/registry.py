@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
-from cleanai.errors import UnknownNameError
+from cleanai.errors import UnknownArgumentError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -54,9 +55,11 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: {', '.join(self.names())}"
             ) from None
 
-    def create(self, name: str, **kwargs: Any) -> Any:
-        """Look up `name` and call it with `kwargs`."""
-        return self.get(name)(**kwargs)  # type: ignore[operator]
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Look up `name` and call it; a keyword it does not take is named with the accepted ones."""
+        factory = self.get(name)
+        check_kwargs(self.kind, name, factory, kwargs, positional=args)
+        return factory(*args, **kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -69,3 +72,31 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def accepted_kwargs(factory: Callable[..., Any], skip: int = 0) -> list[str] | None:
+    """Names `factory` accepts by keyword after its first `skip` parameters; None if it takes `**kwargs`."""
+    params = list(inspect.signature(factory).parameters.values())[skip:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_kwargs(kind: str, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any],
+                 positional: Sequence[Any] = (), *, complete: bool = True) -> None:
+    """Raise `UnknownArgumentError` naming the bad or missing argument and the accepted ones.
+
+    `complete=False` checks only that every given name is accepted (a config may leave out
+    arguments filled in later, such as a scheduler's horizon).
+    """
+    accepted = accepted_kwargs(factory, skip=len(positional))
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise UnknownArgumentError(f"{kind} {name!r} does not accept {', '.join(map(repr, unknown))}; "
+                                       f"it accepts: {', '.join(accepted) or '(no keyword arguments)'}")
+    if complete:
+        try:
+            inspect.signature(factory).bind(*positional, **kwargs)
+        except TypeError as exc:
+            raise UnknownArgumentError(f"{kind} {name!r}: {exc}; it accepts: {', '.join(accepted or ['**kwargs'])}") from None

@@ -6,7 +6,6 @@ benchmark reports), how to fix its thread count, and how to count its parameters
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import re
@@ -19,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cleanai._batches import logits_of
 from cleanai.benchmark.flops import count_macs
 from cleanai.errors import CleanAIError
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
+from cleanai.registry import accepted_kwargs
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor] | list[str]
 
@@ -60,21 +61,10 @@ def _file_stem(name: str) -> str:
 
 
 def _as_logits(out: Any, name: str) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)  # a transformers ModelOutput passed in directly
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise BenchmarkError(f"runner {name!r} returned a {type(out).__name__}; expected a logits Tensor")
-
-
-def _keyword_names(fn: Any) -> tuple[str, ...] | None:
-    """Names a callable accepts as keywords; None when it takes `**kwargs` (accepts any name)."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in params if p.kind in kinds)
+    try:
+        return logits_of(out)
+    except TypeError:
+        raise BenchmarkError(f"runner {name!r} returned a {type(out).__name__}; expected a logits Tensor") from None
 
 
 class TorchRunner:
@@ -93,7 +83,8 @@ class TorchRunner:
             raise TypeError(f"TorchRunner needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model.eval()
         self.name = name
-        self.input_names = _keyword_names(model.forward)
+        accepted = accepted_kwargs(model.forward)
+        self.input_names = None if accepted is None else tuple(accepted)
 
     def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():

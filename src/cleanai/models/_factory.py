@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from cleanai.errors import CheckpointError, UnknownNameError
+from cleanai.errors import CheckpointError
 from cleanai.io import load_state_dict, load_weights
 from cleanai.registry import Registry
 
@@ -31,27 +30,11 @@ def create_model(name: str, *, pretrained: str | os.PathLike[str] | None = None,
     through `cleanai.io.load_weights`) or a weights tag registered for this model, such as
     `"akamaster"` for the CIFAR ResNets.
     """
-    factory = MODELS.get(name)
-    _check_kwargs(name, factory, kwargs)
-    model = factory(**kwargs)
+    model = MODELS.create(name, **kwargs)
     if pretrained is not None:
         state = load_state_dict(_resolve_checkpoint(name, pretrained))
         load_weights(model, state, strict=True)
     return model
-
-
-def _check_kwargs(name: str, factory: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
-    """Name unknown keyword arguments together with the accepted ones (factories with **kwargs take anything)."""
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise UnknownNameError(
-            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or '(no arguments)'}"
-        )
 
 
 def _resolve_checkpoint(name: str, pretrained: str | os.PathLike[str]) -> Path:

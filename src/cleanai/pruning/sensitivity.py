@@ -26,14 +26,18 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from cleanai._batches import (
+    Batch,
+    model_device,
+    split_batch,
+)
 from cleanai.errors import CleanAIError, DataError
 from cleanai.io import PathLike, atomic_path
-from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.structured import PruneConfig, prunable_groups, prune
+from cleanai.training import TrainConfig, Trainer
 
 EvalFn = Callable[[nn.Module], float]
 
@@ -103,7 +107,9 @@ class SensitivityResult(BaseModel):
     def plot(self, path: PathLike) -> Path:
         """Write a PNG of the score drop against the ratio, one line per layer (atomically)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+        from matplotlib.figure import (
+            Figure,  # no pyplot: no global state, no display needed
+        )
 
         fig = Figure(figsize=(8, 5), dpi=120)
         FigureCanvasAgg(fig)
@@ -191,19 +197,8 @@ def _evaluator(data: Iterable[Batch] | EvalFn, max_batches: int | None) -> tuple
                         "or an eval_fn(model) -> score")
 
     def accuracy(model: nn.Module) -> float:
-        device, was_training = model_device(model), model.training
-        correct = total = 0
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    inputs, targets = split_batch(batch)
-                    pred = logits_of(call_model(model, to_device(inputs, device))).argmax(-1).cpu()
-                    correct += int((pred == targets.cpu()).sum())
-                    total += int(targets.numel())
-        finally:
-            model.train(was_training)
-        return correct / total
+        config = TrainConfig(metrics=["accuracy"], progress=False, device=str(model_device(model)))
+        return Trainer(model, config=config).evaluate(batches)["accuracy"]
 
     return accuracy, "accuracy", len(batches)
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cleanai.training._kwargs import check_kwargs
+from cleanai.registry import check_kwargs
 from cleanai.training.losses import LOSSES
 from cleanai.training.metrics import METRICS
 from cleanai.training.optimizers import OPTIMIZERS

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from cleanai.registry import Registry
-from cleanai.training._kwargs import check_kwargs
 
 LossFactory = Callable[..., Callable[..., torch.Tensor]]
 
@@ -64,9 +63,7 @@ def list_losses() -> list[str]:
 
 def get_loss(name: str, **kwargs: Any) -> Callable[..., torch.Tensor]:
     """Build the loss `name` (an `nn.Module` for the built-ins)."""
-    factory = LOSSES.get(name)
-    check_kwargs("loss", name, factory, kwargs)
-    return factory(**kwargs)
+    return LOSSES.create(name, **kwargs)
 
 
 LossSpec = str | Callable[..., torch.Tensor]

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from cleanai.registry import Registry
-from cleanai.training._kwargs import check_kwargs
 
 
 def _predictions(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -165,6 +164,4 @@ def list_metrics() -> list[str]:
 
 def get_metric(name: str, **kwargs: Any) -> Metric:
     """Build the metric `name` (e.g. `get_metric("top_k", k=3)`)."""
-    factory = METRICS.get(name)
-    check_kwargs("metric", name, factory, kwargs)
-    return factory(**kwargs)
+    return METRICS.create(name, **kwargs)

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from cleanai.registry import Registry
-from cleanai.training._kwargs import check_kwargs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -38,8 +37,6 @@ def list_optimizers() -> list[str]:
 
 def get_optimizer(name: str, params: Iterable[Any] | torch.nn.Module, **kwargs: Any) -> torch.optim.Optimizer:
     """Build the optimizer `name` over `params` (tensors, param-group dicts, or a module's parameters)."""
-    factory = OPTIMIZERS.get(name)
     if isinstance(params, torch.nn.Module):
         params = [p for p in params.parameters() if p.requires_grad]
-    check_kwargs("optimizer", name, factory, kwargs, positional=(params,))
-    return factory(params, **kwargs)
+    return OPTIMIZERS.create(name, params, **kwargs)

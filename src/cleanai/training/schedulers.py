@@ -33,7 +33,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from cleanai.registry import Registry
-from cleanai.training._kwargs import check_kwargs
+from cleanai.registry import check_kwargs
 
 Interval = Literal["epoch", "step"]
 Scheduler = lr_scheduler.LRScheduler  # ReduceLROnPlateau is a subclass too

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from cleanai._batches import call_model, logits_of, to_device
 from cleanai.errors import CheckpointError, TrainingError
 from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
@@ -173,7 +174,7 @@ class Trainer:
             for batch in loader:
                 inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
                 with self._autocast():
-                    outputs.append(self._forward(self._to_device(inputs)).float().cpu())
+                    outputs.append(self._forward(to_device(inputs, self.device)).float().cpu())
         if not outputs:
             raise ValueError("predict() got a loader that yielded no batches")
         return torch.cat(outputs)
@@ -452,24 +453,10 @@ class Trainer:
         except (TypeError, ValueError):
             raise ValueError(f"a batch must be (inputs, targets), got {type(batch).__name__}"
                              + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")) from None
-        return self._to_device(inputs), self._to_device(targets)
-
-    def _to_device(self, x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            return x if x.device == self.device else x.to(self.device, non_blocking=True)
-        if isinstance(x, Mapping):
-            return {k: self._to_device(v) for k, v in x.items()}
-        return x
+        return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _forward(self, inputs: Any) -> torch.Tensor:
-        out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
-        if isinstance(out, torch.Tensor):
-            return out
-        logits = getattr(out, "logits", None)
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"the model returned a {type(out).__name__}; expected a Tensor of logits or an "
-                            "object with a .logits Tensor")
-        return logits
+        return logits_of(call_model(self.model, inputs))
 
     def _show_progress(self) -> bool:
         return self.config.progress and sys.stderr.isatty()

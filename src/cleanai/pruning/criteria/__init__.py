@@ -6,11 +6,9 @@ calibration contract of `Criterion` (`requires_data`, `prepare`, `refresh_each_s
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cleanai.errors import CleanAIError
 from cleanai.pruning.criteria.base import NORMALIZERS, Criterion, handler_kind, normalize
 from cleanai.pruning.criteria.coverage import (
     METRICS,
@@ -47,14 +45,7 @@ def register_criterion(name: str | None = None, *, override: bool = False) -> Ca
 
 def create_criterion(name: str, **kwargs: Any) -> Criterion:
     """Build the criterion registered as `name`; a bad keyword names the criterion and what it accepts."""
-    factory = CRITERIA.get(name)
-    try:
-        inspect.signature(factory).bind(**kwargs)
-    except TypeError:
-        accepted = ", ".join(p for p in inspect.signature(factory).parameters if p != "self")
-        raise CleanAIError(f"criterion {name!r} does not accept {sorted(kwargs)}; its parameters are: "
-                           f"{accepted or '(none)'}") from None
-    return factory(**kwargs)
+    return CRITERIA.create(name, **kwargs)
 
 
 __all__ = [
