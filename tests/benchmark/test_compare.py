@@ -38,16 +38,26 @@ def _line(table: str, name: str) -> list[str]:
 def test_compare_shows_ratios_against_the_first_row(rows, capsys):
     table = compare(rows)
     assert "CleanAI benchmark (baseline: resnet20)" in table
-    assert _line(table, "resnet20")[1:9] == ["91.60", "+0.00", "1.080", "1.00x", "4.000", "0.400", "1.00x", "250.0"]
+    assert _line(table, "resnet20")[1:10] == ["91.60", "+0.00", "1.080", "1.00x", "4.000", "0.400", "-", "1.00x",
+                                              "250.0"]
     pruned = _line(table, "pruned-50%")
-    assert (pruned[2], pruned[4], pruned[7], pruned[9]) == ("-1.10", "4.00x", "2.00x", "-")
+    assert (pruned[2], pruned[4], pruned[8], pruned[10]) == ("-1.10", "4.00x", "2.00x", "-")
+    assert "SLOWER" not in table
     assert _line(table, "onnx-int8 (acc on 2000 samples)")[-2:] == ["onnxruntime (CPUExecutionProvider)", "2"]
     assert "pruned-50%" in capsys.readouterr().out  # also printed
 
 
+def test_compare_shows_cpu_time_per_call_where_measured(rows):
+    rows[1] = rows[1].model_copy(update={"latency_cpu_ms_p50": 1.25})
+    table = compare(rows, show=False)
+    assert _line(table, "pruned-50%")[7] == "1.250"
+    assert _line(table, "resnet20")[7] == "-"
+
+
 def test_compare_takes_a_baseline_by_name_or_index(rows):
     by_name = compare(rows, baseline="pruned-50%", show=False)
-    assert _line(by_name, "resnet20")[7] == "0.50x"  # the unpruned model is half as fast
+    assert _line(by_name, "resnet20")[8] == "0.50x SLOWER"  # the unpruned model is half as fast, and flagged
+    assert "SLOWER than the baseline 'pruned-50%': resnet20" in by_name
     assert by_name == compare(rows, baseline=1, show=False)
     with pytest.raises(ValueError, match="baseline 'nope' is not a row name; names: resnet20, pruned-50%, onnx-int8"):
         compare(rows, baseline="nope", show=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -58,6 +60,31 @@ def test_latency_statistics_are_consistent(cnn, cnn_loader):
     assert row.latency_ms_mean > 0 and row.latency_ms_std >= 0
     assert row.throughput is not None and row.throughput > 0
     assert (row.batch_size, row.throughput_batch_size) == (1, 8)
+
+
+class WaitingRunner(TorchRunner):
+    """A real TorchRunner that, before each call, either sleeps or computes for `ms` of CPU time."""
+
+    def __init__(self, model: nn.Module, ms: float, busy: bool) -> None:
+        super().__init__(model, name="busy" if busy else "sleeping")
+        self.ns, self.busy = int(ms * 1e6), busy
+
+    def __call__(self, inputs):
+        if self.busy:
+            end = time.process_time_ns() + self.ns
+            while time.process_time_ns() < end:
+                pass
+        else:
+            time.sleep(self.ns / 1e9)
+        return super().__call__(inputs)
+
+
+def test_cpu_latency_counts_computing_and_not_waiting(cnn, cnn_loader):
+    config = BenchmarkConfig(warmup=1, runs=10, throughput_runs=0, threads=1, progress=False)
+    sleeping = benchmark(WaitingRunner(cnn, 20, busy=False), cnn_loader, config=config)
+    busy = benchmark(WaitingRunner(cnn, 20, busy=True), cnn_loader, config=config)
+    assert sleeping.latency_ms_p50 >= 20 and sleeping.latency_cpu_ms_p50 < 10
+    assert 20 <= busy.latency_cpu_ms_p50 <= busy.latency_ms_p50 * 1.05
 
 
 def test_timed_inputs_are_the_first_batch_resliced_to_each_batch_size(cnn):

@@ -49,15 +49,24 @@ def _baseline(rows: list[Measurement], baseline: str | int | None) -> Measuremen
     raise ValueError(f"baseline {baseline!r} is not a row name; names: {', '.join(r.name for r in rows)}")
 
 
+def _speedup(base: Measurement, row: Measurement) -> str:
+    if not row.latency_ms_p50:
+        return "-"
+    ratio = base.latency_ms_p50 / row.latency_ms_p50
+    return f"{ratio:.2f}x" + (" SLOWER" if ratio < 1 else "")
+
+
 def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = True) -> str:
     """Render rows as a table with speed-up (baseline p50 / p50) and size ratio (baseline MB / MB); print it.
 
-    `baseline` is a row name or index (default: the first row). Returns the plain-text table.
+    `baseline` is a row name or index (default: the first row). A row slower than the baseline is
+    flagged in its speed-up cell and the caption (a quantized model can be: say so, never hide it).
+    `CPU ms` is the process CPU time per call (see `cleanai.benchmark.performance`). Returns the plain-text table.
     """
     rows = _rows(rows)
     base = _baseline(rows, baseline)
     table = Table(title=f"CleanAI benchmark (baseline: {base.name})")
-    for header in ("variant", "acc %", "Δacc pp", "size MB", "× smaller", "p50 ms", "± std", "speed-up",
+    for header in ("variant", "acc %", "Δacc pp", "size MB", "× smaller", "p50 ms", "± std", "CPU ms", "speed-up",
                    "samples/s", "params", "MACs", "backend", "threads"):
         table.add_column(header, justify="left" if header in ("variant", "backend") else "right")
     for r in rows:
@@ -69,7 +78,8 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
             f"{base.size_mb / r.size_mb:.2f}x" if r.size_mb else "-",
             f"{r.latency_ms_p50:.3f}",
             f"{r.latency_ms_std:.3f}",
-            f"{base.latency_ms_p50 / r.latency_ms_p50:.2f}x" if r.latency_ms_p50 else "-",
+            "-" if r.latency_cpu_ms_p50 is None else f"{r.latency_cpu_ms_p50:.3f}",
+            _speedup(base, r),
             "-" if r.throughput is None else f"{r.throughput:.1f}",
             _human(r.params),
             _human(r.macs),
@@ -77,6 +87,9 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
             str(r.threads),
         )
     notes = []
+    slower = [r.name for r in rows if r.latency_ms_p50 > base.latency_ms_p50]
+    if slower:
+        notes.append(f"SLOWER than the baseline {base.name!r}: {', '.join(slower)}")
     if len({(r.cpu, r.threads, r.batch_size) for r in rows}) > 1:
         notes.append("rows differ in CPU, threads or batch size: their latency ratios are not like for like")
     if table.rows and notes:

@@ -4,6 +4,12 @@ Method (DESIGN.md "Benchmark method"): threads are fixed and recorded; accuracy 
 split unless `max_eval_batches` says otherwise (the row then says so); latency is `runs` timed calls
 with `time.perf_counter_ns` after `warmup` untimed ones, with the garbage collector paused; size is
 the bytes of the saved artifact divided by 1e6 (decimal megabytes).
+
+Each timed call also records the CPU time the process spent (`time.process_time_ns`). With one
+thread that is the call's latency minus the time other processes took the core away: on a shared
+machine it is the steadier number to compare single-thread variants by (wall time stays the one
+a user waits for). With more threads it adds up every thread's work, spinning included, so it is
+not a latency.
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class Measurement(BaseModel):
     latency_ms_p90: float
     latency_ms_p99: float
     latency_runs: int
+    latency_cpu_ms_p50: float | None = None  # median process CPU ms per call (see the module docstring)
     throughput: float | None
     params: int | None
     macs: int | None
@@ -136,22 +143,24 @@ def _split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
     return inputs, torch.as_tensor(targets).reshape(-1)
 
 
-def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -> np.ndarray:
-    """Nanoseconds of each of `runs` calls after `warmup` untimed ones; GC paused while timing."""
+def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wall and process-CPU nanoseconds of each of `runs` calls after `warmup` untimed ones; GC paused meanwhile."""
     for _ in range(warmup):
         fn(inputs)
-    times = np.empty(runs, dtype=np.int64)
+    wall = np.empty(runs, dtype=np.int64)
+    cpu = np.empty(runs, dtype=np.int64)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for i in range(runs):
-            start = time.perf_counter_ns()
+            start_cpu, start = time.process_time_ns(), time.perf_counter_ns()
             fn(inputs)
-            times[i] = time.perf_counter_ns() - start
+            wall[i] = time.perf_counter_ns() - start
+            cpu[i] = time.process_time_ns() - start_cpu
     finally:
         if gc_was_enabled:
             gc.enable()
-    return times
+    return wall, cpu
 
 
 def _artifact_bytes(path: Path) -> int:
@@ -258,13 +267,13 @@ class PerformanceBenchmark:
 
             inputs = _resize(first, cfg.batch_size)
             self._call(inputs)
-            lat = _time_calls(self.runner, inputs, cfg.warmup, cfg.runs) / 1e6
+            lat, lat_cpu = (t / 1e6 for t in _time_calls(self.runner, inputs, cfg.warmup, cfg.runs))
 
             throughput = None
             if cfg.throughput_runs:
                 big = _resize(first, cfg.throughput_batch_size)
                 self._call(big)  # one untimed call: checks the output and warms up the larger shapes
-                seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs).sum() / 1e9
+                seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs)[0].sum() / 1e9
                 throughput = cfg.throughput_batch_size * cfg.throughput_runs / seconds
 
             with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
@@ -284,6 +293,7 @@ class PerformanceBenchmark:
             latency_ms_p90=float(np.percentile(lat, 90)),
             latency_ms_p99=float(np.percentile(lat, 99)),
             latency_runs=len(lat),
+            latency_cpu_ms_p50=float(np.percentile(lat_cpu, 50)),
             throughput=throughput,
             params=params,
             macs=macs,
