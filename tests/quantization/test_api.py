@@ -38,7 +38,8 @@ def fp32_onnx_bytes(model: nn.Module, example: object, tmp_path: Path) -> int:
 
 def test_ort_static_is_qdq_per_channel_smaller_and_close(tiny_cnn: nn.Module, cnn_calib: list, tmp_path: Path,
                                                          artifact_bytes: Callable, sqnr_db: Callable) -> None:
-    runner = quantize(tiny_cnn, QuantConfig.avx2(), calib=cnn_calib, workdir=tmp_path / "work")
+    config = QuantConfig.avx2(ort_optimization="disable")  # the portable QDQ graph, as quantize_static wrote it
+    runner = quantize(tiny_cnn, config, calib=cnn_calib, workdir=tmp_path / "work")
     assert isinstance(runner, OrtRunner)
     assert runner.name == "SmallCNN onnxruntime static uint8/int8 per-channel minmax reduce-range"
     graph = onnx.load(str(runner.save(tmp_path))).graph
@@ -59,6 +60,18 @@ def test_ort_static_is_qdq_per_channel_smaller_and_close(tiny_cnn: nn.Module, cn
     assert sqnr_db(tiny_cnn(x), runner(x)) > 25
 
 
+def test_ort_ships_the_graph_optimised_offline_smaller_with_the_same_outputs(
+        tiny_cnn: nn.Module, cnn_calib: list, tmp_path: Path, artifact_bytes: Callable) -> None:
+    qdq = quantize(tiny_cnn, QuantConfig.avx2(ort_optimization="disable"), calib=cnn_calib, workdir=tmp_path / "a")
+    fused = quantize(tiny_cnn, QuantConfig.avx2(), calib=cnn_calib, workdir=tmp_path / "b")
+    assert QuantConfig.avx2().ort_optimization == "extended"
+    kinds = ops(fused, tmp_path / "fused")
+    assert kinds.count("QLinearConv") == 3 and "DequantizeLinear" not in kinds[:-1]  # only the output is dequantized
+    assert artifact_bytes(fused) < artifact_bytes(qdq)
+    x = torch.randn(7, 1, 8, 8)
+    assert torch.allclose(fused(x), qdq(x), atol=1e-6)
+
+
 @pytest.mark.parametrize(("calibration", "per_channel"), [("entropy", True), ("percentile", False)])
 def test_ort_static_other_calibrations_run(tiny_cnn: nn.Module, cnn_calib: list, calibration: str, per_channel: bool,
                                            sqnr_db: Callable) -> None:
@@ -72,7 +85,8 @@ def test_ort_dynamic_quantizes_gemm_layers_of_an_mlp(tiny_mlp: nn.Module, mlp_ca
                                                      artifact_bytes: Callable, sqnr_db: Callable) -> None:
     runner = quantize(tiny_mlp, QuantConfig.avx2(is_static=False), example_inputs=mlp_calib[0][0])
     kinds = ops(runner, tmp_path)
-    assert kinds.count("MatMulInteger") == 3 and "Gemm" not in kinds  # Gemm rewritten so ORT quantizes it
+    # Gemm rewritten as MatMul + Add so ORT quantizes it; shipped with each int8 MatMul fused to its quantizer
+    assert kinds.count("DynamicQuantizeMatMul") == 3 and "Gemm" not in kinds
     assert artifact_bytes(runner) < fp32_onnx_bytes(tiny_mlp, mlp_calib[0][0], tmp_path) / 2
     x = mlp_calib[1][0]
     assert sqnr_db(tiny_mlp(x), runner(x)) > 25
@@ -81,7 +95,8 @@ def test_ort_dynamic_quantizes_gemm_layers_of_an_mlp(tiny_mlp: nn.Module, mlp_ca
 def test_ort_dynamic_on_tiny_bert_takes_any_sequence_length(tiny_bert: nn.Module, bert_calib: list, tmp_path: Path,
                                                             sqnr_db: Callable) -> None:
     runner = quantize(tiny_bert, QuantConfig.avx2(is_static=False, per_channel=False), calib=bert_calib)
-    assert "MatMulInteger" in ops(runner, tmp_path)
+    kinds = ops(runner, tmp_path)
+    assert "DynamicQuantizeMatMul" in kinds and "MatMul" in kinds  # attention's activation x activation MatMuls stay
     for texts in (["hi"], ["a much longer question about the pin number of my account", "short"]):
         inputs = tiny_bert.encode(texts)
         assert sqnr_db(tiny_bert(**inputs), runner(inputs)) > 10

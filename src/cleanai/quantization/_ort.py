@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import OrtRunner
-from cleanai.export import export_onnx
+from cleanai.export import export_onnx, optimize_onnx
 from cleanai.quantization._common import Inputs
 from cleanai.quantization.config import QuantConfig, QuantizationError
 
@@ -128,7 +128,7 @@ class OrtQuantizer:
         else:
             raise QuantizationError(f"OrtQuantizer builds static and dynamic graphs, not mode={config.mode!r}")
         self._check_quantized(out, config)
-        return OrtRunner(out.read_bytes(), name=f"{self.name} {config.describe()}", source_model=self.model)
+        return ort_artifact(out, config, self.model, f"{self.name} {config.describe()}")
 
     def _static(self, config: QuantConfig, out: Path) -> None:
         from onnxruntime.quantization import (
@@ -198,6 +198,14 @@ class OrtQuantizer:
         """Delete the temporary work directory (if `workdir` was not given); built runners stay usable."""
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def ort_artifact(path: Path, config: QuantConfig, model: nn.Module, name: str) -> OrtRunner:
+    """The runner of the quantized graph at `path`, optimised offline as `config.ort_optimization` says."""
+    if config.ort_optimization != "disable":
+        path = optimize_onnx(path, path.with_name(f"{path.stem}-{config.ort_optimization}.onnx"),
+                             level=config.ort_optimization)
+    return OrtRunner(path.read_bytes(), name=name, source_model=model)
 
 
 def _qtype(dtype: str) -> Any:

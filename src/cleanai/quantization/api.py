@@ -23,7 +23,7 @@ from cleanai.quantization._common import (
     check_quantizable,
     example_from,
 )
-from cleanai.quantization._ort import OrtQuantizer
+from cleanai.quantization._ort import OrtQuantizer, ort_artifact
 from cleanai.quantization.config import QuantConfig, has_int8_dot
 
 
@@ -106,7 +106,7 @@ def _qat_to_onnx(model: nn.Module, config: QuantConfig, quantizer: _torch.TorchQ
             del node.metadata_props[:]
         with atomic_path(result.path) as staged:
             onnx.save(graph, str(staged))
-        return OrtRunner(result.path.read_bytes(), name=f"{quantizer.name} {config.describe()}", source_model=model)
+        return ort_artifact(result.path, config, model, f"{quantizer.name} {config.describe()}")
 
 
 def _loose_atol(module: nn.Module, example: Inputs) -> float:

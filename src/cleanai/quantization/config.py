@@ -94,6 +94,11 @@ class QuantConfig(BaseModel):
     - `compile`: torch static / qat: run the converted model through `torch.compile` (inductor;
       compiled at the first call, again when the batch size changes), without which PT2E int8
       models run the reference kernels, slower than fp32.
+    - `ort_optimization` (onnxruntime): the graph optimisations ONNX Runtime applies offline to the
+      artifact it ships. `extended` (default) fuses each QuantizeLinear/DequantizeLinear pair with its
+      operator (QLinearConv, QLinearAdd, MatMulIntegerToFloat...): a smaller file that loads faster,
+      runnable by ONNX Runtime's CPU provider only. `disable` keeps the portable QDQ graph, for other
+      execution providers (TensorRT, OpenVINO, QNN) or tools that read QDQ.
     - `qat_training`: the Trainer settings of quantization-aware fine-tuning.
     """
 
@@ -115,6 +120,7 @@ class QuantConfig(BaseModel):
     torch_api: Literal["auto", "torchao", "legacy"] = "auto"
     compile: bool = True
     opset: int | None = None
+    ort_optimization: Literal["disable", "basic", "extended"] = "extended"
     qat_training: TrainConfig = Field(default_factory=_default_qat_training)
 
     @field_validator("percentile")
