@@ -75,3 +75,15 @@ def test_quantize_static_ort_writes_artifact_and_compares_with_fp32(tmp_path):
 def test_quantize_rejects_an_unknown_preset(tmp_path, capsys):
     assert main(["quantize", "--preset", "avx9000", "--out", str(tmp_path / "q")]) == 2
     assert "avx2" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(("what", "expected"), [("criteria", {"coverage", "wanda", "taylor", "magnitude"}),
+                                                 ("presets", {"auto", "avx2", "avx512_vnni", "arm64"})])
+def test_list_prints_the_registered_names(what, expected, capsys):
+    from cleanai.pruning import list_criteria
+    from cleanai.quantization import list_presets
+
+    assert main(["list", what]) == 0
+    printed = capsys.readouterr().out.split()
+    assert expected <= set(printed)
+    assert printed == {"criteria": list_criteria, "presets": list_presets}[what]()

@@ -61,8 +61,22 @@ def test_prune_writes_a_reloadable_model_reports_and_a_before_after_table(weight
     assert "pruned with 'wanda'" in printed and "unpruned" in printed and str(out) in printed
 
 
+def test_criterion_options_and_per_module_ratios_reach_the_pruner(weights, tmp_path):
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", "small_cnn", "--weights", str(weights), "--criterion", "coverage",
+                 "--criterion-arg", "position=output", "metric=frequency", "--ratio", "0.5",
+                 "--ratio-dict", "features.0=0", "features.3.0=0.25", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "prune_report.json").read_text())["config"]
+    assert config["criterion_kwargs"] == {"position": "output", "metric": "frequency"}
+    assert config["ratio_dict"] == {"features.0": 0, "features.3.0": 0.25}
+    widths = {n: m.out_channels for n, m in load_pruned(out).named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert (widths["features.0.0"], widths["features.1.0"], widths["features.3.0"]) == (16, 16, 48)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--ratio", "1.5"], r"ratio must be in [0, 1)"),
+    (["--ratio-dict", "features.0"], "--ratio-dict takes KEY=VALUE, got 'features.0'"),
+    (["--criterion", "coverage", "--criterion-arg", "position=middle"], "position must be one of activation, output"),
     (["--criterion", "wandaa"], "Did you mean 'wanda'"),
     (["--ignored-layers", "features.9"], "ignored_layers names module(s) ['features.9']"),
     (["--finetune-epochs", "1", "--optimizer", "sgdd"], "sgd"),

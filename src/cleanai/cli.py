@@ -31,6 +31,17 @@ def _load_yaml(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def _key_values(pairs: Sequence[str], option: str) -> dict[str, Any]:
+    """`["key=value", ...]` -> `{key: value}`, each value read as a YAML scalar (0.5, true, output)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CleanAIError(f"{option} takes KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     from cleanai.data import load_dataset
     from cleanai.models import create_model
@@ -171,7 +182,8 @@ def _prune(args: argparse.Namespace) -> None:
     from cleanai.training import TrainConfig, Trainer
 
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
-                         ignored_layers=args.ignored_layers, round_to=args.round_to,
+                         criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
+                         ratio_dict=_key_values(args.ratio_dict, "--ratio-dict"), ignored_layers=args.ignored_layers, round_to=args.round_to,
                          max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches, seed=args.seed)
     fields = _load_yaml(args.config)
     fields.update({k: v for k, v in {"epochs": args.finetune_epochs, "lr": args.lr, "optimizer": args.optimizer,
@@ -205,11 +217,12 @@ def _prune(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from cleanai import data, models, training
+    from cleanai import data, models, pruning, quantization, training
 
     listing: dict[str, Callable[[], list[str]]] = {
         "models": models.list_models, "datasets": data.list_datasets, "optimizers": training.list_optimizers,
         "losses": training.list_losses, "schedulers": training.list_schedulers, "metrics": training.list_metrics,
+        "criteria": pruning.list_criteria, "presets": quantization.list_presets,
     }
     print("\n".join(listing[args.what]()))
 
@@ -294,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_data(p)
     p.add_argument("--criterion", default="magnitude", help="pruning criterion (magnitude, taylor, wanda, coverage, "
                    "adaptive, hybrid, random)")
+    p.add_argument("--criterion-arg", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="criterion options, e.g. position=output metric=frequency (coverage) or p=1 (magnitude)")
     p.add_argument("--ratio", type=float, default=0.3, help="fraction of channels removed, in [0, 1)")
+    p.add_argument("--ratio-dict", nargs="+", default=[], metavar="MODULE=RATIO",
+                   help="ratios of the groups inside named modules, e.g. layer1=0.1 conv1=0 (any module name)")
     p.add_argument("--scope", choices=("local", "global"), default="local")
     p.add_argument("--steps", type=int, default=1, help="iterative steps reaching the ratio")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each step (0: none)")
@@ -312,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prune)
 
     p = sub.add_parser("list", help="list registered names")
-    p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics"))
+    p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics", "criteria",
+                                    "presets"))
     p.set_defaults(func=_list)
     return parser
 

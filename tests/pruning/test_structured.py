@@ -43,6 +43,8 @@ def widths(model: nn.Module) -> list[int]:
     ({"scope": "layer"}, r"scope"),
     ({"iterative_steps": 0}, r"iterative_steps"),
     ({"ratios": 0.3}, r"ratios"),
+    ({"criterion_kwargs": {"bogus": 1}}, r"criterion 'magnitude' does not accept 'bogus'; it accepts: p, normalizer"),
+    ({"criterion": "coverage", "criterion_kwargs": {"metric": "mean"}}, r"coverage: metric must be one of"),
 ])
 def test_bad_config_values_fail_at_load_time_naming_the_field(kwargs: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from cleanai.errors import CleanAIError
@@ -101,6 +101,14 @@ class PruneConfig(BaseModel):
         for name, ratio in value.items():
             _check_ratio(ratio, f"ratio_dict[{name!r}]")
         return value
+
+    @model_validator(mode="after")
+    def _criterion_kwargs(self) -> PruneConfig:
+        try:  # building a criterion is cheap (no data): bad options fail here, at load time, with their name
+            create_criterion(self.criterion, **self.criterion_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"criterion_kwargs {self.criterion_kwargs!r} for criterion {self.criterion!r}: {exc}") from exc
+        return self
 
     @field_validator("max_layer_ratio")
     @classmethod
