@@ -2,24 +2,34 @@
 
 Starts from the CIFAR ResNet-`--depth` fine-tuned on the JPEG training split by
 benchmarks/cifar_pretrained.py (`--weights`; the akamaster checkpoint when that file is absent) and
-prunes it at one `--ratio` with every CleanAI criterion and with Torch-Pruning's own
-GroupMagnitudeImportance / GroupTaylorImportance (`tp-magnitude`, `tp-taylor`), all through
-`cleanai.pruning.prune` and all fine-tuned with the same budget. Table 1, per criterion: test accuracy
-before / right after pruning / after fine-tuning, params, MACs, latency at batch 1 and 64 (TorchRunner,
-interleaved `--repeats` times with the unpruned model, medians), the batch-64 speed-up next to
-the MAC reduction, and the seconds the criterion spent calibrating + scoring next to one plain forward
-pass over the same calibration batches. Table 2: global vs local scope and 1 vs `--steps` iterative steps
-for `--compare-criterion` (default: table 1's best after fine-tuning); iterative runs split the same
-training images over their steps, so every row has the same fine-tune budget. Rows go to `--out` as JSON.
-Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--criteria magnitude coverage ...]
-       [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--runs 50] [--repeats 3] [--threads 2]
+prunes it at one `--ratio` with every CleanAI criterion (plus coverage measured on the raw convolution
+output, `coverage@output`) and with Torch-Pruning's own GroupMagnitudeImportance /
+GroupTaylorImportance (`tp-magnitude`, `tp-taylor`), all through `cleanai.pruning.prune` and all
+fine-tuned with the same budget. `--residual-ratio` sets the ratio of the residual-stream groups (the
+stem and each stage's channels coupled through the shortcuts) apart from the in-block groups (0: prune
+inside the blocks only, the source study's setting).
+Table 1, per criterion: test accuracy before / right after pruning / after fine-tuning, params, MACs,
+latency at batch 1 and 64 (TorchRunner, `--threads` threads, interleaved `--repeats` times with the
+unpruned model, medians; wall time and, with one thread, process CPU time, which other processes on
+a shared machine cannot stretch), the batch-64 speed-up next to the MAC reduction, and the seconds the
+criterion spent calibrating + scoring next to one plain forward pass over the same calibration batches.
+Table 2: global vs local scope and 1 vs `--steps` iterative steps for `--compare-criterion` (default:
+table 1's best after fine-tuning); iterative runs split the same training images over their steps, so
+every row has the same fine-tune budget. Table 3 (`--coverage-grid`): accuracy right after pruning for
+every coverage metric measured where the activation acts (after BatchNorm and ReLU) and on the raw
+output, with magnitude, Taylor and random beside them. Rows go to `--out` as JSON after every variant;
+a rerun with the same settings resumes, skipping the variants already measured.
+Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--residual-ratio R] [--criteria ...]
+       [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--coverage-grid] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import re
 import statistics
 import time
 from importlib.metadata import version
@@ -36,13 +46,19 @@ from cleanai.benchmark import BenchmarkConfig, TorchRunner, benchmark, environme
 from cleanai.data import load_dataset
 from cleanai.io import write_json
 from cleanai.models import create_model
-from cleanai.pruning import PruneConfig, create_criterion, list_criteria, prune
+from cleanai.pruning import PruneConfig, create_criterion, list_criteria, prunable_groups, prune
+from cleanai.pruning.criteria import METRICS
 from cleanai.training import TrainConfig, Trainer
 
 from _report import print_table  # benchmarks/_report.py: scripts run from this folder
 
 TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
                "tp-taylor": tp.importance.GroupTaylorImportance}
+# Variants of CleanAI criteria under their own names: name -> (registered criterion, options).
+VARIANTS = {"coverage@output": ("coverage", {"position": "output"})}
+COVERAGE_GRID = {f"coverage {metric} @{position}": ("coverage", {"metric": metric, "position": position})
+                 for position in ("activation", "output") for metric in METRICS}
+IN_BLOCK = re.compile(r"layer\d+\.\d+\.conv1")  # the group inside a basic block (conv1 out, conv2 in)
 OPTIMIZER = {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}
 
 
@@ -90,7 +106,17 @@ def fill_gradients(model: nn.Module, batches: list[Any]) -> None:
 def make_criterion(name: str) -> TimedCriterion:
     if name in TP_CRITERIA:
         return TimedCriterion(TP_CRITERIA[name](), fill_grads=name == "tp-taylor")
-    return TimedCriterion(create_criterion(name))
+    criterion, kwargs = {**VARIANTS, **COVERAGE_GRID}.get(name, (name, {}))
+    return TimedCriterion(create_criterion(criterion, **kwargs))
+
+
+def prune_config(base: nn.Module, data: dict[str, Any], args: argparse.Namespace, scope: str,
+                 steps: int) -> PruneConfig:
+    """`--ratio` for the in-block groups, `--residual-ratio` (when given) for the residual-stream groups."""
+    residual = {} if args.residual_ratio is None else {
+        name: args.residual_ratio for name in prunable_groups(base, data["example"]) if not IN_BLOCK.fullmatch(name)}
+    return PruneConfig(ratio=args.ratio, ratio_dict=residual, scope=scope, iterative_steps=steps,
+                       calib_batches=len(data["calib"]))
 
 
 def load_base(depth: int, weights: Path | None) -> tuple[nn.Module, str]:
@@ -122,21 +148,26 @@ def finetune(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> 
     model.eval()
 
 
-def latency_ms(model: nn.Module, batch: int, runs: int, loader: DataLoader, args: argparse.Namespace) -> float:
-    """Median (p50, robust to load spikes) ms per call at `batch`, timed by the benchmark harness."""
+def latency_ms(model: nn.Module, batch: int, runs: int, loader: DataLoader,
+               args: argparse.Namespace) -> tuple[float, float]:
+    """(wall, process CPU) median ms per call at `batch`, timed by the benchmark harness."""
     config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=runs, throughput_runs=0, threads=args.threads,
                              max_eval_batches=1, progress=False)
-    return benchmark(TorchRunner(model), loader, config=config).latency_ms_p50
+    row = benchmark(TorchRunner(model), loader, config=config)
+    return row.latency_ms_p50, row.latency_cpu_ms_p50
 
 
 def paired_latencies(base: nn.Module, model: nn.Module, loader: DataLoader,
                      args: argparse.Namespace) -> dict[str, float]:
-    """p50 latency of the unpruned and the pruned model at batch 1 and 64, interleaved `--repeats` times (medians)."""
+    """p50 wall and CPU ms of the unpruned and the pruned model at batch 1 and 64, interleaved `--repeats` times
+    (medians); keys `[unpruned_]latency_ms_b<batch>` and `[unpruned_]cpu_ms_b<batch>`."""
     times: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for batch, runs in ((1, args.runs), (64, args.runs_64)):
-            for key, target in ((f"unpruned_latency_ms_b{batch}", base), (f"latency_ms_b{batch}", model)):
-                times.setdefault(key, []).append(latency_ms(target, batch, runs, loader, args))
+            for prefix, target in (("unpruned_", base), ("", model)):
+                wall, cpu = latency_ms(target, batch, runs, loader, args)
+                times.setdefault(f"{prefix}latency_ms_b{batch}", []).append(wall)
+                times.setdefault(f"{prefix}cpu_ms_b{batch}", []).append(cpu)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -150,8 +181,9 @@ def forward_seconds(model: nn.Module, batches: list[Any]) -> float:
 
 
 def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict[str, Any],
-                  args: argparse.Namespace) -> dict[str, Any]:
-    """Prune `base` with criterion `name`, fine-tune after each step, and measure the result."""
+                  args: argparse.Namespace, finetune_and_time: bool = True) -> dict[str, Any]:
+    """Prune `base` with criterion `name`, fine-tune after each step, and measure the result
+    (without `finetune_and_time`: only the accuracy right after pruning, MACs and params)."""
     parts = torch.tensor_split(torch.arange(len(data["train"])), steps)
     loaders = [DataLoader(Subset(data["train"], part.tolist()), batch_size=args.batch_size, shuffle=True,
                           generator=torch.Generator().manual_seed(0)) for part in parts]
@@ -160,37 +192,61 @@ def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict
     def after_step(step: int, model: nn.Module, _report: Any) -> None:
         if step == steps:
             pruned_accuracy.append(accuracy(model, data["test"]))
-        start = time.perf_counter()
-        finetune(model, loaders[step - 1], args)
-        tune_seconds[0] += time.perf_counter() - start
+        if finetune_and_time:
+            start = time.perf_counter()
+            finetune(model, loaders[step - 1], args)
+            tune_seconds[0] += time.perf_counter() - start
 
-    config = PruneConfig(ratio=args.ratio, scope=scope, iterative_steps=steps, calib_batches=len(data["calib"]))
+    config = prune_config(base, data, args, scope, steps)
     model, report = prune(base, data["example"], config, data["calib"], criterion=criterion, callback=after_step)
     model.zero_grad(set_to_none=True)  # drop the gradients tp-taylor filled
-    latency = paired_latencies(base, model, data["timing"], args)
-    return {
+    row = {
         "criterion": name, "scope": scope, "steps": steps, "accuracy_before": data["accuracy_before"],
-        "accuracy_pruned": pruned_accuracy[0], "accuracy_finetuned": accuracy(model, data["test"]),
-        "params": report.params_after, "params_before": report.params_before, "macs": report.macs_after,
-        "macs_before": report.macs_before, "macs_reduction": report.macs_speedup,
-        **latency, "speedup_b64": latency["unpruned_latency_ms_b64"] / latency["latency_ms_b64"],
+        "accuracy_pruned": pruned_accuracy[0], "params": report.params_after, "params_before": report.params_before,
+        "macs": report.macs_after, "macs_before": report.macs_before, "macs_reduction": report.macs_speedup,
         "score_seconds": criterion.seconds, "forward_seconds": data["forward_seconds"],
-        "prune_seconds": sum(s.seconds for s in report.steps), "finetune_seconds": tune_seconds[0],
-        "warnings": report.warnings,
+        "prune_seconds": sum(s.seconds for s in report.steps), "warnings": report.warnings,
     }
+    if not finetune_and_time:
+        return row
+    latency = paired_latencies(base, model, data["timing"], args)
+    return {**row, "accuracy_finetuned": accuracy(model, data["test"]), "finetune_seconds": tune_seconds[0],
+            **latency, "speedup_b64": latency["unpruned_latency_ms_b64"] / latency["latency_ms_b64"],
+            "cpu_speedup_b64": latency["unpruned_cpu_ms_b64"] / latency["cpu_ms_b64"]}
+
+
+class Results:
+    """Rows saved atomically after every variant; reopened with the same settings, the finished ones are reused."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.rows: dict[str, dict[str, Any]] = saved.get("rows", {}) if saved.get("settings") == settings else {}
+        if self.rows:
+            print(f"resuming: {len(self.rows)} variant(s) already measured in {path}", flush=True)
+
+    def get(self, key: str, measure: Any) -> dict[str, Any]:
+        if key not in self.rows:
+            self.rows[key] = measure()
+            write_json(self.path, {"settings": self.settings, "rows": self.rows})
+        return self.rows[key]
 
 
 def main() -> None:
-    names = [*list_criteria(), *TP_CRITERIA]
+    names = [*list_criteria(), *VARIANTS, *TP_CRITERIA]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=56, choices=[20, 32, 44, 56, 110])
     parser.add_argument("--weights", type=Path, default=None,
                         help="default: runs/finetuned/resnet<depth>_cifar10jpeg.safetensors, else akamaster")
     parser.add_argument("--ratio", type=float, default=0.3, help="fraction of channels removed (0.3 ~ 2x fewer MACs)")
+    parser.add_argument("--residual-ratio", type=float, default=None,
+                        help="ratio of the residual-stream groups (default: --ratio; 0: in-block groups only)")
     parser.add_argument("--scope", choices=["local", "global"], default="local", help="scope of table 1")
     parser.add_argument("--criteria", nargs="+", choices=names, default=names)
     parser.add_argument("--compare-criterion", choices=names, default=None, help="default: table 1's best")
     parser.add_argument("--steps", type=int, default=5, help="iterative steps compared with 1 in table 2")
+    parser.add_argument("--no-scope-steps", action="store_true", help="skip table 2")
+    parser.add_argument("--coverage-grid", action="store_true", help="table 3: coverage metrics x positions")
     parser.add_argument("--finetune-epochs", type=int, default=1, help="0 = no fine-tuning")
     parser.add_argument("--train-subset", type=int, default=10000, help="training images used for fine-tuning")
     parser.add_argument("--test-subset", type=int, default=None, help="default: the whole 10,000-image test split")
@@ -200,9 +256,9 @@ def main() -> None:
     parser.add_argument("--calib-batch-size", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=50, help="timed batch-1 calls")
-    parser.add_argument("--runs-64", type=int, default=10, help="timed batch-64 calls")
+    parser.add_argument("--runs-64", type=int, default=5, help="timed batch-64 calls")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved unpruned/pruned timing pairs")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time is quoted beside wall time")
     parser.add_argument("--out", type=Path, default=Path("runs/pruning_cifar"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -219,46 +275,66 @@ def main() -> None:
     budget = (f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
               f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
               "splits those images over its steps")
-    print(f"ResNet-{args.depth} from {source}; ratio {args.ratio}; calibration {len(calib)} x {args.calib_batch_size} "
+    what = (f"ratio {args.ratio}" if args.residual_ratio is None
+            else f"ratio {args.ratio} in the blocks, {args.residual_ratio} on the residual stream")
+    print(f"ResNet-{args.depth} from {source}; {what}; calibration {len(calib)} x {args.calib_batch_size} "
           f"validation images; test {len(test.dataset):,} images. Fine-tune budget per variant: {budget}.", flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("criteria", "compare_criterion", "no_scope_steps",
+                                                                 "coverage_grid", "out")}
+    tag = f"resnet{args.depth}_ratio{args.ratio}" + ("" if args.residual_ratio is None else f"_res{args.residual_ratio}")
+    results = Results(args.out / f"{tag}.json", {**settings, "weights": str(args.weights), "source": source})
 
-    table1 = []
-    for name in args.criteria:
-        table1.append(prune_variant(base, name, args.scope, 1, data, args))
-        print(f"done {name}: {table1[-1]['accuracy_finetuned']:.2f} %", flush=True)
+    def variant(name: str, scope: str, steps: int, full: bool = True) -> dict[str, Any]:
+        row = results.get(f"{name}|{scope}|{steps}|{'full' if full else 'pruned'}",
+                          lambda: prune_variant(base, name, scope, steps, data, args, full))
+        print(f"done {name} {scope} {steps} step(s): pruned {row['accuracy_pruned']:.2f} %"
+              + (f", fine-tuned {row['accuracy_finetuned']:.2f} %" if full else ""), flush=True)
+        return row
+
+    table1 = [variant(name, args.scope, 1) for name in args.criteria]
     chosen = args.compare_criterion or max(table1, key=lambda r: r["accuracy_finetuned"])["criterion"]
-    table2 = [next((r for r in table1 if (r["criterion"], r["scope"], r["steps"]) == (chosen, scope, steps)), None)
-              or prune_variant(base, chosen, scope, steps, data, args)
-              for scope in ("global", "local") for steps in (1, args.steps)]
+    table2 = [] if args.no_scope_steps else [variant(chosen, scope, steps) for scope in ("global", "local")
+                                             for steps in (1, args.steps)]
+    grid = [*COVERAGE_GRID, "magnitude", "taylor", "random"] if args.coverage_grid else []
+    table3 = [variant(name, args.scope, 1, full=False) for name in grid]
 
     env = environment()
-    path = args.out / f"resnet{args.depth}_ratio{args.ratio}.json"
-    write_json(path, {"args": vars(args), "source": source, "budget": budget, "environment": env,
-                      "criteria": table1, "scope_steps": table2})
     minutes = (time.perf_counter() - start) / 60
     print(f"\nMachine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
           f"{torch.__version__}, Torch-Pruning {version('torch-pruning')}, Python {platform.python_version()}; "
-          f"1-min load average {os.getloadavg()[0]:.2f}. Wall time {minutes:.1f} min. Rows: {path}\n")
-    print(f"ResNet-{args.depth} ({source}), ratio {args.ratio}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
-          f"Test: {len(test.dataset):,} images.\n")
+          f"1-min load average {os.getloadavg()[0]:.2f}. Wall time {minutes:.1f} min. Rows: {results.path}\n")
+    print(f"ResNet-{args.depth} ({source}), {what}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
+          f"Test: {len(test.dataset):,} images. Latency: {args.threads} thread(s), p50 (median of {args.repeats} "
+          "interleaved rounds); speed-ups from CPU time when one thread is used.\n")
+    cpu = args.threads == 1
     unpruned = {k: statistics.median(r[f"unpruned_{k}"] for r in table1)
-                for k in ("latency_ms_b1", "latency_ms_b64")}
+                for k in ("latency_ms_b1", "latency_ms_b64", "cpu_ms_b1", "cpu_ms_b64")}
+    speedup = "cpu_speedup_b64" if cpu else "speedup_b64"
+    ms = ("cpu_ms_b1", "cpu_ms_b64") if cpu else ("latency_ms_b1", "latency_ms_b64")
     print_table(["criterion", "acc before %", "acc pruned %", "acc fine-tuned %", "params", "MACs", "MAC reduction",
-                 "ms b1", "ms b64", "speed-up b64", "speed-up / MAC red.", "score s", "forward s"],
+                 f"{'CPU ' if cpu else ''}ms b1", f"{'CPU ' if cpu else ''}ms b64", "wall ms b64", "speed-up b64",
+                 "speed-up / MAC red.", "score s", "forward s"],
                 [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", f"{table1[0]['params_before']:,}",
-                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", f"{unpruned['latency_ms_b1']:.2f}",
-                  f"{unpruned['latency_ms_b64']:.1f}", "1.00x", "-", "-", f"{data['forward_seconds']:.2f}"]] +
+                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", f"{unpruned[ms[0]]:.2f}",
+                  f"{unpruned[ms[1]]:.1f}", f"{unpruned['latency_ms_b64']:.1f}", "1.00x", "-", "-",
+                  f"{data['forward_seconds']:.2f}"]] +
                 [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
                   f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M",
-                  f"{r['macs_reduction']:.2f}x", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b64']:.1f}",
-                  f"{r['speedup_b64']:.2f}x", f"{r['speedup_b64'] / r['macs_reduction']:.2f}",
-                  f"{r['score_seconds']:.2f}", f"{r['forward_seconds']:.2f}"] for r in table1])
-    print(f"\nScope and iterative steps for `{chosen}` at ratio {args.ratio} (same total fine-tune budget).\n")
-    print_table(["scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs", "MAC reduction",
-                 "speed-up b64", "score s"],
-                [[r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
-                  f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
-                  f"{r['speedup_b64']:.2f}x", f"{r['score_seconds']:.2f}"] for r in table2])
+                  f"{r['macs_reduction']:.2f}x", f"{r[ms[0]]:.2f}", f"{r[ms[1]]:.1f}", f"{r['latency_ms_b64']:.1f}",
+                  f"{r[speedup]:.2f}x", f"{r[speedup] / r['macs_reduction']:.2f}", f"{r['score_seconds']:.2f}",
+                  f"{r['forward_seconds']:.2f}"] for r in table1])
+    if table2:
+        print(f"\nScope and iterative steps for `{chosen}` ({what}; same total fine-tune budget).\n")
+        print_table(["scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
+                     "MAC reduction", "speed-up b64", "score s"],
+                    [[r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
+                      f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
+                      f"{r[speedup]:.2f}x", f"{r['score_seconds']:.2f}"] for r in table2])
+    if table3:
+        print(f"\nRight after pruning ({what}, {args.scope} scope, no fine-tuning): where coverage is measured.\n")
+        print_table(["criterion", "acc pruned %", "MAC reduction", "score s"],
+                    [[r["criterion"], f"{r['accuracy_pruned']:.2f}", f"{r['macs_reduction']:.2f}x",
+                      f"{r['score_seconds']:.2f}"] for r in table3])
 
 
 if __name__ == "__main__":
