@@ -184,7 +184,8 @@ def _prune(args: argparse.Namespace) -> None:
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
                          criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
                          ratio_dict=_key_values(args.ratio_dict, "--ratio-dict"), ignored_layers=args.ignored_layers, round_to=args.round_to,
-                         max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches, seed=args.seed)
+                         max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches, seed=args.seed,
+                         recalibrate_bn=args.recalibrate_bn)
     fields = _load_yaml(args.config)
     fields.update({k: v for k, v in {"epochs": args.finetune_epochs, "lr": args.lr, "optimizer": args.optimizer,
                                      "seed": args.seed}.items() if v is not None})
@@ -316,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1, help="iterative steps reaching the ratio")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each step (0: none)")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches for data-driven criteria")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="after each step, re-estimate BatchNorm statistics on the calibration batches")
     p.add_argument("--ignored-layers", nargs="+", default=[], metavar="LAYER", help="modules never pruned")
     p.add_argument("--round-to", type=int, default=None, help="kept channels are a multiple of this")
     p.add_argument("--max-layer-ratio", type=float, default=1.0, help="no layer loses more than this fraction")

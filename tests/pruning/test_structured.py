@@ -66,6 +66,34 @@ def test_data_driven_criteria_refuse_missing_or_empty_calibration(name: str) -> 
         prune(chain_cnn(), X, PruneConfig(criterion=name), calib=iter([]))
 
 
+def test_recalibrate_bn_needs_calibration_data_even_for_magnitude() -> None:
+    with pytest.raises(DataError, match="recalibrate_bn=True needs calibration data: pass calib="):
+        prune(chain_cnn(), X, PruneConfig(recalibrate_bn=True))
+
+
+def test_recalibrated_batchnorm_holds_the_statistics_of_the_pruned_model_on_the_calibration_data() -> None:
+    model = chain_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned, _ = prune(model, X, PruneConfig(ratio=0.5, recalibrate_bn=True), calib=CALIB)
+    first = pruned[1]  # its inputs do not depend on other BatchNorms' statistics
+    with torch.no_grad():
+        batch_means = [pruned[0](x).mean((0, 2, 3)) for x, _ in CALIB]
+    assert first.num_features == 8  # the pruned width
+    assert torch.allclose(first.running_mean, torch.stack(batch_means).mean(0), atol=1e-6)  # equal batches
+    for bn in (m for m in pruned.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == len(CALIB)
+    assert not pruned.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
+
+
+def test_recalibrating_batchnorm_recovers_accuracy_lost_right_after_pruning(trained_cnn, loaders, accuracy) -> None:
+    x, y = next(iter(loaders.test))
+    calib = list(loaders.train)[:8]
+    plain, _ = prune(trained_cnn, x[:1], PruneConfig(ratio=0.5))
+    recalibrated, _ = prune(trained_cnn, x[:1], PruneConfig(ratio=0.5, recalibrate_bn=True), calib=calib)
+    assert accuracy(recalibrated, x, y) > accuracy(plain, x, y) + 0.05
+
+
 def test_taylor_needs_targets() -> None:
     with pytest.raises(DataError, match="taylor needs \\(inputs, targets\\)"):
         prune(chain_cnn(), X, PruneConfig(criterion="taylor"), calib=[X])

@@ -21,7 +21,7 @@ from cleanai.pruning.criteria import (
 )
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
-from cleanai.pruning.structured import PruneConfig, StructuredPruner, prunable_groups, prune
+from cleanai.pruning.structured import PruneConfig, StructuredPruner, prunable_groups, prune, recalibrate_batchnorm
 from cleanai.pruning.iterative import IterativeHistory, IterativeStep, prune_and_finetune
 from cleanai.pruning.sensitivity import (
     LayerSensitivity, SensitivityPoint, SensitivityResult, sensitivity_scan, suggest_ratios,
@@ -39,7 +39,7 @@ __all__ = [
     "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion", "LayerChange",
     "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "StepRecord", "StructuredPruner",
     "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups", "prune",
-    "register_criterion", "rewrite_pad_shortcuts",
+    "recalibrate_batchnorm", "register_criterion", "rewrite_pad_shortcuts",
 ]
 __all__ += [  # unstructured and movement pruning
     "LAYER_TYPES", "ConstantSparsity", "LayerSparsity", "MaskedLayer", "MovementConfig", "MovementLinear",

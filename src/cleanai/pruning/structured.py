@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from cleanai.errors import CleanAIError
-from cleanai._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
+from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
 from cleanai.pruning.criteria import CRITERIA, create_criterion
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
@@ -75,7 +75,8 @@ class PruneConfig(BaseModel):
     max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
     ignored_layers: list[str] = Field(default_factory=list)
     round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
-    calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria
+    calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria (and recalibrate_bn)
+    recalibrate_bn: bool = False  # after each step, re-estimate BatchNorm statistics on the calibration batches
     seed: int = 0
     inplace: bool = False
 
@@ -164,8 +165,9 @@ class StructuredPruner:
         self.example_inputs = to_device(example_inputs, model_device(model))
         self.criterion_name = config.criterion if criterion is None else type(criterion).__name__
         self.criterion = criterion if criterion is not None else self._make_criterion()
-        self.calib = (take_batches(calib, config.calib_batches, f"criterion {self.criterion_name!r}")
-                      if getattr(self.criterion, "requires_data", False) else [])
+        who = (f"criterion {self.criterion_name!r}" if getattr(self.criterion, "requires_data", False)
+               else "recalibrate_bn=True" if config.recalibrate_bn else None)
+        self.calib = [] if who is None else take_batches(calib, config.calib_batches, who)
         self.warnings: list[str] = []
         self.skipped: dict[str, str] = {}
         self.capped: list[str] = []
@@ -273,6 +275,8 @@ class StructuredPruner:
             prepare(self.model, self.calib)
         removed = self._apply(step, self._select(step))
         self._check_forward(step, removed)
+        if self.config.recalibrate_bn:
+            recalibrate_batchnorm(self.model, self.calib)
         return removed
 
     def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
@@ -489,6 +493,32 @@ class StructuredPruner:
                 callback(step, self.model, report)
         self.annotate_configs()
         return report
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
+    """Re-estimate the running statistics of every BatchNorm of `model` on `batches`; return how many were reset.
+
+    Removing channels shifts the statistics the following BatchNorms see, which costs much of the
+    accuracy lost right after pruning; one pass without gradients (cumulative average, dropout off)
+    measures them again. Momentum and train/eval mode are restored afterwards.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta, was_training = [m.momentum for m in norms], model.training
+    device = model_device(model)
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative moving average: every batch counts the same
+            norm.train()
+        with torch.no_grad():
+            for batch in batches:
+                call_model(model, to_device(split_batch(batch)[0], device))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    return len(norms)
 
 
 def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str, Any] | None = None,
