@@ -193,3 +193,13 @@ def test_config_errors_name_the_field_value_and_what_is_allowed(field, value, al
         BenchmarkConfig(**{field: value})
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         BenchmarkConfig(repeats=3)
+
+
+def test_rows_record_the_instruction_sets_that_decide_kernel_speed(cnn, cnn_loader):
+    from cleanai._platform import cpu_flags
+    from cleanai.benchmark.performance import SPEED_FLAGS
+
+    row = benchmark(cnn, cnn_loader, config=FAST)
+    features = row.cpu_features.split()
+    assert features == [f for f in SPEED_FLAGS if f in cpu_flags()]
+    assert ("avx2" in features) == ("avx2" in cpu_flags())

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cleanai._platform import cpu_flags, cpu_name
 from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
 from cleanai.errors import DataError
 from cleanai.training.metrics import get_metric
@@ -110,6 +111,7 @@ class Measurement(BaseModel):
     versions: dict[str, str]
     cpu: str
     cpu_count: int
+    cpu_features: str | None = None  # space-separated instruction sets that decide int8/fp32 kernel speed (see `environment`)
     timestamp: str
 
 
@@ -169,18 +171,14 @@ def _artifact_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+# CPU flags that decide which fp32/int8 kernels run: the same model name ("AMD EPYC") may or may not have them.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp",
+               "i8mm", "sve")
 
 
 def environment() -> dict[str, Any]:
-    """The machine a number was measured on: CPU model, usable cores, and library versions."""
+    """The machine a number was measured on: CPU model, its speed-deciding instruction sets, usable cores,
+    and library versions."""
     versions = {"python": platform.python_version()}
     for package in ("cleanai", "torch", "onnxruntime", "numpy"):
         try:
@@ -188,7 +186,8 @@ def environment() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
-    return {"cpu": _cpu_name(), "cpu_count": cores, "versions": versions}
+    features = " ".join(f for f in SPEED_FLAGS if f in cpu_flags())
+    return {"cpu": cpu_name(), "cpu_count": cores, "cpu_features": features, "versions": versions}
 
 
 class PerformanceBenchmark:

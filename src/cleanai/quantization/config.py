@@ -7,14 +7,12 @@
 
 from __future__ import annotations
 
-import functools
-import platform
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cleanai._platform import cpu_flags, is_arm
 from cleanai.errors import CleanAIError
 from cleanai.registry import Registry
 from cleanai.training import TrainConfig
@@ -39,21 +37,6 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 class QuantizationError(CleanAIError, RuntimeError):
     """A model cannot be quantized as asked (no quantizable layer, no calibration data, a missing feature)."""
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                           if line.startswith(("flags", "Features"))), []))
-
-
-def is_arm() -> bool:
-    return platform.machine().lower() in ("aarch64", "arm64")
 
 
 def has_int8_dot() -> bool:

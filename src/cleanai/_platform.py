@@ -1,0 +1,31 @@
+"""What CPU this is: its name and the feature flags Linux reports (read once from /proc/cpuinfo)."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+
+@functools.cache
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def cpu_name() -> str:
+    """The CPU's model name (the machine type where /proc/cpuinfo does not say)."""
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux reports them (empty where /proc/cpuinfo does not exist)."""
+    return frozenset(next((line.split(":", 1)[1].split() for line in _cpuinfo()
+                           if line.startswith(("flags", "Features"))), []))
+
+
+def is_arm() -> bool:
+    return platform.machine().lower() in ("aarch64", "arm64")
