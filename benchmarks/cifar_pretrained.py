@@ -11,18 +11,17 @@ Usage: python benchmarks/cifar_pretrained.py [--depths 20 56] [--finetune 20] [-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from cleanai.benchmark import environment
 from cleanai.data import load_dataset
 from cleanai.io import save_safetensors
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer
+
+from _report import machine  # benchmarks/_report.py: scripts run from this folder
 
 STATED = {20: 81.03, 56: 83.20}
 
@@ -60,9 +59,7 @@ def main() -> None:
         rows.append((f"ResNet-{depth}", f"{STATED[depth]:.2f}", f"{before:.2f}", f"{after:.2f}",
                      f"{after - before:+.2f}", f"{minutes:.1f}"))
         print(rows[-1], flush=True)
-    env = environment()
-    print(f"\nMachine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
-          f"{torch.__version__}, Python {platform.python_version()}; 1-min load average {os.getloadavg()[0]:.2f}.")
+    print("\n" + machine(f"{args.threads} thread(s)"))
     print(f"Fine-tuning: SGD(momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch {args.batch_size}, "
           f"{args.epochs} epochs on 45,000 JPEG training images (random crop + flip); test = all 10,000 images.\n")
     print("| model | stated in README % | akamaster, measured % | after fine-tuning % | gain pp | fine-tune minutes |")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 
 import torch
@@ -25,10 +24,11 @@ from cleanai.benchmark import (
     BenchmarkConfig,
     PerformanceBenchmark,
     TorchRunner,
-    environment,
 )
 from cleanai.fusion import fuse_conv_bn
 from cleanai.models import create_model
+
+from _report import machine  # benchmarks/_report.py: scripts run from this folder
 
 MODELS = {
     "ResNet-20 (CIFAR)": ("resnet20", {}),
@@ -86,10 +86,7 @@ def main() -> None:
             rows.append((label, batch, bn_count, statistics.median(times["unfused"]),
                          statistics.median(times["fused"]), ratio, diff))
 
-    env = environment()
-    print(f"Machine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
-          f"{torch.__version__}, Python {platform.python_version()}; 1-min load average {load_before:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after.")
+    print(machine(f"{args.threads} thread(s)", load_before))
     print(f"torch eager, inference_mode, fp32; p50 of {args.runs} (batch 1) / {args.runs_64} (batch 64) timed calls per "
           f"measurement, median of {args.repeats} interleaved unfused/fused pairs.\n")
     print("| model | batch | BN layers folded | unfused p50 (ms) | fused p50 (ms) | speed-up (median pair ratio) "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -25,7 +24,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, TorchRunner, environment
+from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, TorchRunner
+
+from _report import machine  # benchmarks/_report.py: scripts run from this folder
 
 
 def make_model(width: int, depth: int) -> nn.Module:
@@ -101,10 +102,7 @@ def main() -> None:
     first, second = harness_p50_ms(model, data, config), harness_p50_ms(model, data, config)
     repeat_ratio = second / first
 
-    env = environment()
-    print(f"Machine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
-          f"{torch.__version__}, Python {platform.python_version()}; 1-min load average "
-          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after.")
+    print(machine(f"{args.threads} thread(s)", load_before))
     print(f"Model: {depth}x Linear(1024, 1024)+ReLU + Linear(1024, 10), batch 1; {args.runs} timed calls "
           f"after {args.warmup} warm-up per measurement, {args.repeats} interleaved pairs.\n")
     pairs = ", ".join(f"{100 * (r - 1):+.1f}" for r in ratios)

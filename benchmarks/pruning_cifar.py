@@ -31,11 +31,9 @@ import argparse
 import copy
 import json
 import os
-import platform
 import re
 import statistics
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +53,7 @@ from cleanai.pruning import (
 from cleanai.pruning.criteria import METRICS
 from cleanai.training import TrainConfig, Trainer
 
-from _report import print_table  # benchmarks/_report.py: scripts run from this folder
+from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
 
 TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
                "tp-taylor": tp.importance.GroupTaylorImportance}
@@ -237,7 +235,7 @@ class Results:
     def get(self, key: str, measure: Any) -> dict[str, Any]:
         if key not in self.rows:
             self.rows[key] = measure()
-            write_json(self.path, {"settings": self.settings, "rows": self.rows})
+            write_json(self.path, {"settings": self.settings, "environment": environment(), "rows": self.rows})
         return self.rows[key]
 
 
@@ -267,10 +265,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="timed batch-1 calls")
     parser.add_argument("--runs-64", type=int, default=5, help="timed batch-64 calls")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved unpruned/pruned timing pairs")
-    parser.add_argument("--threads", type=int, default=1, help="1: CPU time is quoted beside wall time")
+    parser.add_argument("--threads", type=int, default=1, help="timing threads (1: CPU time is quoted beside wall)")
+    parser.add_argument("--train-threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for calibration, scoring, evaluation and fine-tuning (default: all cores)")
     parser.add_argument("--out", type=Path, default=Path("runs/pruning_cifar"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
     start = time.perf_counter()
 
     base, source = load_base(args.depth, args.weights)
@@ -289,7 +289,7 @@ def main() -> None:
     print(f"ResNet-{args.depth} from {source}; {what}; calibration {len(calib)} x {args.calib_batch_size} "
           f"validation images; test {len(test.dataset):,} images. Fine-tune budget per variant: {budget}.", flush=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("criteria", "compare_criterion", "no_scope_steps",
-                                                                 "coverage_grid", "out")}
+                                                                 "coverage_grid", "out", "train_threads")}
     tag = f"resnet{args.depth}_ratio{args.ratio}" + ("" if args.residual_ratio is None else f"_res{args.residual_ratio}")
     results = Results(args.out / f"{tag}.json", {**settings, "weights": str(args.weights), "source": source})
 
@@ -307,11 +307,9 @@ def main() -> None:
     grid = [*COVERAGE_GRID, "magnitude", "taylor", "random"] if args.coverage_grid else []
     table3 = [variant(name, args.scope, 1, full=False) for name in grid]
 
-    env = environment()
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nMachine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
-          f"{torch.__version__}, Torch-Pruning {version('torch-pruning')}, Python {platform.python_version()}; "
-          f"1-min load average {os.getloadavg()[0]:.2f}. Wall time {minutes:.1f} min. Rows: {results.path}\n")
+    print("\n" + machine(f"{args.threads} timing thread(s), {args.train_threads} for the rest", None,
+                         ("torch-pruning",)) + f" Wall time {minutes:.1f} min. Rows: {results.path}\n")
     print(f"ResNet-{args.depth} ({source}), {what}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
           f"Test: {len(test.dataset):,} images. Latency: {args.threads} thread(s), p50 (median of {args.repeats} "
           "interleaved rounds); speed-ups from CPU time when one thread is used.\n")
@@ -329,7 +327,8 @@ def main() -> None:
                   f"{data['forward_seconds']:.2f}"]] +
                 [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
                   f"{r['accuracy_recalibrated']:.2f}", f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}",
-                  f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", f"{r[ms[0]]:.2f}", f"{r[ms[1]]:.1f}", f"{r['latency_ms_b64']:.1f}",
+                  f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", f"{r[ms[0]]:.2f}", f"{r[ms[1]]:.1f}",
+                  f"{r['latency_ms_b64']:.1f}",
                   f"{r[speedup]:.2f}x", f"{r[speedup] / r['macs_reduction']:.2f}", f"{r['score_seconds']:.2f}",
                   f"{r['forward_seconds']:.2f}"] for r in table1])
     if table2:

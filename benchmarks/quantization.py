@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import statistics
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +52,7 @@ from cleanai.models import TextClassifier, create_model
 from cleanai.quantization import QuantConfig, quantize
 from cleanai.training import TrainConfig, Trainer
 
-from _report import print_table  # benchmarks/_report.py: scripts run from this folder
+from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
 
 QUERY = "What is the pin number for my account?"
 ORT_FP32, ORT_INT8 = "ORT fp32", "ORT int8"
@@ -240,13 +238,10 @@ def main() -> None:
     start, load = time.perf_counter(), os.getloadavg()[0]
     results = {part: run(args) for part, run in (("cifar", run_cifar), ("text", run_text))
                if args.part in (part, "all")}
-    env = environment()
     path = args.out / f"quantization_{args.part}.json"
-    write_json(path, {"args": vars(args), "environment": env, **results})
-    print(f"\nMachine: {env['cpu']}, {env['cpu_count']} usable cores, threads {args.threads}; torch {torch.__version__}, "
-          f"onnxruntime {version('onnxruntime')}, torchao {version('torchao')}, Python {platform.python_version()}; "
-          f"1-min load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end. "
-          f"Wall time {(time.perf_counter() - start) / 60:.1f} min. Rows: {path}")
+    write_json(path, {"args": vars(args), "environment": environment(), **results})
+    print("\n" + machine(f"threads {args.threads}", load, ("onnxruntime", "torchao"))
+          + f" Wall time {(time.perf_counter() - start) / 60:.1f} min. Rows: {path}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cleanai.benchmark import environment
 from cleanai.data import load_dataset
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer
+
+from _report import machine  # benchmarks/_report.py: scripts run from this folder
 
 
 def hand_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -94,10 +94,8 @@ def main() -> None:
         rows.append((name, f"{per_step[0]} ({per_step[1]})", f"{per_step[2]} ({per_step[3]})",
                      f"{100 * (ratio - 1):+.1f} % ({100 * (trainer[1] / hand[1] - 1):+.1f} %)",
                      "yes" if ratio <= 1.10 else "no"))
-    env = environment()
-    print(f"Machine: {env['cpu']}, {env['cpu_count']} usable cores, {args.threads} thread(s); torch "
-          f"{torch.__version__}, Python {platform.python_version()}; 1-min load average {load_before:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after. {args.steps} steps of batch {args.batch_size} per epoch, median of "
+    print(machine(f"{args.threads} thread(s)", load_before)
+          + f" {args.steps} steps of batch {args.batch_size} per epoch, median of "
           f"{args.repeats} interleaved epochs each.\n")
     print("| workload | hand loop CPU ms/step (wall) | Trainer CPU ms/step (wall) | Trainer overhead CPU (wall) "
           "| <= 10 % |")
