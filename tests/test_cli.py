@@ -60,16 +60,43 @@ def test_export_writes_an_onnx_file_that_matches_torch(tmp_path, capsys):
     assert "max abs diff" in capsys.readouterr().out
 
 
-def test_quantize_static_ort_writes_artifact_and_compares_with_fp32(tmp_path):
-    run = tmp_path / "cnn"
+@pytest.fixture(scope="module")
+def trained_weights(tmp_path_factory):
+    """small_cnn trained 2 epochs on digits by `cleanai train`."""
+    run = tmp_path_factory.mktemp("trained") / "cnn"
     assert main(["train", "--model", "small_cnn", "--epochs", "2", "--lr", "0.003", "--out", str(run), "--quiet"]) == 0
+    return run / "model.safetensors"
+
+
+def test_quantize_static_ort_writes_artifact_and_compares_with_fp32(trained_weights, tmp_path):
     out = tmp_path / "q"
-    assert main(["quantize", "--model", "small_cnn", "--weights", str(run / "model.safetensors"), "--preset", "auto",
+    assert main(["quantize", "--model", "small_cnn", "--weights", str(trained_weights), "--preset", "auto",
                  "--calib-batches", "2", "--runs", "5", "--out", str(out)]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["backend"] for r in rows] == ["torch", "onnxruntime"]
     assert abs(rows[1]["accuracy"] - rows[0]["accuracy"]) < 0.05  # int8 keeps the fp32 accuracy on digits
     assert any(p.suffix == ".onnx" for p in out.iterdir())
+
+
+def test_quantize_with_an_accuracy_budget_writes_the_search_and_the_chosen_artifact(trained_weights, tmp_path,
+                                                                                   capsys):
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", "small_cnn", "--weights", str(trained_weights), "--preset", "auto",
+                 "--calib-batches", "2", "--max-drop", "2.5", "--no-benchmark", "--out", str(out)]) == 0
+    search = json.loads((out / "search.json").read_text())
+    assert search["met"] and search["max_drop"] == 0.025
+    chosen = search["attempts"][search["chosen"]]
+    assert chosen["meets_budget"] and chosen["drop"] <= 0.025
+    assert json.loads((out / "quant_config.json").read_text()) == chosen["config"]
+    assert any(p.suffix == ".onnx" for p in out.iterdir())
+    assert (out / "search.txt").read_text().startswith("fp32 accuracy") and "chosen:" in capsys.readouterr().out
+
+
+def test_quantize_refuses_a_negative_budget(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["quantize", "--max-drop", "-1"])
+    assert exit_info.value.code == 2
+    assert "expected accuracy points >= 0 (1.0 = one point), got '-1'" in capsys.readouterr().err
 
 
 def test_quantize_rejects_an_unknown_preset(tmp_path, capsys):

@@ -42,6 +42,17 @@ def _key_values(pairs: Sequence[str], option: str) -> dict[str, Any]:
     return out
 
 
+def _points(text: str) -> float:
+    """An accuracy budget in points: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected accuracy points >= 0 (1.0 = one point), got {text!r}")
+    return value
+
+
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     from cleanai.data import load_dataset
     from cleanai.models import create_model
@@ -151,7 +162,7 @@ def _export(args: argparse.Namespace) -> None:
 def _quantize(args: argparse.Namespace) -> None:
     from cleanai.benchmark import TorchRunner
     from cleanai.io import atomic_dir, write_json
-    from cleanai.quantization import QuantConfig, quantize
+    from cleanai.quantization import QuantConfig, quantize, quantize_with_accuracy_budget
 
     if args.preset is not None:
         config = QuantConfig.preset(args.preset, is_static=args.mode == "static", backend=args.backend)
@@ -165,14 +176,27 @@ def _quantize(args: argparse.Namespace) -> None:
     config = config.model_copy(update={"calibration_batches": args.calib_batches})
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.calib_batch_size)
-    runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders),
-                      name=args.model)
+    search = None
+    if args.max_drop is None:
+        runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders), name=args.model)
+    else:
+        search = quantize_with_accuracy_budget(model, config, loaders.train, loaders.val, args.max_drop / 100,
+                                               example_inputs=_example(loaders))
+        print(search.summary())
+        runner, config = search.runner, search.chosen.config if search.chosen is not None else config
     with atomic_dir(args.out) as stage:
-        artifact = runner.save(stage)
-        write_json(stage / "quant_config.json", config.model_dump(mode="json"))
-        if not args.no_benchmark:
-            _write_rows(_measure([TorchRunner(model, name=f"{args.model} fp32 (torch)"), runner], model, splits, args),
-                        stage)
+        if search is not None:
+            write_json(stage / "search.json", search.to_dict())
+            (stage / "search.txt").write_text(search.summary() + "\n", encoding="utf-8")
+        if runner is not None:
+            artifact = runner.save(stage)
+            write_json(stage / "quant_config.json", config.model_dump(mode="json"))
+            if not args.no_benchmark:
+                _write_rows(_measure([TorchRunner(model, name=f"{args.model} fp32 (torch)"), runner], model, splits,
+                                     args), stage)
+    if runner is None:
+        raise CleanAIError(f"no quantized variant kept accuracy within {args.max_drop} points of fp32 on the validation "
+                           f"split; every attempt and what is left to try: {Path(args.out).resolve() / 'search.txt'}")
     print(f"Quantized artifact {artifact.name} and results written to {Path(args.out).resolve()}")
 
 
@@ -299,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--calib-batch-size", type=int, default=32)
     p.add_argument("--config", type=Path, default=None, help="YAML file of QuantConfig fields")
+    p.add_argument("--max-drop", type=_points, default=None, metavar="POINTS",
+                   help="search calibrations, granularities and fp32 fallbacks until validation accuracy drops by at "
+                        "most POINTS (e.g. 1.0); writes search.json / search.txt")
     p.add_argument("--no-benchmark", action="store_true")
     _add_measure_options(p)
     p.add_argument("--out", type=Path, default=Path("runs/quantized"))
