@@ -14,10 +14,11 @@ unpruned model, medians; wall time and, with one thread, process CPU time, which
 a shared machine cannot stretch), the batch-64 speed-up next to the MAC reduction, and the seconds the
 criterion spent calibrating + scoring next to one plain forward pass over the same calibration batches.
 Table 2: global vs local scope and 1 vs `--steps` iterative steps for `--compare-criterion` (default:
-table 1's best after fine-tuning); iterative runs split the same training images over their steps, so
-every row has the same fine-tune budget. "+ BN recal." is the accuracy right after pruning once the
-BatchNorm statistics are measured again on the calibration batches (`recalibrate_batchnorm`, no
-training; the fine-tuning starts from the plain pruned model). Table 3 (`--coverage-grid`): accuracy right after pruning for
+table 1's best after fine-tuning), and the `--iterative-extra` criteria (adaptive) with `--steps`
+steps; iterative runs split the same training images over their steps, so every row has the same
+fine-tune budget. "+ BN recal." is the accuracy right after pruning once the BatchNorm statistics are
+measured again on the calibration batches (`recalibrate_batchnorm`, no training; the fine-tuning
+starts from the plain pruned model). Table 3 (`--coverage-grid`): accuracy right after pruning for
 every coverage metric measured where the activation acts (after BatchNorm and ReLU) and on the raw
 output, with magnitude, Taylor and random beside them. Rows go to `--out` as JSON after every variant;
 a rerun with the same settings resumes, skipping the variants already measured.
@@ -249,8 +250,12 @@ def main() -> None:
     parser.add_argument("--residual-ratio", type=float, default=None,
                         help="ratio of the residual-stream groups (default: --ratio; 0: in-block groups only)")
     parser.add_argument("--scope", choices=["local", "global"], default="local", help="scope of table 1")
-    parser.add_argument("--criteria", nargs="+", choices=names, default=names)
+    parser.add_argument("--criteria", nargs="+", choices=names, default=[n for n in names if n != "adaptive"],
+                        help="table 1 (default: all but adaptive, which equals coverage in one step)")
     parser.add_argument("--compare-criterion", choices=names, default=None, help="default: table 1's best")
+    parser.add_argument("--iterative-extra", nargs="*", choices=names, default=["adaptive"],
+                        help="criteria also run with --steps local steps in table 2 (adaptive differs from coverage "
+                             "only there: it measures again before every step)")
     parser.add_argument("--steps", type=int, default=5, help="iterative steps compared with 1 in table 2")
     parser.add_argument("--no-scope-steps", action="store_true", help="skip table 2")
     parser.add_argument("--coverage-grid", action="store_true", help="table 3: coverage metrics x positions")
@@ -302,8 +307,9 @@ def main() -> None:
 
     table1 = [variant(name, args.scope, 1) for name in args.criteria]
     chosen = args.compare_criterion or max(table1, key=lambda r: r["accuracy_finetuned"])["criterion"]
-    table2 = [] if args.no_scope_steps else [variant(chosen, scope, steps) for scope in ("global", "local")
-                                             for steps in (1, args.steps)]
+    table2 = [] if args.no_scope_steps else [
+        *(variant(chosen, scope, steps) for scope in ("global", "local") for steps in (1, args.steps)),
+        *(variant(name, "local", args.steps) for name in args.iterative_extra if name != chosen)]
     grid = [*COVERAGE_GRID, "magnitude", "taylor", "random"] if args.coverage_grid else []
     table3 = [variant(name, args.scope, 1, full=False) for name in grid]
 
@@ -333,9 +339,9 @@ def main() -> None:
                   f"{r['forward_seconds']:.2f}"] for r in table1])
     if table2:
         print(f"\nScope and iterative steps for `{chosen}` ({what}; same total fine-tune budget).\n")
-        print_table(["scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
+        print_table(["criterion", "scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
                      "MAC reduction", "speed-up b64", "score s"],
-                    [[r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
+                    [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
                       f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
                       f"{r[speedup]:.2f}x", f"{r['score_seconds']:.2f}"] for r in table2])
     if table3:
