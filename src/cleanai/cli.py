@@ -182,12 +182,13 @@ def _quantize(args: argparse.Namespace) -> None:
     else:
         search = quantize_with_accuracy_budget(model, config, loaders.train, loaders.val, args.max_drop / 100,
                                                example_inputs=_example(loaders))
-        print(search.summary())
+        summary = search.summary()
+        print(summary)
         runner, config = search.runner, search.chosen.config if search.chosen is not None else config
     with atomic_dir(args.out) as stage:
         if search is not None:
             write_json(stage / "search.json", search.to_dict())
-            (stage / "search.txt").write_text(search.summary() + "\n", encoding="utf-8")
+            (stage / "search.txt").write_text(summary + "\n", encoding="utf-8")
         if runner is not None:
             artifact = runner.save(stage)
             write_json(stage / "quant_config.json", config.model_dump(mode="json"))
@@ -207,9 +208,9 @@ def _prune(args: argparse.Namespace) -> None:
 
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
                          criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
-                         ratio_dict=_key_values(args.ratio_dict, "--ratio-dict"), ignored_layers=args.ignored_layers, round_to=args.round_to,
-                         max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches, seed=args.seed,
-                         recalibrate_bn=args.recalibrate_bn)
+                         ratio_dict=_key_values(args.ratio_dict, "--ratio-dict"), ignored_layers=args.ignored_layers,
+                         round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, calib_batches=args.calib_batches,
+                         seed=args.seed, recalibrate_bn=args.recalibrate_bn)
     fields = _load_yaml(args.config)
     fields.update({k: v for k, v in {"epochs": args.finetune_epochs, "lr": args.lr, "optimizer": args.optimizer,
                                      "seed": args.seed}.items() if v is not None})
