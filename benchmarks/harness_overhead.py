@@ -5,26 +5,31 @@
     The two are interleaved `--repeats` times and the median of the per-pair ratios is quoted. The
     same is done on a near-empty model (Linear(16, 10)), where the difference is the harness's own
     cost per call in microseconds: a number that CPU contention from other processes blurs less.
-(b) Repeatability: two back-to-back runs of the same benchmark, ratio of their p50s (goal: within 5 %).
+(b) Repeatability: two back-to-back runs of the same benchmark, ratio of their p50s (goal: within 5 %),
+    by wall time and by process CPU time.
+(c) Steadiness under contention: the same benchmark while `--hogs` busy processes compete for the
+    cores, against the quiet run of (b): how much wall time and CPU time per call stretch.
 
 Prints a markdown table for BENCHMARKS.md, with the machine, threads and load average (other
 processes on a shared machine are the main source of noise).
-Usage: python benchmarks/harness_overhead.py [--threads 1] [--runs 300] [--repeats 11]
+Usage: python benchmarks/harness_overhead.py [--threads 1] [--runs 300] [--repeats 11] [--hogs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, TorchRunner
+from cleanai.benchmark import BenchmarkConfig, Measurement, PerformanceBenchmark, TorchRunner
 
 from _report import machine  # benchmarks/_report.py: scripts run from this folder
 
@@ -52,7 +57,32 @@ def bare_p50_ms(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> fl
 
 
 def harness_p50_ms(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> float:
-    return PerformanceBenchmark(TorchRunner(model, name="mlp"), data, config=config).run().latency_ms_p50
+    return harness_row(model, data, config).latency_ms_p50
+
+
+def harness_row(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> Measurement:
+    return PerformanceBenchmark(TorchRunner(model, name="mlp"), data, config=config).run()
+
+
+def spin(stop: Any) -> None:
+    """A competing process: busy until `stop` is set."""
+    while not stop.is_set():
+        pass
+
+
+def contended_row(model: nn.Module, data: DataLoader, config: BenchmarkConfig, hogs: int) -> Measurement:
+    """The benchmark while `hogs` busy processes compete for the cores."""
+    stop = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=spin, args=(stop,), daemon=True) for _ in range(hogs)]
+    for proc in procs:
+        proc.start()
+    try:
+        time.sleep(0.5)  # let them get going
+        return harness_row(model, data, config)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join()
 
 
 def calibrate(target_ms: float) -> tuple[nn.Module, int]:
@@ -84,6 +114,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=11, help="interleaved harness/bare pairs")
+    parser.add_argument("--hogs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="competing busy processes in (c) (default: one per usable core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -99,8 +131,12 @@ def main() -> None:
     data = DataLoader(TensorDataset(torch.randn(64, 1024), torch.zeros(64, dtype=torch.long)), batch_size=64)
     config = BenchmarkConfig(warmup=args.warmup, runs=args.runs, throughput_runs=0, threads=args.threads,
                              progress=False)
-    first, second = harness_p50_ms(model, data, config), harness_p50_ms(model, data, config)
-    repeat_ratio = second / first
+    first, second = harness_row(model, data, config), harness_row(model, data, config)
+    repeat_ratio = second.latency_ms_p50 / first.latency_ms_p50
+    repeat_cpu = second.latency_cpu_ms_p50 / first.latency_cpu_ms_p50
+    loaded = contended_row(model, data, config, args.hogs)
+    stretch, stretch_cpu = (loaded.latency_ms_p50 / second.latency_ms_p50,
+                            loaded.latency_cpu_ms_p50 / second.latency_cpu_ms_p50)
 
     print(machine(f"{args.threads} thread(s)", load_before))
     print(f"Model: {depth}x Linear(1024, 1024)+ReLU + Linear(1024, 10), batch 1; {args.runs} timed calls "
@@ -119,11 +155,20 @@ def main() -> None:
         ("(a) harness cost per call on Linear(16, 10): median p50 difference",
          f"{per_call_us:+.2f} us (bare p50 {1000 * statistics.median(tiny_bare):.2f} us), "
          f"{per_call_us / 10:+.2f} % of 1 ms", "< 10 us", per_call_us < 10),
-        ("(b) back-to-back runs: p50 ratio 2nd / 1st", f"{repeat_ratio:.4f} ({first:.4f} / {second:.4f} ms)",
+        ("(b) back-to-back runs: p50 ratio 2nd / 1st",
+         f"{repeat_ratio:.4f} ({first.latency_ms_p50:.4f} / {second.latency_ms_p50:.4f} ms)",
          "within 5 %", abs(repeat_ratio - 1) <= 0.05),
+        ("(b) back-to-back runs: CPU-time p50 ratio 2nd / 1st",
+         f"{repeat_cpu:.4f} ({first.latency_cpu_ms_p50:.4f} / {second.latency_cpu_ms_p50:.4f} ms)",
+         "within 5 %", abs(repeat_cpu - 1) <= 0.05),
+        (f"(c) with {args.hogs} busy processes competing: wall p50 / quiet wall p50",
+         f"{stretch:.3f} ({loaded.latency_ms_p50:.4f} ms)", "-", "-"),
+        (f"(c) with {args.hogs} busy processes competing: CPU p50 / quiet CPU p50",
+         f"{stretch_cpu:.3f} ({loaded.latency_cpu_ms_p50:.4f} ms)", "-", "-"),
     ]
     for row in table:
         print("| " + " | ".join(("yes" if c else "no") if isinstance(c, bool) else c for c in row) + " |")
+
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ Latency: p50 of `--runs` calls (`--runs-64` at batch 64) per cell; the variants 
 interleaved, `--repeats` rounds in one process (order alternating), and the median of the rounds is
 quoted. With one thread the process CPU time per call is quoted beside the wall time ("cpu"): on a
 shared machine other processes stretch wall times (the longer a call, the likelier it is preempted),
-and CPU time is what a quiet machine's wall time would be. Accuracy: once per variant on the whole test split (or a seeded `--test-subset` /
+which CPU time leaves out. Accuracy: once per variant on the whole test split (or a seeded `--test-subset` /
 `--text-test-subset`, which the table says). Size: bytes of the saved artifact. Rows go to `--out` as JSON.
 Usage: python benchmarks/quantization.py [--part cifar|text|all] [--depth 56] [--threads 1 2] [--runs 100]
        [--test-subset N] [--text-weights DIR] [--text-epochs 1] [--text-train-subset N] [--text-test-subset N]

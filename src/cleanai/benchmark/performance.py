@@ -6,10 +6,10 @@ with `time.perf_counter_ns` after `warmup` untimed ones, with the garbage collec
 the bytes of the saved artifact divided by 1e6 (decimal megabytes).
 
 Each timed call also records the CPU time the process spent (`time.process_time_ns`). With one
-thread that is the call's latency minus the time other processes took the core away: on a shared
-machine it is the steadier number to compare single-thread variants by (wall time stays the one
-a user waits for). With more threads it adds up every thread's work, spinning included, so it is
-not a latency.
+thread that is the call's latency minus the time other processes took the core away (not their
+pressure on shared caches and memory): on a shared machine it is the steadier number to compare
+single-thread variants by (wall time stays the one a user waits for). With more threads it adds up
+every thread's work, spinning included, so it is not a latency.
 """
 
 from __future__ import annotations
