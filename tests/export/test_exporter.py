@@ -9,6 +9,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from torch import nn
 
 from cleanai.export import ExportError, create_session, export_onnx
+from cleanai.models import create_model
 
 
 def _dims(path, name: str) -> list[str | int]:
@@ -88,12 +89,25 @@ class _CountsCalls(nn.Module):
 
 def test_a_graph_that_disagrees_with_torch_is_refused_and_not_written(tmp_path):
     with pytest.raises(ExportError, match=r"parity check failed: output 'logits' of the exported graph \(torchscript "
-                                          r"exporter\) differs from torch by max abs diff .* > atol 0.0001 on the "
-                                          r"example inputs"):
+                                          r"exporter\) differs from torch by max abs diff .* > atol 0.0001 \+ rtol "
+                                          r"1e-05 x max \|output\| .* on the example inputs"):
         export_onnx(_CountsCalls(), torch.ones(2, 3), tmp_path / "bad.onnx", fallback=False)
     assert list(tmp_path.iterdir()) == []
     unchecked = export_onnx(_CountsCalls(), torch.ones(2, 3), tmp_path / "bad.onnx", check_parity=False)
     assert unchecked.max_abs_diff is None and unchecked.path.is_file()
+
+
+def test_parity_tolerance_grows_with_the_outputs_magnitude(tmp_path):
+    """A deep random-init ResNet's logits reach ~1e4; float32 rounding then differs by ~1e-2, not a broken graph."""
+    torch.manual_seed(0)
+    model = create_model("resnet56").eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model(images).abs().max() > 1000
+    result = export_onnx(model, images, tmp_path / "r56.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5 * 1e5
+    with pytest.raises(ExportError, match="rtol 0 x max"):
+        export_onnx(model, images, tmp_path / "strict.onnx", atol=1e-9, rtol=0, fallback=False)
 
 
 def test_a_trace_with_a_baked_in_batch_size_fails_the_grown_inputs_and_falls_back_to_dynamo(tmp_path):
@@ -178,6 +192,8 @@ def test_bad_arguments_name_what_is_allowed(cnn, bert, images, tmp_path):
         export_onnx(bert, {"ids": torch.ones(1, 3, dtype=torch.long)}, tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="atol=-1"):
         export_onnx(cnn, images, tmp_path / "x.onnx", atol=-1)
+    with pytest.raises(ValueError, match="rtol=-1"):
+        export_onnx(cnn, images, tmp_path / "x.onnx", rtol=-1)
 
     class ReturnsDict(nn.Module):
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

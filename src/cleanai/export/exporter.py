@@ -75,6 +75,7 @@ def export_onnx(
     opset: int | None = None,
     check_parity: bool = True,
     atol: float = 1e-4,
+    rtol: float = 1e-5,
     external_data: bool | None = None,
     exporter: str = "torchscript",
     fallback: bool = True,
@@ -87,7 +88,8 @@ def export_onnx(
     dynamic ("batch") with `dynamic_batch`; axis 1 of every input of two or more dimensions is dynamic
     ("sequence") with `dynamic_sequence`. The parity check runs the example inputs and, to prove the
     dynamic axes work, the same inputs grown by one row (and one position); when the largest absolute
-    difference exceeds `atol`, or the exporter fails, the other exporter is tried (unless
+    difference exceeds `atol + rtol * max|torch output|` (float rounding grows with the outputs'
+    magnitude, as in `numpy.allclose`), or the exporter fails, the other exporter is tried (unless
     `fallback=False`, with a warning saying why) and then `ExportError` is raised. `external_data=None` keeps the weights in a
     `<path>.data` side file only when they exceed 2 GiB.
     """
@@ -97,6 +99,9 @@ def export_onnx(
         raise ValueError(f"exporter={exporter!r} is not a torch ONNX exporter; allowed: {', '.join(EXPORTERS)}")
     if not atol >= 0:
         raise ValueError(f"atol={atol!r} must be a non-negative number (the largest tolerated absolute difference)")
+    if not rtol >= 0:
+        raise ValueError(f"rtol={rtol!r} must be a non-negative number (the tolerated difference per unit of the "
+                         "largest output magnitude)")
     target = Path(path)
     args, kwargs, input_names = _arrange_inputs(model, example_inputs)
     if external_data is None:
@@ -118,7 +123,7 @@ def export_onnx(
                       *_grown_probes(model, args, kwargs, dynamic_batch, dynamic_sequence)]
         staged = stage / target.name
         used, data_name, max_diff = _export_checked(model, args, kwargs, staged, input_names, output_names, axes,
-                                                    opset, external_data, exporter, fallback, probes, atol)
+                                                    opset, external_data, exporter, fallback, probes, (atol, rtol))
         graph_inputs, opset_used = _graph_info(staged)
         if data_name is not None:
             os.replace(stage / data_name, target.parent / data_name)
@@ -228,7 +233,7 @@ def _export_checked(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: di
                     input_names: list[str], output_names: list[str], axes: dict[str, dict[int, str]],
                     opset: int | None, external_data: bool, exporter: str, fallback: bool,
                     probes: list[tuple[Any, Any, list[torch.Tensor], str]] | None,
-                    atol: float) -> tuple[str, str | None, float | None]:
+                    tolerance: tuple[float, float]) -> tuple[str, str | None, float | None]:
     """Export and check parity with `exporter`, then (if allowed) with the other one when that fails.
 
     Returns the exporter that worked, the side file's name (or None) and the largest difference (None if
@@ -247,7 +252,7 @@ def _export_checked(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: di
         else:
             data_name = _finalize(file, clear_value_info=name == "dynamo", external_data=external_data)
             try:
-                diff = _check_parity(file, probes, input_names, output_names, atol, name) if probes else None
+                diff = _check_parity(file, probes, input_names, output_names, tolerance, name) if probes else None
                 return name, data_name, diff
             except ExportError as exc:
                 failures.append(exc)
@@ -424,8 +429,10 @@ def _graph_info(file: Path) -> tuple[list[str], int]:
 
 
 def _check_parity(file: Path, probes: list[tuple[Any, Any, list[torch.Tensor], str]], input_names: list[str],
-                  output_names: list[str], atol: float, exporter: str) -> float:
-    """Largest absolute difference between ONNX Runtime and torch over `probes`; ExportError above `atol`."""
+                  output_names: list[str], tolerance: tuple[float, float], exporter: str) -> float:
+    """Largest absolute difference between ONNX Runtime and torch over `probes`; ExportError above
+    `atol + rtol * max|torch output|` (`tolerance` = (atol, rtol))."""
+    atol, rtol = tolerance
     try:
         session = create_session(file, graph_optimization="all")
     except Exception as exc:  # noqa: BLE001 - onnxruntime's pybind errors share no base class but Exception
@@ -450,8 +457,10 @@ def _check_parity(file: Path, probes: list[tuple[Any, Any, list[torch.Tensor], s
                 raise ExportError(f"output {name!r} of the exported graph ({exporter} exporter) has shape {got.shape} "
                                   f"on {label}; torch gives {tuple(want_np.shape)}")
             diff = float(np.max(np.abs(got.astype(np.float64) - want_np.astype(np.float64)))) if got.size else 0.0
-            if not diff <= atol:
+            scale = float(np.max(np.abs(want_np))) if want_np.size else 0.0
+            if not diff <= atol + rtol * scale:
                 raise ExportError(f"parity check failed: output {name!r} of the exported graph ({exporter} exporter) "
-                                  f"differs from torch by max abs diff {diff:.3g} > atol {atol:g} on {label}")
+                                  f"differs from torch by max abs diff {diff:.3g} > atol {atol:g} + rtol {rtol:g} x "
+                                  f"max |output| {scale:.3g} on {label}")
             worst = max(worst, diff)
     return worst
