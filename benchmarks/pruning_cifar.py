@@ -9,10 +9,11 @@ fine-tuned with the same budget. `--residual-ratio` sets the ratio of the residu
 stem and each stage's channels coupled through the shortcuts) apart from the in-block groups (0: prune
 inside the blocks only, the source study's setting).
 Table 1, per criterion: test accuracy before / right after pruning / after fine-tuning, params, MACs,
-latency at batch 1 and 64 (TorchRunner, `--threads` threads, interleaved `--repeats` times with the
-unpruned model, medians; wall time and, with one thread, process CPU time, which other processes on
-a shared machine cannot stretch), the batch-64 speed-up next to the MAC reduction, and the seconds the
-criterion spent calibrating + scoring next to one plain forward pass over the same calibration batches.
+latency at batch 1 and 64 in torch eager and in ONNX Runtime (the model exported, as it would ship;
+`--threads` threads, interleaved `--repeats` times with the unpruned model, medians; process CPU time
+with one thread, which other processes' preemption cannot stretch, else wall time), the batch-64
+speed-up next to the MAC reduction, and the seconds the criterion spent calibrating + scoring next to
+one plain forward pass over the same calibration batches.
 Table 2: global vs local scope and 1 vs `--steps` iterative steps for `--compare-criterion` (default:
 table 1's best after fine-tuning), and the `--iterative-extra` criteria (adaptive) with `--steps`
 steps; iterative runs split the same training images over their steps, so every row has the same
@@ -34,6 +35,7 @@ import json
 import os
 import re
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,9 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cleanai.benchmark import BenchmarkConfig, TorchRunner, benchmark, environment
+from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, benchmark, environment
 from cleanai.data import load_dataset
+from cleanai.export import export_onnx
 from cleanai.io import write_json
 from cleanai.models import create_model
 from cleanai.pruning import (
@@ -152,26 +155,34 @@ def finetune(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> 
     model.eval()
 
 
-def latency_ms(model: nn.Module, batch: int, runs: int, loader: DataLoader,
+def deployed(model: nn.Module, example: torch.Tensor) -> dict[str, Runner]:
+    """The model as it would ship: torch eager, and exported (parity-checked) to ONNX Runtime."""
+    with tempfile.TemporaryDirectory(prefix="cleanai-bench-") as tmp:
+        path = export_onnx(model, example, Path(tmp) / "model.onnx").path
+        return {"torch": TorchRunner(model), "ort": OrtRunner(path.read_bytes(), name="onnxruntime")}
+
+
+def latency_ms(runner: Runner, batch: int, runs: int, loader: DataLoader,
                args: argparse.Namespace) -> tuple[float, float]:
     """(wall, process CPU) median ms per call at `batch`, timed by the benchmark harness."""
     config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=runs, throughput_runs=0, threads=args.threads,
                              max_eval_batches=1, progress=False)
-    row = benchmark(TorchRunner(model), loader, config=config)
+    row = benchmark(runner, loader, config=config)
     return row.latency_ms_p50, row.latency_cpu_ms_p50
 
 
-def paired_latencies(base: nn.Module, model: nn.Module, loader: DataLoader,
-                     args: argparse.Namespace) -> dict[str, float]:
-    """p50 wall and CPU ms of the unpruned and the pruned model at batch 1 and 64, interleaved `--repeats` times
-    (medians); keys `[unpruned_]latency_ms_b<batch>` and `[unpruned_]cpu_ms_b<batch>`."""
+def paired_latencies(model: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
+    """p50 ms of the unpruned and the pruned model in torch and ONNX Runtime at batch 1 and 64, interleaved
+    `--repeats` times (medians); keys `<torch|ort>_<unpruned|pruned>_<wall|cpu>_b<batch>`."""
+    pruned = deployed(model, data["example"])
     times: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for batch, runs in ((1, args.runs), (64, args.runs_64)):
-            for prefix, target in (("unpruned_", base), ("", model)):
-                wall, cpu = latency_ms(target, batch, runs, loader, args)
-                times.setdefault(f"{prefix}latency_ms_b{batch}", []).append(wall)
-                times.setdefault(f"{prefix}cpu_ms_b{batch}", []).append(cpu)
+            for runtime in ("torch", "ort"):
+                for who, runner in (("unpruned", data["unpruned"][runtime]), ("pruned", pruned[runtime])):
+                    wall, cpu = latency_ms(runner, batch, runs, data["timing"], args)
+                    times.setdefault(f"{runtime}_{who}_wall_b{batch}", []).append(wall)
+                    times.setdefault(f"{runtime}_{who}_cpu_b{batch}", []).append(cpu)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -217,10 +228,8 @@ def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict
     }
     if not finetune_and_time:
         return row
-    latency = paired_latencies(base, model, data["timing"], args)
     return {**row, "accuracy_finetuned": accuracy(model, data["test"]), "finetune_seconds": tune_seconds[0],
-            **latency, "speedup_b64": latency["unpruned_latency_ms_b64"] / latency["latency_ms_b64"],
-            "cpu_speedup_b64": latency["unpruned_cpu_ms_b64"] / latency["cpu_ms_b64"]}
+            **paired_latencies(model, data, args)}
 
 
 class Results:
@@ -285,7 +294,7 @@ def main() -> None:
     data = {"train": subset(splits.train, args.train_subset), "test": test, "calib": calib,
             "timing": DataLoader(subset(splits.test, 64), batch_size=64),
             "example": calib[0][0][:1], "accuracy_before": accuracy(base, test),
-            "forward_seconds": forward_seconds(base, calib)}
+            "forward_seconds": forward_seconds(base, calib), "unpruned": deployed(base, calib[0][0][:1])}
     budget = (f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
               f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
               "splits those images over its steps")
@@ -319,31 +328,44 @@ def main() -> None:
     print(f"ResNet-{args.depth} ({source}), {what}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
           f"Test: {len(test.dataset):,} images. Latency: {args.threads} thread(s), p50 (median of {args.repeats} "
           "interleaved rounds); speed-ups from CPU time when one thread is used.\n")
-    cpu = args.threads == 1
-    unpruned = {k: statistics.median(r[f"unpruned_{k}"] for r in table1)
-                for k in ("latency_ms_b1", "latency_ms_b64", "cpu_ms_b1", "cpu_ms_b64")}
-    speedup = "cpu_speedup_b64" if cpu else "speedup_b64"
-    ms = ("cpu_ms_b1", "cpu_ms_b64") if cpu else ("latency_ms_b1", "latency_ms_b64")
+    clock = "cpu" if args.threads == 1 else "wall"
+
+    def ms(r: dict[str, Any], runtime: str, who: str, batch: int) -> str:
+        value = r.get(f"{runtime}_{who}_{clock}_b{batch}")
+        return "-" if value is None else f"{value:.2f}" if batch == 1 else f"{value:.1f}"
+
+    def speedup(r: dict[str, Any], runtime: str, per_mac: bool = False) -> str:
+        key = f"{runtime}_{{}}_{clock}_b64"
+        if key.format("pruned") not in r:
+            return "-"
+        ratio = r[key.format("unpruned")] / r[key.format("pruned")]
+        return f"{ratio / r['macs_reduction']:.2f}" if per_mac else f"{ratio:.2f}x"
+
+    timed = [r for r in table1 if f"ort_unpruned_{clock}_b64" in r]
+    unpruned = {k: statistics.median(r[k] for r in timed) for k in timed[0] if "_unpruned_" in k} if timed else {}
+    unpruned_row = {k.replace("_unpruned_", "_pruned_"): v for k, v in unpruned.items()}
+    what_ms = "CPU ms" if clock == "cpu" else "ms"
     print_table(["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "acc fine-tuned %", "params", "MACs",
-                 "MAC reduction", f"{'CPU ' if cpu else ''}ms b1", f"{'CPU ' if cpu else ''}ms b64", "wall ms b64",
-                 "speed-up b64", "speed-up / MAC red.", "score s", "forward s"],
+                 "MAC reduction", f"torch {what_ms} b1", f"torch {what_ms} b64", "torch speed-up b64",
+                 f"ORT {what_ms} b1", f"ORT {what_ms} b64", "ORT speed-up b64", "ORT speed-up / MAC red.", "score s",
+                 "forward s"],
                 [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", "-", f"{table1[0]['params_before']:,}",
-                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", f"{unpruned[ms[0]]:.2f}",
-                  f"{unpruned[ms[1]]:.1f}", f"{unpruned['latency_ms_b64']:.1f}", "1.00x", "-", "-",
-                  f"{data['forward_seconds']:.2f}"]] +
+                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", ms(unpruned_row, "torch", "pruned", 1),
+                  ms(unpruned_row, "torch", "pruned", 64), "1.00x", ms(unpruned_row, "ort", "pruned", 1),
+                  ms(unpruned_row, "ort", "pruned", 64), "1.00x", "-", "-", f"{data['forward_seconds']:.2f}"]] +
                 [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
                   f"{r['accuracy_recalibrated']:.2f}", f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}",
-                  f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", f"{r[ms[0]]:.2f}", f"{r[ms[1]]:.1f}",
-                  f"{r['latency_ms_b64']:.1f}",
-                  f"{r[speedup]:.2f}x", f"{r[speedup] / r['macs_reduction']:.2f}", f"{r['score_seconds']:.2f}",
+                  f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
+                  ms(r, "torch", "pruned", 64), speedup(r, "torch"), ms(r, "ort", "pruned", 1),
+                  ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
                   f"{r['forward_seconds']:.2f}"] for r in table1])
     if table2:
         print(f"\nScope and iterative steps for `{chosen}` ({what}; same total fine-tune budget).\n")
         print_table(["criterion", "scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
-                     "MAC reduction", "speed-up b64", "score s"],
-                    [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_finetuned']:.2f}",
-                      f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
-                      f"{r[speedup]:.2f}x", f"{r['score_seconds']:.2f}"] for r in table2])
+                     "MAC reduction", "torch speed-up b64", "ORT speed-up b64", "score s"],
+                    [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}",
+                      f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
+                      speedup(r, "torch"), speedup(r, "ort"), f"{r['score_seconds']:.2f}"] for r in table2])
     if table3:
         print(f"\nRight after pruning ({what}, {args.scope} scope, no fine-tuning): where coverage is measured.\n")
         print_table(["criterion", "acc pruned %", "+ BN recal. %", "MAC reduction", "score s"],
