@@ -295,9 +295,10 @@ def main() -> None:
             "timing": DataLoader(subset(splits.test, 64), batch_size=64),
             "example": calib[0][0][:1], "accuracy_before": accuracy(base, test),
             "forward_seconds": forward_seconds(base, calib), "unpruned": deployed(base, calib[0][0][:1])}
-    budget = (f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
-              f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
-              "splits those images over its steps")
+    budget = "none" if not args.finetune_epochs else (
+        f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
+        f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
+        "splits those images over its steps")
     what = (f"ratio {args.ratio}" if args.residual_ratio is None
             else f"ratio {args.ratio} in the blocks, {args.residual_ratio} on the residual stream")
     print(f"ResNet-{args.depth} from {source}; {what}; calibration {len(calib)} x {args.calib_batch_size} "
@@ -341,6 +342,9 @@ def main() -> None:
         ratio = r[key.format("unpruned")] / r[key.format("pruned")]
         return f"{ratio / r['macs_reduction']:.2f}" if per_mac else f"{ratio:.2f}x"
 
+    def tuned(r: dict[str, Any]) -> str:
+        return f"{r['accuracy_finetuned']:.2f}" if args.finetune_epochs else "-"
+
     timed = [r for r in table1 if f"ort_unpruned_{clock}_b64" in r]
     unpruned = {k: statistics.median(r[k] for r in timed) for k in timed[0] if "_unpruned_" in k} if timed else {}
     unpruned_row = {k.replace("_unpruned_", "_pruned_"): v for k, v in unpruned.items()}
@@ -352,9 +356,9 @@ def main() -> None:
                 [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", "-", f"{table1[0]['params_before']:,}",
                   f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", ms(unpruned_row, "torch", "pruned", 1),
                   ms(unpruned_row, "torch", "pruned", 64), "1.00x", ms(unpruned_row, "ort", "pruned", 1),
-                  ms(unpruned_row, "ort", "pruned", 64), "1.00x", "-", "-", f"{data['forward_seconds']:.2f}"]] +
+                  ms(unpruned_row, "ort", "pruned", 64), "1.00x", "-", "-", f"{table1[0]['forward_seconds']:.2f}"]] +
                 [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
-                  f"{r['accuracy_recalibrated']:.2f}", f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}",
+                  f"{r['accuracy_recalibrated']:.2f}", tuned(r), f"{r['params']:,}",
                   f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
                   ms(r, "torch", "pruned", 64), speedup(r, "torch"), ms(r, "ort", "pruned", 1),
                   ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
@@ -364,7 +368,7 @@ def main() -> None:
         print_table(["criterion", "scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
                      "MAC reduction", "torch speed-up b64", "ORT speed-up b64", "score s"],
                     [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}",
-                      f"{r['accuracy_finetuned']:.2f}", f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
+                      tuned(r), f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
                       speedup(r, "torch"), speedup(r, "ort"), f"{r['score_seconds']:.2f}"] for r in table2])
     if table3:
         print(f"\nRight after pruning ({what}, {args.scope} scope, no fine-tuning): where coverage is measured.\n")
