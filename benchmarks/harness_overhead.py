@@ -56,10 +56,6 @@ def bare_p50_ms(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> fl
     return float(np.percentile(times, 50)) / 1e6
 
 
-def harness_p50_ms(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> float:
-    return harness_row(model, data, config).latency_ms_p50
-
-
 def harness_row(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> Measurement:
     return PerformanceBenchmark(TorchRunner(model, name="mlp"), data, config=config).run()
 
@@ -104,7 +100,7 @@ def interleaved(model: nn.Module, width: int, args: argparse.Namespace) -> tuple
             if side == "bare":
                 bare.append(bare_p50_ms(model, x[:1], args.warmup, args.runs))
             else:
-                harness.append(harness_p50_ms(model, data, config))
+                harness.append(harness_row(model, data, config).latency_ms_p50)
     return bare, harness
 
 
