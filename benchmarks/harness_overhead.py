@@ -57,6 +57,7 @@ def bare_p50_ms(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> fl
 
 
 def harness_row(model: nn.Module, data: DataLoader, config: BenchmarkConfig) -> Measurement:
+    """One measurement by the CleanAI harness (wall and CPU time per call)."""
     return PerformanceBenchmark(TorchRunner(model, name="mlp"), data, config=config).run()
 
 

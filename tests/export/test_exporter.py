@@ -105,7 +105,7 @@ def test_parity_tolerance_grows_with_the_outputs_magnitude(tmp_path):
     with torch.no_grad():
         assert model(images).abs().max() > 1000
     result = export_onnx(model, images, tmp_path / "r56.onnx")
-    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5 * 1e5
+    assert result.max_abs_diff is not None and result.max_abs_diff > 1e-4  # the default atol alone would refuse it
     with pytest.raises(ExportError, match="rtol 0 x max"):
         export_onnx(model, images, tmp_path / "strict.onnx", atol=1e-9, rtol=0, fallback=False)
 
