@@ -291,10 +291,11 @@ def main() -> None:
     splits = load_dataset("cifar10")
     test = DataLoader(subset(splits.test, args.test_subset), batch_size=500)
     calib = list(DataLoader(splits.val, batch_size=args.calib_batch_size))[:args.calib_batches]
+    example = calib[0][0][:1]
     data = {"train": subset(splits.train, args.train_subset), "test": test, "calib": calib,
             "timing": DataLoader(subset(splits.test, 64), batch_size=64),
-            "example": calib[0][0][:1], "accuracy_before": accuracy(base, test),
-            "forward_seconds": forward_seconds(base, calib), "unpruned": deployed(base, calib[0][0][:1])}
+            "example": example, "accuracy_before": accuracy(base, test),
+            "forward_seconds": forward_seconds(base, calib), "unpruned": deployed(base, example)}
     budget = "none" if not args.finetune_epochs else (
         f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
         f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
@@ -336,10 +337,10 @@ def main() -> None:
         return "-" if value is None else f"{value:.2f}" if batch == 1 else f"{value:.1f}"
 
     def speedup(r: dict[str, Any], runtime: str, per_mac: bool = False) -> str:
-        key = f"{runtime}_{{}}_{clock}_b64"
-        if key.format("pruned") not in r:
+        before, after = (r.get(f"{runtime}_{who}_{clock}_b64") for who in ("unpruned", "pruned"))
+        if after is None:
             return "-"
-        ratio = r[key.format("unpruned")] / r[key.format("pruned")]
+        ratio = before / after
         return f"{ratio / r['macs_reduction']:.2f}" if per_mac else f"{ratio:.2f}x"
 
     def tuned(r: dict[str, Any]) -> str:
@@ -347,16 +348,15 @@ def main() -> None:
 
     timed = [r for r in table1 if f"ort_unpruned_{clock}_b64" in r]
     unpruned = {k: statistics.median(r[k] for r in timed) for k in timed[0] if "_unpruned_" in k} if timed else {}
-    unpruned_row = {k.replace("_unpruned_", "_pruned_"): v for k, v in unpruned.items()}
     what_ms = "CPU ms" if clock == "cpu" else "ms"
     print_table(["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "acc fine-tuned %", "params", "MACs",
                  "MAC reduction", f"torch {what_ms} b1", f"torch {what_ms} b64", "torch speed-up b64",
                  f"ORT {what_ms} b1", f"ORT {what_ms} b64", "ORT speed-up b64", "ORT speed-up / MAC red.", "score s",
                  "forward s"],
                 [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", "-", f"{table1[0]['params_before']:,}",
-                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", ms(unpruned_row, "torch", "pruned", 1),
-                  ms(unpruned_row, "torch", "pruned", 64), "1.00x", ms(unpruned_row, "ort", "pruned", 1),
-                  ms(unpruned_row, "ort", "pruned", 64), "1.00x", "-", "-", f"{table1[0]['forward_seconds']:.2f}"]] +
+                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", ms(unpruned, "torch", "unpruned", 1),
+                  ms(unpruned, "torch", "unpruned", 64), "1.00x", ms(unpruned, "ort", "unpruned", 1),
+                  ms(unpruned, "ort", "unpruned", 64), "1.00x", "-", "-", f"{table1[0]['forward_seconds']:.2f}"]] +
                 [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
                   f"{r['accuracy_recalibrated']:.2f}", tuned(r), f"{r['params']:,}",
                   f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
