@@ -1,21 +1,41 @@
-"""Output helpers shared by the benchmark scripts (run as `python benchmarks/<script>.py`)."""
+"""Output helpers shared by the benchmark scripts (run as `python benchmarks/<script>.py`).
+
+Every script keeps its raw rows in `benchmarks/results/<script>/<run>/rows.json` (committed), together
+with the command that made them, its arguments, the git commit and the machine line; `benchmarks/tables.py`
+regenerates the tables of BENCHMARKS.md from those files with each script's own `render(record)`.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
 from cleanai.benchmark import environment
+from cleanai.io import write_json
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table, as BENCHMARKS.md shows it."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    """Print a markdown table, ready to paste into BENCHMARKS.md."""
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    """Print a markdown table, as BENCHMARKS.md shows it."""
+    print(table(headers, rows))
 
 
 def machine(threads: str, load_before: float | None = None, packages: Sequence[str] = ()) -> str:
@@ -26,3 +46,51 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
     load = f"{now:.2f}" if load_before is None else f"{load_before:.2f} before, {now:.2f} after"
     return (f"Machine: {env['cpu']} ({env['cpu_features'] or 'no speed-relevant CPU flags read'}), {env['cpu_count']} "
             f"usable cores, {threads}; {versions}, Python {platform.python_version()}; 1-min load average {load}.")
+
+
+def git_commit() -> str:
+    """The commit the code was run at; `+dirty` when tracked files (results aside) differ from it."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=HERE, capture_output=True, text=True, check=False).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return commit + ("+dirty" if dirty else "")
+
+
+def provenance(args: argparse.Namespace) -> dict[str, Any]:
+    """Command, arguments, commit and start time of this run (the machine line is added when it ends)."""
+    script = Path(sys.argv[0]).name
+    return {"script": script, "command": shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]]),
+            "args": json.loads(json.dumps(vars(args), default=str)), "commit": git_commit(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": environment()}
+
+
+def run_dir(script: str, run: str) -> Path:
+    """Where the raw rows of one run of `script` (a file name such as "fusion.py") are kept."""
+    return RESULTS / Path(script).stem / run
+
+
+def save(record: dict[str, Any], run: str) -> Path:
+    """Write a run's record (provenance + rows) atomically to `results/<script>/<run>/rows.json`."""
+    path = run_dir(record["script"], run) / "rows.json"
+    write_json(path, record)
+    return path
+
+
+def finish(record: dict[str, Any], run: str, machine_line: str) -> Path:
+    """Add the machine line and end time, save, and print where the rows went."""
+    record.update(machine=machine_line, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    path = save(record, run)
+    print(f"\nRaw rows: {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path}")
+    return path
+
+
+def load(script: str, run: str) -> dict[str, Any]:
+    """A run's record as `save` wrote it."""
+    return json.loads((run_dir(script, run) / "rows.json").read_text(encoding="utf-8"))
+
+
+def heading(record: dict[str, Any]) -> str:
+    """The lines every regenerated table starts with: the command, the commit and the machine."""
+    return (f"`{record['command']}` (commit `{record['commit']}`, run {record['started']})\n\n"
+            f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}")

@@ -21,17 +21,23 @@ fine-tune budget. "+ BN recal." is the accuracy right after pruning once the Bat
 measured again on the calibration batches (`recalibrate_batchnorm`, no training; the fine-tuning
 starts from the plain pruned model). Table 3 (`--coverage-grid`): accuracy right after pruning for
 every coverage metric measured where the activation acts (after BatchNorm and ReLU) and on the raw
-output, with magnitude, Taylor and random beside them. Rows go to `--out` as JSON after every variant;
-a rerun with the same settings resumes, skipping the variants already measured.
+output, with magnitude, Taylor and random beside them.
+Control: the unpruned model gets exactly the same fine-tuning as every pruned variant (same images, same
+order, same schedule), so a drop is measured against what the fine-tuning alone does. Selection: the best
+criterion is picked by accuracy on validation images held out from training (the validation split minus
+the calibration images), and its test accuracy is reported; the test split never chooses.
+Rows go to `benchmarks/results/pruning_cifar/<--run>/rows.json` after every variant, with the command, its
+arguments, the commit and the machine (`python benchmarks/tables.py` renders BENCHMARKS.md from them); a
+rerun with the same settings resumes, skipping the variants already measured.
 Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--residual-ratio R] [--criteria ...]
-       [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--coverage-grid] [--threads 1]
+       [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--val-subset N] [--coverage-grid]
+       [--threads 1] [--run NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import re
 import statistics
@@ -46,10 +52,9 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, benchmark, environment
+from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, benchmark
 from cleanai.data import load_dataset
 from cleanai.export import export_onnx
-from cleanai.io import write_json
 from cleanai.models import create_model
 from cleanai.pruning import (
     PruneConfig, create_criterion, list_criteria, prunable_groups, prune, recalibrate_batchnorm,
@@ -57,7 +62,8 @@ from cleanai.pruning import (
 from cleanai.pruning.criteria import METRICS
 from cleanai.training import TrainConfig, Trainer
 
-from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
+from _report import machine, table
 
 TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
                "tp-taylor": tp.importance.GroupTaylorImportance}
@@ -195,13 +201,18 @@ def forward_seconds(model: nn.Module, batches: list[Any]) -> float:
     return time.perf_counter() - start
 
 
+def train_loaders(train: Dataset, steps: int, batch_size: int) -> list[DataLoader]:
+    """The training images split over `steps` (one loader per step), each shuffled with the same seed."""
+    parts = torch.tensor_split(torch.arange(len(train)), steps)
+    return [DataLoader(Subset(train, part.tolist()), batch_size=batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(0)) for part in parts]
+
+
 def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict[str, Any],
                   args: argparse.Namespace, finetune_and_time: bool = True) -> dict[str, Any]:
     """Prune `base` with criterion `name`, fine-tune after each step, and measure the result
     (without `finetune_and_time`: only the accuracy right after pruning, MACs and params)."""
-    parts = torch.tensor_split(torch.arange(len(data["train"])), steps)
-    loaders = [DataLoader(Subset(data["train"], part.tolist()), batch_size=args.batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(0)) for part in parts]
+    loaders = train_loaders(data["train"], steps, args.batch_size)
     criterion, pruned_accuracy, tune_seconds = make_criterion(name), [], [0.0]
 
     def after_step(step: int, model: nn.Module, _report: Any) -> None:
@@ -228,25 +239,40 @@ def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict
     }
     if not finetune_and_time:
         return row
-    return {**row, "accuracy_finetuned": accuracy(model, data["test"]), "finetune_seconds": tune_seconds[0],
-            **paired_latencies(model, data, args)}
+    return {**row, "accuracy_finetuned": accuracy(model, data["test"]), "accuracy_val": accuracy(model, data["val"]),
+            "finetune_seconds": tune_seconds[0], **paired_latencies(model, data, args)}
+
+
+def control(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The unpruned model given exactly the fine-tuning a one-step pruned variant gets: the yardstick for drops."""
+    model = copy.deepcopy(base)
+    start = time.perf_counter()
+    finetune(model, train_loaders(data["train"], 1, args.batch_size)[0], args)
+    return {"criterion": "(unpruned control)", "accuracy_before": data["accuracy_before"],
+            "accuracy_finetuned": accuracy(model, data["test"]), "accuracy_val": accuracy(model, data["val"]),
+            "finetune_seconds": time.perf_counter() - start}
 
 
 class Results:
-    """Rows saved atomically after every variant; reopened with the same settings, the finished ones are reused."""
+    """The run's record, saved after every variant; reopened with the same settings, finished rows are reused."""
 
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path, self.settings = path, settings
-        saved = json.loads(path.read_text()) if path.exists() else {}
-        self.rows: dict[str, dict[str, Any]] = saved.get("rows", {}) if saved.get("settings") == settings else {}
-        if self.rows:
-            print(f"resuming: {len(self.rows)} variant(s) already measured in {path}", flush=True)
+    def __init__(self, args: argparse.Namespace, settings: dict[str, Any]) -> None:
+        self.run = args.run
+        path = _report.run_dir("pruning_cifar.py", args.run) / "rows.json"
+        saved = _report.load("pruning_cifar.py", args.run) if path.exists() else {}
+        if saved.get("settings") == settings:
+            self.record = saved
+            self.record.setdefault("resumed", []).append(_report.provenance(args))
+            print(f"resuming: {len(saved['rows'])} variant(s) already measured in {path}", flush=True)
+        else:
+            self.record = {**_report.provenance(args), "settings": settings, "rows": {}}
 
     def get(self, key: str, measure: Any) -> dict[str, Any]:
-        if key not in self.rows:
-            self.rows[key] = measure()
-            write_json(self.path, {"settings": self.settings, "environment": environment(), "rows": self.rows})
-        return self.rows[key]
+        rows = self.record["rows"]
+        if key not in rows:
+            rows[key] = measure()
+            _report.save(self.record, self.run)
+        return rows[key]
 
 
 def main() -> None:
@@ -261,7 +287,8 @@ def main() -> None:
     parser.add_argument("--scope", choices=["local", "global"], default="local", help="scope of table 1")
     parser.add_argument("--criteria", nargs="+", choices=names, default=[n for n in names if n != "adaptive"],
                         help="table 1 (default: all but adaptive, which equals coverage in one step)")
-    parser.add_argument("--compare-criterion", choices=names, default=None, help="default: table 1's best")
+    parser.add_argument("--compare-criterion", choices=names, default=None,
+                        help="default: table 1's best on the validation images")
     parser.add_argument("--iterative-extra", nargs="*", choices=names, default=["adaptive"],
                         help="criteria also run with --steps local steps in table 2 (adaptive differs from coverage "
                              "only there: it measures again before every step)")
@@ -271,6 +298,9 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=1, help="0 = no fine-tuning")
     parser.add_argument("--train-subset", type=int, default=10000, help="training images used for fine-tuning")
     parser.add_argument("--test-subset", type=int, default=None, help="default: the whole 10,000-image test split")
+    parser.add_argument("--val-subset", type=int, default=None,
+                        help="validation images that select the best criterion (default: all those not used for "
+                             "calibration)")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--calib-batches", type=int, default=8)
@@ -282,17 +312,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="timing threads (1: CPU time is quoted beside wall)")
     parser.add_argument("--train-threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for calibration, scoring, evaluation and fine-tuning (default: all cores)")
-    parser.add_argument("--out", type=Path, default=Path("runs/pruning_cifar"))
+    parser.add_argument("--run", default=None,
+                        help="name of the results folder (default: resnet<depth>_ratio<r>[_res<r>]_ft<epochs>x<images>)")
     args = parser.parse_args()
     torch.set_num_threads(args.train_threads)
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
 
     base, source = load_base(args.depth, args.weights)
     splits = load_dataset("cifar10")
     test = DataLoader(subset(splits.test, args.test_subset), batch_size=500)
     calib = list(DataLoader(splits.val, batch_size=args.calib_batch_size))[:args.calib_batches]
+    held_out = Subset(splits.val, range(args.calib_batches * args.calib_batch_size, len(splits.val)))
     example = calib[0][0][:1]
     data = {"train": subset(splits.train, args.train_subset), "test": test, "calib": calib,
+            "val": DataLoader(subset(held_out, args.val_subset), batch_size=500),
             "timing": DataLoader(subset(splits.test, 64), batch_size=64),
             "example": example, "accuracy_before": accuracy(base, test),
             "forward_seconds": forward_seconds(base, calib), "unpruned": deployed(base, example)}
@@ -305,32 +338,48 @@ def main() -> None:
     print(f"ResNet-{args.depth} from {source}; {what}; calibration {len(calib)} x {args.calib_batch_size} "
           f"validation images; test {len(test.dataset):,} images. Fine-tune budget per variant: {budget}.", flush=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("criteria", "compare_criterion", "no_scope_steps",
-                                                                 "coverage_grid", "out", "train_threads")}
-    tag = f"resnet{args.depth}_ratio{args.ratio}" + ("" if args.residual_ratio is None else f"_res{args.residual_ratio}")
-    results = Results(args.out / f"{tag}.json", {**settings, "weights": str(args.weights), "source": source})
+                                                                 "coverage_grid", "run", "train_threads")}
+    args.run = args.run or (f"resnet{args.depth}_ratio{args.ratio}"
+                            + ("" if args.residual_ratio is None else f"_res{args.residual_ratio}")
+                            + f"_ft{args.finetune_epochs}x{len(data['train'])}")
+    results = Results(args, {**settings, "weights": str(args.weights), "source": source})
+    results.record.update(source=source, budget=budget, what=what, test_images=len(test.dataset),
+                          val_images=len(data["val"].dataset))
 
-    def variant(name: str, scope: str, steps: int, full: bool = True) -> dict[str, Any]:
-        row = results.get(f"{name}|{scope}|{steps}|{'full' if full else 'pruned'}",
-                          lambda: prune_variant(base, name, scope, steps, data, args, full))
+    def variant(name: str, scope: str, steps: int, full: bool = True) -> str:
+        key = f"{name}|{scope}|{steps}|{'full' if full else 'pruned'}"
+        row = results.get(key, lambda: prune_variant(base, name, scope, steps, data, args, full))
         print(f"done {name} {scope} {steps} step(s): pruned {row['accuracy_pruned']:.2f} %"
-              + (f", fine-tuned {row['accuracy_finetuned']:.2f} %" if full else ""), flush=True)
-        return row
+              + (f", fine-tuned {row['accuracy_finetuned']:.2f} % (validation {row['accuracy_val']:.2f} %)"
+                 if full else ""), flush=True)
+        return key
 
-    table1 = [variant(name, args.scope, 1) for name in args.criteria]
-    chosen = args.compare_criterion or max(table1, key=lambda r: r["accuracy_finetuned"])["criterion"]
-    table2 = [] if args.no_scope_steps else [
+    rows = results.record["rows"]
+    results.get("(control)", lambda: control(base, data, args))
+    tables: dict[str, Any] = {"control": "(control)"}
+    tables["table1"] = [variant(name, args.scope, 1) for name in args.criteria]
+    selected = max(tables["table1"], key=lambda k: rows[k]["accuracy_val"])  # chosen on validation, never on test
+    tables["selected"] = selected
+    chosen = args.compare_criterion or rows[selected]["criterion"]
+    tables["table2"] = [] if args.no_scope_steps else [
         *(variant(chosen, scope, steps) for scope in ("global", "local") for steps in (1, args.steps)),
         *(variant(name, "local", args.steps) for name in args.iterative_extra if name != chosen)]
     grid = [*COVERAGE_GRID, "magnitude", "taylor", "random"] if args.coverage_grid else []
-    table3 = [variant(name, args.scope, 1, full=False) for name in grid]
+    tables["table3"] = [variant(name, args.scope, 1, full=False) for name in grid]
+    results.record["tables"] = tables
 
     minutes = (time.perf_counter() - start) / 60
-    print("\n" + machine(f"{args.threads} timing thread(s), {args.train_threads} for the rest", None,
-                         ("torch-pruning",)) + f" Wall time {minutes:.1f} min. Rows: {results.path}\n")
-    print(f"ResNet-{args.depth} ({source}), {what}, {args.scope} scope, 1 step. Fine-tune: {budget}. "
-          f"Test: {len(test.dataset):,} images. Latency: {args.threads} thread(s), p50 (median of {args.repeats} "
-          "interleaved rounds); speed-ups from CPU time when one thread is used.\n")
-    clock = "cpu" if args.threads == 1 else "wall"
+    line = machine(f"{args.threads} timing thread(s), {args.train_threads} for the rest", load_before,
+                   ("torch-pruning",)) + f" Wall time {minutes:.1f} min."
+    _report.finish(results.record, args.run, line)
+    print("\n" + render(results.record))
+
+
+def render(record: dict[str, Any]) -> str:
+    """The markdown tables of one run, from its record (what this script prints and BENCHMARKS.md shows)."""
+    args, rows, tables = record["args"], record["rows"], record["tables"]
+    clock = "cpu" if args["threads"] == 1 else "wall"
+    tuned_any = bool(args["finetune_epochs"])
 
     def ms(r: dict[str, Any], runtime: str, who: str, batch: int) -> str:
         value = r.get(f"{runtime}_{who}_{clock}_b{batch}")
@@ -343,39 +392,60 @@ def main() -> None:
         ratio = before / after
         return f"{ratio / r['macs_reduction']:.2f}" if per_mac else f"{ratio:.2f}x"
 
-    def tuned(r: dict[str, Any]) -> str:
-        return f"{r['accuracy_finetuned']:.2f}" if args.finetune_epochs else "-"
+    def tuned(r: dict[str, Any], key: str = "accuracy_finetuned") -> str:
+        return f"{r[key]:.2f}" if tuned_any else "-"
 
+    base, table1 = rows[tables["control"]], [rows[k] for k in tables["table1"]]
+    selected = rows[tables["selected"]]
     timed = [r for r in table1 if f"ort_unpruned_{clock}_b64" in r]
     unpruned = {k: statistics.median(r[k] for r in timed) for k in timed[0] if "_unpruned_" in k} if timed else {}
     what_ms = "CPU ms" if clock == "cpu" else "ms"
-    print_table(["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "acc fine-tuned %", "params", "MACs",
-                 "MAC reduction", f"torch {what_ms} b1", f"torch {what_ms} b64", "torch speed-up b64",
-                 f"ORT {what_ms} b1", f"ORT {what_ms} b64", "ORT speed-up b64", "ORT speed-up / MAC red.", "score s",
-                 "forward s"],
-                [["(unpruned)", f"{data['accuracy_before']:.2f}", "-", "-", "-", f"{table1[0]['params_before']:,}",
-                  f"{table1[0]['macs_before'] / 1e6:.1f} M", "1.00x", ms(unpruned, "torch", "unpruned", 1),
-                  ms(unpruned, "torch", "unpruned", 64), "1.00x", ms(unpruned, "ort", "unpruned", 1),
-                  ms(unpruned, "ort", "unpruned", 64), "1.00x", "-", "-", f"{table1[0]['forward_seconds']:.2f}"]] +
-                [[r["criterion"], f"{r['accuracy_before']:.2f}", f"{r['accuracy_pruned']:.2f}",
-                  f"{r['accuracy_recalibrated']:.2f}", tuned(r), f"{r['params']:,}",
-                  f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
-                  ms(r, "torch", "pruned", 64), speedup(r, "torch"), ms(r, "ort", "pruned", 1),
-                  ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
-                  f"{r['forward_seconds']:.2f}"] for r in table1])
-    if table2:
-        print(f"\nScope and iterative steps for `{chosen}` ({what}; same total fine-tune budget).\n")
-        print_table(["criterion", "scope", "steps", "acc pruned % (last step)", "acc fine-tuned %", "params", "MACs",
-                     "MAC reduction", "torch speed-up b64", "ORT speed-up b64", "score s"],
-                    [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}",
-                      tuned(r), f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x",
-                      speedup(r, "torch"), speedup(r, "ort"), f"{r['score_seconds']:.2f}"] for r in table2])
-    if table3:
-        print(f"\nRight after pruning ({what}, {args.scope} scope, no fine-tuning): where coverage is measured.\n")
-        print_table(["criterion", "acc pruned %", "+ BN recal. %", "MAC reduction", "score s"],
-                    [[r["criterion"], f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_recalibrated']:.2f}",
-                      f"{r['macs_reduction']:.2f}x",
-                      f"{r['score_seconds']:.2f}"] for r in table3])
+    out = [_report.heading(record), "",
+           f"ResNet-{args['depth']} ({record['source']}), {record['what']}, {args['scope']} scope, 1 step. Fine-tune "
+           f"per variant, the unpruned control included: {record['budget']}. Test: {record['test_images']:,} images; "
+           f"validation (selects the criterion): {record['val_images']:,} held-out images. Latency: "
+           f"{args['threads']} thread(s), p50 (median of {args['repeats']} interleaved rounds); speed-ups from CPU "
+           "time when one thread is used. Drops are against the unpruned control.", ""]
+    first = table1[0]
+    out.append(table(
+        ["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "val acc fine-tuned %", "test acc fine-tuned %",
+         "drop vs control pp", "params", "MACs", "MAC reduction", f"torch {what_ms} b1", f"torch {what_ms} b64",
+         "torch speed-up b64", f"ORT {what_ms} b1", f"ORT {what_ms} b64", "ORT speed-up b64",
+         "ORT speed-up / MAC red.", "score s", "forward s"],
+        [["(unpruned control, same fine-tuning)", f"{base['accuracy_before']:.2f}", "-", "-", tuned(base, "accuracy_val"),
+          tuned(base), "-", f"{first['params_before']:,}", f"{first['macs_before'] / 1e6:.1f} M", "1.00x",
+          ms(unpruned, "torch", "unpruned", 1), ms(unpruned, "torch", "unpruned", 64), "1.00x",
+          ms(unpruned, "ort", "unpruned", 1), ms(unpruned, "ort", "unpruned", 64), "1.00x", "-", "-",
+          f"{first['forward_seconds']:.2f}"]] +
+        [[r["criterion"] + (" (selected)" if r is selected else ""), f"{r['accuracy_before']:.2f}",
+          f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_recalibrated']:.2f}", tuned(r, "accuracy_val"), tuned(r),
+          f"{r['accuracy_finetuned'] - base['accuracy_finetuned']:+.2f}" if tuned_any else "-", f"{r['params']:,}",
+          f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
+          ms(r, "torch", "pruned", 64), speedup(r, "torch"), ms(r, "ort", "pruned", 1),
+          ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
+          f"{r['forward_seconds']:.2f}"] for r in table1]))
+    if tuned_any:
+        out += ["", f"Selected on validation: **{selected['criterion']}** ({selected['accuracy_val']:.2f} % validation); "
+                f"its test accuracy {selected['accuracy_finetuned']:.2f} % against the control's "
+                f"{base['accuracy_finetuned']:.2f} % ({selected['accuracy_finetuned'] - base['accuracy_finetuned']:+.2f} pp)."]
+    if tables["table2"]:
+        out += ["", f"Scope and iterative steps for `{rows[tables['table2'][0]]['criterion']}` ({record['what']}; same "
+                "total fine-tune budget).", ""]
+        out.append(table(["criterion", "scope", "steps", "acc pruned % (last step)", "val acc fine-tuned %",
+                          "test acc fine-tuned %", "params", "MACs", "MAC reduction", "torch speed-up b64",
+                          "ORT speed-up b64", "score s"],
+                         [[r["criterion"], r["scope"], str(r["steps"]), f"{r['accuracy_pruned']:.2f}",
+                           tuned(r, "accuracy_val"), tuned(r), f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M",
+                           f"{r['macs_reduction']:.2f}x", speedup(r, "torch"), speedup(r, "ort"),
+                           f"{r['score_seconds']:.2f}"] for r in map(rows.get, tables["table2"])]))
+    if tables["table3"]:
+        out += ["", f"Right after pruning ({record['what']}, {args['scope']} scope, no fine-tuning): where coverage "
+                "is measured.", ""]
+        out.append(table(["criterion", "acc pruned %", "+ BN recal. %", "MAC reduction", "score s"],
+                         [[r["criterion"], f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_recalibrated']:.2f}",
+                           f"{r['macs_reduction']:.2f}x", f"{r['score_seconds']:.2f}"]
+                          for r in map(rows.get, tables["table3"])]))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
