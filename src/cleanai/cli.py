@@ -100,7 +100,7 @@ def _measure(runners: list[Any], model: Any, splits: Any, args: argparse.Namespa
     """Benchmark `runners` on one split the same way, print the table and return the rows."""
     from torch.utils.data import DataLoader
 
-    from cleanai.benchmark import BenchmarkConfig, TextClassifierRunner, benchmark, compare
+    from cleanai.benchmark import BenchmarkConfig, TextClassifierRunner, compare_runners
     from cleanai.data import raw_text_collate
 
     data = getattr(splits, split)
@@ -112,9 +112,7 @@ def _measure(runners: list[Any], model: Any, splits: Any, args: argparse.Namespa
                         collate_fn=raw_text_collate if splits.task == "text" else None)
     config = BenchmarkConfig(batch_size=args.batch_size, throughput_batch_size=args.throughput_batch_size,
                              runs=args.runs, threads=args.threads)
-    rows = [benchmark(r, loader, config=config) for r in runners]
-    compare(rows)
-    return rows
+    return compare_runners(runners, loader, config)  # interleaved rounds, medians, ratios round by round
 
 
 def _write_rows(rows: list[Any], stage: Path) -> None:

@@ -2,7 +2,7 @@
 
 Train the small CNN; prune 30 % of its channels by activation coverage and fine-tune it; quantize
 the pruned model to int8 with ONNX Runtime; benchmark the three variants the same way on the whole
-test split; and write `results.json`, `results.csv`, `metrics.png`, `history.json`,
+test split (timed in interleaved rounds); and write `results.json`, `results.csv`, `metrics.png`, `history.json`,
 `prune_report.json`, `model.safetensors`, the pruned model and the int8 ONNX file into the run
 folder. The folder is replaced whole at the end, so a crash never leaves a half-written run.
 """
@@ -14,7 +14,15 @@ from pathlib import Path
 
 import torch
 
-from cleanai.benchmark import BenchmarkConfig, Measurement, TorchRunner, benchmark, compare, plot_metrics, save_rows
+from cleanai.benchmark import (
+    BenchmarkConfig,
+    Measurement,
+    TorchRunner,
+    compare,
+    compare_runners,
+    plot_metrics,
+    save_rows,
+)
 from cleanai.data import load_dataset
 from cleanai.io import atomic_dir, save_safetensors, write_json
 from cleanai.models import create_model
@@ -51,7 +59,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20,
                                 progress=progress)
         variants = [TorchRunner(model, name="small_cnn fp32 (torch)"),
                     TorchRunner(pruned, name="small_cnn pruned 30% (torch)"), int8]
-        rows = [benchmark(r, loaders.test, config=bench, metrics=("accuracy", "macro_f1")) for r in variants]
+        rows = compare_runners(variants, loaders.test, bench, metrics=("accuracy", "macro_f1"), show=False)
         int8.save(stage)
         save_rows(rows, stage / "results.json")
         save_rows(rows, stage / "results.csv")

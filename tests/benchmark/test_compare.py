@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from PIL import Image
 
-from cleanai.benchmark import Measurement, compare, load_rows, plot_metrics, save_rows
+from cleanai.benchmark import (
+    BenchmarkConfig,
+    BenchmarkError,
+    Measurement,
+    compare,
+    compare_runners,
+    load_rows,
+    plot_metrics,
+    save_rows,
+)
+from cleanai.errors import UnknownNameError
 
 
 def _row(name: str, accuracy: float, size_mb: float, p50: float, **extra) -> Measurement:
@@ -94,3 +106,58 @@ def test_plot_writes_a_png(rows, tmp_path):
         image.verify()
         assert image.format == "PNG" and min(image.size) > 200
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_an_unreliable_timing_is_shown_beside_its_number_and_flags_its_speedups(rows):
+    reason = "wall time was 3.0x the process CPU time per call"
+    rows[1] = rows[1].model_copy(update={"timing_warning": reason})
+    table = compare(rows, show=False)
+    assert _line(table, "pruned-50%")[5] == "2.000 !"
+    assert _line(table, "pruned-50%")[8] == "2.00x (unreliable)"
+    assert _line(table, "onnx-int8 (acc on 2000 samples)")[8] == "2.50x"  # both of its rows were sound
+    assert f"! timing unreliable for 'pruned-50%': {reason}" in " ".join(table.split())
+    by_pruned = compare(rows, baseline="pruned-50%", show=False)  # an unreliable baseline taints every ratio
+    assert _line(by_pruned, "onnx-int8 (acc on 2000 samples)")[8] == "1.25x (unreliable)"
+
+
+def test_a_speedup_measured_round_by_round_is_shown_against_its_own_baseline(rows):
+    rows[1] = rows[1].model_copy(update={"speedup": 1.8, "speedup_baseline": "resnet20", "rounds": 5})
+    table = compare(rows, show=False)
+    assert _line(table, "pruned-50%")[8] == "1.80x"  # the median of per-round ratios, not 4.0 / 2.0
+    assert "medians of 1/5 interleaved rounds" in " ".join(table.split())
+    assert _line(compare(rows, baseline="onnx-int8", show=False), "pruned-50%")[8] == "0.80x SLOWER"  # 1.6 / 2.0
+
+
+def test_compare_runners_interleaves_rounds_and_takes_ratios_round_by_round(cnn, cnn_loader, waiting_runner):
+    log: list[str] = []
+
+    class Logged(waiting_runner):
+        def __call__(self, inputs):
+            log.append(self.name)
+            return super().__call__(inputs)
+
+    fast, slow = Logged(cnn, 0, busy=True, name="fast"), Logged(cnn, 5, busy=False, name="slow")
+    config = BenchmarkConfig(warmup=1, runs=4, throughput_runs=0, threads=1, progress=False)
+    rows = compare_runners([fast, slow], cnn_loader, config, repeats=3, show=False)
+    segments = [(name, len(list(calls))) for name, calls in itertools.groupby(log)]
+    assert [name for name, _ in segments] == ["fast", "slow", "fast", "slow"]  # fast, slow | slow, fast | fast, slow
+    per_round = 1 + config.warmup + config.runs  # output check + warm-up + timed calls
+    assert segments[2][1] == segments[3][1] * 2 == 2 * per_round
+    assert [r.rounds for r in rows] == [3, 3] and [r.speedup_baseline for r in rows] == ["fast", "fast"]
+    assert rows[0].speedup == 1.0 and rows[1].speedup < 0.5  # 5 ms asleep per call, in every round
+    assert rows[1].timing_warning.startswith("in 3 of 3 rounds, e.g. wall time was")
+    assert rows[0].accuracy == rows[1].accuracy and rows[1].eval_whole_split  # accuracy once each, in round 1
+
+
+def test_compare_runners_refuses_what_it_cannot_compare(cnn, cnn_loader):
+    config = BenchmarkConfig(warmup=0, runs=1, throughput_runs=0, progress=False)
+    with pytest.raises(BenchmarkError, match="repeats must be an integer >= 1, got 0"):
+        compare_runners([cnn], cnn_loader, config, repeats=0)
+    with pytest.raises(BenchmarkError, match=r"runner names must differ.*\['Sequential', 'Sequential'\]"):
+        compare_runners([cnn, cnn], cnn_loader, config)
+    with pytest.raises(UnknownNameError, match="baseline 'b' is not a runner name; names: a"):
+        compare_runners({"a": cnn}, cnn_loader, config, baseline="b")
+    with pytest.raises(IndexError, match="baseline index 2 is out of range for 1 runners"):
+        compare_runners({"a": cnn}, cnn_loader, config, baseline=2)
+    rows = compare_runners({"a": cnn, "b": cnn}, cnn_loader, config, repeats=1, baseline="b", show=False)
+    assert [(r.name, r.rounds, r.speedup_baseline) for r in rows] == [("a", 1, "b"), ("b", 1, "b")]

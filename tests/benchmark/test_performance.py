@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import os
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from cleanai.benchmark import (
     TorchRunner,
     benchmark,
 )
+from cleanai.benchmark.performance import WALL_CPU_FACTOR, timing_warning
 from cleanai.errors import DataError, UnknownNameError
 
 FAST = BenchmarkConfig(warmup=2, runs=15, throughput_batch_size=8, throughput_runs=2, progress=False)
@@ -62,29 +64,34 @@ def test_latency_statistics_are_consistent(cnn, cnn_loader):
     assert (row.batch_size, row.throughput_batch_size) == (1, 8)
 
 
-class WaitingRunner(TorchRunner):
-    """A real TorchRunner that, before each call, either sleeps or computes for `ms` of CPU time."""
-
-    def __init__(self, model: nn.Module, ms: float, busy: bool) -> None:
-        super().__init__(model, name="busy" if busy else "sleeping")
-        self.ns, self.busy = int(ms * 1e6), busy
-
-    def __call__(self, inputs):
-        if self.busy:
-            end = time.process_time_ns() + self.ns
-            while time.process_time_ns() < end:
-                pass
-        else:
-            time.sleep(self.ns / 1e9)
-        return super().__call__(inputs)
-
-
-def test_cpu_latency_counts_computing_and_not_waiting(cnn, cnn_loader):
+def test_cpu_latency_counts_computing_and_not_waiting(cnn, cnn_loader, waiting_runner):
     config = BenchmarkConfig(warmup=1, runs=10, throughput_runs=0, threads=1, progress=False)
-    sleeping = benchmark(WaitingRunner(cnn, 20, busy=False), cnn_loader, config=config)
-    busy = benchmark(WaitingRunner(cnn, 20, busy=True), cnn_loader, config=config)
+    sleeping = benchmark(waiting_runner(cnn, 20, busy=False), cnn_loader, config=config)
+    busy = benchmark(waiting_runner(cnn, 20, busy=True), cnn_loader, config=config)
     assert sleeping.latency_ms_p50 >= 20 and sleeping.latency_cpu_ms_p50 < 10
     assert 20 <= busy.latency_cpu_ms_p50 <= busy.latency_ms_p50 * 1.05
+
+
+def test_a_row_whose_calls_mostly_waited_says_its_timing_is_unreliable(cnn, cnn_loader, waiting_runner):
+    config = BenchmarkConfig(warmup=1, runs=10, throughput_runs=2, threads=1, progress=False)
+    row = benchmark(waiting_runner(cnn, 20, busy=False), cnn_loader, config=config)
+    assert row.timing_warning is not None
+    ratio = float(row.timing_warning.split("wall time was ")[1].split("x")[0])
+    assert ratio > WALL_CPU_FACTOR  # 20 ms asleep per call against well under 10 ms of CPU
+    assert row.load_average == pytest.approx(os.getloadavg()[0], abs=5)
+
+
+@pytest.mark.parametrize(("wall_ms", "cpu_ms", "threads", "load", "reason"), [
+    (10, 10, 1, 0.0, None),  # computed all along on an idle machine
+    (10, 20, 2, 1.9, None),  # the load is this process's own two threads (CPU = 2x wall)
+    (10, 20, 2, 2.3, None),  # two threads busy (CPU = 2x wall), 0.3 cores of other load: within the slack
+    (30, 10, 1, 0.0, "wall time was 3.0x the process CPU time per call"),
+    (10, 10, 2, 3.0, "2 thread(s) but only 0.0 of 2 cores idle (1-min load average 3.00, of which about 1.0 this"),
+    (10, 10, 1, 4.0, "1 thread(s) but only 0.0 of 2 cores idle"),
+])
+def test_timing_warning_names_waiting_and_too_few_idle_cores(wall_ms, cpu_ms, threads, load, reason):
+    warning = timing_warning(np.full(5, wall_ms * 1e6), np.full(5, cpu_ms * 1e6), threads, 2, load)
+    assert warning is None if reason is None else reason in warning
 
 
 def test_timed_inputs_are_the_first_batch_resliced_to_each_batch_size(cnn):

@@ -1,6 +1,6 @@
 """Benchmark: one Runner protocol and one PerformanceBenchmark, so every variant is measured the same way."""
 
-from cleanai.benchmark.compare import compare, load_rows, plot_metrics, save_rows
+from cleanai.benchmark.compare import compare, compare_runners, load_rows, plot_metrics, save_rows
 from cleanai.benchmark.flops import count_macs
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
@@ -30,6 +30,7 @@ __all__ = [
     "as_runner",
     "benchmark",
     "compare",
+    "compare_runners",
     "count_macs",
     "environment",
     "load_rows",

@@ -1,4 +1,9 @@
-"""Rows in, comparisons out: a table with ratios against a baseline, JSON/CSV files, and a bubble plot."""
+"""Rows in, comparisons out: a table with ratios against a baseline, JSON/CSV files, and a bubble plot.
+
+`compare_runners` is the benchmark method of BENCHMARKS.md as one call: every variant measured in one
+process, timed in interleaved rounds (the order reversed every other round), medians of the rounds
+quoted, and speed-ups taken round by round against a baseline (the median of those ratios).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,20 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from cleanai.benchmark.performance import Measurement
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cleanai.benchmark.performance import BenchmarkConfig, Measurement, PerformanceBenchmark
+from cleanai.benchmark.runners import BenchmarkError, Runner
+from cleanai.errors import UnknownNameError
 from cleanai.io import atomic_open, atomic_path, write_json
 
 RowsLike = Iterable[Measurement | Mapping[str, Any]]
@@ -50,18 +61,25 @@ def _baseline(rows: list[Measurement], baseline: str | int | None) -> Measuremen
 
 
 def _speedup(base: Measurement, row: Measurement) -> str:
-    if not row.latency_ms_p50:
+    if row.speedup is not None and row.speedup_baseline == base.name:
+        ratio = row.speedup  # measured round by round against this baseline
+    elif row.latency_ms_p50:
+        ratio = base.latency_ms_p50 / row.latency_ms_p50
+    else:
         return "-"
-    ratio = base.latency_ms_p50 / row.latency_ms_p50
-    return f"{ratio:.2f}x" + (" SLOWER" if ratio < 1 else "")
+    unreliable = " (unreliable)" if row.timing_warning or base.timing_warning else ""
+    return f"{ratio:.2f}x" + (" SLOWER" if ratio < 1 else "") + unreliable
 
 
 def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = True) -> str:
     """Render rows as a table with speed-up (baseline p50 / p50) and size ratio (baseline MB / MB); print it.
 
     `baseline` is a row name or index (default: the first row). A row slower than the baseline is
-    flagged in its speed-up cell and the caption (a quantized model can be: say so, never hide it).
-    `CPU ms` is the process CPU time per call (see `cleanai.benchmark.performance`). Returns the plain-text table.
+    flagged in its speed-up cell and the caption (a quantized model can be: say so, never hide it), and
+    so is a row whose timing is unreliable (`timing_warning`: its p50 gets a "!", every speed-up computed
+    from it "(unreliable)", the caption the reason). Rows from `compare_runners` carry their speed-up, the
+    median of per-round ratios, which is shown instead of the ratio of medians. `CPU ms` is the process CPU
+    time per call (see `cleanai.benchmark.performance`). Returns the plain-text table.
     """
     rows = _rows(rows)
     base = _baseline(rows, baseline)
@@ -76,7 +94,7 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
             f"{100 * (r.accuracy - base.accuracy):+.2f}",
             f"{r.size_mb:.3f}",
             f"{base.size_mb / r.size_mb:.2f}x" if r.size_mb else "-",
-            f"{r.latency_ms_p50:.3f}",
+            f"{r.latency_ms_p50:.3f}" + (" !" if r.timing_warning else ""),
             f"{r.latency_ms_std:.3f}",
             "-" if r.latency_cpu_ms_p50 is None else f"{r.latency_cpu_ms_p50:.3f}",
             _speedup(base, r),
@@ -92,14 +110,95 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
         notes.append(f"SLOWER than the baseline {base.name!r}: {', '.join(slower)}")
     if len({(r.cpu, r.threads, r.batch_size) for r in rows}) > 1:
         notes.append("rows differ in CPU, threads or batch size: their latency ratios are not like for like")
+    rounds = {r.rounds for r in rows}
+    if rounds != {1}:
+        notes.append(f"latencies: medians of {'/'.join(map(str, sorted(rounds)))} interleaved rounds; speed-ups: "
+                     "median of the per-round ratios")
+    notes += [f"! timing unreliable for {r.name!r}: {r.timing_warning}" for r in rows if r.timing_warning]
     if table.rows and notes:
-        table.caption = "; ".join(notes)
+        table.caption = "\n".join(notes)
     buffer = io.StringIO()
     Console(file=buffer, width=240, no_color=True).print(table)
     text = buffer.getvalue()
     if show:  # as wide as the table needs, so no cell is cut on a narrow terminal
         Console(width=max(len(line) for line in text.splitlines())).print(table)
     return text
+
+
+def compare_runners(
+    runners: Sequence[Runner | nn.Module] | Mapping[str, Runner | nn.Module],
+    data: DataLoader | Dataset,
+    config: BenchmarkConfig | None = None,
+    *,
+    repeats: int = 3,
+    baseline: str | int = 0,
+    metrics: Sequence[str] = ("accuracy",),
+    show: bool = True,
+) -> list[Measurement]:
+    """Benchmark every runner on `data` the same way, timing them in `repeats` interleaved rounds; one row each.
+
+    Round 1 is a full `benchmark` of each runner (accuracy, size, MACs, timing); later rounds time them
+    again, in reversed order every other round, so drifts of a shared machine fall on all variants alike.
+    A row's latencies and throughput are the medians over the rounds (`rounds`); its `speedup` /
+    `speedup_cpu` is the median over rounds of the baseline's p50 / its p50 within the same round; its
+    `timing_warning` says in how many rounds the timing was unreliable, and why. `runners` may be named by
+    a mapping; `baseline` is a name or an index. Prints the `compare` table unless `show` is False.
+    """
+    if repeats < 1:
+        raise BenchmarkError(f"repeats must be an integer >= 1, got {repeats}")
+    named = list(runners.items()) if isinstance(runners, Mapping) else [(None, r) for r in runners]
+    if not named:
+        raise BenchmarkError("no runners given: pass at least one Runner or nn.Module")
+    benches = [PerformanceBenchmark(r, data, name=n, config=config, metrics=metrics) for n, r in named]
+    names = [b.name for b in benches]
+    if len(set(names)) != len(names):
+        raise BenchmarkError(f"runner names must differ to be compared; got {names}: name them (pass a mapping)")
+    base_index = _index(names, baseline)  # checked before the measuring starts
+    firsts = [b.run() for b in benches]
+    rounds: list[list[dict[str, Any]]] = [[row.model_dump() for row in firsts]]
+    for i in range(1, repeats):
+        order = range(len(benches)) if i % 2 == 0 else reversed(range(len(benches)))
+        timings: dict[int, dict[str, Any]] = {j: benches[j].time() for j in order}
+        rounds.append([timings[j] for j in range(len(benches))])
+    rows = [_merge(first, [rnd[j] for rnd in rounds], [rnd[base_index] for rnd in rounds], names[base_index])
+            for j, first in enumerate(firsts)]
+    compare(rows, baseline=base_index, show=show)
+    return rows
+
+
+def _index(names: list[str], baseline: str | int) -> int:
+    """The baseline's position among `names`, given by name or (possibly negative) index."""
+    if isinstance(baseline, int):
+        if not -len(names) <= baseline < len(names):
+            raise IndexError(f"baseline index {baseline} is out of range for {len(names)} runners")
+        return baseline % len(names)
+    if baseline not in names:
+        raise UnknownNameError(f"baseline {baseline!r} is not a runner name; names: {', '.join(names)}")
+    return names.index(baseline)
+
+
+_TIMING = ("latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
+           "latency_cpu_ms_p50", "throughput", "load_average")
+
+
+def _merge(first: Measurement, timings: list[dict[str, Any]], base: list[dict[str, Any]],
+           base_name: str) -> Measurement:
+    """One row from its rounds: medians of the timing fields, per-round speed-ups against `base`, warnings counted."""
+    merged: dict[str, Any] = {}
+    for key in _TIMING:
+        values = [t[key] for t in timings if t[key] is not None]
+        merged[key] = statistics.median(values) if values else None
+    warned = [t["timing_warning"] for t in timings if t["timing_warning"]]
+    warning = None
+    if warned:
+        warning = (warned[0] if len(timings) == 1
+                   else f"in {len(warned)} of {len(timings)} rounds, e.g. {warned[0]}")
+    return first.model_copy(update={
+        **merged, "timing_warning": warning, "rounds": len(timings), "speedup_baseline": base_name,
+        "speedup": statistics.median(b["latency_ms_p50"] / t["latency_ms_p50"] for b, t in zip(base, timings)),
+        "speedup_cpu": statistics.median(b["latency_cpu_ms_p50"] / max(t["latency_cpu_ms_p50"], 1e-9)
+                                         for b, t in zip(base, timings)),
+    })
 
 
 def save_rows(rows: RowsLike, path: str | os.PathLike[str]) -> Path:

@@ -10,6 +10,11 @@ thread that is the call's latency minus the time other processes took the core a
 pressure on shared caches and memory): on a shared machine it is the steadier number to compare
 single-thread variants by (wall time stays the one a user waits for). With more threads it adds up
 every thread's work, spinning included, so it is not a latency.
+
+Timing sanity: a row whose timed calls spent much longer on the clock than on the CPU (the process
+waited: preempted or blocked), or that used more threads than the machine had idle cores (by the 1-min
+load average, this process's own share taken out), carries the reason in `timing_warning`; `compare`
+prints it beside the number and flags every speed-up computed from such a row.
 """
 
 from __future__ import annotations
@@ -98,6 +103,12 @@ class Measurement(BaseModel):
     latency_ms_p99: float
     latency_runs: int
     latency_cpu_ms_p50: float | None = None  # median process CPU ms per call (see the module docstring)
+    load_average: float | None = None  # the machine's 1-min load average right after the timed calls
+    timing_warning: str | None = None  # why the latencies may not mean what they say (see `timing_warning`)
+    rounds: int = 1  # interleaved rounds the latencies are medians of (`compare_runners`)
+    speedup: float | None = None  # median over rounds of speedup_baseline's p50 / this row's p50 (wall time)
+    speedup_cpu: float | None = None  # the same from process CPU time per call
+    speedup_baseline: str | None = None
     throughput: float | None
     params: int | None
     macs: int | None
@@ -165,6 +176,33 @@ def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -
     return wall, cpu
 
 
+# A timed call whose wall time exceeds its process CPU time by this factor mostly waited (summed over the calls).
+WALL_CPU_FACTOR = 2.0
+# Threads may exceed the idle cores by this much before a row is flagged (load averages are smoothed estimates).
+IDLE_CORE_SLACK = 0.5
+
+
+def timing_warning(wall_ns: np.ndarray, cpu_ns: np.ndarray, threads: int, cores: int,
+                   load: float | None) -> str | None:
+    """Why timings may mislead, or None: wall time `WALL_CPU_FACTOR`x the CPU time, or `threads` above the idle cores.
+
+    Idle cores = `cores` minus the 1-min `load` average not due to this process (its CPU time over wall time
+    during the timed calls, at most `threads`, is taken as its own share).
+    """
+    wall, cpu = float(np.sum(wall_ns)), max(float(np.sum(cpu_ns)), 1.0)
+    reasons = []
+    if wall > WALL_CPU_FACTOR * cpu:
+        reasons.append(f"wall time was {wall / cpu:.1f}x the process CPU time per call (the process waited: "
+                       "preempted by other processes or blocked)")
+    if load is not None and wall > 0:
+        own = min(cpu / wall, threads)
+        idle = cores - max(0.0, load - own)
+        if threads > idle + IDLE_CORE_SLACK:
+            reasons.append(f"{threads} thread(s) but only {max(idle, 0.0):.1f} of {cores} cores idle (1-min load "
+                           f"average {load:.2f}, of which about {own:.1f} this process)")
+    return "; ".join(reasons) or None
+
+
 def _artifact_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -185,9 +223,12 @@ def environment() -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             continue
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
     features = " ".join(f for f in SPEED_FLAGS if f in cpu_flags())
-    return {"cpu": cpu_name(), "cpu_count": cores, "cpu_features": features, "versions": versions}
+    return {"cpu": cpu_name(), "cpu_count": _usable_cores(), "cpu_features": features, "versions": versions}
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 class PerformanceBenchmark:
@@ -217,6 +258,7 @@ class PerformanceBenchmark:
             self.loader = DataLoader(data, batch_size=self.config.throughput_batch_size, shuffle=False)
         else:
             raise DataError(f"data must be a DataLoader or a Dataset, got {type(data).__name__}")
+        self._first: Any = None  # the first batch's inputs: what every timed call is made of
 
     def _call(self, inputs: Any) -> torch.Tensor:
         """Run the runner once and check it returned one row of logits per sample."""
@@ -262,22 +304,11 @@ class PerformanceBenchmark:
         torch.manual_seed(cfg.seed)
         try:
             self.runner.set_threads(threads)
-            scores, n_eval, whole, first = self._evaluate()
-
-            inputs = _resize(first, cfg.batch_size)
-            self._call(inputs)
-            lat, lat_cpu = (t / 1e6 for t in _time_calls(self.runner, inputs, cfg.warmup, cfg.runs))
-
-            throughput = None
-            if cfg.throughput_runs:
-                big = _resize(first, cfg.throughput_batch_size)
-                self._call(big)  # one untimed call: checks the output and warms up the larger shapes
-                seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs)[0].sum() / 1e9
-                throughput = cfg.throughput_batch_size * cfg.throughput_runs / seconds
-
+            scores, n_eval, whole, self._first = self._evaluate()
+            timing = self._time(threads)
             with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
                 size_mb = _artifact_bytes(Path(self.runner.save(tmp))) / 1e6
-            macs = self._macs(_resize(first, 1))
+            macs = self._macs(_resize(self._first, 1))
             params = self.runner.num_params()
         finally:
             torch.set_num_threads(torch_threads)
@@ -286,14 +317,7 @@ class PerformanceBenchmark:
             accuracy=scores["accuracy"],
             metrics=scores,
             size_mb=size_mb,
-            latency_ms_mean=float(lat.mean()),
-            latency_ms_std=float(lat.std(ddof=1)) if len(lat) > 1 else 0.0,
-            latency_ms_p50=float(np.percentile(lat, 50)),
-            latency_ms_p90=float(np.percentile(lat, 90)),
-            latency_ms_p99=float(np.percentile(lat, 99)),
-            latency_runs=len(lat),
-            latency_cpu_ms_p50=float(np.percentile(lat_cpu, 50)),
-            throughput=throughput,
+            **timing,
             params=params,
             macs=macs,
             batch_size=cfg.batch_size,
@@ -306,6 +330,50 @@ class PerformanceBenchmark:
             **environment(),
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
+
+    def time(self) -> dict[str, Any]:
+        """Only the timing fields of a row (latencies, throughput, load, warning), on the batch `run` timed.
+
+        What `compare_runners` repeats in its interleaved rounds; before any `run`, the first batch is read.
+        """
+        cfg = self.config
+        threads = cfg.threads or torch.get_num_threads()
+        torch_threads = torch.get_num_threads()
+        if self._first is None:
+            self._first = _split_batch(next(iter(self.loader)))[0]
+        try:
+            self.runner.set_threads(threads)
+            return self._time(threads)
+        finally:
+            torch.set_num_threads(torch_threads)
+
+    def _time(self, threads: int) -> dict[str, Any]:
+        """Latency at `batch_size` and throughput at `throughput_batch_size` on the first batch, resized."""
+        cfg = self.config
+        inputs = _resize(self._first, cfg.batch_size)
+        self._call(inputs)
+        wall_ns, cpu_ns = _time_calls(self.runner, inputs, cfg.warmup, cfg.runs)
+        lat, lat_cpu = wall_ns / 1e6, cpu_ns / 1e6
+        throughput = None
+        if cfg.throughput_runs:
+            big = _resize(self._first, cfg.throughput_batch_size)
+            self._call(big)  # one untimed call: checks the output and warms up the larger shapes
+            big_wall, big_cpu = _time_calls(self.runner, big, 0, cfg.throughput_runs)
+            throughput = cfg.throughput_batch_size * cfg.throughput_runs / (big_wall.sum() / 1e9)
+            wall_ns, cpu_ns = np.concatenate([wall_ns, big_wall]), np.concatenate([cpu_ns, big_cpu])
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return {
+            "latency_ms_mean": float(lat.mean()),
+            "latency_ms_std": float(lat.std(ddof=1)) if len(lat) > 1 else 0.0,
+            "latency_ms_p50": float(np.percentile(lat, 50)),
+            "latency_ms_p90": float(np.percentile(lat, 90)),
+            "latency_ms_p99": float(np.percentile(lat, 99)),
+            "latency_runs": len(lat),
+            "latency_cpu_ms_p50": float(np.percentile(lat_cpu, 50)),
+            "throughput": throughput,
+            "load_average": load,
+            "timing_warning": timing_warning(wall_ns, cpu_ns, threads, _usable_cores(), load),
+        }
 
     def _macs(self, sample: Any) -> int | None:
         """MACs per sample (counted on a batch of one); a counter failure is a warning, not a lost benchmark."""
