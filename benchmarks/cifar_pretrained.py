@@ -5,7 +5,8 @@
 2. Fine-tunes those named by `--finetune` for `--epochs` on the JPEG training split (45,000 images; 5,000 held out for
    validation) with the Trainer and reports the new test accuracy. The fine-tuned weights are saved
    to `--out` (default runs/finetuned/) for the pruning and quantization benchmarks.
-Usage: python benchmarks/cifar_pretrained.py [--depths 20 56] [--finetune 20] [--epochs 3] [--threads 2]
+Raw rows: benchmarks/results/cifar_pretrained/<--run>/rows.json.
+Usage: python benchmarks/cifar_pretrained.py [--depths 20 56] [--finetune 20] [--epochs 3] [--threads 2] [--run NAME]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,7 +23,7 @@ from cleanai.io import save_safetensors
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer
 
-from _report import machine  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
 
 STATED = {20: 81.03, 56: 83.20}
 
@@ -34,12 +36,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("runs/finetuned"))
+    parser.add_argument("--out", type=Path, default=Path("runs/finetuned"), help="where the fine-tuned weights go")
+    parser.add_argument("--run", default="latest", help="name of the results folder")
     args = parser.parse_args()
+    record = {**_report.provenance(args), "rows": []}
     torch.set_num_threads(args.threads)
     splits = load_dataset("cifar10")
     loaders = splits.loaders(batch_size=args.batch_size, eval_batch_size=500)
-    rows = []
     for depth in args.depths:
         model = create_model(f"resnet{depth}", pretrained="akamaster")
         config = TrainConfig(epochs=args.epochs, optimizer="sgd", lr=args.lr,
@@ -48,7 +51,7 @@ def main() -> None:
         trainer = Trainer(model, config=config)
         before = 100 * trainer.evaluate(loaders.test)["accuracy"]
         if depth not in args.finetune:
-            rows.append((f"ResNet-{depth}", f"{STATED[depth]:.2f}", f"{before:.2f}", "-", "-", "-"))
+            record["rows"].append({"depth": depth, "stated": STATED[depth], "before": before})
             continue
         start = time.perf_counter()
         trainer.fit(loaders.train, loaders.val)
@@ -56,16 +59,28 @@ def main() -> None:
         after = 100 * trainer.evaluate(loaders.test)["accuracy"]
         save_safetensors(model, args.out / f"resnet{depth}_cifar10jpeg.safetensors",
                          metadata={"base": "akamaster", "epochs": str(args.epochs), "test_accuracy": f"{after:.2f}"})
-        rows.append((f"ResNet-{depth}", f"{STATED[depth]:.2f}", f"{before:.2f}", f"{after:.2f}",
-                     f"{after - before:+.2f}", f"{minutes:.1f}"))
-        print(rows[-1], flush=True)
-    print("\n" + machine(f"{args.threads} thread(s)"))
-    print(f"Fine-tuning: SGD(momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch {args.batch_size}, "
-          f"{args.epochs} epochs on 45,000 JPEG training images (random crop + flip); test = all 10,000 images.\n")
-    print("| model | stated in README % | akamaster, measured % | after fine-tuning % | gain pp | fine-tune minutes |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        record["rows"].append({"depth": depth, "stated": STATED[depth], "before": before, "after": after,
+                               "minutes": minutes})
+        print(record["rows"][-1], flush=True)
+    _report.finish(record, args.run, _report.machine(f"{args.threads} thread(s)"))
+    print(render(record))
+
+
+def render(record: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run, from its record."""
+    args = record["args"]
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        tuned = "after" in r
+        return [f"ResNet-{r['depth']}", f"{r['stated']:.2f}", f"{r['before']:.2f}",
+                f"{r['after']:.2f}" if tuned else "-", f"{r['after'] - r['before']:+.2f}" if tuned else "-",
+                f"{r['minutes']:.1f}" if tuned else "-"]
+    return "\n".join([
+        _report.heading(record), "",
+        f"Fine-tuning: SGD(momentum 0.9, nesterov, wd 5e-4), lr {args['lr']} cosine, batch {args['batch_size']}, "
+        f"{args['epochs']} epochs on 45,000 JPEG training images (random crop + flip); test = all 10,000 images.", "",
+        _report.table(["model", "stated in README %", "akamaster, measured %", "after fine-tuning %", "gain pp",
+                       "fine-tune minutes"], [cells(r) for r in record["rows"]])])
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@
 (c) Steadiness under contention: the same benchmark while `--hogs` busy processes compete for the
     cores, against the quiet run of (b): how much wall time and CPU time per call stretch.
 
-Prints a markdown table for BENCHMARKS.md, with the machine, threads and load average (other
-processes on a shared machine are the main source of noise).
-Usage: python benchmarks/harness_overhead.py [--threads 1] [--runs 300] [--repeats 11] [--hogs 2]
+Writes its raw numbers to benchmarks/results/harness_overhead/<--run>/rows.json and prints the table of
+BENCHMARKS.md, with the machine, threads and load average (other processes on a shared machine are the main
+source of noise). The bare loop is not a Runner, so its pairs are interleaved here, not by `compare_runners`.
+Usage: python benchmarks/harness_overhead.py [--threads 1] [--runs 300] [--repeats 11] [--hogs 2] [--run NAME]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cleanai.benchmark import BenchmarkConfig, Measurement, PerformanceBenchmark, TorchRunner
 
-from _report import machine  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
 
 
 def make_model(width: int, depth: int) -> nn.Module:
@@ -113,58 +114,70 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11, help="interleaved harness/bare pairs")
     parser.add_argument("--hogs", type=int, default=len(os.sched_getaffinity(0)),
                         help="competing busy processes in (c) (default: one per usable core)")
+    parser.add_argument("--run", default="latest", help="name of the results folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
+    record = _report.provenance(args)
 
     model, depth = calibrate(1.0)
     bare, harness = interleaved(model, 1024, args)
-    ratios = [h / b for b, h in zip(bare, harness)]
-    overhead = statistics.median(ratios) - 1
-
     tiny_bare, tiny_harness = interleaved(make_model(16, 0), 16, args)
-    per_call_us = statistics.median(1000 * (h - b) for b, h in zip(tiny_bare, tiny_harness))
-
     data = DataLoader(TensorDataset(torch.randn(64, 1024), torch.zeros(64, dtype=torch.long)), batch_size=64)
     config = BenchmarkConfig(warmup=args.warmup, runs=args.runs, throughput_runs=0, threads=args.threads,
                              progress=False)
     first, second = harness_row(model, data, config), harness_row(model, data, config)
-    repeat_ratio = second.latency_ms_p50 / first.latency_ms_p50
-    repeat_cpu = second.latency_cpu_ms_p50 / first.latency_cpu_ms_p50
     loaded = contended_row(model, data, config, args.hogs)
-    stretch, stretch_cpu = (loaded.latency_ms_p50 / second.latency_ms_p50,
-                            loaded.latency_cpu_ms_p50 / second.latency_cpu_ms_p50)
+    record.update(depth=depth, bare_ms=bare, harness_ms=harness, tiny_bare_ms=tiny_bare, tiny_harness_ms=tiny_harness,
+                  **{name: row.model_dump(mode="json") for name, row in
+                     (("first", first), ("second", second), ("contended", loaded))})
+    _report.finish(record, args.run, _report.machine(f"{args.threads} thread(s)", load_before))
+    print(render(record))
 
-    print(machine(f"{args.threads} thread(s)", load_before))
-    print(f"Model: {depth}x Linear(1024, 1024)+ReLU + Linear(1024, 10), batch 1; {args.runs} timed calls "
-          f"after {args.warmup} warm-up per measurement, {args.repeats} interleaved pairs.\n")
+
+def render(record: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run, from its record."""
+    args, bare, harness = record["args"], record["bare_ms"], record["harness_ms"]
+    first, second, loaded = record["first"], record["second"], record["contended"]
+    ratios = [h / b for b, h in zip(bare, harness)]
+    overhead = statistics.median(ratios) - 1
+    per_call_us = statistics.median(1000 * (h - b) for b, h in zip(record["tiny_bare_ms"], record["tiny_harness_ms"]))
+    repeat_ratio = second["latency_ms_p50"] / first["latency_ms_p50"]
+    repeat_cpu = second["latency_cpu_ms_p50"] / first["latency_cpu_ms_p50"]
+    stretch = loaded["latency_ms_p50"] / second["latency_ms_p50"]
+    stretch_cpu = loaded["latency_cpu_ms_p50"] / second["latency_cpu_ms_p50"]
     pairs = ", ".join(f"{100 * (r - 1):+.1f}" for r in ratios)
-    table = [
-        ("measurement", "result", "goal", "met"),
-        ("---", "---", "---", "---"),
-        (f"bare perf_counter_ns loop, p50 (median of {args.repeats})", f"{statistics.median(bare):.4f} ms",
+    rows = [
+        (f"bare perf_counter_ns loop, p50 (median of {args['repeats']})", f"{statistics.median(bare):.4f} ms",
          "~1 ms", "-"),
-        (f"PerformanceBenchmark, p50 (median of {args.repeats})", f"{statistics.median(harness):.4f} ms", "-", "-"),
+        (f"PerformanceBenchmark, p50 (median of {args['repeats']})", f"{statistics.median(harness):.4f} ms", "-", "-"),
         ("(a) harness overhead: median per-pair p50 ratio - 1", f"{100 * overhead:+.2f} % (pairs: {pairs})",
          "< 1 %", abs(overhead) < 0.01),
         ("(a) harness overhead: best harness p50 / best bare p50 - 1 (least disturbed by other processes)",
          f"{100 * (min(harness) / min(bare) - 1):+.2f} %", "< 1 %", abs(min(harness) / min(bare) - 1) < 0.01),
         ("(a) harness cost per call on Linear(16, 10): median p50 difference",
-         f"{per_call_us:+.2f} us (bare p50 {1000 * statistics.median(tiny_bare):.2f} us), "
+         f"{per_call_us:+.2f} us (bare p50 {1000 * statistics.median(record['tiny_bare_ms']):.2f} us), "
          f"{per_call_us / 10:+.2f} % of 1 ms", "< 10 us", per_call_us < 10),
         ("(b) back-to-back runs: p50 ratio 2nd / 1st",
-         f"{repeat_ratio:.4f} ({first.latency_ms_p50:.4f} / {second.latency_ms_p50:.4f} ms)",
+         f"{repeat_ratio:.4f} ({first['latency_ms_p50']:.4f} / {second['latency_ms_p50']:.4f} ms)",
          "within 5 %", abs(repeat_ratio - 1) <= 0.05),
         ("(b) back-to-back runs: CPU-time p50 ratio 2nd / 1st",
-         f"{repeat_cpu:.4f} ({first.latency_cpu_ms_p50:.4f} / {second.latency_cpu_ms_p50:.4f} ms)",
+         f"{repeat_cpu:.4f} ({first['latency_cpu_ms_p50']:.4f} / {second['latency_cpu_ms_p50']:.4f} ms)",
          "within 5 %", abs(repeat_cpu - 1) <= 0.05),
-        (f"(c) with {args.hogs} busy processes competing: wall p50 / quiet wall p50",
-         f"{stretch:.3f} ({loaded.latency_ms_p50:.4f} ms)", "-", "-"),
-        (f"(c) with {args.hogs} busy processes competing: CPU p50 / quiet CPU p50",
-         f"{stretch_cpu:.3f} ({loaded.latency_cpu_ms_p50:.4f} ms)", "-", "-"),
+        (f"(c) with {args['hogs']} busy processes competing: wall p50 / quiet wall p50",
+         f"{stretch:.3f} ({loaded['latency_ms_p50']:.4f} ms)", "-", "-"),
+        (f"(c) with {args['hogs']} busy processes competing: CPU p50 / quiet CPU p50",
+         f"{stretch_cpu:.3f} ({loaded['latency_cpu_ms_p50']:.4f} ms)", "-", "-"),
     ]
-    for row in table:
-        print("| " + " | ".join(("yes" if c else "no") if isinstance(c, bool) else c for c in row) + " |")
+    flagged = [f"- {name} run: {row['timing_warning']}" for name, row in
+               (("1st (b)", first), ("2nd (b)", second), ("contended (c)", loaded)) if row["timing_warning"]]
+    return "\n".join([
+        _report.heading(record), "",
+        f"Model: {record['depth']}x Linear(1024, 1024)+ReLU + Linear(1024, 10), batch 1; {args['runs']} timed calls "
+        f"after {args['warmup']} warm-up per measurement, {args['repeats']} interleaved pairs.", "",
+        _report.table(["measurement", "result", "goal", "met"],
+                      [[("yes" if c else "no") if isinstance(c, bool) else c for c in row] for row in rows]),
+        *(["", "Timing flagged by the harness:", "", *flagged] if flagged else [])])
 
 
 if __name__ == "__main__":

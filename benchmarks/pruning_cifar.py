@@ -52,7 +52,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, benchmark
+from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, compare_runners
 from cleanai.data import load_dataset
 from cleanai.export import export_onnx
 from cleanai.models import create_model
@@ -168,28 +168,24 @@ def deployed(model: nn.Module, example: torch.Tensor) -> dict[str, Runner]:
         return {"torch": TorchRunner(model), "ort": OrtRunner(path.read_bytes(), name="onnxruntime")}
 
 
-def latency_ms(runner: Runner, batch: int, runs: int, loader: DataLoader,
-               args: argparse.Namespace) -> tuple[float, float]:
-    """(wall, process CPU) median ms per call at `batch`, timed by the benchmark harness."""
-    config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=runs, throughput_runs=0, threads=args.threads,
-                             max_eval_batches=1, progress=False)
-    row = benchmark(runner, loader, config=config)
-    return row.latency_ms_p50, row.latency_cpu_ms_p50
-
-
-def paired_latencies(model: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
-    """p50 ms of the unpruned and the pruned model in torch and ONNX Runtime at batch 1 and 64, interleaved
-    `--repeats` times (medians); keys `<torch|ort>_<unpruned|pruned>_<wall|cpu>_b<batch>`."""
+def paired_latencies(model: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """p50 ms of the unpruned and the pruned model in torch and ONNX Runtime at batch 1 and 64, timed by
+    `compare_runners` in `--repeats` interleaved rounds (medians); keys `<torch|ort>_<unpruned|pruned>_<wall|cpu>_b<batch>`,
+    `<torch|ort>_speedup_<wall|cpu>_b<batch>` (median of per-round ratios) and `<torch|ort>_warning_b<batch>`."""
     pruned = deployed(model, data["example"])
-    times: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        for batch, runs in ((1, args.runs), (64, args.runs_64)):
-            for runtime in ("torch", "ort"):
-                for who, runner in (("unpruned", data["unpruned"][runtime]), ("pruned", pruned[runtime])):
-                    wall, cpu = latency_ms(runner, batch, runs, data["timing"], args)
-                    times.setdefault(f"{runtime}_{who}_wall_b{batch}", []).append(wall)
-                    times.setdefault(f"{runtime}_{who}_cpu_b{batch}", []).append(cpu)
-    return {key: statistics.median(values) for key, values in times.items()}
+    out: dict[str, Any] = {}
+    for batch, runs in ((1, args.runs), (64, args.runs_64)):
+        config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=runs, throughput_runs=0,
+                                 threads=args.threads, max_eval_batches=1, progress=False)
+        for runtime in ("torch", "ort"):
+            before, after = compare_runners({"unpruned": data["unpruned"][runtime], "pruned": pruned[runtime]},
+                                            data["timing"], config, repeats=args.repeats, show=False)
+            for who, row in (("unpruned", before), ("pruned", after)):
+                out[f"{runtime}_{who}_wall_b{batch}"] = row.latency_ms_p50
+                out[f"{runtime}_{who}_cpu_b{batch}"] = row.latency_cpu_ms_p50
+            out[f"{runtime}_speedup_wall_b{batch}"], out[f"{runtime}_speedup_cpu_b{batch}"] = after.speedup, after.speedup_cpu
+            out[f"{runtime}_warning_b{batch}"] = "; ".join(filter(None, (before.timing_warning, after.timing_warning))) or None
+    return out
 
 
 def forward_seconds(model: nn.Module, batches: list[Any]) -> float:
@@ -386,11 +382,13 @@ def render(record: dict[str, Any]) -> str:
         return "-" if value is None else f"{value:.2f}" if batch == 1 else f"{value:.1f}"
 
     def speedup(r: dict[str, Any], runtime: str, per_mac: bool = False) -> str:
+        """Batch-64 speed-up: the median of per-round ratios (rows timed before it was kept: ratio of medians)."""
         before, after = (r.get(f"{runtime}_{who}_{clock}_b64") for who in ("unpruned", "pruned"))
         if after is None:
             return "-"
-        ratio = before / after
-        return f"{ratio / r['macs_reduction']:.2f}" if per_mac else f"{ratio:.2f}x"
+        ratio = r.get(f"{runtime}_speedup_{clock}_b64") or before / after
+        flag = " !" if r.get(f"{runtime}_warning_b64") else ""
+        return f"{ratio / r['macs_reduction']:.2f}{flag}" if per_mac else f"{ratio:.2f}x{flag}"
 
     def tuned(r: dict[str, Any], key: str = "accuracy_finetuned") -> str:
         return f"{r[key]:.2f}" if tuned_any else "-"
@@ -405,7 +403,9 @@ def render(record: dict[str, Any]) -> str:
            f"per variant, the unpruned control included: {record['budget']}. Test: {record['test_images']:,} images; "
            f"validation (selects the criterion): {record['val_images']:,} held-out images. Latency: "
            f"{args['threads']} thread(s), p50 (median of {args['repeats']} interleaved rounds); speed-ups from CPU "
-           "time when one thread is used. Drops are against the unpruned control.", ""]
+           "time when one thread is used, each the median of per-round ratios; \"!\" marks a speed-up whose timing the "
+           "harness flagged (wall time far above CPU time, or more threads than idle cores). Drops are against the "
+           "unpruned control.", ""]
     first = table1[0]
     out.append(table(
         ["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "val acc fine-tuned %", "test acc fine-tuned %",

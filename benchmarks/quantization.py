@@ -12,14 +12,16 @@ TextClassifier.save_pretrained directory, or fine-tuned here and saved under `--
 dynamic int8, torch fp32 and torch dynamic int8, through TextClassifierRunner (tokenising is timed), at
 batch 1 on the query "What is the pin number for my account?". Goals: ORT int8 >= 1.8x faster than ORT
 fp32, >= 3.5x smaller, accuracy within 0.5 point.
-Latency: p50 of `--runs` calls (`--runs-64` at batch 64) per cell; the variants of a part are timed
-interleaved, `--repeats` rounds in one process (order alternating), and the median of the rounds is
-quoted. With one thread the process CPU time per call is quoted beside the wall time ("cpu"): on a
-shared machine other processes stretch wall times (the longer a call, the likelier it is preempted),
-which CPU time leaves out. Accuracy: once per variant on the whole test split (or a seeded `--test-subset` /
-`--text-test-subset`, which the table says). Size: bytes of the saved artifact. Rows go to `--out` as JSON.
+Latency: p50 of `--runs` calls (`--runs-64` at batch 64) per cell; the variants of a part are timed by
+`compare_runners`, `--repeats` interleaved rounds in one process, medians quoted, speed-ups the median of
+per-round ratios; a cell the harness found unreliable is marked "!". With one thread the process CPU time
+per call is quoted beside the wall time ("cpu"): on a shared machine other processes stretch wall times
+(the longer a call, the likelier it is preempted), which CPU time leaves out. Accuracy: once per variant on
+the whole test split (or a seeded `--test-subset` / `--text-test-subset`, which the table says). Size: bytes
+of the saved artifact. Artifacts go to `--out`; raw rows to benchmarks/results/quantization/<--run>/rows.json.
 Usage: python benchmarks/quantization.py [--part cifar|text|all] [--depth 56] [--threads 1 2] [--runs 100]
        [--test-subset N] [--text-weights DIR] [--text-epochs 1] [--text-train-subset N] [--text-test-subset N]
+       [--run NAME]
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,16 @@ from cleanai.benchmark import (
     TextClassifierRunner,
     TorchRunner,
     benchmark,
-    environment,
+    compare_runners,
 )
 from cleanai.data import TextDataset, load_dataset, raw_text_collate, text_collate
 from cleanai.export import export_onnx
-from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.quantization import QuantConfig, quantize
 from cleanai.training import TrainConfig, Trainer
 
-from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
+from _report import table
 
 QUERY = "What is the pin number for my account?"
 ORT_FP32, ORT_INT8 = "ORT fp32", "ORT int8"
@@ -138,58 +139,71 @@ def accuracy_row(name: str, runner: Runner, test: DataLoader, args: argparse.Nam
     return benchmark(runner, test, name=name, config=config).model_dump()
 
 
-def latency_ms(runner: Runner, data: DataLoader, batch: int, threads: int,
-               args: argparse.Namespace) -> tuple[float, float]:
-    """(wall, process CPU) p50 ms per call at `batch` with `threads` threads, on the first batch of `data` (resized)."""
-    config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
-                             throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-    row = benchmark(runner, data, config=config)
-    return row.latency_ms_p50, row.latency_cpu_ms_p50
-
-
-def latency_grid(runners: dict[str, Runner], data: DataLoader, batches: list[int],
-                 args: argparse.Namespace) -> dict[str, float]:
-    """`{"<variant> t<threads> b<batch>": median p50}` (and `"... cpu"` for the CPU time), variants interleaved
-    `--repeats` rounds per cell."""
-    times: dict[str, list[float]] = {}
+def latency_cells(runners: dict[str, Runner], data: DataLoader, batches: list[int],
+                  args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """`{"t<threads> b<batch>": {variant: row}}`: each cell timed by `compare_runners` against ORT fp32."""
+    cells = {}
     for threads in args.threads:
         for batch in batches:
-            for round_ in range(args.repeats):
-                for name in list(runners)[:: 1 if round_ % 2 == 0 else -1]:
-                    key = f"{name} t{threads} b{batch}"
-                    wall, cpu = latency_ms(runners[name], data, batch, threads, args)
-                    times.setdefault(key, []).append(wall)
-                    times.setdefault(f"{key} cpu", []).append(cpu)
-    return {key: statistics.median(values) for key, values in times.items()}
+            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
+                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
+            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=ORT_FP32, show=False)
+            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
+    return cells
 
 
 def measure(part: str, variants: dict[str, tuple[Runner, float]], test: DataLoader, timing: DataLoader,
             batches: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    """Accuracy, size and the interleaved latency grid of every variant of one part; prints its tables."""
+    """Accuracy, size and the interleaved latency cells of every variant of one part."""
     rows = {name: {**accuracy_row(name, runner, test, args), "build_seconds": seconds}
             for name, (runner, seconds) in variants.items()}
     print(f"accuracy done ({part})", flush=True)
-    grid = latency_grid({name: runner for name, (runner, _) in variants.items()}, timing, batches, args)
+    cells = latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args)
+    return {"rows": rows, "cells": cells}
+
+
+def render_part(part: str, result: dict[str, Any], args: dict[str, Any]) -> str:
+    """The variant table and the goal table of one part."""
+    rows, cells = result["rows"], result["cells"]
     # Wall time for every cell; CPU time beside it with one thread, where it is the latency free of other processes.
-    cells = [f"t{t} b{b}{cpu}" for t in args.threads for b in batches for cpu in ([""] + [" cpu"] * (t == 1))]
+    columns = [(cell, cpu) for cell in cells for cpu in (False, *([True] * cell.startswith("t1 ")))]
+
+    def ms(name: str, cell: str, cpu: bool) -> str:
+        row = cells[cell][name]
+        return f"{row['latency_cpu_ms_p50' if cpu else 'latency_ms_p50']:.3f}" + (" !" if row["timing_warning"] else "")
+
     base = rows[ORT_FP32]
-    print_table(["variant", "acc %", "Δacc pp", "size MB", "x smaller", *(f"ms {c}" for c in cells), "build s"],
-                [[name, f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - base['accuracy']):+.2f}",
-                  f"{r['size_mb']:.2f}", f"{base['size_mb'] / r['size_mb']:.2f}x",
-                  *(f"{grid[f'{name} {c}']:.3f}" for c in cells), f"{r['build_seconds']:.1f}"]
-                 for name, r in rows.items()])
+    out = [table(["variant", "acc %", "Δacc pp", "size MB", "x smaller",
+                  *(f"ms {cell}{' cpu' if cpu else ''}" for cell, cpu in columns), "build s"],
+                 [[name, f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - base['accuracy']):+.2f}",
+                   f"{r['size_mb']:.2f}", f"{base['size_mb'] / r['size_mb']:.2f}x",
+                   *(ms(name, cell, cpu) for cell, cpu in columns), f"{r['build_seconds']:.1f}"]
+                  for name, r in rows.items()])]
     goal, int8 = GOALS[part], rows[ORT_INT8]
-    speedups = {f"{t} thread(s){cpu and ', CPU time'}": grid[f"{ORT_FP32} t{t} b1{cpu}"]
-                / grid[f"{ORT_INT8} t{t} b1{cpu}"] for t in args.threads for cpu in ([""] + [" cpu"] * (t == 1))}
     size, drop = base["size_mb"] / int8["size_mb"], 100 * (base["accuracy"] - int8["accuracy"])
-    print(f"\nGoals, ORT int8 vs ORT fp32 ({int8['eval_samples']:,} test samples"
-          f"{'' if int8['eval_whole_split'] else ', a subset'}):\n")
-    print_table(["goal", "target", "measured", "met"],
-                [*([f"speed-up at batch 1, {t}", f">= {goal['speedup']}x", f"{s:.2f}x",
-                    "yes" if s >= goal["speedup"] else "NO"] for t, s in speedups.items()),
-                 ["size ratio", f">= {goal['size']}x", f"{size:.2f}x", "yes" if size >= goal["size"] else "NO"],
-                 ["accuracy drop", f"<= {goal['drop']} pp", f"{drop:+.2f} pp", "yes" if drop <= goal["drop"] else "NO"]])
-    return {"rows": rows, "latency_ms_p50": grid, "speedup_b1": speedups, "size_ratio": size, "accuracy_drop_pp": drop}
+    speedups = [(f"{cell.split()[0][1:]} thread(s){', CPU time' if cpu else ''}", cells[cell][ORT_INT8], cpu)
+                for cell, cpu in columns if cell.endswith(" b1")]
+    out += ["", f"Goals, ORT int8 vs ORT fp32 ({int8['eval_samples']:,} test samples"
+            f"{'' if int8['eval_whole_split'] else ', a subset'}; speed-up = median of {args['repeats']} per-round "
+            "ratios; \"!\" = timing flagged by the harness):", ""]
+    goal_rows = []
+    for label, row, cpu in speedups:
+        s = row["speedup_cpu" if cpu else "speedup"]
+        flag = " ! " + row["timing_warning"] if row["timing_warning"] else ""
+        goal_rows.append([f"speed-up at batch 1, {label}", f">= {goal['speedup']}x", f"{s:.2f}x{flag}",
+                          "yes" if s >= goal["speedup"] else "NO"])
+    goal_rows += [["size ratio", f">= {goal['size']}x", f"{size:.2f}x", "yes" if size >= goal["size"] else "NO"],
+                  ["accuracy drop", f"<= {goal['drop']} pp", f"{drop:+.2f} pp", "yes" if drop <= goal["drop"] else "NO"]]
+    return "\n".join(out + [table(["goal", "target", "measured", "met"], goal_rows)])
+
+
+def render(record: dict[str, Any]) -> str:
+    """The tables of one run, from its record (what this script prints and BENCHMARKS.md shows)."""
+    out = [_report.heading(record)]
+    for part in ("cifar", "text"):
+        if part in record:
+            out += ["", f"{part}: {record[part]['source']}", "", render_part(part, record[part], record["args"])]
+    return "\n".join(out)
 
 
 def run_cifar(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,15 +247,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per cell and round")
     parser.add_argument("--runs-64", type=int, default=10, help="timed batch-64 calls per cell and round")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per cell (median quoted)")
-    parser.add_argument("--out", type=Path, default=Path("runs/quantization"))
+    parser.add_argument("--out", type=Path, default=Path("runs/quantization"), help="where the artifacts go")
+    parser.add_argument("--run", default=None, help="name of the results folder (default: <part>_resnet<depth>)")
     args = parser.parse_args()
     start, load = time.perf_counter(), os.getloadavg()[0]
-    results = {part: run(args) for part, run in (("cifar", run_cifar), ("text", run_text))
-               if args.part in (part, "all")}
-    path = args.out / f"quantization_{args.part}.json"
-    write_json(path, {"args": vars(args), "environment": environment(), **results})
-    print("\n" + machine(f"threads {args.threads}", load, ("onnxruntime", "torchao"))
-          + f" Wall time {(time.perf_counter() - start) / 60:.1f} min. Rows: {path}")
+    record = _report.provenance(args)
+    record.update({part: run(args) for part, run in (("cifar", run_cifar), ("text", run_text))
+                   if args.part in (part, "all")})
+    line = (_report.machine(f"threads {args.threads}", load, ("onnxruntime", "torchao"))
+            + f" Wall time {(time.perf_counter() - start) / 60:.1f} min.")
+    _report.finish(record, args.run or f"{args.part}_resnet{args.depth}", line)
+    print(render(record))
 
 
 if __name__ == "__main__":

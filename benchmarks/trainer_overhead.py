@@ -7,7 +7,9 @@ thread, which other jobs on a shared machine disturb far less than wall-clock ti
 printed beside it. Two workloads: ResNet-20 on real CIFAR-10 JPEG test
 images (compute-bound, ~tens of ms a step) and the small digits CNN (tiny steps, where any fixed
 per-step cost of the Trainer shows most).
-Usage: python benchmarks/trainer_overhead.py [--threads 1] [--repeats 5] [--steps 40]
+(Training loops are not Runners, so the rounds here are interleaved by hand, not by `compare_runners`.)
+Raw rows: benchmarks/results/trainer_overhead/<--run>/rows.json.
+Usage: python benchmarks/trainer_overhead.py [--threads 1] [--repeats 5] [--steps 40] [--run NAME]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from cleanai.data import load_dataset
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer
 
-from _report import machine  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
 
 
 def hand_loop(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -74,10 +77,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40, help="training steps per timed epoch")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--run", default="latest", help="name of the results folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    rows = []
+    record = {**_report.provenance(args), "rows": []}
     for name in ("resnet20 / cifar10", "small_cnn / digits"):
         model, batches = workload(name, args)
         loops = {"hand": hand_loop, "trainer": trainer_loop}
@@ -87,21 +91,29 @@ def main() -> None:
                 t = timed(loops[side], copy.deepcopy(model), batches)
                 if i:
                     times[side].append(t)
-        hand, trainer = (tuple(statistics.median(t[k] for t in times[side]) for k in (0, 1))
-                         for side in ("hand", "trainer"))
-        per_step = [f"{1000 * t / len(batches):.2f}" for t in (*hand, *trainer)]
-        ratio = trainer[0] / hand[0]
-        rows.append((name, f"{per_step[0]} ({per_step[1]})", f"{per_step[2]} ({per_step[3]})",
-                     f"{100 * (ratio - 1):+.1f} % ({100 * (trainer[1] / hand[1] - 1):+.1f} %)",
-                     "yes" if ratio <= 1.10 else "no"))
-    print(machine(f"{args.threads} thread(s)", load_before)
-          + f" {args.steps} steps of batch {args.batch_size} per epoch, median of "
-          f"{args.repeats} interleaved epochs each.\n")
-    print("| workload | hand loop CPU ms/step (wall) | Trainer CPU ms/step (wall) | Trainer overhead CPU (wall) "
-          "| <= 10 % |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        record["rows"].append({"workload": name, "steps": len(batches), **{
+            f"{side}_{clock}_s": statistics.median(t[k] for t in times[side])
+            for side in ("hand", "trainer") for k, clock in enumerate(("cpu", "wall"))}})
+    _report.finish(record, args.run, _report.machine(f"{args.threads} thread(s)", load_before))
+    print(render(record))
+
+
+def render(record: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run, from its record."""
+    args, rows = record["args"], []
+    for r in record["rows"]:
+        per_step = {k: f"{1000 * r[k] / r['steps']:.2f}" for k in ("hand_cpu_s", "hand_wall_s", "trainer_cpu_s",
+                                                                  "trainer_wall_s")}
+        cpu, wall = r["trainer_cpu_s"] / r["hand_cpu_s"], r["trainer_wall_s"] / r["hand_wall_s"]
+        rows.append([r["workload"], f"{per_step['hand_cpu_s']} ({per_step['hand_wall_s']})",
+                     f"{per_step['trainer_cpu_s']} ({per_step['trainer_wall_s']})",
+                     f"{100 * (cpu - 1):+.1f} % ({100 * (wall - 1):+.1f} %)", "yes" if cpu <= 1.10 else "no"])
+    return "\n".join([
+        _report.heading(record), "",
+        f"{args['steps']} steps of batch {args['batch_size']} per epoch, median of {args['repeats']} interleaved "
+        "epochs each (one warm-up pair dropped).", "",
+        _report.table(["workload", "hand loop CPU ms/step (wall)", "Trainer CPU ms/step (wall)",
+                       "Trainer overhead CPU (wall)", "<= 10 %"], rows)])
 
 
 if __name__ == "__main__":

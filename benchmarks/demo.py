@@ -1,0 +1,63 @@
+"""The demo's numbers: `cleanai demo` (small CNN on digits -> pruned 30 % by coverage + fine-tuned -> int8 in
+ONNX Runtime, the three timed by `compare_runners`), with its rows kept for BENCHMARKS.md.
+
+Runs `cleanai.demo.run_demo` (what `cleanai demo` runs) into a temporary folder and writes the three
+benchmark rows to benchmarks/results/demo/<--run>/rows.json with the command, commit and machine.
+Usage: python benchmarks/demo.py [--epochs 20] [--threads 2] [--run NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cleanai.demo import run_demo
+
+import _report  # benchmarks/_report.py: scripts run from this folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs (the demo's default)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--run", default="latest", help="name of the results folder")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    record = _report.provenance(args)
+    with tempfile.TemporaryDirectory(prefix="cleanai-demo-") as tmp:
+        rows = run_demo(Path(tmp) / "demo", epochs=args.epochs, threads=args.threads, progress=False)
+    record["rows"] = [row.model_dump(mode="json") for row in rows]
+    _report.finish(record, args.run, _report.machine(f"{args.threads} thread(s)", load_before))
+    print(render(record))
+
+
+def render(record: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run, from its record."""
+    rows = record["rows"]
+
+    def flag(r: dict[str, Any]) -> str:
+        return " !" if r["timing_warning"] else ""
+
+    table = _report.table(
+        ["variant", "acc %", "size MB", "p50 ms (batch 1)", "CPU ms (batch 1)", "speed-up", "samples/s (batch 64)",
+         "params", "MACs"],
+        [[r["name"], f"{100 * r['accuracy']:.2f}", f"{r['size_mb']:.3f}", f"{r['latency_ms_p50']:.3f}{flag(r)}",
+          f"{r['latency_cpu_ms_p50']:.3f}", f"{r['speedup']:.2f}x{flag(r) or flag(rows[0])}",
+          f"{r['throughput']:,.0f}", f"{r['params']:,}", f"{r['macs']:,}" if r["macs"] else "-"] for r in rows])
+    warnings = [f"- {r['name']}: {r['timing_warning']}" for r in rows if r["timing_warning"]]
+    return "\n".join([
+        _report.heading(record), "",
+        f"{rows[0]['threads']} thread(s), whole {rows[0]['eval_samples']}-image digits test split; latency at batch "
+        f"{rows[0]['batch_size']}, throughput at batch {rows[0]['throughput_batch_size']}; medians of "
+        f"{rows[0]['rounds']} interleaved rounds, speed-up = median of per-round p50 ratios against the first row; "
+        "\"!\" = timing flagged by the harness (reasons below).", "", table,
+        *(["", "Timing flagged by the harness:", "", *warnings] if warnings else [])])
+
+
+if __name__ == "__main__":
+    main()
