@@ -170,8 +170,9 @@ def deployed(model: nn.Module, example: torch.Tensor) -> dict[str, Runner]:
 
 def paired_latencies(model: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """p50 ms of the unpruned and the pruned model in torch and ONNX Runtime at batch 1 and 64, timed by
-    `compare_runners` in `--repeats` interleaved rounds (medians); keys `<torch|ort>_<unpruned|pruned>_<wall|cpu>_b<batch>`,
-    `<torch|ort>_speedup_<wall|cpu>_b<batch>` (median of per-round ratios) and `<torch|ort>_warning_b<batch>`."""
+    `compare_runners` in `--repeats` interleaved rounds (medians); keys (rt = torch | ort)
+    `<rt>_<unpruned|pruned>_<wall|cpu>_b<batch>`, `<rt>_speedup_<wall|cpu>_b<batch>` (median of per-round
+    ratios) and `<rt>_warning_b<batch>` (the harness's timing warnings, if any)."""
     pruned = deployed(model, data["example"])
     out: dict[str, Any] = {}
     for batch, runs in ((1, args.runs), (64, args.runs_64)):
@@ -183,8 +184,10 @@ def paired_latencies(model: nn.Module, data: dict[str, Any], args: argparse.Name
             for who, row in (("unpruned", before), ("pruned", after)):
                 out[f"{runtime}_{who}_wall_b{batch}"] = row.latency_ms_p50
                 out[f"{runtime}_{who}_cpu_b{batch}"] = row.latency_cpu_ms_p50
-            out[f"{runtime}_speedup_wall_b{batch}"], out[f"{runtime}_speedup_cpu_b{batch}"] = after.speedup, after.speedup_cpu
-            out[f"{runtime}_warning_b{batch}"] = "; ".join(filter(None, (before.timing_warning, after.timing_warning))) or None
+            out[f"{runtime}_speedup_wall_b{batch}"] = after.speedup
+            out[f"{runtime}_speedup_cpu_b{batch}"] = after.speedup_cpu
+            warnings = filter(None, (before.timing_warning, after.timing_warning))
+            out[f"{runtime}_warning_b{batch}"] = "; ".join(warnings) or None
     return out
 
 
@@ -425,9 +428,10 @@ def render(record: dict[str, Any]) -> str:
           ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
           f"{r['forward_seconds']:.2f}"] for r in table1]))
     if tuned_any:
-        out += ["", f"Selected on validation: **{selected['criterion']}** ({selected['accuracy_val']:.2f} % validation); "
-                f"its test accuracy {selected['accuracy_finetuned']:.2f} % against the control's "
-                f"{base['accuracy_finetuned']:.2f} % ({selected['accuracy_finetuned'] - base['accuracy_finetuned']:+.2f} pp)."]
+        test, control_test = selected["accuracy_finetuned"], base["accuracy_finetuned"]
+        out += ["", f"Selected on validation: **{selected['criterion']}** ({selected['accuracy_val']:.2f} % "
+                f"validation); its test accuracy {test:.2f} % against the control's {control_test:.2f} % "
+                f"({test - control_test:+.2f} pp)."]
     if tables["table2"]:
         out += ["", f"Scope and iterative steps for `{rows[tables['table2'][0]]['criterion']}` ({record['what']}; same "
                 "total fine-tune budget).", ""]

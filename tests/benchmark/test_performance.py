@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cleanai.benchmark import (
     BenchmarkConfig,
     BenchmarkError,
+    Measurement,
     OrtRunner,
     PerformanceBenchmark,
     TextClassifierRunner,
@@ -210,3 +211,13 @@ def test_rows_record_the_instruction_sets_that_decide_kernel_speed(cnn, cnn_load
     features = row.cpu_features.split()
     assert features == [f for f in SPEED_FLAGS if f in cpu_flags()]
     assert ("avx2" in features) == ("avx2" in cpu_flags())
+
+
+def test_time_alone_gives_the_timing_fields_of_a_row_on_the_first_batch(cnn, cnn_loader):
+    runner = RecordingRunner(cnn)
+    config = BenchmarkConfig(batch_size=2, warmup=1, runs=3, throughput_batch_size=5, throughput_runs=1, threads=1,
+                             progress=False)
+    timing = PerformanceBenchmark(runner, cnn_loader, config=config).time()
+    assert [n for n, _ in runner.calls] == [2] * 5 + [5] * 2  # no accuracy pass: check, warm-up, 3 timed; check, 1
+    assert set(timing) <= set(Measurement.model_fields) and timing["latency_runs"] == 3
+    assert timing["throughput"] > 0 and timing["latency_cpu_ms_p50"] > 0
