@@ -252,6 +252,9 @@ def control(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> 
             "finetune_seconds": time.perf_counter() - start}
 
 
+CONTROL = "(control)"  # the key of the unpruned control's row
+
+
 class Results:
     """The run's record, saved after every variant; reopened with the same settings, finished rows are reused."""
 
@@ -354,12 +357,10 @@ def main() -> None:
         return key
 
     rows = results.record["rows"]
-    results.get("(control)", lambda: control(base, data, args))
-    tables: dict[str, Any] = {"control": "(control)"}
-    tables["table1"] = [variant(name, args.scope, 1) for name in args.criteria]
-    selected = max(tables["table1"], key=lambda k: rows[k]["accuracy_val"])  # chosen on validation, never on test
-    tables["selected"] = selected
-    chosen = args.compare_criterion or rows[selected]["criterion"]
+    results.get(CONTROL, lambda: control(base, data, args))
+    table1 = [variant(name, args.scope, 1) for name in args.criteria]
+    chosen = args.compare_criterion or rows[selected(rows, table1)]["criterion"]
+    tables: dict[str, Any] = {}
     tables["table2"] = [] if args.no_scope_steps else [
         *(variant(chosen, scope, steps) for scope in ("global", "local") for steps in (1, args.steps)),
         *(variant(name, "local", args.steps) for name in args.iterative_extra if name != chosen)]
@@ -374,9 +375,18 @@ def main() -> None:
     print("\n" + render(results.record))
 
 
+def selected(rows: dict[str, dict[str, Any]], keys: list[str]) -> str:
+    """The key of the best fine-tuned variant by validation accuracy: the test split never chooses."""
+    return max(keys, key=lambda k: rows[k]["accuracy_val"])
+
+
 def render(record: dict[str, Any]) -> str:
-    """The markdown tables of one run, from its record (what this script prints and BENCHMARKS.md shows)."""
-    args, rows, tables = record["args"], record["rows"], record["tables"]
+    """The markdown tables of one run, from its record (what this script prints and BENCHMARKS.md shows);
+    a run still going (or stopped) shows the rows it has and says what is missing."""
+    args, rows, tables = record["args"], record["rows"], record.get("tables", {"table2": [], "table3": []})
+    table1_keys = [k for k in (f"{name}|{args['scope']}|1|full" for name in args["criteria"]) if k in rows]
+    if CONTROL not in rows or not table1_keys:
+        return f"{_report.heading(record)}\n\n**Run not finished**: no pruned variant measured yet."
     clock = "cpu" if args["threads"] == 1 else "wall"
     tuned_any = bool(args["finetune_epochs"])
 
@@ -396,8 +406,8 @@ def render(record: dict[str, Any]) -> str:
     def tuned(r: dict[str, Any], key: str = "accuracy_finetuned") -> str:
         return f"{r[key]:.2f}" if tuned_any else "-"
 
-    base, table1 = rows[tables["control"]], [rows[k] for k in tables["table1"]]
-    selected = rows[tables["selected"]]
+    base, table1 = rows[CONTROL], [rows[k] for k in table1_keys]
+    best = rows[selected(rows, table1_keys)]
     timed = [r for r in table1 if f"ort_unpruned_{clock}_b64" in r]
     unpruned = {k: statistics.median(r[k] for r in timed) for k in timed[0] if "_unpruned_" in k} if timed else {}
     what_ms = "CPU ms" if clock == "cpu" else "ms"
@@ -420,7 +430,7 @@ def render(record: dict[str, Any]) -> str:
           ms(unpruned, "torch", "unpruned", 1), ms(unpruned, "torch", "unpruned", 64), "1.00x",
           ms(unpruned, "ort", "unpruned", 1), ms(unpruned, "ort", "unpruned", 64), "1.00x", "-", "-",
           f"{first['forward_seconds']:.2f}"]] +
-        [[r["criterion"] + (" (selected)" if r is selected else ""), f"{r['accuracy_before']:.2f}",
+        [[r["criterion"] + (" (selected)" if r is best else ""), f"{r['accuracy_before']:.2f}",
           f"{r['accuracy_pruned']:.2f}", f"{r['accuracy_recalibrated']:.2f}", tuned(r, "accuracy_val"), tuned(r),
           f"{r['accuracy_finetuned'] - base['accuracy_finetuned']:+.2f}" if tuned_any else "-", f"{r['params']:,}",
           f"{r['macs'] / 1e6:.1f} M", f"{r['macs_reduction']:.2f}x", ms(r, "torch", "pruned", 1),
@@ -428,10 +438,14 @@ def render(record: dict[str, Any]) -> str:
           ms(r, "ort", "pruned", 64), speedup(r, "ort"), speedup(r, "ort", per_mac=True), f"{r['score_seconds']:.2f}",
           f"{r['forward_seconds']:.2f}"] for r in table1]))
     if tuned_any:
-        test, control_test = selected["accuracy_finetuned"], base["accuracy_finetuned"]
-        out += ["", f"Selected on validation: **{selected['criterion']}** ({selected['accuracy_val']:.2f} % "
+        test, control_test = best["accuracy_finetuned"], base["accuracy_finetuned"]
+        out += ["", f"Selected on validation: **{best['criterion']}** ({best['accuracy_val']:.2f} % "
                 f"validation); its test accuracy {test:.2f} % against the control's {control_test:.2f} % "
                 f"({test - control_test:+.2f} pp)."]
+    missing = [name for name in args["criteria"] if f"{name}|{args['scope']}|1|full" not in rows]
+    if missing or "finished" not in record:
+        out += ["", f"**Run not finished** when these rows were rendered: not measured yet: "
+                f"{', '.join(missing) or 'nothing in table 1 (later tables pending)'}."]
     if tables["table2"]:
         out += ["", f"Scope and iterative steps for `{rows[tables['table2'][0]]['criterion']}` ({record['what']}; same "
                 "total fine-tune budget).", ""]
