@@ -85,6 +85,9 @@ def test_compare_warns_when_rows_were_measured_differently(rows):
 
 @pytest.mark.parametrize("suffix", [".json", ".csv"])
 def test_rows_round_trip_through_files(rows, tmp_path, suffix):
+    rows[2] = rows[2].model_copy(update={"timing_warning": "wall time was 3.0x, \"quoted\"; 2 thread(s)", "rounds": 3,
+                                         "speedup": 2.4, "speedup_cpu": 2.5, "speedup_baseline": "resnet20",
+                                         "load_average": 3.25})
     path = save_rows(rows, tmp_path / f"sub/rows{suffix}")
     assert load_rows(path) == rows
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # written atomically, no temp file left
