@@ -416,9 +416,12 @@ def render(record: dict[str, Any]) -> str:
            f"per variant, the unpruned control included: {record['budget']}. Test: {record['test_images']:,} images; "
            f"validation (selects the criterion): {record['val_images']:,} held-out images. Latency: "
            f"{args['threads']} thread(s), p50 (median of {args['repeats']} interleaved rounds); speed-ups from CPU "
-           "time when one thread is used, each the median of per-round ratios; \"!\" marks a speed-up whose timing the "
-           "harness flagged (wall time far above CPU time, or more threads than idle cores). Drops are against the "
-           "unpruned control.", ""]
+           "time when one thread is used, " + (
+               "each the median of per-round ratios; \"!\" marks a speed-up whose timing the harness flagged (wall "
+               "time far above CPU time, or more threads than idle cores)" if any(
+                   f"torch_speedup_{clock}_b64" in r for r in table1) else
+               "each the ratio of the medians (these rows were timed before per-round ratios and timing flags were "
+               "recorded)") + ". Drops are against the unpruned control.", ""]
     first = table1[0]
     out.append(table(
         ["criterion", "acc before %", "acc pruned %", "+ BN recal. %", "val acc fine-tuned %", "test acc fine-tuned %",
