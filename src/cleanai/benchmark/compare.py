@@ -48,16 +48,7 @@ def _human(n: float | None) -> str:
 
 
 def _baseline(rows: list[Measurement], baseline: str | int | None) -> Measurement:
-    if baseline is None:
-        return rows[0]
-    if isinstance(baseline, int):
-        if not -len(rows) <= baseline < len(rows):
-            raise IndexError(f"baseline index {baseline} is out of range for {len(rows)} rows")
-        return rows[baseline]
-    for row in rows:
-        if row.name == baseline:
-            return row
-    raise ValueError(f"baseline {baseline!r} is not a row name; names: {', '.join(r.name for r in rows)}")
+    return rows[0] if baseline is None else rows[_index([r.name for r in rows], baseline, "row")]
 
 
 def _speedup(base: Measurement, row: Measurement) -> str:
@@ -153,7 +144,7 @@ def compare_runners(
     names = [b.name for b in benches]
     if len(set(names)) != len(names):
         raise BenchmarkError(f"runner names must differ to be compared; got {names}: name them (pass a mapping)")
-    base_index = _index(names, baseline)  # checked before the measuring starts
+    base_index = _index(names, baseline, "runner")  # checked before the measuring starts
     firsts = [b.run() for b in benches]
     rounds: list[list[dict[str, Any]]] = [[row.model_dump() for row in firsts]]
     for i in range(1, repeats):
@@ -166,14 +157,14 @@ def compare_runners(
     return rows
 
 
-def _index(names: list[str], baseline: str | int) -> int:
-    """The baseline's position among `names`, given by name or (possibly negative) index."""
+def _index(names: list[str], baseline: str | int, what: str) -> int:
+    """The baseline's position among the `what`s called `names`, given by name or (possibly negative) index."""
     if isinstance(baseline, int):
         if not -len(names) <= baseline < len(names):
-            raise IndexError(f"baseline index {baseline} is out of range for {len(names)} runners")
+            raise IndexError(f"baseline index {baseline} is out of range for {len(names)} {what}s")
         return baseline % len(names)
     if baseline not in names:
-        raise UnknownNameError(f"baseline {baseline!r} is not a runner name; names: {', '.join(names)}")
+        raise UnknownNameError(f"baseline {baseline!r} is not a {what} name; names: {', '.join(names)}")
     return names.index(baseline)
 
 
