@@ -26,6 +26,7 @@ from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from cleanai._batches import call_model, logits_of, to_device
+from cleanai._finite import nonfinite_tensors
 from cleanai.errors import CheckpointError, TrainingError
 from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
@@ -311,6 +312,11 @@ class Trainer:
             cb.on_epoch_begin(self, epoch)
         self.model.train()
         loss_sum, count = self._train_batches(self._progress(train_loader, epoch, total_epochs), epoch)
+        bad = nonfinite_tensors(self.model)  # a finite loss can hide overflowed weights or BatchNorm statistics
+        if bad:
+            raise self._divergence_error(f"during epoch {epoch} weights or buffers became NaN or inf, though the loss "
+                                         f"stayed finite: {', '.join(bad)}",
+                                         "training stopped before they were checkpointed")
         logs: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / count if count else float("nan")}
         if val_loader is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
@@ -355,7 +361,8 @@ class Trainer:
                 loss = self.loss_fn(self._forward(inputs), targets)
             value = loss.item()
             if not math.isfinite(value):
-                raise self._divergence_error(value, epoch, i)
+                raise self._divergence_error(f"loss became {value} at epoch {epoch}, batch {i + 1}",
+                                             "training stopped before this update reached the weights")
             n = _batch_size(targets)
             loss_sum += value * n
             count += n
@@ -418,15 +425,16 @@ class Trainer:
             if self.config.restore_best_weights:
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
-    def _divergence_error(self, value: float, epoch: int, batch: int) -> TrainingError:
+    def _divergence_error(self, what: str, stopped: str) -> TrainingError:
         if self._last_checkpoint is not None:
             path, at = self._last_checkpoint
             where = f"the last good checkpoint is {str(path)!r} (end of epoch {at})"
+        elif self.config.checkpoint_dir is not None:
+            where = "no checkpoint had been written yet"
         else:
             where = "no checkpoint was written (set checkpoint_dir to keep one)"
         return TrainingError(
-            f"loss became {value} at epoch {epoch}, batch {batch + 1} (after {self.global_step} optimizer steps); "
-            f"training stopped before this update reached the weights, and {where}. "
+            f"{what} (after {self.global_step} optimizer steps); {stopped}, and {where}. "
             "A lower lr, grad_clip_norm or amp=False may help."
         )
 
