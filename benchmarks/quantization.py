@@ -75,7 +75,7 @@ def timed(build: Any) -> tuple[Runner, float]:
 def ort_fp32(model: nn.Module, example: Any, path: Path) -> OrtRunner:
     """The fp32 baseline: `model` exported to one ONNX file (parity-checked) and run in ONNX Runtime."""
     export_onnx(model, example, path, dynamic_sequence=isinstance(example, dict))
-    return OrtRunner(path, name=ORT_FP32, source_model=model)
+    return OrtRunner(path, name=ORT_FP32)
 
 
 def cifar_model(depth: int) -> tuple[nn.Module, str]:

@@ -138,7 +138,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
     if args.onnx is not None:
-        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model))
+        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)"))
     rows = _measure(runners, model, splits, args, args.split)
     if args.out is not None:
         with atomic_dir(args.out) as stage:

@@ -143,10 +143,9 @@ def test_counting_macs_leaves_the_model_untouched():
     assert not any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "total_ops") for m in model.modules())
 
 
-def test_ort_runner_takes_macs_from_its_source_model(cnn, cnn_onnx):
+def test_ort_runner_counts_the_macs_of_its_own_graph(cnn, cnn_onnx):
     x = torch.randn(1, 3, 8, 8)
-    assert OrtRunner(cnn_onnx, source_model=cnn).macs(x) == TorchRunner(cnn).macs(x)
-    assert OrtRunner(cnn_onnx).macs(x) is None
+    assert OrtRunner(cnn_onnx).macs(x) == TorchRunner(cnn).macs(x) > 0
 
 
 def test_text_runner_tokenises_and_passes_only_accepted_inputs(tokenizer, tiny_bert, texts):
@@ -179,12 +178,11 @@ def test_text_runner_rejects_a_bare_string(tokenizer, tiny_bert):
 def _bert_hand_macs(model, seq: int, labels: int = 3) -> int:
     """Projections (Q, K, V, output), feed-forward, attention (Q·K^T and A·V) per layer, then pooler and classifier.
 
-    thop also charges each affine LayerNorm 4 ops per element: one after the embeddings, two per layer.
+    LayerNorms, softmax and embedding lookups are not multiply-accumulates: they count zero.
     """
     h, i, n = model.hidden, model.intermediate, model.layers
     per_layer = 4 * seq * h * h + 2 * seq * h * i + 2 * seq * seq * h
-    layer_norms = (1 + 2 * n) * 4 * seq * h
-    return n * per_layer + layer_norms + h * h + h * labels
+    return n * per_layer + h * h + h * labels
 
 
 @pytest.mark.parametrize("seq", [8, 16, 33])

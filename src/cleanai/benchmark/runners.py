@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import logits_of
-from cleanai.benchmark.flops import count_macs
+from cleanai.benchmark.flops import count_macs, count_onnx_macs
 from cleanai.errors import CleanAIError
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
@@ -130,11 +130,7 @@ _ONNX_TO_NUMPY = {
 
 
 class OrtRunner:
-    """Runs an ONNX model in an ONNX Runtime `InferenceSession`; deploys as one self-contained .onnx file.
-
-    `source_model` (the torch module the graph was exported from) is only used to count MACs, which
-    an ONNX graph does not carry in a form thop can read.
-    """
+    """Runs an ONNX model in an ONNX Runtime `InferenceSession`; deploys as one self-contained .onnx file."""
 
     backend = "onnxruntime"
 
@@ -145,14 +141,12 @@ class OrtRunner:
         threads: int | None = None,
         graph_optimization: str = "all",
         providers: Sequence[str] = ("CPUExecutionProvider",),
-        source_model: nn.Module | None = None,
     ) -> None:
         self._source: Path | bytes = (bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray))
                                       else Path(path_or_bytes))
         self.name = name
         self.graph_optimization = graph_optimization
         self.providers = tuple(providers)
-        self.source_model = source_model
         self.threads = threads
         self._session = self._make_session()
         self.provider: str | None = self._session.get_providers()[0]
@@ -197,10 +191,16 @@ class OrtRunner:
             if isinstance(self._source, bytes):
                 tmp.write_bytes(self._source)
             elif any(uses_external_data(t) for t in self._graph().initializer):
-                onnx.save_model(onnx.load(str(self._source)), str(tmp), save_as_external_data=False)
+                onnx.save_model(self.onnx_model(), str(tmp), save_as_external_data=False)
             else:
                 shutil.copyfile(self._source, tmp)
         return path
+
+    def onnx_model(self) -> Any:
+        """The ONNX model this runner runs (an `onnx.ModelProto`, weights included)."""
+        import onnx
+
+        return onnx.load_from_string(self._source) if isinstance(self._source, bytes) else onnx.load(str(self._source))
 
     def _graph(self) -> Any:
         import onnx
@@ -225,7 +225,8 @@ class OrtRunner:
         return sum(math.prod(t.dims) for t in self._graph().initializer if t.data_type not in skip)
 
     def macs(self, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
-        return None if self.source_model is None else count_macs(self.source_model, example_inputs)
+        """MACs of the graph itself (not of the model it came from), sized by one run on `example_inputs`."""
+        return count_onnx_macs(self.onnx_model(), example_inputs)
 
 
 class TextClassifierRunner:

@@ -106,7 +106,7 @@ def _qat_to_onnx(model: nn.Module, config: QuantConfig, quantizer: _torch.TorchQ
             del node.metadata_props[:]
         with atomic_path(result.path) as staged:
             onnx.save(graph, str(staged))
-        return ort_artifact(result.path, config, model, f"{quantizer.name} {config.describe()}")
+        return ort_artifact(result.path, config, f"{quantizer.name} {config.describe()}")
 
 
 def _loose_atol(module: nn.Module, example: Inputs) -> float:
