@@ -7,8 +7,9 @@ check, so each of them names the same tensors the same way.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 
 from cleanai.errors import CleanAIError
 
-Tensors = nn.Module | Mapping[str, Any]
+Tensors = nn.Module | Mapping[str, Any] | Sequence[Any]
 _SHOWN = 3  # tensors named in a message
 
 
@@ -28,25 +29,32 @@ class NonFiniteWarning(UserWarning):
 def _named(source: Tensors) -> Iterable[tuple[str, Any]]:
     if isinstance(source, nn.Module):
         return itertools.chain(source.named_parameters(), source.named_buffers())
-    return source.items()
+    if isinstance(source, Mapping):
+        return source.items()
+    return ((f"batch {i}{f' {key}' if isinstance(batch, Mapping) else ''}", t) for i, batch in enumerate(source)
+            for key, t in (batch.items() if isinstance(batch, Mapping) else [("", batch)]))
 
 
 def nonfinite_tensors(source: Tensors, limit: int = _SHOWN) -> list[str]:
     """Up to `limit` of `source`'s floating-point tensors that hold NaN or inf, each described as
     `"name (k of n values nan/inf)"`; empty when all are finite.
 
-    `source` is a module (its parameters and buffers) or a mapping of names to Tensors or arrays.
+    `source` is a module (its parameters and buffers), a mapping of names to Tensors or NumPy arrays,
+    or a sequence of batch inputs (each a Tensor or a dict of Tensors, named "batch 3 input_ids").
     """
     found: list[str] = []
-    for name, value in _named(source):
-        t = torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.is_quantized:
+    for name, t in _named(source):
+        if isinstance(t, np.ndarray) and t.dtype.kind == "f":
+            lib: Any = np
+        elif isinstance(t, torch.Tensor) and t.is_floating_point() and not t.is_quantized:
+            lib = torch
+        else:
             continue
-        finite = torch.isfinite(t)
+        finite = lib.isfinite(t)
         if bool(finite.all()):
             continue
-        kinds = "/".join(k for k, present in (("nan", t.isnan().any()), ("inf", t.isinf().any())) if present)
-        found.append(f"{name} ({int((~finite).sum())} of {t.numel()} values {kinds})")
+        kinds = "/".join(k for k, present in (("nan", lib.isnan(t).any()), ("inf", lib.isinf(t).any())) if present)
+        found.append(f"{name} ({int((~finite).sum())} of {math.prod(t.shape)} values {kinds})")
         if len(found) == limit:
             break
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -203,3 +204,26 @@ def test_rows_record_the_instruction_sets_that_decide_kernel_speed(cnn, cnn_load
     features = row.cpu_features.split()
     assert features == [f for f in SPEED_FLAGS if f in cpu_flags()]
     assert ("avx2" in features) == ("avx2" in cpu_flags())
+
+
+def test_non_finite_weights_are_benchmarked_with_a_warning_naming_them(cnn, cnn_onnx, cnn_loader, tmp_path):
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    from cleanai._finite import NonFiniteWarning
+
+    broken = copy.deepcopy(cnn)
+    with torch.no_grad():
+        broken[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.warns(NonFiniteWarning, match=r"the weights of 'broken' hold NaN or inf: 0\.weight \(1 of 216 values nan\)"):
+        benchmark(TorchRunner(broken, name="broken"), cnn_loader, config=FAST)
+    graph = onnx.load(str(cnn_onnx))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+    array = numpy_helper.to_array(weight).copy()
+    array[0, 0, 0, :2] = np.inf
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(graph, str(tmp_path / "broken.onnx"))
+    with pytest.warns(NonFiniteWarning, match=rf"{weight.name} \(2 of 216 values inf\)"):
+        benchmark(OrtRunner(tmp_path / "broken.onnx", name="broken onnx"), cnn_loader, config=FAST)

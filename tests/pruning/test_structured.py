@@ -300,3 +300,12 @@ def test_prunable_groups_lists_the_ratio_dict_names_without_touching_the_model()
         "bert.encoder.layer.0.attention.self": 4, "bert.encoder.layer.1.attention.self": 4,
     }
     assert prunable_groups(chain_cnn(), X, PruneConfig(ignored_layers=["3"])) == {"0": 16, "6": 24}
+
+
+def test_a_model_with_non_finite_weights_is_refused_naming_them():
+    model = chain_cnn()
+    with torch.no_grad():
+        model[1].running_var[3] = float("inf")
+    with pytest.raises(CleanAIError, match=r"the weights of Sequential hold NaN or inf: 1\.running_var \(1 of 16 "
+                                           r"values inf\); pruning would rank channels by them"):
+        prune(model, X, PruneConfig(ratio=0.5))

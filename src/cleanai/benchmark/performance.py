@@ -33,8 +33,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cleanai._finite import check_finite
 from cleanai._platform import cpu_flags, cpu_name
-from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
+from cleanai.benchmark.runners import BenchmarkError, OrtRunner, Runner, as_runner
 from cleanai.errors import DataError
 from cleanai.training.metrics import get_metric
 
@@ -171,6 +172,19 @@ def _artifact_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
+    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers."""
+    inner = getattr(runner, "inner", runner)  # a TextClassifierRunner wraps the runner that holds the weights
+    model = getattr(inner, "model", None)
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(inner, OrtRunner):
+        from onnx import numpy_helper
+
+        return {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+    return {}
+
+
 # CPU flags that decide which fp32/int8 kernels run: the same model name ("AMD EPYC") may or may not have them.
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp",
                "i8mm", "sve")
@@ -260,6 +274,7 @@ class PerformanceBenchmark:
         threads = cfg.threads or torch.get_num_threads()
         torch_threads = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
+        check_finite(_weights(self.runner), f"the weights of {self.name!r}", hint="this row measures a broken model")
         try:
             self.runner.set_threads(threads)
             scores, n_eval, whole, first = self._evaluate()

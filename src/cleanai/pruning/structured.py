@@ -40,6 +40,7 @@ import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from cleanai._finite import check_finite
 from cleanai.errors import CleanAIError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
 from cleanai.pruning.criteria import CRITERIA, create_criterion
@@ -532,6 +533,7 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str,
     runs between iterative steps (it may train the weights, not change the architecture).
     """
     config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config
+    check_finite(model, f"the weights of {type(model).__name__}", CleanAIError, "pruning would rank channels by them")
     was_training = model.training
     work = model if config.inplace else copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
