@@ -63,16 +63,16 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, splits
 
 
-def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
+def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) -> Any:
     from cleanai.data import text_collate
 
     collate = text_collate(model.tokenizer) if splits.task == "text" else None
-    return splits.loaders(batch_size=batch_size, collate_fn=collate)
+    return splits.loaders(batch_size=batch_size, collate_fn=collate, seed=seed or 0)
 
 
 def _train(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, save_safetensors, write_json
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
 
     fields = _load_yaml(args.config)
     overrides = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "scheduler": args.scheduler,
@@ -82,8 +82,10 @@ def _train(args: argparse.Namespace) -> None:
     fields["resume"] = bool(args.resume)
     fields["progress"] = not args.quiet
     config = TrainConfig.model_validate(fields)
+    if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
+        seed_everything(config.seed)
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
+    loaders = _loaders(model, splits, args.batch_size, config.seed)
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
@@ -204,7 +206,7 @@ def _quantize(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
 
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
                          criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
@@ -216,8 +218,9 @@ def _prune(args: argparse.Namespace) -> None:
                                      "seed": args.seed}.items() if v is not None})
     fields["progress"] = not args.quiet
     train_config = TrainConfig.model_validate(fields) if args.finetune_epochs > 0 else None
+    seed_everything(args.seed)  # before the model is built: the seed fixes initial weights not loaded from a file
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
+    loaders = _loaders(model, splits, args.batch_size, args.seed)
     example = _example(loaders)
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
