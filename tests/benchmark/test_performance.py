@@ -80,6 +80,41 @@ class WaitingRunner(TorchRunner):
         return super().__call__(inputs)
 
 
+class ScriptedClockRunner(TorchRunner):
+    """A real TorchRunner on a clock that only it advances: a call at `batch_size` 1 takes the next of `latencies`
+    (cyclically), any larger call `batch_ms`; so every timing statistic has an exact expected value."""
+
+    def __init__(self, model: nn.Module, latencies: list[float], batch_ms: float) -> None:
+        super().__init__(model, name="scripted")
+        self.latencies, self.batch_ms, self.now, self.calls = latencies, batch_ms, 0, 0
+
+    def clock(self) -> int:
+        return self.now
+
+    def __call__(self, inputs):
+        if len(inputs) == 1:
+            self.now += int(self.latencies[self.calls % len(self.latencies)] * 1e6)
+            self.calls += 1
+        else:
+            self.now += int(self.batch_ms * 1e6)
+        return super().__call__(inputs)
+
+
+def test_latency_percentiles_mean_and_throughput_follow_their_definitions(cnn, cnn_loader, monkeypatch):
+    """p50 is the median of the timed calls (not the minimum); throughput is samples per second (not batches)."""
+    latencies = [1.0, 1.0, 5.0, 9.0, 9.0]  # any 15 consecutive calls: six of 1 ms, three of 5 ms, six of 9 ms
+    runner = ScriptedClockRunner(cnn, latencies, batch_ms=4.0)
+    monkeypatch.setattr(time, "perf_counter_ns", runner.clock)
+    config = BenchmarkConfig(warmup=3, runs=15, throughput_batch_size=8, throughput_runs=5, progress=False)
+    row = benchmark(runner, cnn_loader, config=config)
+    timed = np.array(latencies * 3)
+    assert row.latency_ms_p50 == np.median(timed) == 5.0 != timed.min()
+    assert (row.latency_ms_p90, row.latency_ms_p99) == (np.percentile(timed, 90), np.percentile(timed, 99))
+    assert row.latency_ms_mean == pytest.approx(timed.mean())
+    assert row.latency_ms_std == pytest.approx(timed.std(ddof=1))
+    assert row.throughput == pytest.approx(8 * 5 / (5 * 4.0e-3))  # 2000 samples/s: 8 samples per 4 ms call
+
+
 def test_cpu_latency_counts_computing_and_not_waiting(cnn, cnn_loader):
     config = BenchmarkConfig(warmup=1, runs=10, throughput_runs=0, threads=1, progress=False)
     sleeping = benchmark(WaitingRunner(cnn, 20, busy=False), cnn_loader, config=config)
