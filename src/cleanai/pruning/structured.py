@@ -33,15 +33,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch_pruning as tp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from cleanai.errors import CleanAIError
-from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
+from cleanai._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
+from cleanai.pruning.batchnorm import recalibrate_batchnorm
+from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
@@ -51,72 +52,6 @@ ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 _CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
 
 StepCallback = Callable[[int, nn.Module, PruneReport], None]
-
-
-def _check_ratio(value: float, what: str) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of channels removed; 1 would remove all), "
-                         f"got {value!r}")
-    return value
-
-
-class PruneConfig(BaseModel):
-    """Everything `prune()` needs besides the model and data (see the module docstring for `ratio`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    criterion: str = "magnitude"
-    criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
-    ratio: float = 0.3
-    head_ratio: float | None = None  # attention heads removed (default: `ratio`)
-    scope: Literal["local", "global"] = "local"
-    iterative_steps: int = Field(1, ge=1)
-    ratio_dict: dict[str, float] = Field(default_factory=dict)  # module name -> ratio for the groups inside it
-    max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
-    ignored_layers: list[str] = Field(default_factory=list)
-    round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
-    calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria (and recalibrate_bn)
-    recalibrate_bn: bool = False  # after each step, re-estimate BatchNorm statistics on the calibration batches
-    seed: int = 0
-    inplace: bool = False
-
-    @field_validator("criterion")
-    @classmethod
-    def _known_criterion(cls, value: str) -> str:
-        CRITERIA.get(value)  # raises UnknownNameError listing the valid names
-        return value
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio(cls, value: float) -> float:
-        return _check_ratio(value, "ratio")
-
-    @field_validator("head_ratio")
-    @classmethod
-    def _head_ratio(cls, value: float | None) -> float | None:
-        return None if value is None else _check_ratio(value, "head_ratio")
-
-    @field_validator("ratio_dict")
-    @classmethod
-    def _ratio_dict(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, ratio in value.items():
-            _check_ratio(ratio, f"ratio_dict[{name!r}]")
-        return value
-
-    @model_validator(mode="after")
-    def _criterion_kwargs(self) -> PruneConfig:
-        try:  # building a criterion is cheap (no data): bad options fail here, at load time, with their name
-            create_criterion(self.criterion, **self.criterion_kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"criterion_kwargs {self.criterion_kwargs!r} for criterion {self.criterion!r}: {exc}") from exc
-        return self
-
-    @field_validator("max_layer_ratio")
-    @classmethod
-    def _max_layer_ratio(cls, value: float) -> float:
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"max_layer_ratio must be in (0, 1], got {value!r}")
-        return value
 
 
 @dataclass
@@ -493,32 +428,6 @@ class StructuredPruner:
                 callback(step, self.model, report)
         self.annotate_configs()
         return report
-
-
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
-    """Re-estimate the running statistics of every BatchNorm of `model` on `batches`; return how many were reset.
-
-    Removing channels shifts the statistics the following BatchNorms see, which costs much of the
-    accuracy lost right after pruning; one pass without gradients (cumulative average, dropout off)
-    measures them again. Momentum and train/eval mode are restored afterwards.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    momenta, was_training = [m.momentum for m in norms], model.training
-    device = model_device(model)
-    try:
-        model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative moving average: every batch counts the same
-            norm.train()
-        with torch.no_grad():
-            for batch in batches:
-                call_model(model, to_device(split_batch(batch)[0], device))
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
-    return len(norms)
 
 
 def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str, Any] | None = None,
