@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import (
+from cleanai.runtime import (
     OrtRunner,
     Runner,
     TextClassifierRunner,
