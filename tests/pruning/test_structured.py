@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torch_pruning as tp
 from pydantic import ValidationError
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
@@ -97,6 +100,31 @@ def test_recalibrating_batchnorm_recovers_accuracy_lost_right_after_pruning(trai
 def test_taylor_needs_targets() -> None:
     with pytest.raises(DataError, match="taylor needs \\(inputs, targets\\)"):
         prune(chain_cnn(), X, PruneConfig(criterion="taylor"), calib=[X])
+
+
+def test_a_raw_torch_pruning_taylor_importance_gets_the_gradients_it_reads() -> None:
+    model = chain_cnn()
+    reference = copy.deepcopy(model)  # gradients filled by hand, the way Torch-Pruning's examples do
+    for x, y in CALIB:
+        F.cross_entropy(reference(x), y).backward()
+    dg = tp.DependencyGraph().build_dependency(reference, example_inputs=X)
+    group = dg.get_pruning_group(reference[0], tp.prune_conv_out_channels, list(range(16)))
+    expected = sorted(torch.argsort(tp.importance.GroupTaylorImportance()(group), descending=True)[:8].tolist())
+    pruned, report = prune(model, X, PruneConfig(ratio=0.5), calib=CALIB,
+                           criterion=tp.importance.GroupTaylorImportance())
+    assert report.criterion == "GroupTaylorImportance" and widths(pruned) == [8, 16, 12]
+    assert torch.equal(pruned[0].weight, model[0].weight[expected])  # the channels Taylor ranks highest
+    assert all(p.grad is None for p in [*pruned.parameters(), *model.parameters()])  # no gradients left behind
+
+
+def test_criteria_whose_needs_prune_cannot_meet_are_refused_by_name() -> None:
+    with pytest.raises(DataError, match="criterion 'GroupTaylorImportance' needs calibration data: pass calib="):
+        prune(chain_cnn(), X, PruneConfig(), criterion=tp.importance.GroupTaylorImportance())
+    with pytest.raises(DataError, match="criterion 'GroupTaylorImportance' needs gradients of a loss: calib batch 0 "
+                                        "has no targets"):
+        prune(chain_cnn(), X, PruneConfig(), calib=[X], criterion=tp.importance.GroupTaylorImportance())
+    with pytest.raises(CleanAIError, match="criterion GroupHessianImportance .* needs its own accumulation procedure"):
+        prune(chain_cnn(), X, PruneConfig(), calib=CALIB, criterion=tp.importance.GroupHessianImportance())
 
 
 # ---- ratio semantics --------------------------------------------------------------------------------

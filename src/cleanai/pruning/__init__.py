@@ -13,11 +13,13 @@ from cleanai.pruning.criteria import (
     HybridCriterion,
     MagnitudeCriterion,
     RandomCriterion,
+    Requirements,
     TaylorCriterion,
     WandaCriterion,
     create_criterion,
     list_criteria,
     register_criterion,
+    requirements,
 )
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
@@ -40,9 +42,9 @@ from cleanai.pruning.unstructured import (
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
     "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion", "LayerChange",
-    "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "StepRecord", "StructuredPruner",
-    "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups", "prune",
-    "recalibrate_batchnorm", "register_criterion", "rewrite_pad_shortcuts",
+    "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "Requirements", "StepRecord",
+    "StructuredPruner", "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups",
+    "prune", "recalibrate_batchnorm", "register_criterion", "requirements", "rewrite_pad_shortcuts",
 ]
 __all__ += [  # unstructured and movement pruning
     "LAYER_TYPES", "ConstantSparsity", "LayerSparsity", "MaskedLayer", "MovementConfig", "MovementLinear",

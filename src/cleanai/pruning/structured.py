@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from cleanai.errors import CleanAIError
-from cleanai._batches import Batch, call_model, logits_of, model_device, take_batches, to_device
+from cleanai.errors import CleanAIError, DataError
+from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
-from cleanai.pruning.criteria import CRITERIA, create_criterion
+from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
 
@@ -100,7 +101,8 @@ class StructuredPruner:
         self.example_inputs = to_device(example_inputs, model_device(model))
         self.criterion_name = config.criterion if criterion is None else type(criterion).__name__
         self.criterion = criterion if criterion is not None else self._make_criterion()
-        who = (f"criterion {self.criterion_name!r}" if getattr(self.criterion, "requires_data", False)
+        self.needs = requirements(self.criterion)
+        who = (f"criterion {self.criterion_name!r}" if self.needs.data
                else "recalibrate_bn=True" if config.recalibrate_bn else None)
         self.calib = [] if who is None else take_batches(calib, config.calib_batches, who)
         self.warnings: list[str] = []
@@ -204,15 +206,39 @@ class StructuredPruner:
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, int]:
-        """Prepare the criterion if needed, then remove what step `step` of `iterative_steps` asks for."""
+        """Satisfy the criterion's requirements, then remove what step `step` of `iterative_steps` asks for."""
+        if self.needs.gradients:
+            self._fill_gradients()
         prepare = getattr(self.criterion, "prepare", None)
         if prepare is not None and (step == 1 or getattr(self.criterion, "refresh_each_step", False)):
             prepare(self.model, self.calib)
-        removed = self._apply(step, self._select(step))
+        try:
+            removed = self._apply(step, self._select(step))
+        finally:
+            if self.needs.gradients:
+                self.model.zero_grad(set_to_none=True)  # the returned model carries no gradients
         self._check_forward(step, removed)
         if self.config.recalibrate_bn:
             recalibrate_batchnorm(self.model, self.calib)
         return removed
+
+    def _fill_gradients(self) -> None:
+        """`.grad` of every weight: cross-entropy summed over the calibration batches, in eval mode (BatchNorm
+        statistics untouched), for criteria that read gradients (Torch-Pruning's GroupTaylorImportance)."""
+        was_training = self.model.training
+        self.model.eval().zero_grad(set_to_none=True)
+        device = model_device(self.model)
+        try:
+            with torch.enable_grad():
+                for i, batch in enumerate(self.calib):
+                    inputs, targets = split_batch(batch)
+                    if targets is None:
+                        raise DataError(f"criterion {self.criterion_name!r} needs gradients of a loss: calib batch {i} "
+                                        "has no targets; pass (inputs, targets) batches")
+                    logits = logits_of(call_model(self.model, to_device(inputs, device)))
+                    F.cross_entropy(logits, to_device(targets, device)).backward()
+        finally:
+            self.model.train(was_training)
 
     def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
         width = self.dg.get_out_channels(unit.root)
@@ -437,7 +463,8 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str,
 
     `example_inputs` is what the model is called with (Tensor, tuple, or dict of Tensors);
     `calib` yields `(inputs, targets)` batches for data-driven criteria; `criterion` overrides
-    `config.criterion` with any Torch-Pruning `Importance` object; `callback(step, model, report)`
+    `config.criterion` with any Torch-Pruning `Importance` object, whose requirements (`requirements()`:
+    calibration data, gradients) are met here or refused with a CleanAIError; `callback(step, model, report)`
     runs between iterative steps (it may train the weights, not change the architecture).
     """
     config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config
