@@ -15,6 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from cleanai.errors import CleanAIError, DataError, UnknownNameError
+from cleanai.models import CifarResNet
 from cleanai.pruning import PruneConfig, PruneReport, prunable_groups, prune
 
 
@@ -171,6 +172,20 @@ def test_a_request_that_would_remove_every_channel_is_capped_and_reported() -> N
         config = PruneConfig(ratio=0.5, scope="global", criterion_kwargs={"normalizer": "none"})
         pruned, report = prune(model, X, config)
     assert widths(pruned)[1] == 1 and pruned(X).shape == (2, 5) and report.capped_layers == ["3"]
+
+
+def test_residual_keep_prunes_a_resnet_inside_its_blocks_only() -> None:
+    model = CifarResNet(depth=8).eval()
+    pruned, report = prune(model, torch.randn(2, 3, 32, 32), PruneConfig(ratio=0.5, residual="keep"))
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    after = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    inside = {f"layer{i}.0.conv1" for i in (1, 2, 3)}  # conv1 -> bn1 -> relu -> conv2: no addition on the way
+    assert {n: after[n] for n in inside} == {n: before[n] // 2 for n in inside}
+    assert all(after[n] == before[n] for n in before if n not in inside)  # the residual stream stays whole
+    assert {"conv1", "layer2.0.conv2", "layer3.0.conv2"} <= {
+        n for n, why in report.skipped_groups.items() if why.startswith("residual stream")}
+    everywhere, _ = prune(model, torch.randn(2, 3, 32, 32), PruneConfig(ratio=0.5))
+    assert everywhere.conv1.out_channels == before["conv1"] // 2  # the default prunes the stream too
 
 
 def test_ignored_layers_keep_their_width() -> None:

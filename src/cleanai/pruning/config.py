@@ -32,6 +32,7 @@ class PruneConfig(BaseModel):
     iterative_steps: int = Field(1, ge=1)
     ratio_dict: dict[str, float] = Field(default_factory=dict)  # module name -> ratio for the groups inside it
     max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
+    residual: Literal["prune", "keep"] = "prune"  # "keep": leave channels that pass through residual additions whole
     ignored_layers: list[str] = Field(default_factory=list)
     round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
     calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria (and recalibrate_bn)

@@ -17,7 +17,9 @@ the current model when they ask to (`refresh_each_step`).
 
 Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
 in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
-BERT poolers; `ignored_layers` adds more. Option-A `PadShortcut`s are first rewritten into
+BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
+channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
+the blocks are removed. Option-A `PadShortcut`s are first rewritten into
 `ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
 """
 
@@ -84,6 +86,11 @@ def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
     """The ratio of the most specific `ratio_dict` key naming `name` or one of its parents."""
     keys = [k for k in ratio_dict if name == k or name.startswith(k + ".") or k == ""]
     return ratio_dict[max(keys, key=len)] if keys else None
+
+
+def _is_residual_add(node: Any) -> bool:
+    """True for the dependency graph's node of a tensor addition (`x + shortcut`), as traced by Torch-Pruning."""
+    return isinstance(node, tp.ops._ElementWiseOp) and str(node._grad_fn).startswith("AddBackward")
 
 
 def _floor(x: float) -> int:
@@ -196,6 +203,8 @@ class StructuredPruner:
                      and isinstance(item.dep.target.module, _CONSUMERS)]
         if not consumers:
             return "output layer: its channels are the model's outputs"
+        if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
+            return "residual stream (residual='keep'): its channels pass through a residual addition"
         for item in group:
             m = item.dep.target.module
             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
