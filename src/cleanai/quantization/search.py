@@ -27,7 +27,7 @@ from torch import nn
 from cleanai.quantization._common import Inputs, check_quantizable
 from cleanai.quantization.affine import quantization_error
 from cleanai.quantization.api import make_quantizer
-from cleanai.quantization.config import QuantConfig, QuantizationError
+from cleanai.quantization.config import CALIBRATIONS, QuantConfig, QuantizationError
 from cleanai.runtime import Evaluation, Runner, artifact_bytes, evaluate
 
 SEARCHABLE_MODES = ("static", "dynamic", "weight_only")
@@ -130,7 +130,7 @@ def quantize_with_accuracy_budget(
     metric: str = "accuracy",
     example_inputs: Inputs | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    calibrations: Sequence[str] = ("minmax", "entropy", "percentile"),
+    calibrations: Sequence[str] = CALIBRATIONS,
     granularities: Sequence[bool] = (True, False),
     max_fp32_layers: int | None = None,
     sensitivity_batches: int = 4,
@@ -147,7 +147,7 @@ def quantize_with_accuracy_budget(
                                 f"got mode={config.mode!r}")
     if not max_drop >= 0:
         raise ValueError(f"max_drop must be a non-negative fraction of {metric} (0.01 = 1 point), got {max_drop!r}")
-    bad = [c for c in calibrations if c not in ("minmax", "entropy", "percentile")]
+    bad = [c for c in calibrations if c not in CALIBRATIONS]
     if bad or not calibrations or not granularities:
         raise ValueError(f"calibrations must name some of minmax, entropy, percentile (got {list(calibrations)}) and "
                          f"granularities some of True (per-channel), False (per-tensor) (got {list(granularities)})")

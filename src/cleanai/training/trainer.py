@@ -172,7 +172,7 @@ class Trainer:
         outputs = []
         with self._eval_mode():
             for batch in loader:
-                inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+                inputs = split_batch(batch)[0]
                 with self._autocast():
                     outputs.append(self._forward(to_device(inputs, self.device)).float().cpu())
         if not outputs:
