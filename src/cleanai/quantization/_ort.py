@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner
+from cleanai.runtime import OrtRunner
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.quantization._common import Inputs
 from cleanai.quantization.config import QuantConfig, QuantizationError

@@ -11,8 +11,9 @@ from onnx import TensorProto, helper
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cleanai.benchmark import BenchmarkConfig, OrtRunner, TorchRunner, benchmark, count_macs
-from cleanai.benchmark.flops import count_onnx_macs
+from cleanai.benchmark import BenchmarkConfig, benchmark
+from cleanai.runtime import OrtRunner, TorchRunner, count_macs
+from cleanai.runtime.flops import count_onnx_macs
 from cleanai.export import export_onnx
 from cleanai.models import create_model
 from cleanai.pruning import PruneConfig, prune
