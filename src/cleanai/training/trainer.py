@@ -6,7 +6,8 @@ A batch is `(inputs, targets)`; `inputs` is a Tensor (`model(inputs)`) or a dict
 
 Per optimizer step the loop adds one host sync (`loss.item()`, which also catches a NaN/inf loss
 before it reaches the weights) and nothing else unless asked for: penalties, clipping, gradient-norm
-statistics and callbacks cost only when configured.
+statistics and callbacks cost only when configured. Per epoch it checks every weight and buffer for
+NaN/inf (a finite loss can hide overflowed BatchNorm statistics) before the epoch is checkpointed.
 """
 
 from __future__ import annotations
