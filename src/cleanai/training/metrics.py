@@ -157,6 +157,50 @@ class MacroF1(_ConfusionMetric):
         return self._mean_ratio(2 * tp, predicted + actual)
 
 
+class _OutOfScopeMetric(Metric):
+    """Intent detection with an out-of-scope class (`oos_index`, default the last class, as in CLINC150)."""
+
+    def __init__(self, oos_index: int = -1) -> None:
+        self.oos_index = oos_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.correct: torch.Tensor | int = 0
+        self.total: torch.Tensor | int = 0
+
+    def _oos(self, logits: torch.Tensor) -> int:
+        return self.oos_index % logits.shape[1]
+
+    def compute(self) -> float:
+        return float(self.correct) / float(self.total) if float(self.total) else float("nan")
+
+
+@register_metric("in_scope_accuracy")
+class InScopeAccuracy(_OutOfScopeMetric):
+    """Accuracy over the samples whose target is an in-scope class (not `oos_index`)."""
+
+    name = "in_scope_accuracy"
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        preds, targets = _predictions(logits)[0], targets.reshape(-1)
+        inside = targets != self._oos(logits)
+        self.correct = self.correct + (preds[inside] == targets[inside]).sum()
+        self.total = self.total + inside.sum()
+
+
+@register_metric("oos_recall")
+class OutOfScopeRecall(_OutOfScopeMetric):
+    """Fraction of out-of-scope samples (target `oos_index`) predicted out-of-scope."""
+
+    name = "oos_recall"
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        preds, targets = _predictions(logits)[0], targets.reshape(-1)
+        outside = targets == self._oos(logits)
+        self.correct = self.correct + (preds[outside] == targets[outside]).sum()
+        self.total = self.total + outside.sum()
+
+
 def list_metrics() -> list[str]:
     """Names accepted by `get_metric`."""
     return METRICS.names()
