@@ -2,6 +2,7 @@
 
 from cleanai.benchmark.compare import compare, load_rows, plot_metrics, save_rows
 from cleanai.benchmark.flops import count_macs
+from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intent
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -32,7 +33,10 @@ __all__ = [
     "compare",
     "count_macs",
     "environment",
+    "intent_scores",
+    "intent_variants",
     "load_rows",
+    "measure_intent",
     "plot_metrics",
     "save_rows",
 ]

@@ -278,7 +278,10 @@ class TextClassifierRunner:
         return {k: v for k, v in encoded.items() if accepted is None or k in accepted}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        logits = self.inner(self.encode(texts))
+        return self.answer(self.inner(self.encode(texts)), texts)
+
+    def answer(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """The model's `logits` for `texts` with the out-of-scope rules applied (see the class docstring)."""
         empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool)
         if empty.any() and self.oos_index is None:
             raise ValueError(f"runner {self.name!r}: query {int(empty.nonzero()[0])} is empty or whitespace; give "
