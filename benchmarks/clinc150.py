@@ -13,8 +13,9 @@ on "What is the pin number for my account?" after `--warmup` (10), tokenising in
 Trained models are cached content-addressed by their training settings under
 `cleanai.data.default_cache_dir()/clinc150/` (outside the work tree), with Trainer checkpoints every epoch,
 so a rerun skips finished trainings and an interrupted one resumes. Teacher logits for distillation are
-cached there too. Rows (JSON), a summary and the bubble plot go to `--out`.
-Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 8] [--teacher-lr 2e-4] [--student-epochs 8]
+cached there too, and so are the ONNX files. Rows (JSON), a summary and the bubble plot go to `--out`
+(`<out>/full/` or `<out>/quick/`).
+Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
        [--student-lr 2e-4] [--alpha 0.5] [--temperature 2] [--no-vocab-prune] [--threads 1] [--out DIR]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
 1-layer student cut from MiniLM, 1 epoch each, 10 timed calls - a smoke run of every step, not a result.
@@ -157,13 +158,14 @@ def main() -> None:
     print(f"distilled student: {distilled_source}", flush=True)
 
     work = args.out / ("quick" if quick else "full")
-    runners = {**intent_variants(teacher, "teacher", work, ["torch fp32"], oos, args.max_length),
-               **intent_variants(student, "student", work, ["torch fp32"], oos, args.max_length),
-               **intent_variants(distilled, "distilled", work, oos_index=oos, max_length=args.max_length)}
+    onnx_dir = default_cache_dir() / "clinc150" / "onnx" / cache_folder(distilled_spec).name  # large: not in the tree
+    runners = {**intent_variants(teacher, "teacher", onnx_dir, ["torch fp32"], oos, args.max_length),
+               **intent_variants(student, "student", onnx_dir, ["torch fp32"], oos, args.max_length),
+               **intent_variants(distilled, "distilled", onnx_dir, oos_index=oos, max_length=args.max_length)}
     if args.vocab_prune:
         small = prune_vocabulary(distilled, texts_of(train_set))
         print(f"vocabulary pruned: {distilled.config.vocab_size:,} -> {small.config.vocab_size:,} tokens", flush=True)
-        runners.update(intent_variants(small, "distilled + vocab", work, ["ORT int8"], oos, args.max_length))
+        runners.update(intent_variants(small, "distilled + vocab", onnx_dir, ["ORT int8"], oos, args.max_length))
 
     torch.set_num_threads(args.threads)
     test = DataLoader(test_set, batch_size=64, collate_fn=raw_text_collate)
@@ -215,10 +217,10 @@ def report(rows: list[Measurement], args: argparse.Namespace, work: Path, load: 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run on small subsets (not a result)")
-    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--teacher-lr", type=float, default=2e-4)
     parser.add_argument("--student-layers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2, 5])
-    parser.add_argument("--student-epochs", type=int, default=8)
+    parser.add_argument("--student-epochs", type=int, default=10)
     parser.add_argument("--student-lr", type=float, default=2e-4)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
