@@ -176,7 +176,9 @@ def check_compatible(student: nn.Module, teacher: nn.Module) -> None:
     """Refuse teacher/student pairs with different label names or vocabularies, summarising both sides."""
     for what, read in (("label set", _label_names), ("vocabulary", _vocabulary)):
         s, t = read(student), read(teacher)
-        if s is not None and t is not None and s != t:
+        if s is None or t is None:
+            continue
+        if (s != t) if type(s) is type(t) else _size(s) != _size(t):  # a tokenizer's vocabulary vs a vocab_size
             raise DistillationError(f"teacher and student have different {what}s: teacher {_summary(t)}; "
                                     f"student {_summary(s)}. Build the student from the teacher (same tokenizer and "
                                     f"labels), or distil before pruning the vocabulary")
@@ -188,19 +190,24 @@ def _label_names(model: nn.Module) -> list[str] | None:
     return [str(id2label[i]) for i in range(len(id2label))] if isinstance(id2label, Mapping) else None
 
 
-def _vocabulary(model: nn.Module) -> dict[str, int] | None:
+def _vocabulary(model: nn.Module) -> dict[str, int] | int | None:
+    """The tokenizer's token -> id map, else the config's vocab_size, else None (not a text model)."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         return dict(tokenizer.get_vocab())
     size = getattr(getattr(model, "config", None), "vocab_size", None)
-    return {"<vocab_size>": size} if isinstance(size, int) else None
+    return size if isinstance(size, int) else None
 
 
-def _summary(value: list[str] | dict[str, int]) -> str:
-    if isinstance(value, dict):
-        return f"{len(value):,} tokens" if "<vocab_size>" not in value else f"{value['<vocab_size>']:,} tokens"
-    shown = ", ".join(value[:3]) + (f", ..., {value[-1]}" if len(value) > 3 else "")
-    return f"{len(value)} labels ({shown})"
+def _size(vocabulary: dict[str, int] | int) -> int:
+    return len(vocabulary) if isinstance(vocabulary, dict) else vocabulary
+
+
+def _summary(value: list[str] | dict[str, int] | int) -> str:
+    if isinstance(value, list):
+        shown = ", ".join(value[:3]) + (f", ..., {value[-1]}" if len(value) > 3 else "")
+        return f"{len(value)} labels ({shown})"
+    return f"{_size(value):,} tokens"
 
 
 def _hf(model: nn.Module) -> nn.Module:

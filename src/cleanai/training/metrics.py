@@ -158,7 +158,10 @@ class MacroF1(_ConfusionMetric):
 
 
 class _OutOfScopeMetric(Metric):
-    """Intent detection with an out-of-scope class (`oos_index`, default the last class, as in CLINC150)."""
+    """Accuracy over the samples whose target is (`in_scope=False`) or is not (`in_scope=True`) the out-of-scope
+    class `oos_index` (default the last class, as in CLINC150)."""
+
+    in_scope = True
 
     def __init__(self, oos_index: int = -1) -> None:
         self.oos_index = oos_index
@@ -168,8 +171,11 @@ class _OutOfScopeMetric(Metric):
         self.correct: torch.Tensor | int = 0
         self.total: torch.Tensor | int = 0
 
-    def _oos(self, logits: torch.Tensor) -> int:
-        return self.oos_index % logits.shape[1]
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        preds, targets = _predictions(logits)[0], targets.reshape(-1)
+        chosen = (targets != self.oos_index % logits.shape[1]) == self.in_scope
+        self.correct = self.correct + (preds[chosen] == targets[chosen]).sum()
+        self.total = self.total + chosen.sum()
 
     def compute(self) -> float:
         return float(self.correct) / float(self.total) if float(self.total) else float("nan")
@@ -181,24 +187,13 @@ class InScopeAccuracy(_OutOfScopeMetric):
 
     name = "in_scope_accuracy"
 
-    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        preds, targets = _predictions(logits)[0], targets.reshape(-1)
-        inside = targets != self._oos(logits)
-        self.correct = self.correct + (preds[inside] == targets[inside]).sum()
-        self.total = self.total + inside.sum()
-
 
 @register_metric("oos_recall")
 class OutOfScopeRecall(_OutOfScopeMetric):
     """Fraction of out-of-scope samples (target `oos_index`) predicted out-of-scope."""
 
     name = "oos_recall"
-
-    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        preds, targets = _predictions(logits)[0], targets.reshape(-1)
-        outside = targets == self._oos(logits)
-        self.correct = self.correct + (preds[outside] == targets[outside]).sum()
-        self.total = self.total + outside.sum()
+    in_scope = False
 
 
 def list_metrics() -> list[str]:
