@@ -24,15 +24,35 @@ def distilbert(teacher) -> TextClassifier:
     return TextClassifier(AutoModelForSequenceClassification.from_config(config), teacher.tokenizer).eval()
 
 
+def other_encoder_model(kind: str, teacher: TextClassifier) -> TextClassifier:
+    """A tiny random RoBERTa or MPNet classifier (reusing the BERT test tokenizer: the builders need its ids only)."""
+    from transformers import AutoModelForSequenceClassification, MPNetConfig, RobertaConfig
+
+    torch.manual_seed(0)
+    config = {"roberta": RobertaConfig, "mpnet": MPNetConfig}[kind](
+        vocab_size=teacher.config.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=0, hidden_dropout_prob=0.0,
+        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    return TextClassifier(AutoModelForSequenceClassification.from_config(config), teacher.tokenizer).eval()
+
+
+@pytest.fixture(params=["roberta", "mpnet"])
+def other_encoder(request, teacher) -> TextClassifier:
+    return other_encoder_model(request.param, teacher)
+
+
 def encoded(model: TextClassifier) -> dict[str, torch.Tensor]:
     return model.encode(TEXTS)
 
 
-@pytest.mark.parametrize("which", ["teacher", "distilbert"])
+@pytest.mark.parametrize("which", ["teacher", "distilbert", "roberta", "mpnet"])
 def test_keep_layers_copies_the_chosen_layers_and_reproduces_them(which: str, request) -> None:
-    model = request.getfixturevalue(which)
+    model = (request.getfixturevalue(which) if which in ("teacher", "distilbert")
+             else other_encoder_model(which, request.getfixturevalue("teacher")))
     student = keep_layers(model, [0, 2])
     assert student.config.num_hidden_layers == 2 and model.config.num_hidden_layers in (3, 4)
+    assert len(student.hf_model.base_model.encoder.layer if hasattr(student.hf_model.base_model, "encoder")
+               else student.hf_model.base_model.transformer.layer) == 2
     with torch.no_grad():
         s_out = student.hf_model(**encoded(model), output_hidden_states=True)
         t_out = model.hf_model(**encoded(model), output_hidden_states=True)
@@ -46,6 +66,12 @@ def test_keep_layers_refuses_indices_out_of_range_or_unordered(teacher) -> None:
     for bad in ([], [4], [2, 1], [0, 0]):
         with pytest.raises(DistillationError, match="increasing indices in \\[0, 4\\)"):
             keep_layers(teacher, bad)
+
+
+def test_shrink_width_of_roberta_and_mpnet_makes_a_smaller_model_that_runs(other_encoder) -> None:
+    student = shrink_width(other_encoder, encoded(other_encoder), head_ratio=0.5, ffn_ratio=0.5)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in other_encoder.parameters())
+    assert student(**encoded(other_encoder)).shape == (len(TEXTS), 3)
 
 
 def test_shrink_width_removes_heads_and_ffn_neurons_and_still_runs(teacher) -> None:
