@@ -24,10 +24,12 @@ _PUBLIC = {
     "cleanai.pruning": ["PruneConfig", "prune", "prune_and_finetune", "save_pruned", "load_pruned",
                         "list_criteria", "create_criterion"],
     "cleanai.quantization": ["QuantConfig", "quantize", "quantize_with_accuracy_budget"],
+    "cleanai.distillation": ["DistillConfig", "distill"],
     "cleanai.fusion": ["fuse_conv_bn"],
     "cleanai.export": ["export_onnx"],
+    "cleanai.runtime": ["TorchRunner", "OrtRunner", "evaluate"],
     # the verb itself is cleanai.benchmark.benchmark
-    "cleanai.benchmark": ["BenchmarkConfig", "compare", "compare_runners", "TorchRunner", "OrtRunner"],
+    "cleanai.benchmark": ["BenchmarkConfig", "compare", "compare_runners"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -14,11 +14,27 @@ from cleanai.errors import DataError
 Batch = Any
 
 
-def split_batch(batch: Batch) -> tuple[Any, torch.Tensor | None]:
-    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None)."""
+def split_batch(batch: Batch, *, require_targets: bool = False) -> tuple[Any, Any]:
+    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None), or a
+    DataError when `require_targets` (evaluating and training need the labels)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
+    if require_targets:
+        raise DataError(f"a batch must be an (inputs, targets) pair, got a {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""))
     return batch, None
+
+
+def batch_len(x: Any) -> int:
+    """Samples in a batch of inputs or targets: a Tensor's first axis, a dict's first value's, a list's length."""
+    if isinstance(x, torch.Tensor):
+        return x.shape[0] if x.dim() else 1
+    if isinstance(x, Mapping) and x:
+        return batch_len(next(iter(x.values())))
+    if isinstance(x, (list, tuple)):
+        return len(x)
+    raise DataError(f"batch inputs of type {type(x).__name__} are not supported; "
+                    "expected a Tensor, a dict of Tensors or a list of strings")
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:

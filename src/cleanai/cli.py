@@ -63,16 +63,16 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, splits
 
 
-def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
+def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) -> Any:
     from cleanai.data import text_collate
 
     collate = text_collate(model.tokenizer) if splits.task == "text" else None
-    return splits.loaders(batch_size=batch_size, collate_fn=collate)
+    return splits.loaders(batch_size=batch_size, collate_fn=collate, seed=seed or 0)
 
 
 def _train(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, save_safetensors, write_json
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
 
     fields = _load_yaml(args.config)
     overrides = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "scheduler": args.scheduler,
@@ -82,8 +82,10 @@ def _train(args: argparse.Namespace) -> None:
     fields["resume"] = bool(args.resume)
     fields["progress"] = not args.quiet
     config = TrainConfig.model_validate(fields)
+    if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
+        seed_everything(config.seed)
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
+    loaders = _loaders(model, splits, args.batch_size, config.seed)
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
@@ -136,7 +138,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
     if args.onnx is not None:
-        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model))
+        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)"))
     rows = _measure(runners, model, splits, args, args.split)
     if args.out is not None:
         with atomic_dir(args.out) as stage:
@@ -202,7 +204,7 @@ def _quantize(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
 
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
                          criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
@@ -214,8 +216,9 @@ def _prune(args: argparse.Namespace) -> None:
                                      "seed": args.seed}.items() if v is not None})
     fields["progress"] = not args.quiet
     train_config = TrainConfig.model_validate(fields) if args.finetune_epochs > 0 else None
+    seed_everything(args.seed)  # before the model is built: the seed fixes initial weights not loaded from a file
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
+    loaders = _loaders(model, splits, args.batch_size, args.seed)
     example = _example(loaders)
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
@@ -265,6 +268,79 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--threads", type=int, default=None)
+
+
+def _distill(args: argparse.Namespace) -> None:
+    """`cleanai distill`: a text student distilled from a fine-tuned teacher, then both benchmarked."""
+    from torch.utils.data import DataLoader, Subset
+
+    from cleanai.benchmark import BenchmarkConfig, compare, intent_variants, measure_intent
+    from cleanai.data import load_dataset, raw_text_collate, text_collate
+    from cleanai.distillation import DistillConfig, distill, keep_layers
+    from cleanai.io import atomic_dir, write_json
+    from cleanai.models import TextClassifier
+    from cleanai.training import TrainConfig
+
+    train_config = TrainConfig(epochs=args.epochs, optimizer="adamw", lr=args.lr, seed=args.seed, device="cpu",
+                               progress=not args.quiet)
+    config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
+                           cache_dir=args.cache_dir, train=train_config)
+    splits = load_dataset(args.data, config=args.data_config)
+    if "oos" not in splits.label_names:
+        raise CleanAIError(f"cleanai distill measures intent classifiers with an 'oos' class; {args.data!r} has none")
+    teacher = TextClassifier.from_pretrained(args.teacher).eval()
+    if args.student.startswith("layers:"):
+        student = keep_layers(teacher, [int(v) for v in args.student.removeprefix("layers:").split(",")])
+    else:
+        student = TextClassifier.from_pretrained(args.student)
+    part = {name: getattr(splits, name) for name in ("train", "val", "test")}
+    for name, limit in (("train", args.train_subset), ("test", args.test_subset), ("val", args.test_subset)):
+        if limit is not None:
+            part[name] = Subset(part[name], range(min(limit, len(part[name]))))
+    collate = text_collate(teacher.tokenizer, args.max_length)
+    train = DataLoader(part["train"], batch_size=args.batch_size, shuffle=True, collate_fn=collate)
+    student, history = distill(student, teacher, train, DataLoader(part["val"], batch_size=128, collate_fn=collate),
+                               config)
+    raw = {name: DataLoader(part[name], batch_size=64, collate_fn=raw_text_collate) for name in ("val", "test")}
+    bench = BenchmarkConfig(threads=args.threads, runs=args.runs, progress=not args.quiet)
+    oos = splits.label_names.index("oos")
+    with atomic_dir(args.out) as stage:
+        runners = {**intent_variants(teacher, "teacher", stage, ["torch fp32"], oos, args.max_length),
+                   **intent_variants(student, "student", stage, ["torch fp32"], oos, args.max_length)}
+        rows = [measure_intent(r, raw["test"], raw["val"], args.query, bench, whole_split=args.test_subset is None)
+                for r in runners.values()]
+        student.save_pretrained(stage / "student")
+        write_json(stage / "history.json", history.to_dict())
+        write_json(stage / "distill_config.json", config.model_dump(mode="json"))
+        _write_rows(rows, stage)
+    compare(rows)
+    print(f"Student (student/), history, results and metrics.png written to {Path(args.out).resolve()}")
+
+
+def _add_distill_parser(sub: Any) -> None:
+    p = sub.add_parser("distill", help="distil a fine-tuned text classifier into a smaller student and benchmark both")
+    p.add_argument("--teacher", type=Path, required=True, help="a TextClassifier directory (save_pretrained)")
+    p.add_argument("--student", default="layers:0,2,5",
+                   help="'layers:0,2,5' (those teacher layers, its weights) or a TextClassifier directory")
+    p.add_argument("--data", default="clinc150")
+    p.add_argument("--data-config", default="plus", help="clinc150: full, plus, small or imbalanced")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss, in [0, 1]")
+    p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature, > 0")
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="weight of hidden-state matching (0: off)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64, help="tokens per query (longer ones are truncated)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache the teacher's logits per example here")
+    p.add_argument("--train-subset", type=int, default=None, help="first N training queries (default: all)")
+    p.add_argument("--test-subset", type=int, default=None, help="first N validation and test queries (default: all)")
+    p.add_argument("--query", default="What is the pin number for my account?", help="the query latency is timed on")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/distilled"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_distill)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/pruned"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
+
+    _add_distill_parser(sub)
 
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics", "criteria",

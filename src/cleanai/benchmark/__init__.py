@@ -1,7 +1,10 @@
-"""Benchmark: one Runner protocol and one PerformanceBenchmark, so every variant is measured the same way."""
+"""Benchmark: one PerformanceBenchmark, so every variant is measured the same way.
+
+The runners it measures live in `cleanai.runtime`; their names are re-exported here for convenience.
+"""
 
 from cleanai.benchmark.compare import compare, compare_runners, load_rows, plot_metrics, save_rows
-from cleanai.benchmark.flops import count_macs
+from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intent
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -9,13 +12,14 @@ from cleanai.benchmark.performance import (
     benchmark,
     environment,
 )
-from cleanai.benchmark.runners import (
+from cleanai.runtime import (
     BenchmarkError,
     OrtRunner,
     Runner,
     TextClassifierRunner,
     TorchRunner,
     as_runner,
+    count_macs,
 )
 
 __all__ = [
@@ -33,7 +37,10 @@ __all__ = [
     "compare_runners",
     "count_macs",
     "environment",
+    "intent_scores",
+    "intent_variants",
     "load_rows",
+    "measure_intent",
     "plot_metrics",
     "save_rows",
 ]

@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cleanai.benchmark.performance import BenchmarkConfig, Measurement, PerformanceBenchmark
-from cleanai.benchmark.runners import BenchmarkError, Runner
 from cleanai.errors import UnknownNameError
 from cleanai.io import atomic_open, atomic_path, write_json
+from cleanai.runtime import BenchmarkError, Runner
 
 RowsLike = Iterable[Measurement | Mapping[str, Any]]
 _NESTED = ("metrics", "versions")  # dict fields, stored in CSV as flat "metrics.<key>" columns

@@ -1,7 +1,8 @@
-"""Runners: anything that maps a batch to logits, so every variant is measured by the same code.
+"""Runners: anything that maps a batch to logits, so every variant is run and measured by the same code.
 
 A runner also knows how to save the artifact that would be deployed (its size is what the
 benchmark reports), how to fix its thread count, and how to count its parameters and MACs.
+Compression returns runners, the benchmark measures them, and they are what a user deploys.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,11 +21,12 @@ import torch
 from torch import nn
 
 from cleanai._batches import logits_of
-from cleanai.benchmark.flops import count_macs
 from cleanai.errors import CleanAIError
+from cleanai.export import ExportError, export_onnx
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
 from cleanai.registry import accepted_kwargs
+from cleanai.runtime.flops import count_macs, count_onnx_macs
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor] | list[str]
 
@@ -130,11 +133,7 @@ _ONNX_TO_NUMPY = {
 
 
 class OrtRunner:
-    """Runs an ONNX model in an ONNX Runtime `InferenceSession`; deploys as one self-contained .onnx file.
-
-    `source_model` (the torch module the graph was exported from) is only used to count MACs, which
-    an ONNX graph does not carry in a form thop can read.
-    """
+    """Runs an ONNX model in an ONNX Runtime `InferenceSession`; deploys as one self-contained .onnx file."""
 
     backend = "onnxruntime"
 
@@ -145,19 +144,41 @@ class OrtRunner:
         threads: int | None = None,
         graph_optimization: str = "all",
         providers: Sequence[str] = ("CPUExecutionProvider",),
-        source_model: nn.Module | None = None,
     ) -> None:
         self._source: Path | bytes = (bytes(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray))
                                       else Path(path_or_bytes))
         self.name = name
         self.graph_optimization = graph_optimization
         self.providers = tuple(providers)
-        self.source_model = source_model
         self.threads = threads
         self._session = self._make_session()
         self.provider: str | None = self._session.get_providers()[0]
         self._inputs = {i.name: _ONNX_TO_NUMPY.get(i.type) for i in self._session.get_inputs()}
         self.input_names = tuple(self._inputs)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
+        name: str = "onnxruntime",
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        **export_kwargs: Any,
+    ) -> OrtRunner:
+        """Export `model` with `export_onnx` (parity-checked against torch on `example_inputs`) and run the graph.
+
+        The graph is held in memory (no file is left behind); `export_kwargs` go to `export_onnx`
+        (`dynamic_sequence=True` for text models, `opset`, `atol`, ...).
+        """
+        with tempfile.TemporaryDirectory(prefix="cleanai-ort-") as tmp:
+            exported = export_onnx(model, example_inputs, Path(tmp) / "model.onnx", **export_kwargs)
+            if exported.data_path is not None:
+                raise ExportError(f"{type(model).__name__} keeps its weights in a side file (over 2 GiB); export it "
+                                     "with export_onnx(...) and pass the .onnx path to OrtRunner instead")
+            graph = exported.path.read_bytes()
+        return cls(graph, name=name, threads=threads, graph_optimization=graph_optimization, providers=providers)
 
     def _make_session(self) -> Any:
         return create_session(self._source, threads=self.threads, graph_optimization=self.graph_optimization,
@@ -197,10 +218,16 @@ class OrtRunner:
             if isinstance(self._source, bytes):
                 tmp.write_bytes(self._source)
             elif any(uses_external_data(t) for t in self._graph().initializer):
-                onnx.save_model(onnx.load(str(self._source)), str(tmp), save_as_external_data=False)
+                onnx.save_model(self.onnx_model(), str(tmp), save_as_external_data=False)
             else:
                 shutil.copyfile(self._source, tmp)
         return path
+
+    def onnx_model(self) -> Any:
+        """The ONNX model this runner runs (an `onnx.ModelProto`, weights included)."""
+        import onnx
+
+        return onnx.load_from_string(self._source) if isinstance(self._source, bytes) else onnx.load(str(self._source))
 
     def _graph(self) -> Any:
         import onnx
@@ -225,7 +252,8 @@ class OrtRunner:
         return sum(math.prod(t.dims) for t in self._graph().initializer if t.data_type not in skip)
 
     def macs(self, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
-        return None if self.source_model is None else count_macs(self.source_model, example_inputs)
+        """MACs of the graph itself (not of the model it came from), sized by one run on `example_inputs`."""
+        return count_onnx_macs(self.onnx_model(), example_inputs)
 
 
 class TextClassifierRunner:
@@ -233,18 +261,36 @@ class TextClassifierRunner:
 
     Only the tokenizer outputs the inner runner accepts (its `input_names`; absent or None: all)
     are passed, so `token_type_ids` is dropped for a model whose forward takes only `input_ids`
-    and `attention_mask`.
+    and `attention_mask`. Queries longer than `max_length` tokens are truncated; `max_length` is
+    capped at the tokenizer's `model_max_length` (None: that limit), so a long query never overruns
+    the model's position embeddings.
+
+    Out-of-scope handling, with `oos_index` (the out-of-scope class, e.g. CLINC150's "oos"): a query
+    whose top softmax probability is below `oos_threshold` (see `tune_oos_threshold`) is answered
+    out-of-scope, and so is an empty or whitespace-only query. The runner's logits carry that answer:
+    the out-of-scope logit of such a row is raised to 1 above the row's maximum. Without `oos_index`
+    an empty query is refused with a ValueError naming its position.
     """
 
-    def __init__(self, tokenizer: Any, inner: Runner, max_length: int = 64, name: str | None = None) -> None:
-        if max_length < 1:
+    def __init__(self, tokenizer: Any, inner: Runner, max_length: int | None = 64, name: str | None = None,
+                 oos_index: int | None = None, oos_threshold: float | None = None) -> None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+        if max_length is None and limit is None:
+            raise ValueError("max_length=None means the tokenizer's model_max_length, which this tokenizer does not "
+                             "set; give max_length (tokens)")
+        if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+        if oos_threshold is not None and oos_index is None:
+            raise ValueError("oos_threshold needs oos_index, the class a low-confidence query is answered with")
         self.tokenizer = tokenizer
         self.inner = inner
-        self.max_length = max_length
+        self.max_length = min(v for v in (max_length, limit) if v is not None)
         self.name = name or inner.name
         self.backend = inner.backend
         self.provider = inner.provider
+        self.oos_index = oos_index
+        self.oos_threshold = oos_threshold
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
@@ -260,7 +306,48 @@ class TextClassifierRunner:
         return {k: v for k, v in encoded.items() if accepted is None or k in accepted}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        return self.inner(self.encode(texts))
+        return self.answer(self.inner(self.encode(texts)), texts)
+
+    def answer(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """The model's `logits` for `texts` with the out-of-scope rules applied (see the class docstring)."""
+        empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool)
+        if empty.any() and self.oos_index is None:
+            raise ValueError(f"runner {self.name!r}: query {int(empty.nonzero()[0])} is empty or whitespace; give "
+                             f"oos_index to answer such queries out-of-scope")
+        if self.oos_index is None:
+            return logits
+        unsure = empty
+        if self.oos_threshold is not None:
+            unsure = unsure | (logits.float().softmax(-1).amax(-1) < self.oos_threshold)
+        if not unsure.any():
+            return logits
+        logits = logits.clone()
+        logits[unsure, self.oos_index] = logits[unsure].amax(-1) + 1.0
+        return logits
+
+    def tune_oos_threshold(self, data: Any, candidates: Sequence[float] | None = None) -> float:
+        """Set and return the `oos_threshold` with the best accuracy on `data` ((texts, labels) batches, e.g. validation).
+
+        Candidates default to 0 and every top probability seen in `data` (so the best split of the data is
+        among them); ties go to the lowest threshold. Needs `oos_index`.
+        """
+        if self.oos_index is None:
+            raise ValueError("tune_oos_threshold needs oos_index, the out-of-scope class")
+        saved, self.oos_threshold = self.oos_threshold, None
+        try:
+            parts = [(self(texts).float().softmax(-1), torch.as_tensor(labels)) for texts, labels in data]
+        finally:
+            self.oos_threshold = saved
+        if not parts:
+            raise ValueError("tune_oos_threshold got no batches")
+        probs, labels = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
+        confidence, predicted = probs.max(-1)
+        grid = (torch.tensor(list(candidates), dtype=confidence.dtype) if candidates is not None
+                else torch.cat([torch.zeros(1, dtype=confidence.dtype), confidence.unique()]))
+        decided = torch.where(confidence[None, :] < grid[:, None], self.oos_index % probs.shape[1], predicted[None, :])
+        accuracy = (decided == labels[None, :]).float().mean(1)
+        self.oos_threshold = float(grid[int(accuracy.argmax())])
+        return self.oos_threshold
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         return self.inner.save(directory)
@@ -286,3 +373,10 @@ def as_runner(obj: Runner | nn.Module) -> Runner:
             f"{type(obj).__name__} is not a Runner (missing {missing}); wrap a model in TorchRunner or OrtRunner"
         )
     return obj
+
+
+def artifact_bytes(runner: Runner) -> int:
+    """Bytes of what `runner` deploys: everything its `save()` writes (a file, or a folder's files)."""
+    with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
+        path = Path(runner.save(tmp))
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import (
+from cleanai.export import ExportError
+from cleanai.runtime import (
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -143,10 +144,9 @@ def test_counting_macs_leaves_the_model_untouched():
     assert not any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "total_ops") for m in model.modules())
 
 
-def test_ort_runner_takes_macs_from_its_source_model(cnn, cnn_onnx):
+def test_ort_runner_counts_the_macs_of_its_own_graph(cnn, cnn_onnx):
     x = torch.randn(1, 3, 8, 8)
-    assert OrtRunner(cnn_onnx, source_model=cnn).macs(x) == TorchRunner(cnn).macs(x)
-    assert OrtRunner(cnn_onnx).macs(x) is None
+    assert OrtRunner(cnn_onnx).macs(x) == TorchRunner(cnn).macs(x) > 0
 
 
 def test_text_runner_tokenises_and_passes_only_accepted_inputs(tokenizer, tiny_bert, texts):
@@ -179,12 +179,11 @@ def test_text_runner_rejects_a_bare_string(tokenizer, tiny_bert):
 def _bert_hand_macs(model, seq: int, labels: int = 3) -> int:
     """Projections (Q, K, V, output), feed-forward, attention (Q·K^T and A·V) per layer, then pooler and classifier.
 
-    thop also charges each affine LayerNorm 4 ops per element: one after the embeddings, two per layer.
+    LayerNorms, softmax and embedding lookups are not multiply-accumulates: they count zero.
     """
     h, i, n = model.hidden, model.intermediate, model.layers
     per_layer = 4 * seq * h * h + 2 * seq * h * i + 2 * seq * seq * h
-    layer_norms = (1 + 2 * n) * 4 * seq * h
-    return n * per_layer + layer_norms + h * h + h * labels
+    return n * per_layer + h * h + h * labels
 
 
 @pytest.mark.parametrize("seq", [8, 16, 33])
@@ -204,3 +203,62 @@ def test_bert_macs_grow_quadratically_with_sequence_length(tokenizer, tiny_bert)
     h, n = tiny_bert.hidden, tiny_bert.layers
     assert m24 - 2 * m12 == n * 2 * h * (24**2 - 2 * 12**2) - (h * h + h * 3)
     assert m24 > 2 * m12
+
+
+def test_ort_runner_from_model_exports_checks_parity_and_runs_the_graph(cnn, cnn_data, tmp_path):
+    x = cnn_data.tensors[0]
+    runner = OrtRunner.from_model(cnn, x[:2], name="cnn ort", threads=1)
+    assert runner.name == "cnn ort" and runner.backend == "onnxruntime"
+    assert torch.allclose(runner(x), TorchRunner(cnn)(x), atol=1e-5)  # the dynamic batch axis works too
+    assert runner.macs(x[:1]) == count_macs(cnn, x[:1])
+    assert list(tmp_path.iterdir()) == [] and runner.save(tmp_path).suffix == ".onnx"  # nothing left but what is saved
+
+
+def test_ort_runner_from_model_refuses_a_graph_that_disagrees_with_torch():
+    class Baked(nn.Module):
+        def forward(self, x):
+            return torch.ones(len(x), 1) * x.sum(1, keepdim=True)  # the tracer bakes len(x) in as a constant
+
+    with pytest.raises(ExportError, match="fails in ONNX Runtime on inputs grown along the dynamic axes"):
+        OrtRunner.from_model(Baked(), torch.randn(2, 3), exporter="torchscript", fallback=False)
+
+
+def test_text_runner_answers_empty_queries_out_of_scope_or_refuses_them(tokenizer, tiny_bert, texts):
+    plain = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))
+    with pytest.raises(ValueError, match="query 1 is empty or whitespace.*oos_index"):
+        plain([texts[0], "  \t "])
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert), oos_index=2)
+    batch = [texts[0], "", "   ", texts[1]]
+    logits = runner(batch)
+    assert logits[1].argmax() == 2 and logits[2].argmax() == 2
+    assert torch.allclose(logits[[0, 3]], plain([texts[0], texts[1]]), atol=1e-6)  # other rows: the model's own
+
+
+def test_text_runner_truncates_over_long_queries_at_the_model_limit():
+    from cleanai.models import create_model
+
+    model = create_model("tiny_bert_classifier", num_labels=3, max_position_embeddings=40).eval()
+    runner = TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=None)
+    long_query = "what is the pin number for my account " * 200
+    assert runner.encode([long_query])["input_ids"].shape == (1, 40)
+    assert runner([long_query]).shape == (1, 3)
+    assert TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=1000).max_length == 40
+    assert TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=16).encode([long_query])[
+        "input_ids"].shape == (1, 16)
+
+
+def test_text_runner_tunes_an_oos_threshold_that_beats_none_on_its_data(tokenizer, tiny_bert, texts):
+    logits = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))(texts)
+    predicted, confidence = logits.argmax(-1), logits.softmax(-1).amax(-1)
+    oos = int(torch.bincount(predicted, minlength=3).argmin())  # a class the model (almost) never predicts
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert), oos_index=oos)
+    # Labels: the model's own answer on its most confident half, out-of-scope on the rest.
+    labels = torch.where(confidence >= confidence.median(), predicted, torch.tensor(oos))
+    data = [(texts, labels)]
+    untuned = (predicted == labels).float().mean()
+    threshold = runner.tune_oos_threshold(data)
+    assert runner.oos_threshold == threshold and 0 < threshold < 1
+    tuned = (runner(texts).argmax(-1) == labels).float().mean()
+    assert tuned > untuned and tuned == 1.0
+    low = confidence < threshold
+    assert torch.equal(runner(texts).argmax(-1)[low], torch.full((int(low.sum()),), oos))
