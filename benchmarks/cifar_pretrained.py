@@ -75,10 +75,12 @@ def render(record: dict[str, Any]) -> str:
         return [f"ResNet-{r['depth']}", f"{r['stated']:.2f}", f"{r['before']:.2f}",
                 f"{r['after']:.2f}" if tuned else "-", f"{r['after'] - r['before']:+.2f}" if tuned else "-",
                 f"{r['minutes']:.1f}" if tuned else "-"]
+    tuned = any("after" in r for r in record["rows"])
     return "\n".join([
         _report.heading(record), "",
-        f"Fine-tuning: SGD(momentum 0.9, nesterov, wd 5e-4), lr {args['lr']} cosine, batch {args['batch_size']}, "
-        f"{args['epochs']} epochs on 45,000 JPEG training images (random crop + flip); test = all 10,000 images.", "",
+        (f"Fine-tuning: SGD(momentum 0.9, nesterov, wd 5e-4), lr {args['lr']} cosine, batch {args['batch_size']}, "
+         f"{args['epochs']} epochs on 45,000 JPEG training images (random crop + flip)" if tuned else
+         "No fine-tuning in this run: the checkpoints scored as published") + "; test = all 10,000 images.", "",
         _report.table(["model", "stated in README %", "akamaster, measured %", "after fine-tuning %", "gain pp",
                        "fine-tune minutes"], [cells(r) for r in record["rows"]])])
 
