@@ -29,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cleanai._validate import check_model, check_model_input
 from cleanai.errors import CleanAIError
 from cleanai.export.session import create_session
 
@@ -93,8 +94,7 @@ def export_onnx(
     `fallback=False`, with a warning saying why) and then `ExportError` is raised. `external_data=None` keeps the weights in a
     `<path>.data` side file only when they exceed 2 GiB.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"export_onnx needs a torch.nn.Module, got {type(model).__name__}")
+    check_model(model, "export_onnx")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r} is not a torch ONNX exporter; allowed: {', '.join(EXPORTERS)}")
     if not atol >= 0:
@@ -104,6 +104,7 @@ def export_onnx(
                          "largest output magnitude)")
     target = Path(path)
     args, kwargs, input_names = _arrange_inputs(model, example_inputs)
+    check_model_input(model, example_inputs, where="export_onnx")
     if external_data is None:
         weight_bytes = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
         external_data = weight_bytes > EXTERNAL_DATA_BYTES

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from cleanai.errors import CleanAIError
+from cleanai._validate import check_model_input
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
 from cleanai.pruning.criteria import CRITERIA, create_criterion
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
@@ -531,6 +532,7 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str,
     `config.criterion` with any Torch-Pruning `Importance` object; `callback(step, model, report)`
     runs between iterative steps (it may train the weights, not change the architecture).
     """
+    check_model_input(model, example_inputs, where="prune")
     config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config
     was_training = model.training
     work = model if config.inplace else copy.deepcopy(model)

@@ -16,6 +16,7 @@ from cleanai.benchmark import OrtRunner, Runner
 from cleanai.export import export_onnx
 from cleanai.io import atomic_path
 from cleanai._batches import call_model
+from cleanai._validate import check_model_input
 from cleanai.quantization import _torch
 from cleanai.quantization._common import (
     Inputs,
@@ -39,8 +40,7 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, calib: Iterabl
     ONNX files (fp32, pre-processed, quantized, calibration ranges); by default they live in a
     temporary folder deleted on return. The caller's model is not modified.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"quantize needs a torch.nn.Module, got {type(model).__name__}")
+    check_model_input(model, example_inputs, where="quantize", example_optional=True)
     config = config or QuantConfig()
     check_quantizable(model, config)
     quantizer = make_quantizer(model, config, calib, example_inputs, workdir, train_data=train_data, name=name)

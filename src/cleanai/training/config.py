@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai.registry import check_kwargs
@@ -131,7 +132,35 @@ class TrainConfig(BaseModel):
         if self.resume is True and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt); "
                              "or set resume to a checkpoint file path")
+        _build_once(self)
         return self
+
+
+def _build_once(cfg: TrainConfig) -> None:
+    """Build the optimizer, loss and scheduler on a dummy parameter and step them twice, so a setting that
+    only breaks when used (`scheduler_kwargs: {step_size: 0}`) fails at load time, not after an epoch."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    what = f"optimizer {cfg.optimizer!r} with lr={cfg.lr}, optimizer_kwargs={cfg.optimizer_kwargs}"
+    try:
+        optimizer = OPTIMIZERS.create(cfg.optimizer, [param], **{"lr": cfg.lr, **cfg.optimizer_kwargs})
+        what = f"loss {cfg.loss!r} with loss_kwargs={cfg.loss_kwargs}"
+        LOSSES.create(cfg.loss, **cfg.loss_kwargs)
+        if cfg.scheduler is None:
+            return
+        what = f"scheduler {cfg.scheduler!r} with scheduler_kwargs={cfg.scheduler_kwargs}"
+        spec = SCHEDULERS.get(cfg.scheduler)
+        kwargs = dict(cfg.scheduler_kwargs)
+        if spec.horizon is not None:  # the Trainer fills it from the run length: any length that fits will do
+            kwargs.setdefault(spec.horizon, cfg.epochs * (1 if (cfg.scheduler_interval or spec.interval) == "epoch"
+                                                          else 1_000_000))
+        scheduler = spec(optimizer, **kwargs)
+        for _ in range(2):
+            param.grad = torch.zeros_like(param)
+            optimizer.step()
+            scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+    except Exception as exc:  # whatever the factory raises, the settings are what is wrong
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{what} fails when used: {type(exc).__name__}: {reason}") from None
 
 
 def _check_kwargs(field: str, kind: str, name: str, factory: Any, kwargs: dict[str, Any], positional: int = 0) -> None:
