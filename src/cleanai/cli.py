@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from cleanai.errors import CleanAIError, ConfigError
 def _demo(args: argparse.Namespace) -> None:
     from cleanai.demo import run_demo
 
+    _check_out(args)
     run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet,
              overwrite=args.overwrite)
 
@@ -101,11 +103,9 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     from cleanai._validate import check_modality, check_model_input
     from cleanai.data import load_dataset
     from cleanai.models import MODELS, create_model
-    from cleanai.registry import accepted_kwargs
 
     splits = load_dataset(args.data, root=args.data_dir)
-    accepted = accepted_kwargs(MODELS.get(args.model)) or []
-    key = "num_labels" if "num_labels" in accepted else "num_classes"
+    key = "num_labels" if "num_labels" in inspect.signature(MODELS.get(args.model)).parameters else "num_classes"
     model = create_model(args.model, pretrained=args.weights, **{key: len(splits.label_names)})
     names = {"where": args.command, "name": f"model {args.model!r}", "source": f"dataset {args.data!r}"}
     check_modality(model, splits.task == "text", **names)
@@ -468,7 +468,10 @@ def one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; an error CleanAI raises on purpose (or a config's validation error) becomes one line on
     stderr and exit code 2; anything else is a bug and keeps its traceback."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, printed by _Parser.error) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.func(args)
     except (CleanAIError, ValidationError, FileNotFoundError, PermissionError) as exc:
