@@ -72,7 +72,7 @@ def test_a_cleanai_run_folder_is_replaced_and_overwrite_replaces_a_users_folder(
     ("prune", ".", "'.' does not name a folder"),
     ("prune", "", "'.' does not name a folder"),
     ("prune", "notes.txt/sub", "notes.txt', which is a file, not a folder"),
-    ("prune", "notes.txt", "is an existing file; a run folder never replaces a file"),
+    ("prune", "notes.txt", "is an existing file, and a folder never replaces a file"),
     ("prune", "/proc/cleanai-run", "cannot be written: '/proc' is not writable"),
     ("export", "folder", "is an existing folder; give a file path such as 'folder/model.onnx'"),
     ("export", "notes.txt", "'notes.txt' exists; choose a new file name, or pass --overwrite"),

@@ -80,7 +80,7 @@ def test_a_file_is_never_replaced_by_a_folder_even_with_overwrite(tmp_path):
     precious = tmp_path / "precious.txt"
     precious.write_text("only copy")
     for overwrite in (False, True):
-        with pytest.raises(OutputError, match="is an existing file; a run folder never replaces a file"):
+        with pytest.raises(OutputError, match="is an existing file, and a folder never replaces a file"):
             with atomic_dir(precious, overwrite=overwrite):
                 pass
     assert precious.read_text() == "only copy"

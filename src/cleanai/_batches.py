@@ -73,4 +73,20 @@ def take_batches(batches: Iterable[Batch] | None, limit: int, who: str) -> list[
     taken = list(itertools.islice(iter(batches), limit))
     if not taken:
         raise DataError(f"{who} needs calibration data, but calib yielded no batch")
+    for i, batch in enumerate(taken):
+        bad = non_finite(split_batch(batch)[0])
+        if bad:
+            raise DataError(f"{who}: calibration batch {i} holds {bad}; scores and ranges measured on it would be "
+                            "meaningless, so clean or drop those samples")
     return taken
+
+
+def non_finite(inputs: Any) -> str | None:
+    """`"3 NaN and 1 infinite value(s)"` when the floating-point tensors of `inputs` hold any, else None."""
+    tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs.values()) if isinstance(inputs, Mapping) \
+        else list(inputs) if isinstance(inputs, (tuple, list)) else []
+    floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    nan = sum(int(torch.isnan(t).sum()) for t in floats)
+    inf = sum(int(torch.isinf(t).sum()) for t in floats)
+    counts = [f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n]
+    return " and ".join(counts) + " value(s)" if counts else None

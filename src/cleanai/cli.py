@@ -121,7 +121,7 @@ def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cleanai.io import atomic_dir, save_safetensors, write_json
+    from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
     from cleanai.training import TrainConfig, Trainer
 
     _check_out(args)
@@ -134,6 +134,8 @@ def _train(args: argparse.Namespace) -> None:
         fields["resume"] = True  # a `resume: <checkpoint file>` in --config is more precise, and kept
     fields["progress"] = not args.quiet
     config = TrainConfig.model_validate(fields)
+    if config.checkpoint_dir is not None:  # last.pt files are added to it (a resume needs them): only its kind is checked
+        check_destination(config.checkpoint_dir, overwrite=True, option="checkpoint_dir")
     if config.resume not in (True, False) and not Path(config.resume).is_file():
         raise ConfigError(f"resume: {str(config.resume)!r} in {args.config} is not a checkpoint file; give the "
                           f"last.pt a run saved, or use --resume to continue from {config.checkpoint_dir}/last.pt")

@@ -72,7 +72,7 @@ def check_destination(path: PathLike, *, kind: Literal["dir", "file"] = "dir", o
                               f"or pass {force} to replace it and everything in it")
     elif target.exists() or target.is_symlink():
         if kind == "dir":
-            raise OutputError(f"{where} is an existing file; a run folder never replaces a file, choose another path")
+            raise OutputError(f"{where} is an existing file, and a folder never replaces a file; choose another path")
         if not overwrite:
             raise OutputError(f"{where} exists; choose a new file name, or pass {force} to replace it")
     return target

@@ -44,3 +44,21 @@ def test_unknown_names_fail_at_load_time_with_field_and_valid_names(field: str, 
 def test_bad_values_are_named(kwargs: dict, expected: str) -> None:
     with pytest.raises(ValidationError, match=expected):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"scheduler": "step", "scheduler_kwargs": {"step_size": 0}},
+     r"scheduler 'step' with scheduler_kwargs=\{'step_size': 0\} fails when used: ZeroDivisionError"),
+    ({"scheduler": "reduce_on_plateau", "scheduler_kwargs": {"factor": 2.0}}, "Factor should be < 1.0"),
+    ({"scheduler": "exponential", "scheduler_kwargs": {"gamma": "x"}}, "scheduler 'exponential'.*TypeError"),
+    ({"optimizer": "sgd", "optimizer_kwargs": {"momentum": -1}}, "optimizer 'sgd'.*Invalid momentum value: -1"),
+    ({"loss": "cross_entropy", "loss_kwargs": {"weight": [1.0, 2.0]}}, "loss 'cross_entropy'.*fails when used"),
+])
+def test_settings_that_break_only_when_used_fail_at_load_time(kwargs: dict, expected: str) -> None:
+    """Optimizer, loss and scheduler are built on a dummy parameter and stepped, not first met after an epoch."""
+    with pytest.raises(ValidationError, match=expected):
+        TrainConfig(**kwargs)
+
+
+def test_step_interval_schedulers_are_not_refused_for_a_horizon_only_the_run_knows() -> None:
+    TrainConfig(epochs=2, scheduler="warmup_cosine", scheduler_kwargs={"warmup_steps": 500})
