@@ -122,6 +122,8 @@ def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):
     ("epochs: 0\n", "TrainConfig: epochs: Input should be greater than or equal to 1 (got 0)"),
     ("- epochs\n", "must hold a mapping of TrainConfig fields, got list"),
     ("resume: nowhere/last.pt\n", "resume: 'nowhere/last.pt' in"),
+    ("loss: mse\n", "loss 'mse' does not fit this model and data (logits (64, 10) and targets"),
+    ("monitor: val_f1\nearly_stopping_patience: 2\n", "monitor 'val_f1', watched by early_stopping_patience, is not"),
 ])
 def test_a_bad_config_value_is_one_line_before_training(yaml_text, message, tmp_path, capsys):
     config = tmp_path / "train.yaml"

@@ -123,6 +123,7 @@ def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
 def _train(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
     from cleanai.training import TrainConfig, Trainer
+    from cleanai.training.config import check_run
 
     _check_out(args)
     fields = _load_yaml(args.config)
@@ -141,6 +142,7 @@ def _train(args: argparse.Namespace) -> None:
                           f"last.pt a run saved, or use --resume to continue from {config.checkpoint_dir}/last.pt")
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size)
+    check_run(config, model, next(iter(loaders.val)))
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
@@ -277,6 +279,7 @@ def _prune(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
     from cleanai.training import TrainConfig, Trainer
+    from cleanai.training.config import check_run
 
     _check_out(args)
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
@@ -292,6 +295,8 @@ def _prune(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size)
     example = _example(loaders)
+    if train_config is not None:
+        check_run(train_config, model, next(iter(loaders.val)))
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
     pruned, report, history = prune_and_finetune(model, example, config, loaders.train, loaders.val, train_config)
