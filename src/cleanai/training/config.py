@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,7 +186,9 @@ def check_run(config: TrainConfig, model: nn.Module, batch: Any, *, has_val: boo
         model.train(was_training)
     shapes = f"logits {tuple(logits.shape)} and targets {describe(targets)}"
     try:
-        LOSSES.create(config.loss, **config.loss_kwargs)(logits, targets)
+        with warnings.catch_warnings():  # torch warns before it fails on shapes; the error below says it once
+            warnings.simplefilter("ignore")
+            LOSSES.create(config.loss, **config.loss_kwargs)(logits, targets)
     except Exception as exc:  # the loss's own complaint says what it expected
         raise ConfigError(f"loss {config.loss!r} does not fit this model and data ({shapes}): "
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
