@@ -47,5 +47,6 @@ def test_the_forward_pass_decides_what_fits_and_its_reason_is_kept():
 def test_an_example_with_nan_is_refused_before_it_is_traced():
     x = IMAGES.clone()
     x[0, 0, 0, 0] = float("nan")
-    with pytest.raises(InputError, match=r"export_onnx: the example input holds 1 NaN value\(s\) \(a tensor of shape"):
+    with pytest.raises(InputError, match=r"export_onnx: the example input hold NaN or inf: batch 0 \(1 of 128 values "
+                                         r"nan\); a tensor of shape \(2, 1, 8, 8\); give finite inputs"):
         check_model_input(create_model("small_cnn"), x, where="export_onnx")

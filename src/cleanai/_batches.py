@@ -14,11 +14,27 @@ from cleanai.errors import DataError
 Batch = Any
 
 
-def split_batch(batch: Batch) -> tuple[Any, torch.Tensor | None]:
-    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None)."""
+def split_batch(batch: Batch, *, require_targets: bool = False) -> tuple[Any, Any]:
+    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None), or a
+    DataError when `require_targets` (evaluating and training need the labels)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
+    if require_targets:
+        raise DataError(f"a batch must be an (inputs, targets) pair, got a {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""))
     return batch, None
+
+
+def batch_len(x: Any) -> int:
+    """Samples in a batch of inputs or targets: a Tensor's first axis, a dict's first value's, a list's length."""
+    if isinstance(x, torch.Tensor):
+        return x.shape[0] if x.dim() else 1
+    if isinstance(x, Mapping) and x:
+        return batch_len(next(iter(x.values())))
+    if isinstance(x, (list, tuple)):
+        return len(x)
+    raise DataError(f"batch inputs of type {type(x).__name__} are not supported; "
+                    "expected a Tensor, a dict of Tensors or a list of strings")
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
@@ -73,20 +89,4 @@ def take_batches(batches: Iterable[Batch] | None, limit: int, who: str) -> list[
     taken = list(itertools.islice(iter(batches), limit))
     if not taken:
         raise DataError(f"{who} needs calibration data, but calib yielded no batch")
-    for i, batch in enumerate(taken):
-        bad = non_finite(split_batch(batch)[0])
-        if bad:
-            raise DataError(f"{who}: calibration batch {i} holds {bad}; scores and ranges measured on it would be "
-                            "meaningless, so clean or drop those samples")
     return taken
-
-
-def non_finite(inputs: Any) -> str | None:
-    """`"3 NaN and 1 infinite value(s)"` when the floating-point tensors of `inputs` hold any, else None."""
-    tensors = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs.values()) if isinstance(inputs, Mapping) \
-        else list(inputs) if isinstance(inputs, (tuple, list)) else []
-    floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    nan = sum(int(torch.isnan(t).sum()) for t in floats)
-    inf = sum(int(torch.isinf(t).sum()) for t in floats)
-    counts = [f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n]
-    return " and ".join(counts) + " value(s)" if counts else None

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai._batches import call_model, model_device, non_finite, to_device
+from cleanai._batches import call_model, model_device, to_device
+from cleanai._finite import check_finite
 from cleanai.errors import CleanAIError, InputError
 
 
@@ -72,9 +73,8 @@ def check_model_input(model: Any, example: Any, *, where: str, source: str = "th
                          f"got {type(example).__name__}")
     if isinstance(example, torch.Tensor) or (isinstance(example, Mapping) and "input_ids" in example):
         check_modality(model, isinstance(example, Mapping), where=where, source=source, name=name)
-    bad = non_finite(example)
-    if bad:
-        raise InputError(f"{where}: {source} holds {bad} ({describe(example)}); give finite inputs")
+    check_finite(list(example) if isinstance(example, (tuple, list)) else [example], f"{where}: {source}",
+                 InputError, f"{describe(example)}; give finite inputs")
     size = getattr(model, "input_size", None)
     if isinstance(example, torch.Tensor) and isinstance(size, tuple) and len(size) == 3:
         if example.dim() != 4:

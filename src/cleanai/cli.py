@@ -109,20 +109,20 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     model = create_model(args.model, pretrained=args.weights, **{key: len(splits.label_names)})
     names = {"where": args.command, "name": f"model {args.model!r}", "source": f"dataset {args.data!r}"}
     check_modality(model, splits.task == "text", **names)
-    check_model_input(model, _example(_loaders(model, splits, 2)), **names)
+    check_model_input(model, _example(_loaders(model, splits, 1)), **names)
     return model, splits
 
 
-def _loaders(model: Any, splits: Any, batch_size: int) -> Any:
+def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) -> Any:
     from cleanai.data import text_collate
 
     collate = text_collate(model.tokenizer) if splits.task == "text" else None
-    return splits.loaders(batch_size=batch_size, collate_fn=collate)
+    return splits.loaders(batch_size=batch_size, collate_fn=collate, seed=seed or 0)
 
 
 def _train(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
     from cleanai.training.config import check_run
 
     _check_out(args)
@@ -140,9 +140,11 @@ def _train(args: argparse.Namespace) -> None:
     if config.resume not in (True, False) and not Path(config.resume).is_file():
         raise ConfigError(f"resume: {str(config.resume)!r} in {args.config} is not a checkpoint file; give the "
                           f"last.pt a run saved, or use --resume to continue from {config.checkpoint_dir}/last.pt")
+    if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
+        seed_everything(config.seed)
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
-    check_run(config, model, next(iter(loaders.val)))
+    loaders = _loaders(model, splits, args.batch_size, config.seed)
+    check_run(config, model, _first_batch(loaders.val))
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
@@ -184,9 +186,17 @@ def _write_rows(rows: list[Any], stage: Path) -> None:
     plot_metrics(rows, stage / "metrics.png")
 
 
+def _first_batch(loader: Any) -> Any:
+    """The loader's first batch, taken without drawing from the global RNG (a check must not change a seeded run)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        return next(iter(loader))
+
+
 def _example(loaders: Any) -> Any:
-    """One sample of the validation split, shaped as the model takes it (for tracing and export)."""
-    inputs = next(iter(loaders.val))[0]
+    """One sample of the validation split, shaped as the model takes it (for tracing, export and checks)."""
+    inputs = _first_batch(loaders.val)[0]
     return {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
 
 
@@ -203,8 +213,8 @@ def _benchmark(args: argparse.Namespace) -> None:
         if not args.onnx.is_file():
             raise ConfigError(f"--onnx {str(args.onnx)!r} is not a file; give an .onnx file (see `cleanai export`)")
         runners.append(probe_runner(
-            lambda: OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)", source_model=model),
-            _example(_loaders(model, splits, 2)), what=f"--onnx {str(args.onnx)!r}", source=f"dataset {args.data!r}",
+            lambda: OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)"),
+            _example(_loaders(model, splits, 1)), what=f"--onnx {str(args.onnx)!r}", source=f"dataset {args.data!r}",
             num_classes=len(splits.label_names)))
     rows = _measure(runners, model, splits, args, args.split)
     if args.out is not None:
@@ -278,7 +288,7 @@ def _quantize(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
-    from cleanai.training import TrainConfig, Trainer
+    from cleanai.training import TrainConfig, Trainer, seed_everything
     from cleanai.training.config import check_run
 
     _check_out(args)
@@ -292,11 +302,12 @@ def _prune(args: argparse.Namespace) -> None:
                                      "seed": args.seed}.items() if v is not None})
     fields["progress"] = not args.quiet
     train_config = TrainConfig.model_validate(fields) if args.finetune_epochs > 0 else None
+    seed_everything(args.seed)  # before the model is built: the seed fixes initial weights not loaded from a file
     model, splits = _model_and_data(args)
-    loaders = _loaders(model, splits, args.batch_size)
+    loaders = _loaders(model, splits, args.batch_size, args.seed)
     example = _example(loaders)
     if train_config is not None:
-        check_run(train_config, model, next(iter(loaders.val)))
+        check_run(train_config, model, _first_batch(loaders.val))
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
     pruned, report, history = prune_and_finetune(model, example, config, loaders.train, loaders.val, train_config)

@@ -20,7 +20,7 @@ from cleanai.io import atomic_dir, check_destination, save_safetensors, write_js
 from cleanai.models import create_model
 from cleanai.pruning import PruneConfig, prune, save_pruned
 from cleanai.quantization import QuantConfig, quantize
-from cleanai.training import TrainConfig, Trainer
+from cleanai.training import TrainConfig, Trainer, seed_everything
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20, threads: int | None = None,
@@ -30,6 +30,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20,
     check_destination(out_dir, overwrite=overwrite)
     if threads is not None:
         torch.set_num_threads(threads)
+    seed_everything(seed)  # before the model is built: the seed fixes its initial weights too
     splits = load_dataset("digits", seed=seed)
     loaders = splits.loaders(batch_size=64, seed=seed)
     model = create_model("small_cnn", num_classes=len(splits.label_names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -77,6 +78,41 @@ class WaitingRunner(TorchRunner):
         else:
             time.sleep(self.ns / 1e9)
         return super().__call__(inputs)
+
+
+class ScriptedClockRunner(TorchRunner):
+    """A real TorchRunner on a clock that only it advances: a call at `batch_size` 1 takes the next of `latencies`
+    (cyclically), any larger call `batch_ms`; so every timing statistic has an exact expected value."""
+
+    def __init__(self, model: nn.Module, latencies: list[float], batch_ms: float) -> None:
+        super().__init__(model, name="scripted")
+        self.latencies, self.batch_ms, self.now, self.calls = latencies, batch_ms, 0, 0
+
+    def clock(self) -> int:
+        return self.now
+
+    def __call__(self, inputs):
+        if len(inputs) == 1:
+            self.now += int(self.latencies[self.calls % len(self.latencies)] * 1e6)
+            self.calls += 1
+        else:
+            self.now += int(self.batch_ms * 1e6)
+        return super().__call__(inputs)
+
+
+def test_latency_percentiles_mean_and_throughput_follow_their_definitions(cnn, cnn_loader, monkeypatch):
+    """p50 is the median of the timed calls (not the minimum); throughput is samples per second (not batches)."""
+    latencies = [1.0, 1.0, 5.0, 9.0, 9.0]  # any 15 consecutive calls: six of 1 ms, three of 5 ms, six of 9 ms
+    runner = ScriptedClockRunner(cnn, latencies, batch_ms=4.0)
+    monkeypatch.setattr(time, "perf_counter_ns", runner.clock)
+    config = BenchmarkConfig(warmup=3, runs=15, throughput_batch_size=8, throughput_runs=5, progress=False)
+    row = benchmark(runner, cnn_loader, config=config)
+    timed = np.array(latencies * 3)
+    assert row.latency_ms_p50 == np.median(timed) == 5.0 != timed.min()
+    assert (row.latency_ms_p90, row.latency_ms_p99) == (np.percentile(timed, 90), np.percentile(timed, 99))
+    assert row.latency_ms_mean == pytest.approx(timed.mean())
+    assert row.latency_ms_std == pytest.approx(timed.std(ddof=1))
+    assert row.throughput == pytest.approx(8 * 5 / (5 * 4.0e-3))  # 2000 samples/s: 8 samples per 4 ms call
 
 
 def test_cpu_latency_counts_computing_and_not_waiting(cnn, cnn_loader):
@@ -203,3 +239,26 @@ def test_rows_record_the_instruction_sets_that_decide_kernel_speed(cnn, cnn_load
     features = row.cpu_features.split()
     assert features == [f for f in SPEED_FLAGS if f in cpu_flags()]
     assert ("avx2" in features) == ("avx2" in cpu_flags())
+
+
+def test_non_finite_weights_are_benchmarked_with_a_warning_naming_them(cnn, cnn_onnx, cnn_loader, tmp_path):
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    from cleanai._finite import NonFiniteWarning
+
+    broken = copy.deepcopy(cnn)
+    with torch.no_grad():
+        broken[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.warns(NonFiniteWarning, match=r"the weights of 'broken' hold NaN or inf: 0\.weight \(1 of 216 values nan\)"):
+        benchmark(TorchRunner(broken, name="broken"), cnn_loader, config=FAST)
+    graph = onnx.load(str(cnn_onnx))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+    array = numpy_helper.to_array(weight).copy()
+    array[0, 0, 0, :2] = np.inf
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(graph, str(tmp_path / "broken.onnx"))
+    with pytest.warns(NonFiniteWarning, match=rf"{weight.name} \(2 of 216 values inf\)"):
+        benchmark(OrtRunner(tmp_path / "broken.onnx", name="broken onnx"), cnn_loader, config=FAST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -126,6 +127,22 @@ def test_an_edited_manifest_naming_a_missing_layer_or_shortcut_is_refused(tmp_pa
     manifest["shortcuts"] = ["features.1"]
     path.write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=r"manifest shortcut 'features.1' .* is a ConvBNAct"):
+        load_pruned(tmp_path)
+
+
+@pytest.mark.parametrize("layer, attr", [("features.0.0", "out_channels"), ("features.1.0", "in_channels"),
+                                         ("features.0.1", "num_features"), ("classifier", "in_features")])
+def test_a_manifest_width_that_disagrees_with_its_stored_tensors_is_refused_naming_the_layer(tmp_path, layer, attr):
+    """The widths are checked against the tensors' shapes: an edited width (22 -> 20) loads no model that lies."""
+    save_pruned(_pruned_small_cnn(), tmp_path, base="small_cnn")
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    widths = manifest["modules"][layer]["widths"]
+    widths[attr] -= 2
+    path.write_text(json.dumps(manifest))
+    stored = load_file(str(tmp_path / "model.safetensors"))[f"{layer}.weight"]
+    with pytest.raises(CheckpointError, match=rf"layer '{layer}' .*{attr}.* but the stored tensor is "
+                                              + re.escape(str(list(stored.shape)))):
         load_pruned(tmp_path)
 
 

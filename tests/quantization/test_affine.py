@@ -136,3 +136,32 @@ def test_bad_inputs_are_refused_with_the_reason(tiny_mlp: nn.Module) -> None:
         affine.layer_errors(nn.Sequential(nn.ReLU()))
     with pytest.raises(Exception, match="calib yielded no batch"):
         affine.layer_errors(tiny_mlp, [])
+
+
+def test_activation_errors_use_the_range_calibrated_over_all_batches_not_each_batchs_own() -> None:
+    """Static quantization fixes one activation range from the calibration batches; a batch of small values is
+    then quantized with the step the largest batch set. Checked against torch's own MinMaxObserver and kernels."""
+    import warnings
+
+    layer = nn.Sequential(nn.Linear(4, 2))
+    g = torch.Generator().manual_seed(0)
+    # three batches in [0, 1], one in [0, 100]: calibrated, all four share the coarse step of the last one
+    batches = [torch.rand(8, 4, generator=g) for _ in range(3)] + [100 * torch.rand(8, 4, generator=g)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, still the independent reference
+        from torch.ao.quantization import MinMaxObserver
+
+        observer = MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+        for x in batches:
+            observer(x)
+        scale, zero_point = observer.calculate_qparams()
+    x = torch.cat(batches)
+    x_hat = torch.dequantize(torch.quantize_per_tensor(x, float(scale), int(zero_point), torch.quint8))
+    noise = (x.double() - x_hat.double()).square()
+    row = affine.layer_errors(layer, batches)[0]
+    assert row.activation.mse == pytest.approx(float(noise.mean()), rel=1e-6)
+    assert row.activation.sqnr_db == pytest.approx(10 * math.log10(float(x.double().square().sum() / noise.sum())))
+    # per-batch ranges would quantize the [0, 1] batches 100 times more finely: a quarter of the error
+    own = torch.cat([torch.dequantize(torch.quantize_per_tensor(b, float(b.max()) / 255, 0, torch.quint8))
+                     for b in batches])
+    assert row.activation.mse > 2 * float((x.double() - own.double()).square().mean())

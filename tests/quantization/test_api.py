@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner, TorchRunner
+from cleanai.runtime import OrtRunner, TorchRunner
 from cleanai.errors import DataError
 from cleanai.export import export_onnx
 from cleanai.quantization import (
@@ -287,3 +287,14 @@ def test_compiled_pt2e_module_runs_the_compiled_graph(tiny_cnn: nn.Module, cnn_c
     runner.model.compile_graph(backend="eager")  # inductor (the default) lowers to int8 kernels; eager keeps this fast
     assert runner.model.__dict__["_compiled"] is not None
     assert torch.allclose(runner(x), eager)
+
+
+@pytest.mark.parametrize("config", [QuantConfig(), QuantConfig(backend="torch", mode="dynamic")],
+                         ids=["ort-static", "torch-dynamic"])
+def test_non_finite_calibration_data_is_a_data_error_naming_the_batch(tiny_cnn: nn.Module, cnn_calib: list,
+                                                                      config: QuantConfig) -> None:
+    """ONNX Runtime's calibrator used to fail on it with `AssertionError: scale issue`."""
+    poisoned = [(x.clone(), y) for x, y in cnn_calib]
+    poisoned[1][0][0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match=r"the calibration batches hold NaN or inf: batch 1 \(1 of 1024 values nan\)"):
+        quantize(tiny_cnn, config, calib=poisoned)

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from cleanai.errors import CheckpointError
 from cleanai.training import Callback, TrainConfig, Trainer, load_checkpoint
@@ -99,3 +99,36 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path) -> None:
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     assert (random.random(), np.random.randn(), torch.rand(1)) == expected
+
+
+class SnapshotEachEpoch(Callback):
+    """Keeps a copy of the weights at the end of every epoch: the independent record of what 'best' was."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+        self.stop_at = stop_at
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        self.weights[epoch] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        trainer.stop_training = epoch == self.stop_at
+
+
+def test_a_resumed_run_restores_the_best_weights_seen_before_the_resume(tmp_path, mlp, blobs) -> None:
+    """restore_best_weights must end on the best epoch's weights even when that epoch ran before the resume."""
+    x, y = blobs(96).tensors
+    train = DataLoader(TensorDataset(x, y), batch_size=16)
+    flipped = DataLoader(TensorDataset(x, (y + 1) % 3), batch_size=32)  # learning train makes val worse
+    config = TrainConfig(epochs=4, lr=0.05, restore_best_weights=True, progress=False, device="cpu",
+                         checkpoint_dir=tmp_path / "first")
+    first = SnapshotEachEpoch(stop_at=2)
+    Trainer(mlp(), callbacks=[first], config=config).fit(train, flipped)
+    resumed_cb = SnapshotEachEpoch()
+    resumed = Trainer(mlp(seed=5), callbacks=[resumed_cb], config=config.model_copy(update={"resume": True}))
+    history = resumed.fit(train, flipped)
+
+    snapshots = {**first.weights, **resumed_cb.weights}
+    assert sorted(snapshots) == [1, 2, 3, 4]
+    best = 1 + min(range(4), key=lambda i: history["val_loss"][i])
+    assert best <= 2 and history.best_epoch == best  # the best epoch lies before the resume
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[best][name])

@@ -274,3 +274,46 @@ def test_nan_loss_raises_with_epoch_step_and_an_intact_checkpoint(tmp_path, make
 def test_nan_loss_without_checkpoints_says_so(make_loader, mlp) -> None:
     with pytest.raises(TrainingError, match="epoch 1, batch 1.*no checkpoint was written"):
         Trainer(mlp(), callbacks=[PoisonAt(1)], config=cfg(epochs=2)).fit(make_loader())
+
+
+class PoisonBufferAt(Callback):
+    """Sets part of a BatchNorm running variance to inf at the end of one epoch's last batch: the training loss,
+    computed from batch statistics, stays finite, as when huge updates overflow the running statistics."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.digest = epoch, None
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        self.current = epoch
+        if epoch == self.epoch:
+            self.digest = hashlib.sha256(trainer.checkpoint_path.read_bytes()).hexdigest()
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float) -> None:
+        if self.current == self.epoch and batch == 7:
+            trainer.model[1].running_var[:5] = float("inf")
+
+
+def test_non_finite_buffers_with_a_finite_loss_stop_training_and_keep_the_last_good_checkpoint(
+        tmp_path, make_loader) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    poison = PoisonBufferAt(3)
+    trainer = Trainer(model, callbacks=[poison], config=cfg(epochs=5, checkpoint_dir=tmp_path))
+    with pytest.raises(TrainingError, match=r"during epoch 3 .* 1\.running_var \(5 of 16 values inf\)") as err:
+        trainer.fit(make_loader())  # 8 batches per epoch
+    assert "end of epoch 2" in str(err.value)
+    assert hashlib.sha256((tmp_path / "last.pt").read_bytes()).hexdigest() == poison.digest
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_a_diverging_run_on_digits_is_stopped_although_its_loss_stays_finite() -> None:
+    """The reproduction of issue 9: SGD at lr 1e6 overflows small_cnn's BatchNorm variances without a NaN loss."""
+    from cleanai.data import load_dataset
+    from cleanai.models import create_model
+
+    torch.manual_seed(0)
+    loaders = load_dataset("digits").loaders(batch_size=64)
+    trainer = Trainer(create_model("small_cnn"), config=cfg(epochs=2, optimizer="sgd", lr=1e6))
+    with pytest.raises(TrainingError, match=r"running_var \(\d+ of \d+ values inf\)"):
+        trainer.fit(loaders.train)
+    assert trainer.history.records == []  # stopped at the end of epoch 1, before recording it

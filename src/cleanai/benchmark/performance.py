@@ -18,12 +18,10 @@ import gc
 import importlib.metadata
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +29,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from cleanai._batches import batch_len
+from cleanai._finite import check_finite
 from cleanai._platform import cpu_flags, cpu_name
-from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
 from cleanai.errors import DataError
-from cleanai.training.metrics import get_metric
+from cleanai.metrics import get_metric
+from cleanai.runtime import OrtRunner, Runner, artifact_bytes, as_runner, checked_logits, evaluate
 
 
 class BenchmarkConfig(BaseModel):
@@ -115,34 +114,14 @@ class Measurement(BaseModel):
     timestamp: str
 
 
-def _batch_len(inputs: Any) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.shape[0]
-    if isinstance(inputs, Mapping):
-        return _batch_len(next(iter(inputs.values())))
-    if isinstance(inputs, (list, tuple)):
-        return len(inputs)
-    raise DataError(
-        f"batch inputs of type {type(inputs).__name__} are not supported; "
-        "expected a Tensor, a dict of Tensors or a list of strings"
-    )
-
-
 def _resize(inputs: Any, n: int) -> Any:
     """The first `n` samples of a batch; a shorter batch is repeated until it has `n`."""
     if isinstance(inputs, Mapping):
         return {k: _resize(v, n) for k, v in inputs.items()}
-    reps = -(-n // _batch_len(inputs))
+    reps = -(-n // batch_len(inputs))
     if isinstance(inputs, torch.Tensor):
         return (inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs)[:n]
     return (list(inputs) * reps)[:n]
-
-
-def _split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
-    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-        raise DataError(f"each batch must be an (inputs, targets) pair, got a {type(batch).__name__}")
-    inputs, targets = batch
-    return inputs, torch.as_tensor(targets).reshape(-1)
 
 
 def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +144,17 @@ def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -
     return wall, cpu
 
 
-def _artifact_bytes(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
+    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers."""
+    inner = getattr(runner, "inner", runner)  # a TextClassifierRunner wraps the runner that holds the weights
+    model = getattr(inner, "model", None)
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(inner, OrtRunner):
+        from onnx import numpy_helper
+
+        return {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+    return {}
 
 
 # CPU flags that decide which fp32/int8 kernels run: the same model name ("AMD EPYC") may or may not have them.
@@ -218,65 +204,31 @@ class PerformanceBenchmark:
         else:
             raise DataError(f"data must be a DataLoader or a Dataset, got {type(data).__name__}")
 
-    def _call(self, inputs: Any) -> torch.Tensor:
-        """Run the runner once and check it returned one row of logits per sample."""
-        logits = self.runner(inputs)
-        n = _batch_len(inputs)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise BenchmarkError(
-                f"runner {self.name!r} returned {got} for a batch of {n}; expected logits ({n}, classes)"
-            )
-        return logits
-
-    def _evaluate(self) -> tuple[dict[str, float], int, bool, Any]:
-        """Task metrics over the split (or its first `max_eval_batches`), and the first batch's inputs."""
-        limit = self.config.max_eval_batches
-        total = len(self.loader) if hasattr(self.loader, "__len__") else None  # type: ignore[arg-type]
-        metrics = [get_metric(m) for m in self.metrics]
-        n_eval, first, whole = 0, None, True
-        bar = tqdm(self.loader, total=min(filter(None, (total, limit)), default=None),
-                   desc=f"evaluating {self.name}", disable=not self.config.progress, leave=False)
-        for i, batch in enumerate(bar):
-            if limit is not None and i >= limit:
-                whole = False
-                break
-            inputs, targets = _split_batch(batch)
-            if _batch_len(inputs) != len(targets):
-                raise DataError(f"batch {i} has {_batch_len(inputs)} inputs but {len(targets)} targets")
-            first = inputs if first is None else first
-            logits = self._call(inputs).cpu()
-            for metric in metrics:
-                metric.update(logits, targets.cpu())
-            n_eval += len(targets)
-        bar.close()
-        if first is None:
-            raise DataError(f"benchmark {self.name!r}: the data yielded no batches; nothing to measure")
-        return {m: metric.compute() for m, metric in zip(self.metrics, metrics)}, n_eval, whole, first
-
     def run(self) -> Measurement:
         """Measure everything and return the row; torch's thread count is restored afterwards."""
         cfg = self.config
         threads = cfg.threads or torch.get_num_threads()
         torch_threads = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
+        check_finite(_weights(self.runner), f"the weights of {self.name!r}", hint="this row measures a broken model")
         try:
             self.runner.set_threads(threads)
-            scores, n_eval, whole, first = self._evaluate()
+            evaluation = evaluate(self.runner, self.loader, self.metrics, max_batches=cfg.max_eval_batches,
+                                  progress=cfg.progress, name=self.name)
+            scores, first = evaluation.metrics, evaluation.first_inputs
 
             inputs = _resize(first, cfg.batch_size)
-            self._call(inputs)
+            checked_logits(self.runner, inputs, self.name)
             lat, lat_cpu = (t / 1e6 for t in _time_calls(self.runner, inputs, cfg.warmup, cfg.runs))
 
             throughput = None
             if cfg.throughput_runs:
                 big = _resize(first, cfg.throughput_batch_size)
-                self._call(big)  # one untimed call: checks the output and warms up the larger shapes
+                checked_logits(self.runner, big, self.name)  # one untimed call: checks the output and warms up the larger shapes
                 seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs)[0].sum() / 1e9
                 throughput = cfg.throughput_batch_size * cfg.throughput_runs / seconds
 
-            with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
-                size_mb = _artifact_bytes(Path(self.runner.save(tmp))) / 1e6
+            size_mb = artifact_bytes(self.runner) / 1e6
             macs = self._macs(_resize(first, 1))
             params = self.runner.num_params()
         finally:
@@ -301,8 +253,8 @@ class PerformanceBenchmark:
             threads=threads,
             backend=self.runner.backend,
             provider=self.runner.provider,
-            eval_samples=n_eval,
-            eval_whole_split=whole,
+            eval_samples=evaluation.samples,
+            eval_whole_split=evaluation.whole_split,
             **environment(),
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )

@@ -283,6 +283,49 @@ def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
             module._buffers[tensor_name] = fresh
     for attr, value in widths.items():
         setattr(module, attr, tuple(value) if isinstance(value, list) else value)
+    _check_widths_match_shapes(name, module)
+
+
+def _implied_shapes(module: nn.Module) -> dict[str, list[int]]:
+    """The shapes a layer's width attributes say its own tensors have (empty for types without such a rule)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        out, inp, groups = module.out_channels, module.in_channels, module.groups
+        kernel = list(module.kernel_size)
+        weight = [inp, out // groups, *kernel] if module.transposed else [out, inp // groups, *kernel]
+        return {"weight": weight, "bias": [out]}
+    if isinstance(module, nn.Linear):
+        return {"weight": [module.out_features, module.in_features], "bias": [module.out_features]}
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), [module.num_features])
+    if isinstance(module, nn.LayerNorm):
+        return dict.fromkeys(("weight", "bias"), list(module.normalized_shape))
+    if isinstance(module, nn.GroupNorm):
+        return dict.fromkeys(("weight", "bias"), [module.num_channels])
+    if isinstance(module, nn.Embedding):
+        return {"weight": [module.num_embeddings, module.embedding_dim]}
+    if isinstance(module, nn.PReLU):
+        return {"weight": [module.num_parameters]}
+    return {}
+
+
+def _check_widths_match_shapes(name: str, module: nn.Module) -> None:
+    """Refuse a layer whose recorded widths disagree with its recorded tensor shapes (an edited manifest)."""
+    kind = type(module).__name__
+    own = {**module._parameters, **module._buffers}
+    for tensor_name, implied in _implied_shapes(module).items():
+        tensor = own.get(tensor_name)
+        if tensor is not None and list(tensor.shape) != implied:
+            raise CheckpointError(f"layer {name!r} ({kind}): its widths ({_attrs(module, _WIDTHS)}) make "
+                                  f"{tensor_name} {implied}, but the stored tensor is {list(tensor.shape)}; "
+                                  "the manifest does not match its weights")
+    groups = getattr(module, "groups", 1)
+    if isinstance(module, nn.modules.conv._ConvNd) and (module.in_channels % groups or module.out_channels % groups):
+        raise CheckpointError(f"layer {name!r} ({kind}): in_channels={module.in_channels} and out_channels="
+                              f"{module.out_channels} must both divide by groups={groups}")
+    if _is_attention(module) and module.all_head_size != module.num_attention_heads * module.attention_head_size:
+        raise CheckpointError(f"layer {name!r} ({kind}): all_head_size={module.all_head_size} is not "
+                              f"num_attention_heads={module.num_attention_heads} x attention_head_size="
+                              f"{module.attention_head_size}; the manifest does not match its weights")
 
 
 def _fits(value: Any, have: Any) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner
+from cleanai.runtime import OrtRunner
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.quantization._common import Inputs
 from cleanai.quantization.config import QuantConfig, QuantizationError
@@ -105,7 +105,7 @@ class OrtQuantizer:
 
     def fp32_runner(self) -> OrtRunner:
         """The exported fp32 graph in ONNX Runtime: the baseline quantized variants are compared with."""
-        return OrtRunner(self.fp32_path.read_bytes(), name=f"{self.name} onnxruntime fp32", source_model=self.model)
+        return OrtRunner(self.fp32_path.read_bytes(), name=f"{self.name} onnxruntime fp32")
 
     def candidates(self, config: QuantConfig) -> list[str]:
         """Names of the weighted nodes `config` quantizes, in graph order: the layers that may be kept in fp32."""
@@ -128,7 +128,7 @@ class OrtQuantizer:
         else:
             raise QuantizationError(f"OrtQuantizer builds static and dynamic graphs, not mode={config.mode!r}")
         self._check_quantized(out, config)
-        return ort_artifact(out, config, self.model, f"{self.name} {config.describe()}")
+        return ort_artifact(out, config, f"{self.name} {config.describe()}")
 
     def _static(self, config: QuantConfig, out: Path) -> None:
         from onnxruntime.quantization import (
@@ -200,12 +200,12 @@ class OrtQuantizer:
             self._tmp.cleanup()
 
 
-def ort_artifact(path: Path, config: QuantConfig, model: nn.Module, name: str) -> OrtRunner:
+def ort_artifact(path: Path, config: QuantConfig, name: str) -> OrtRunner:
     """The runner of the quantized graph at `path`, optimised offline as `config.ort_optimization` says."""
     if config.ort_optimization != "disable":
         path = optimize_onnx(path, path.with_name(f"{path.stem}-{config.ort_optimization}.onnx"),
                              level=config.ort_optimization)
-    return OrtRunner(path.read_bytes(), name=name, source_model=model)
+    return OrtRunner(path.read_bytes(), name=name)
 
 
 def _qtype(dtype: str) -> Any:

@@ -12,11 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner, Runner
+from cleanai.runtime import OrtRunner, Runner
 from cleanai.export import export_onnx
 from cleanai.io import atomic_path
 from cleanai._batches import call_model
+from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
+from cleanai.errors import DataError
 from cleanai.quantization import _torch
 from cleanai.quantization._common import (
     Inputs,
@@ -59,6 +61,7 @@ def make_quantizer(model: nn.Module, config: QuantConfig, calib: Iterable[Any] |
     who = f"quantize ({config.describe()})"
     needed = config.mode == "static" or (config.mode == "qat" and train_data is None)
     inputs = calibration_inputs(calib, config.calibration_batches, who) if calib is not None or needed else []
+    check_finite(inputs, f"{who}: the calibration batches", DataError, "activation ranges need finite inputs")
     traced = config.backend == "onnxruntime" or config.mode in ("static", "qat")  # exported or torch.export-ed
     if traced and not inputs and example_inputs is None and train_data is not None:
         example_inputs = calibration_inputs(train_data, 1, who)[0]  # QAT given training data only
@@ -106,7 +109,7 @@ def _qat_to_onnx(model: nn.Module, config: QuantConfig, quantizer: _torch.TorchQ
             del node.metadata_props[:]
         with atomic_path(result.path) as staged:
             onnx.save(graph, str(staged))
-        return ort_artifact(result.path, config, model, f"{quantizer.name} {config.describe()}")
+        return ort_artifact(result.path, config, f"{quantizer.name} {config.describe()}")
 
 
 def _loose_atol(module: nn.Module, example: Inputs) -> float:

@@ -17,7 +17,7 @@ from cleanai._validate import describe
 from cleanai.errors import ConfigError
 from cleanai.registry import check_kwargs
 from cleanai.training.losses import LOSSES
-from cleanai.training.metrics import METRICS
+from cleanai.metrics import METRICS
 from cleanai.training.optimizers import OPTIMIZERS
 from cleanai.training.schedulers import SCHEDULERS
 
@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
       `resume=True` continues from it if it exists (else starts fresh), a path resumes from that file.
     - `progress` shows a tqdm bar only when stderr is a terminal; `log_dir` enables TensorBoard.
     - `seed` seeds Python, NumPy and torch when `fit` starts (a resume restores the saved RNG states
-      instead); `device="auto"` picks CUDA when available.
+      instead); the model already exists then, so call `seed_everything(seed)` before building it to
+      fix its initial weights too (the CLI does). `device="auto"` picks CUDA when available.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -6,7 +6,8 @@ A batch is `(inputs, targets)`; `inputs` is a Tensor (`model(inputs)`) or a dict
 
 Per optimizer step the loop adds one host sync (`loss.item()`, which also catches a NaN/inf loss
 before it reaches the weights) and nothing else unless asked for: penalties, clipping, gradient-norm
-statistics and callbacks cost only when configured.
+statistics and callbacks cost only when configured. Per epoch it checks every weight and buffer for
+NaN/inf (a finite loss can hide overflowed BatchNorm statistics) before the epoch is checkpointed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from cleanai._batches import call_model, logits_of, to_device
+from cleanai._batches import batch_len, call_model, logits_of, split_batch, to_device
+from cleanai._finite import nonfinite_tensors
 from cleanai.errors import CheckpointError, TrainingError
 from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
@@ -33,7 +35,7 @@ from cleanai.training.checkpoint import capture_rng_state, load_checkpoint, rest
 from cleanai.training.config import MetricSpec, TrainConfig, metric_name_and_kwargs
 from cleanai.training.history import History
 from cleanai.training.losses import get_loss
-from cleanai.training.metrics import Metric, get_metric
+from cleanai.metrics import Metric, get_metric
 from cleanai.training.optimizers import get_optimizer
 from cleanai.training.schedulers import Scheduler, get_scheduler, scheduler_spec
 
@@ -157,7 +159,7 @@ class Trainer:
                 with self._autocast():
                     logits = self._forward(inputs)
                     loss = self.loss_fn(logits, targets)
-                n = _batch_size(targets)
+                n = batch_len(targets)
                 total += loss.detach().double() * n
                 count += n
                 logits = logits.float()
@@ -172,7 +174,7 @@ class Trainer:
         outputs = []
         with self._eval_mode():
             for batch in loader:
-                inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+                inputs = split_batch(batch)[0]
                 with self._autocast():
                     outputs.append(self._forward(to_device(inputs, self.device)).float().cpu())
         if not outputs:
@@ -311,6 +313,11 @@ class Trainer:
             cb.on_epoch_begin(self, epoch)
         self.model.train()
         loss_sum, count = self._train_batches(self._progress(train_loader, epoch, total_epochs), epoch)
+        bad = nonfinite_tensors(self.model)  # a finite loss can hide overflowed weights or BatchNorm statistics
+        if bad:
+            raise self._divergence_error(f"during epoch {epoch} weights or buffers became NaN or inf, though the loss "
+                                         f"stayed finite: {', '.join(bad)}",
+                                         "training stopped before they were checkpointed")
         logs: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / count if count else float("nan")}
         if val_loader is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(val_loader).items()})
@@ -355,8 +362,9 @@ class Trainer:
                 loss = self.loss_fn(self._forward(inputs), targets)
             value = loss.item()
             if not math.isfinite(value):
-                raise self._divergence_error(value, epoch, i)
-            n = _batch_size(targets)
+                raise self._divergence_error(f"loss became {value} at epoch {epoch}, batch {i + 1}",
+                                             "training stopped before this update reached the weights")
+            n = batch_len(targets)
             loss_sum += value * n
             count += n
             if penalised:
@@ -418,15 +426,16 @@ class Trainer:
             if self.config.restore_best_weights:
                 self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
-    def _divergence_error(self, value: float, epoch: int, batch: int) -> TrainingError:
+    def _divergence_error(self, what: str, stopped: str) -> TrainingError:
         if self._last_checkpoint is not None:
             path, at = self._last_checkpoint
             where = f"the last good checkpoint is {str(path)!r} (end of epoch {at})"
+        elif self.config.checkpoint_dir is not None:
+            where = "no checkpoint had been written yet"
         else:
             where = "no checkpoint was written (set checkpoint_dir to keep one)"
         return TrainingError(
-            f"loss became {value} at epoch {epoch}, batch {batch + 1} (after {self.global_step} optimizer steps); "
-            f"training stopped before this update reached the weights, and {where}. "
+            f"{what} (after {self.global_step} optimizer steps); {stopped}, and {where}. "
             "A lower lr, grad_clip_norm or amp=False may help."
         )
 
@@ -448,11 +457,7 @@ class Trainer:
             self.model.train(was_training)
 
     def _split(self, batch: Any) -> tuple[Any, Any]:
-        try:
-            inputs, targets = batch
-        except (TypeError, ValueError):
-            raise ValueError(f"a batch must be (inputs, targets), got {type(batch).__name__}"
-                             + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")) from None
+        inputs, targets = split_batch(batch, require_targets=True)
         return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _forward(self, inputs: Any) -> torch.Tensor:
@@ -485,10 +490,6 @@ def _mark_last(batches: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
         yield current, False
         current = upcoming
     yield current, True
-
-
-def _batch_size(targets: Any) -> int:
-    return targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else len(targets)
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:
