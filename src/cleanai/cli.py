@@ -68,14 +68,13 @@ def _key_values(pairs: Sequence[str], option: str) -> dict[str, Any]:
     return out
 
 
-def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False,
+def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = False,
             what: str = "") -> Callable[[str], Any]:
-    """An argparse type: an int or float within a range, refused with the range it takes."""
+    """An argparse type: an int or float in [low, high] (or (low, high] with `low_open`), refused with that range."""
     name = "an integer" if kind is int else "a number"
-    lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-    allowed = f"{name} >= {low:g}" if high == math.inf and not low_open else f"{name} in {lo}, {hi}"
-    if high == math.inf and low_open:
-        allowed = f"{name} > {low:g}"
+    lo, hi = (f"{low:g}", f"{high:g}") if kind is float else (str(int(low)), str(high))
+    allowed = (f"{name} {'>' if low_open else '>='} {lo}" if high == math.inf
+               else f"{name} in {'(' if low_open else '['}{lo}, {hi}]")
 
     def parse(text: str) -> Any:
         try:
@@ -83,7 +82,7 @@ def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = 
         except ValueError:
             value = None
         fits = value is not None and math.isfinite(value) and (low < value if low_open else low <= value) and (
-            value < high if high_open else value <= high)
+            value <= high)
         if not fits:
             raise argparse.ArgumentTypeError(f"expected {allowed}{what}, got {text!r}")
         return value
@@ -201,10 +200,9 @@ def _example(loaders: Any) -> Any:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
+    from cleanai._validate import probe_runner
     from cleanai.benchmark import OrtRunner, TorchRunner
     from cleanai.io import atomic_dir
-
-    from cleanai._validate import probe_runner
 
     _check_out(args)
     model, splits = _model_and_data(args)
@@ -225,7 +223,6 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from cleanai.export import export_onnx, optimize_onnx
-
     from cleanai.io import check_destination
 
     optimized = args.out.with_name(f"{args.out.stem}.opt.onnx")

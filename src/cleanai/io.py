@@ -133,7 +133,8 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
 
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder beside `path`; it replaces `path` whole only if the block succeeds.
+    """Yield a staging folder beside `path` (holding only the marker); it replaces `path` whole only if the block
+    succeeds.
 
     A crash leaves the previous folder (or nothing) at `path`, never a half-written one; staging
     folders a killed run left beside `path` are removed. The folder written carries a marker file,
