@@ -18,6 +18,7 @@ WRITERS = {  # every command that writes, with the cheapest arguments that make 
     "benchmark": ["benchmark", "--runs", "2"],
     "quantize": ["quantize", "--preset", "auto", "--calib-batches", "1", "--no-benchmark"],
     "prune": ["prune", "--quiet"],
+    "distill": ["distill", "--teacher", "no-teacher", "--quiet"],  # a missing teacher would stop it at its first step
 }
 
 
@@ -46,7 +47,7 @@ def test_a_users_folder_is_refused_before_any_work_and_left_intact(command, tmp_
     (user / "src" / "main.py").write_text("print('mine')")
     # a missing data folder would stop the run at its first step: the --out check must come before it
     argv = [*WRITERS[command], "--out", str(user)]
-    if command != "demo":
+    if command not in ("demo", "distill"):
         argv += ["--data", "cifar10", "--data-dir", str(tmp_path / "no-data")]
     assert main(argv) == 2
     assert "is a folder CleanAI did not write and it is not empty" in _one_line_error(capsys, command)
@@ -102,8 +103,9 @@ def _numeric_options() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("command", "option"), _numeric_options())
 def test_every_numeric_option_refuses_a_value_out_of_range_in_one_line(command, option, tmp_path, capsys):
+    required = ["--teacher", str(tmp_path / "teacher")] if command == "distill" else []
     for bad in ("-1", "nan", "abc"):
-        assert main([command, option, bad, "--out", str(tmp_path / "out")]) == 2, (option, bad)
+        assert main([command, *required, option, bad, "--out", str(tmp_path / "out")]) == 2, (option, bad)
         err = _one_line_error(capsys, command)
         assert option.lstrip("-").replace("-", "_") in err.replace("-", "_"), err
     assert not (tmp_path / "out").exists()

@@ -85,3 +85,21 @@ def test_unknown_metric_lists_the_valid_names() -> None:
     assert {"accuracy", "top_k", "macro_f1", "precision", "recall"} <= set(list_metrics())
     with pytest.raises(UnknownNameError, match="macro_f1"):
         get_metric("f1")
+
+
+def test_in_scope_accuracy_and_oos_recall_split_the_samples_by_the_out_of_scope_class():
+    from cleanai.training import get_metric
+
+    # classes 0, 1 in scope, 2 out-of-scope; predictions 0, 1, 2, 2, 0 for targets 0, 0, 2, 2, 2
+    logits = torch.eye(3)[[0, 1, 2, 2, 0]]
+    targets = torch.tensor([0, 0, 2, 2, 2])
+    scores = {}
+    for name in ("in_scope_accuracy", "oos_recall"):
+        metric = get_metric(name)
+        metric.update(logits[:3], targets[:3])
+        metric.update(logits[3:], targets[3:])
+        scores[name] = metric.compute()
+    assert scores == {"in_scope_accuracy": 0.5, "oos_recall": 2 / 3}
+    first_is_oos = get_metric("oos_recall", oos_index=0)
+    first_is_oos.update(logits, targets)
+    assert first_is_oos.compute() == 0.5

@@ -24,6 +24,7 @@ _PUBLIC = {
     "cleanai.pruning": ["PruneConfig", "prune", "prune_and_finetune", "save_pruned", "load_pruned",
                         "list_criteria", "create_criterion"],
     "cleanai.quantization": ["QuantConfig", "quantize", "quantize_with_accuracy_budget"],
+    "cleanai.distillation": ["DistillConfig", "distill"],
     "cleanai.fusion": ["fuse_conv_bn"],
     "cleanai.export": ["export_onnx"],
     "cleanai.runtime": ["TorchRunner", "OrtRunner", "evaluate"],

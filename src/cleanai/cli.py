@@ -369,6 +369,80 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _distill(args: argparse.Namespace) -> None:
+    """`cleanai distill`: a text student distilled from a fine-tuned teacher, then both benchmarked."""
+    from torch.utils.data import DataLoader, Subset
+
+    from cleanai.benchmark import BenchmarkConfig, compare, intent_variants, measure_intent
+    from cleanai.data import load_dataset, raw_text_collate, text_collate
+    from cleanai.distillation import DistillConfig, distill, keep_layers
+    from cleanai.io import atomic_dir, write_json
+    from cleanai.models import TextClassifier
+    from cleanai.training import TrainConfig
+
+    _check_out(args)
+    train_config = TrainConfig(epochs=args.epochs, optimizer="adamw", lr=args.lr, seed=args.seed, device="cpu",
+                               progress=not args.quiet)
+    config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
+                           cache_dir=args.cache_dir, train=train_config)
+    splits = load_dataset(args.data, config=args.data_config)
+    if "oos" not in splits.label_names:
+        raise CleanAIError(f"cleanai distill measures intent classifiers with an 'oos' class; {args.data!r} has none")
+    teacher = TextClassifier.from_pretrained(args.teacher).eval()
+    if args.student.startswith("layers:"):
+        student = keep_layers(teacher, [int(v) for v in args.student.removeprefix("layers:").split(",")])
+    else:
+        student = TextClassifier.from_pretrained(args.student)
+    part = {name: getattr(splits, name) for name in ("train", "val", "test")}
+    for name, limit in (("train", args.train_subset), ("test", args.test_subset), ("val", args.test_subset)):
+        if limit is not None:
+            part[name] = Subset(part[name], range(min(limit, len(part[name]))))
+    collate = text_collate(teacher.tokenizer, args.max_length)
+    train = DataLoader(part["train"], batch_size=args.batch_size, shuffle=True, collate_fn=collate)
+    student, history = distill(student, teacher, train, DataLoader(part["val"], batch_size=128, collate_fn=collate),
+                               config)
+    raw = {name: DataLoader(part[name], batch_size=64, collate_fn=raw_text_collate) for name in ("val", "test")}
+    bench = BenchmarkConfig(threads=args.threads, runs=args.runs, progress=not args.quiet)
+    oos = splits.label_names.index("oos")
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
+        runners = {**intent_variants(teacher, "teacher", stage, ["torch fp32"], oos, args.max_length),
+                   **intent_variants(student, "student", stage, ["torch fp32"], oos, args.max_length)}
+        rows = [measure_intent(r, raw["test"], raw["val"], args.query, bench, whole_split=args.test_subset is None)
+                for r in runners.values()]
+        student.save_pretrained(stage / "student")
+        write_json(stage / "history.json", history.to_dict())
+        write_json(stage / "distill_config.json", config.model_dump(mode="json"))
+        _write_rows(rows, stage)
+    compare(rows)
+    print(f"Student (student/), history, results and metrics.png written to {Path(args.out).resolve()}")
+
+
+def _add_distill_parser(sub: Any) -> None:
+    p = sub.add_parser("distill", help="distil a fine-tuned text classifier into a smaller student and benchmark both")
+    p.add_argument("--teacher", type=Path, required=True, help="a TextClassifier directory (save_pretrained)")
+    p.add_argument("--student", default="layers:0,2,5",
+                   help="'layers:0,2,5' (those teacher layers, its weights) or a TextClassifier directory")
+    p.add_argument("--data", default="clinc150")
+    p.add_argument("--data-config", default="plus", help="clinc150: full, plus, small or imbalanced")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss, in [0, 1]")
+    p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature, > 0")
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="weight of hidden-state matching (0: off)")
+    p.add_argument("--epochs", type=_COUNT, default=3)
+    p.add_argument("--lr", type=_LR, default=1e-4)
+    p.add_argument("--batch-size", type=_COUNT, default=32)
+    p.add_argument("--max-length", type=_number(int, 2), default=64, help="tokens per query (longer ones are truncated)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache the teacher's logits per example here")
+    p.add_argument("--train-subset", type=_COUNT, default=None, help="first N training queries (default: all)")
+    p.add_argument("--test-subset", type=_COUNT, default=None, help="first N validation and test queries (default: all)")
+    p.add_argument("--query", default="What is the pin number for my account?", help="the query latency is timed on")
+    p.add_argument("--threads", type=_COUNT, default=1)
+    p.add_argument("--runs", type=_COUNT, default=100)
+    p.add_argument("--seed", type=_SEED, default=0)
+    _add_out(p, Path("runs/distilled"), "run folder: student/, history, results and metrics.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_distill)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cleanai", description="Make trained networks smaller and faster, "
                      "and prove it with honest numbers.")
@@ -460,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p, Path("runs/pruned"), "run folder: manifest.json + model.safetensors and reports")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
+
+    _add_distill_parser(sub)
 
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics", "criteria",

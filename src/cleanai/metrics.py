@@ -157,6 +157,45 @@ class MacroF1(_ConfusionMetric):
         return self._mean_ratio(2 * tp, predicted + actual)
 
 
+class _OutOfScopeMetric(Metric):
+    """Accuracy over the samples whose target is (`in_scope=False`) or is not (`in_scope=True`) the out-of-scope
+    class `oos_index` (default the last class, as in CLINC150)."""
+
+    in_scope = True
+
+    def __init__(self, oos_index: int = -1) -> None:
+        self.oos_index = oos_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.correct: torch.Tensor | int = 0
+        self.total: torch.Tensor | int = 0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        preds, targets = _predictions(logits)[0], targets.reshape(-1)
+        chosen = (targets != self.oos_index % logits.shape[1]) == self.in_scope
+        self.correct = self.correct + (preds[chosen] == targets[chosen]).sum()
+        self.total = self.total + chosen.sum()
+
+    def compute(self) -> float:
+        return float(self.correct) / float(self.total) if float(self.total) else float("nan")
+
+
+@register_metric("in_scope_accuracy")
+class InScopeAccuracy(_OutOfScopeMetric):
+    """Accuracy over the samples whose target is an in-scope class (not `oos_index`)."""
+
+    name = "in_scope_accuracy"
+
+
+@register_metric("oos_recall")
+class OutOfScopeRecall(_OutOfScopeMetric):
+    """Fraction of out-of-scope samples (target `oos_index`) predicted out-of-scope."""
+
+    name = "oos_recall"
+    in_scope = False
+
+
 def list_metrics() -> list[str]:
     """Names accepted by `get_metric`."""
     return METRICS.names()

@@ -76,3 +76,26 @@ def test_bad_settings_are_refused(trained_cnn, loaders, tmp_path):
                            TrainConfig(resume=True, checkpoint_dir=tmp_path))
     with pytest.raises(ValueError, match="metric 'f1' is not measured.*loss, accuracy"):
         prune_and_finetune(trained_cnn, example, None, loaders.train, loaders.val, metric="f1")
+
+
+def test_with_a_teacher_each_fine_tune_distils_from_it(trained_cnn, loaders):
+    from cleanai.distillation import DistillConfig
+
+    example = _example(loaders)
+    config = PruneConfig(ratio=0.5)
+    tune = TrainConfig(epochs=1, lr=0.005, seed=0, progress=False)
+    loaders.train.generator.manual_seed(0)  # every run sees the same batch order
+    plain, _, plain_history = prune_and_finetune(trained_cnn, example, config, loaders.train, loaders.val, tune)
+    # alpha=1 is cross-entropy alone: the same weights as without a teacher
+    loaders.train.generator.manual_seed(0)
+    hard, _, _ = prune_and_finetune(trained_cnn, example, config, loaders.train, loaders.val, tune,
+                                    teacher=trained_cnn, distill_config=DistillConfig(alpha=1.0))
+    soft, _, soft_history = prune_and_finetune(trained_cnn, example, config, loaders.train, loaders.val, tune,
+                                               teacher=trained_cnn, distill_config=DistillConfig(alpha=0.0))
+    for key, value in plain.state_dict().items():
+        assert torch.allclose(value, hard.state_dict()[key], atol=1e-6), key
+    assert any(not torch.allclose(v, soft.state_dict()[k]) for k, v in plain.state_dict().items())
+    step = soft_history.steps[0]
+    assert step.after_finetune["accuracy"] > step.after_prune["accuracy"]
+    assert soft_history.steps[0].finetune_history["records"][0]["train_loss"] != \
+        plain_history.steps[0].finetune_history["records"][0]["train_loss"]

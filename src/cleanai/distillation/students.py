@@ -1,0 +1,180 @@
+"""Student builders for Hugging Face encoder classifiers (BERT, DistilBERT, RoBERTa, MPNet, MiniLM, ...).
+
+- `keep_layers(teacher, [0, 2, 5])`: a shallower student initialised from the teacher's embeddings, chosen
+  layers and head;
+- `shrink_width(teacher, example, head_ratio=0.5, ffn_ratio=0.5)`: fewer attention heads and FFN neurons,
+  removed physically by CleanAI's structured pruning (`cleanai.pruning.prune`, magnitude by default);
+- `student_from_config(teacher, num_hidden_layers=2, ...)`: a fresh model of the teacher's family with
+  config fields overridden, sharing its tokenizer and labels;
+- `prune_vocabulary(model, texts)`: keep only the embedding rows of tokens that occur in `texts` plus the
+  special tokens, and a tokenizer remapped to the new ids (other pieces become [UNK]) - a smaller artifact.
+
+Every builder returns a new `TextClassifier` and leaves the teacher untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cleanai.distillation.config import DistillationError
+from cleanai.models.text import TextClassifier, _quiet_transformers
+
+CHECK_TEXTS = 16  # in-vocabulary texts a pruned vocabulary is checked on against the original model
+
+
+def _encoder_layers(model: TextClassifier) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent, attribute, ModuleList) of the transformer blocks (`encoder.layer`, DistilBERT's `transformer.layer`)."""
+    count = model.config.num_hidden_layers
+    for parent in model.hf_model.modules():
+        for name, module in parent.named_children():
+            if isinstance(module, nn.ModuleList) and len(module) == count and len({type(m) for m in module}) == 1:
+                return parent, name, module
+    raise DistillationError(f"cannot find the {count} transformer layers of {type(model.hf_model).__name__}: no "
+                            f"ModuleList of {count} identical blocks in it")
+
+
+def keep_layers(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:
+    """A student with only `layers` (0-based, increasing) of the teacher's encoder, all weights copied from it."""
+    total = teacher.config.num_hidden_layers
+    chosen = list(layers)
+    if not chosen or sorted(set(chosen)) != chosen or not all(0 <= i < total for i in chosen):
+        raise DistillationError(f"layers must be distinct increasing indices in [0, {total}) of the teacher's "
+                                f"{total} layers, got {chosen}")
+    student = copy.deepcopy(teacher)
+    parent, name, blocks = _encoder_layers(student)
+    kept = [blocks[i] for i in chosen]
+    for new_index, block in enumerate(kept):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    setattr(parent, name, nn.ModuleList(kept))
+    student.config.num_hidden_layers = len(chosen)
+    return student
+
+
+def shrink_width(teacher: TextClassifier, example_inputs: dict[str, torch.Tensor], head_ratio: float = 0.5,
+                 ffn_ratio: float = 0.5, criterion: str = "magnitude",
+                 calib: Iterable[Any] | None = None) -> TextClassifier:
+    """A student with `head_ratio` of every layer's attention heads and `ffn_ratio` of its FFN neurons removed.
+
+    The hidden size (embedding width) stays, so the student still reads the teacher's hidden states. `calib`
+    feeds data-driven criteria (wanda, taylor, coverage); the magnitude default needs none.
+    """
+    from cleanai.pruning import PruneConfig, prune
+
+    config = PruneConfig(criterion=criterion, ratio=ffn_ratio, head_ratio=head_ratio)
+    student, _ = prune(teacher, example_inputs, config, calib)
+    return student
+
+
+def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassifier:
+    """A randomly initialised model of the teacher's architecture with config fields `overrides`, same tokenizer and labels."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(teacher.config)
+    unknown = [k for k in overrides if not hasattr(config, k)]
+    if unknown:
+        raise DistillationError(f"{type(config).__name__} has no field(s) {unknown}; e.g. num_hidden_layers, "
+                                f"hidden_size, num_attention_heads, intermediate_size")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation=teacher.config._attn_implementation)
+    return TextClassifier(model, teacher.tokenizer)
+
+
+def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None) -> TextClassifier:
+    """Keep only the tokens of `texts` (plus special tokens); return a smaller model with a remapped tokenizer.
+
+    Supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet). WordPiece matches the longest known
+    piece first, so text made of kept tokens is split exactly as before; any other piece maps to [UNK].
+    The result is checked against `model` on in-vocabulary texts before it is returned.
+    """
+    tokenizer = model.tokenizer
+    if tokenizer is None or not hasattr(tokenizer, "backend_tokenizer"):
+        raise DistillationError("prune_vocabulary needs a TextClassifier with a fast (tokenizers-backed) tokenizer")
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "WordPiece":
+        raise DistillationError(f"prune_vocabulary supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet); "
+                                f"this tokenizer is {spec['model']['type']}")
+    texts = [t for t in texts if isinstance(t, str)]
+    if not texts:
+        raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
+    used = set(tokenizer.all_special_ids)
+    for start in range(0, len(texts), 1024):
+        for ids in tokenizer(texts[start:start + 1024], truncation=max_length is not None,
+                             max_length=max_length)["input_ids"]:
+            used.update(ids)
+    kept = sorted(used)
+    old_to_new = {old: new for new, old in enumerate(kept)}
+    new_tokenizer = _remapped_tokenizer(tokenizer, spec, old_to_new)
+
+    student = copy.deepcopy(model)
+    old_embedding = student.hf_model.get_input_embeddings()
+    embedding = nn.Embedding(len(kept), old_embedding.embedding_dim, padding_idx=_remap_optional(
+        old_embedding.padding_idx, old_to_new))
+    embedding.weight.data.copy_(old_embedding.weight.data[torch.tensor(kept)])
+    student.hf_model.set_input_embeddings(embedding)
+    student.config.vocab_size = len(kept)
+    for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        value = getattr(student.config, attr, None)
+        if isinstance(value, int):
+            setattr(student.config, attr, old_to_new.get(value, value))
+    student.tokenizer = new_tokenizer
+    _check_same_logits(model, student, texts[:CHECK_TEXTS])
+    return student
+
+
+def _remap_optional(index: int | None, mapping: dict[int, int]) -> int | None:
+    return None if index is None else mapping.get(index)
+
+
+def _remapped_tokenizer(tokenizer: Any, spec: dict[str, Any], old_to_new: dict[int, int]) -> Any:
+    """The same tokenizer with only the kept tokens, renumbered (WordPiece vocab, special tokens, post-processor)."""
+    from transformers import AutoTokenizer
+
+    vocab = {tok: old_to_new[i] for tok, i in spec["model"]["vocab"].items() if i in old_to_new}
+    spec["model"]["vocab"] = vocab
+    spec["added_tokens"] = [{**t, "id": old_to_new[t["id"]]} for t in spec.get("added_tokens", [])
+                            if t["id"] in old_to_new]
+    post = spec.get("post_processor") or {}
+    for special in post.get("special_tokens", {}).values():
+        special["ids"] = [old_to_new[i] for i in special["ids"]]
+    with tempfile.TemporaryDirectory(prefix="cleanai-vocab-") as tmp, _quiet_transformers():
+        tokenizer.save_pretrained(tmp)
+        folder = Path(tmp)
+        (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+        (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])),
+                                          encoding="utf-8")
+        config_path = folder / "tokenizer_config.json"
+        if config_path.is_file():
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            decoder = config.get("added_tokens_decoder")
+            if isinstance(decoder, dict):
+                config["added_tokens_decoder"] = {str(old_to_new[int(k)]): v for k, v in decoder.items()
+                                                  if int(k) in old_to_new}
+            config_path.write_text(json.dumps(config), encoding="utf-8")
+        return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
+
+
+def _check_same_logits(original: TextClassifier, pruned: TextClassifier, texts: list[str]) -> None:
+    """The pruned model must give the original's logits on texts made of kept tokens."""
+    was = original.training, pruned.training
+    original.eval()
+    pruned.eval()
+    with torch.no_grad():
+        want = original(**original.encode(texts))
+        got = pruned(**pruned.encode(texts))
+    original.train(was[0])
+    pruned.train(was[1])
+    if want.shape != got.shape or not torch.allclose(want, got, atol=1e-4, rtol=1e-4):
+        diff = (want - got).abs().max().item() if want.shape == got.shape else float("nan")
+        raise DistillationError(f"vocabulary pruning changed the logits on in-vocabulary text (max |diff| {diff:.3g}); "
+                                f"the tokenizer was not remapped consistently")

@@ -1,0 +1,113 @@
+"""Student builders on tiny random BERT and DistilBERT classifiers: layers, width, config, vocabulary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cleanai.distillation import (
+    DistillationError, keep_layers, prune_vocabulary, shrink_width, student_from_config,
+)
+from cleanai.models import TextClassifier
+
+from .conftest import LABELS, TEXTS
+
+
+@pytest.fixture()
+def distilbert(teacher) -> TextClassifier:
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=teacher.config.vocab_size, dim=32, n_layers=3, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=64, dropout=0.0, attention_dropout=0.0,
+                              id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    return TextClassifier(AutoModelForSequenceClassification.from_config(config), teacher.tokenizer).eval()
+
+
+def other_encoder_model(kind: str, teacher: TextClassifier) -> TextClassifier:
+    """A tiny random RoBERTa or MPNet classifier (reusing the BERT test tokenizer: the builders need its ids only)."""
+    from transformers import AutoModelForSequenceClassification, MPNetConfig, RobertaConfig
+
+    torch.manual_seed(0)
+    config = {"roberta": RobertaConfig, "mpnet": MPNetConfig}[kind](
+        vocab_size=teacher.config.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=130, pad_token_id=0, hidden_dropout_prob=0.0,
+        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    return TextClassifier(AutoModelForSequenceClassification.from_config(config), teacher.tokenizer).eval()
+
+
+@pytest.fixture(params=["roberta", "mpnet"])
+def other_encoder(request, teacher) -> TextClassifier:
+    return other_encoder_model(request.param, teacher)
+
+
+def encoded(model: TextClassifier) -> dict[str, torch.Tensor]:
+    return model.encode(TEXTS)
+
+
+@pytest.mark.parametrize("which", ["teacher", "distilbert", "roberta", "mpnet"])
+def test_keep_layers_copies_the_chosen_layers_and_reproduces_them(which: str, request) -> None:
+    model = (request.getfixturevalue(which) if which in ("teacher", "distilbert")
+             else other_encoder_model(which, request.getfixturevalue("teacher")))
+    student = keep_layers(model, [0, 2])
+    assert student.config.num_hidden_layers == 2 and model.config.num_hidden_layers in (3, 4)
+    assert len(student.hf_model.base_model.encoder.layer if hasattr(student.hf_model.base_model, "encoder")
+               else student.hf_model.base_model.transformer.layer) == 2
+    with torch.no_grad():
+        s_out = student.hf_model(**encoded(model), output_hidden_states=True)
+        t_out = model.hf_model(**encoded(model), output_hidden_states=True)
+    # The student's first layer is the teacher's first: same embedding and first-layer output.
+    assert torch.allclose(s_out.hidden_states[1], t_out.hidden_states[1], atol=1e-5)
+    assert s_out.logits.shape == t_out.logits.shape
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_keep_layers_refuses_indices_out_of_range_or_unordered(teacher) -> None:
+    for bad in ([], [4], [2, 1], [0, 0]):
+        with pytest.raises(DistillationError, match="increasing indices in \\[0, 4\\)"):
+            keep_layers(teacher, bad)
+
+
+def test_shrink_width_of_roberta_and_mpnet_makes_a_smaller_model_that_runs(other_encoder) -> None:
+    student = shrink_width(other_encoder, encoded(other_encoder), head_ratio=0.5, ffn_ratio=0.5)
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in other_encoder.parameters())
+    assert student(**encoded(other_encoder)).shape == (len(TEXTS), 3)
+
+
+def test_shrink_width_removes_heads_and_ffn_neurons_and_still_runs(teacher) -> None:
+    student = shrink_width(teacher, encoded(teacher), head_ratio=0.5, ffn_ratio=0.5)
+    layer = student.hf_model.bert.encoder.layer[0]
+    assert layer.attention.self.num_attention_heads == 1 and layer.intermediate.dense.out_features == 32
+    assert student(**encoded(teacher)).shape == (len(TEXTS), 3)
+    assert teacher.hf_model.bert.encoder.layer[0].intermediate.dense.out_features == 64  # teacher untouched
+
+
+@pytest.mark.parametrize("which, field", [("teacher", "num_hidden_layers"), ("distilbert", "n_layers")])
+def test_student_from_config_keeps_tokenizer_and_labels(which: str, field: str, request) -> None:
+    model = request.getfixturevalue(which)
+    student = student_from_config(model, **{field: 1})
+    assert student.config.num_hidden_layers == 1 and student.label_names == LABELS
+    assert student.tokenizer is model.tokenizer
+    with pytest.raises(DistillationError, match="no field"):
+        student_from_config(model, num_wings=2)
+
+
+@pytest.mark.parametrize("which", ["teacher", "distilbert"])
+def test_vocabulary_pruning_keeps_logits_on_in_vocabulary_text_and_shrinks(which: str, request, tmp_path) -> None:
+    model = request.getfixturevalue(which)
+    train = TEXTS[:6]
+    small = prune_vocabulary(model, train)
+    assert small.config.vocab_size < model.config.vocab_size
+    assert small.hf_model.get_input_embeddings().num_embeddings == small.config.vocab_size
+    held_out = ["my pin", "what is the money"]  # words made of the training texts' pieces
+    with torch.no_grad():
+        assert torch.allclose(small(**small.encode(held_out)), model(**model.encode(held_out)), atol=1e-5)
+    unk = small.tokenizer.unk_token_id
+    assert unk in small.tokenizer("xyz quiz")["input_ids"]  # pieces not kept map to [UNK]
+    small.save_pretrained(tmp_path / "small")
+    model.save_pretrained(tmp_path / "full")
+    size = lambda d: sum(p.stat().st_size for p in d.iterdir())  # noqa: E731
+    assert size(tmp_path / "small") < size(tmp_path / "full")
+    reloaded = TextClassifier.from_pretrained(tmp_path / "small").eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**reloaded.encode(held_out)), small(**small.encode(held_out)), atol=1e-6)
