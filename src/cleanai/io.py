@@ -143,22 +143,33 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """
     target = Path(path)
     check_destination(target, kind="dir", overwrite=overwrite)
+    with staging_dir(target) as stage:
+        old = stage.with_name(stage.name.removesuffix(".tmp") + ".old.tmp")
+        try:
+            yield stage
+            check_destination(target, kind="dir", overwrite=overwrite)  # it may have changed during the work
+            if target.exists():
+                os.replace(target, old)
+                (old / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")  # so a kill now leaves it cleanable
+            os.replace(stage, target)
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_dir(path: PathLike) -> Iterator[Path]:
+    """A scratch folder beside `path`, carrying the marker and removed afterwards, so that one a killed run
+    left behind is recognised and removed by the next write to `path`."""
+    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(stage, 0o777 & ~_umask())
     (stage / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-    old = stage.with_name(stage.name.removesuffix(".tmp") + ".old.tmp")
     try:
         yield stage
-        check_destination(target, kind="dir", overwrite=overwrite)  # it may have changed during the work
-        if target.exists():
-            os.replace(target, old)
-            (old / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")  # so a kill now leaves it cleanable
-        os.replace(stage, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -202,3 +202,27 @@ def test_bad_arguments_name_what_is_allowed(cnn, bert, images, tmp_path):
     with pytest.raises(ExportError, match="ReturnsDict returns a dict; ONNX export needs a Tensor or a tuple"):
         export_onnx(ReturnsDict(), images, tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+_KILLED_EXPORT = """
+import os, sys, torch
+from torch import nn
+import cleanai.export.exporter as exporter
+def killed(*args, **kwargs):
+    os._exit(9)  # killed mid-export: no cleanup code runs
+exporter._export_checked = killed
+exporter.export_onnx(nn.Linear(3, 2), torch.randn(2, 3), sys.argv[1] + "/model.onnx")
+"""
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next_export_to_the_same_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(tmp_path)], env=os.environ, check=False)
+    assert done.returncode == 9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".model.onnx.") and left[0].endswith(".tmp")
+    export_onnx(nn.Linear(3, 2), torch.randn(2, 3), tmp_path / "model.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

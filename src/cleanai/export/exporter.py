@@ -13,8 +13,6 @@ import contextlib
 import inspect
 import itertools
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -30,6 +28,7 @@ from cleanai._validate import check_model, check_model_input
 from cleanai.errors import CleanAIError
 from cleanai.export.diagnosis import diagnose
 from cleanai.export.session import create_session
+from cleanai.io import staging_dir
 
 EXPORTERS = ("torchscript", "dynamo")
 # Protobuf cannot hold one message above 2 GiB, so bigger models keep their weights in a side file.
@@ -108,31 +107,29 @@ def export_onnx(
         external_data = weight_bytes > EXTERNAL_DATA_BYTES
 
     start = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     was_training = model.training
     model.eval()
-    try:
-        reference = _flat_outputs(_call(model, args, kwargs), type(model).__name__)
-        output_names = ["logits"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
-        axes = _dynamic_axes(args, kwargs, input_names, reference, output_names, dynamic_batch, dynamic_sequence)
-        probes = None
-        if check_parity:
-            probes = [(args, kwargs, reference, "the example inputs"),
-                      *_grown_probes(model, args, kwargs, dynamic_batch, dynamic_sequence)]
-        staged = stage / target.name
-        used, data_name, max_diff = _export_checked(model, args, kwargs, staged, input_names, output_names, axes,
-                                                    opset, external_data, exporter, fallback, probes, (atol, rtol))
-        graph_inputs, opset_used = _graph_info(staged)
-        if data_name is not None:
-            os.replace(stage / data_name, target.parent / data_name)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target.parent / f"{target.name}.data")  # left by an earlier export to the same path
-        os.replace(staged, target)
-    finally:
-        model.train(was_training)
-        shutil.rmtree(stage, ignore_errors=True)
+    with staging_dir(target) as stage:
+        try:
+            reference = _flat_outputs(_call(model, args, kwargs), type(model).__name__)
+            output_names = ["logits"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
+            axes = _dynamic_axes(args, kwargs, input_names, reference, output_names, dynamic_batch, dynamic_sequence)
+            probes = None
+            if check_parity:
+                probes = [(args, kwargs, reference, "the example inputs"),
+                          *_grown_probes(model, args, kwargs, dynamic_batch, dynamic_sequence)]
+            staged = stage / target.name
+            used, data_name, max_diff = _export_checked(model, args, kwargs, staged, input_names, output_names, axes,
+                                                        opset, external_data, exporter, fallback, probes, (atol, rtol))
+            graph_inputs, opset_used = _graph_info(staged)
+            if data_name is not None:
+                os.replace(stage / data_name, target.parent / data_name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target.parent / f"{target.name}.data")  # left by an earlier export to the same path
+            os.replace(staged, target)
+        finally:
+            model.train(was_training)
     return ExportResult(
         path=target, input_names=graph_inputs, output_names=output_names, max_abs_diff=max_diff,
         seconds=time.perf_counter() - start, exporter=used, opset=opset_used,

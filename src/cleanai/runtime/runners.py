@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import logits_of
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, InputError
 from cleanai.export import ExportError, export_onnx
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
@@ -369,8 +369,9 @@ def as_runner(obj: Runner | nn.Module) -> Runner:
     if not isinstance(obj, Runner):
         needed = ("name", "backend", "provider", "__call__", "save", "set_threads", "num_params", "macs")
         missing = [m for m in needed if not hasattr(obj, m)]
-        raise TypeError(
-            f"{type(obj).__name__} is not a Runner (missing {missing}); wrap a model in TorchRunner or OrtRunner"
+        raise InputError(
+            f"{type(obj).__name__} is not a Runner (missing {missing}); pass an nn.Module, or wrap a model in "
+            "TorchRunner or OrtRunner"
         )
     return obj
 
