@@ -1,4 +1,10 @@
-"""Calling a model on CleanAI batches: `(inputs, targets)`, inputs a Tensor, a tuple or a dict of Tensors."""
+"""Calling a model on CleanAI batches: `(inputs, targets)`, inputs a Tensor, a tuple or a dict of Tensors.
+
+The one convention every step follows (prune, quantize, export, benchmark): a batch is a pair
+`(inputs, targets)`, or bare inputs; inputs are a Tensor (`model(x)`), a tuple of Tensors
+(`model(*inputs)`, a model with several inputs: `((image, mask), targets)`) or a dict of Tensors
+(`model(**inputs)`, text models); axis 0 of every input Tensor is the batch.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +27,48 @@ def split_batch(batch: Batch) -> tuple[Any, torch.Tensor | None]:
     return batch, None
 
 
+def is_tensor_tuple(inputs: Any) -> bool:
+    """True for the inputs of a model with several positional inputs: a non-empty tuple or list of Tensors."""
+    return isinstance(inputs, (tuple, list)) and bool(inputs) and all(isinstance(v, torch.Tensor) for v in inputs)
+
+
+def batch_size_of(inputs: Any) -> int:
+    """Samples in a batch of inputs: axis 0 of a Tensor, of the first Tensor of a tuple or dict; a list of texts' length."""
+    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 1:
+        return int(inputs.shape[0])
+    if isinstance(inputs, Mapping) and inputs:
+        return batch_size_of(next(iter(inputs.values())))
+    if is_tensor_tuple(inputs):
+        return batch_size_of(inputs[0])
+    if isinstance(inputs, (tuple, list)) and all(isinstance(v, str) for v in inputs):
+        return len(inputs)
+    raise DataError(f"batch inputs of type {type(inputs).__name__} are not supported; expected a Tensor, a tuple or "
+                    "dict of Tensors (batch on axis 0), or a list of strings")
+
+
+def map_inputs(inputs: Any, fn: Any) -> Any:
+    """Apply `fn` to every Tensor of a Tensor, tuple/list or dict of inputs, keeping the structure."""
+    if isinstance(inputs, torch.Tensor):
+        return fn(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: map_inputs(v, fn) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(map_inputs(v, fn) for v in inputs)
+    return inputs
+
+
+def dynamic_dims(tensor: torch.Tensor) -> tuple[int, ...]:
+    """Axes of an input that vary between batches: the batch (axis 0), and the sequence (axis 1) of integer token
+    inputs of rank 2 (input_ids, attention_mask); an image's or a feature vector's other axes are fixed."""
+    if tensor.dim() == 0:
+        return ()
+    token_ids = tensor.dim() == 2 and not tensor.is_floating_point() and not tensor.is_complex()
+    return (0, 1) if token_ids else (0,)
+
+
 def to_device(inputs: Any, device: torch.device) -> Any:
     """Move a Tensor, or the Tensors of a tuple/list/dict, to `device`."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs if inputs.device == device else inputs.to(device, non_blocking=True)
-    if isinstance(inputs, Mapping):
-        return {k: to_device(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(to_device(v, device) for v in inputs)
-    return inputs
+    return map_inputs(inputs, lambda t: t if t.device == device else t.to(device, non_blocking=True))
 
 
 def model_device(model: nn.Module) -> torch.device:

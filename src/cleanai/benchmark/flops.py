@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai._batches import is_tensor_tuple
+
 
 class _KeywordCall(nn.Module):
     """Lets thop (which calls `model(*inputs)`) drive a model that takes keyword tensors."""
@@ -22,7 +24,8 @@ class _KeywordCall(nn.Module):
         return self.model(**dict(zip(self.names, values)))
 
 
-def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
+def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...]
+               ) -> int | None:
     """MACs of one forward pass on `example_inputs` (the whole batch, not per sample).
 
     Counted on a deep copy, so no hook, buffer or mode change can leak into `model`. Linear and
@@ -37,6 +40,6 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, tor
         names = tuple(example_inputs)
         clone, args = _KeywordCall(clone, names), tuple(example_inputs[n] for n in names)
     else:
-        args = (example_inputs,)
+        args = tuple(example_inputs) if is_tensor_tuple(example_inputs) else (example_inputs,)
     macs, _ = profile(clone, inputs=args, verbose=False)
     return int(macs) or None

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cleanai._batches import batch_size_of, is_tensor_tuple, split_batch
 from cleanai._platform import cpu_flags, cpu_name
 from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
 from cleanai.errors import DataError
@@ -82,7 +83,9 @@ class Measurement(BaseModel):
     Units: latencies in ms per call at `batch_size`; `throughput` in samples/s at
     `throughput_batch_size` (None if not measured); `size_mb` = artifact bytes / 1e6; `macs` per
     sample (counted on the first sample; None if unknown); `eval_whole_split` False means accuracy
-    was measured on the first `eval_samples` samples only.
+    was measured on the first `eval_samples` samples only. `quant_sqnr_db` and `quant_top1_agreement`
+    say how close a quantized runner's outputs came to fp32's on inputs its calibration did not see
+    (`cleanai.quantization.quantize` checks every artifact; None for runners it did not build).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,36 +115,29 @@ class Measurement(BaseModel):
     cpu: str
     cpu_count: int
     cpu_features: str | None = None  # space-separated instruction sets that decide int8/fp32 kernel speed (see `environment`)
+    quant_sqnr_db: float | None = None  # quantized outputs vs fp32 (dB), from the runner's `quant_check`
+    quant_top1_agreement: float | None = None  # share of samples whose top-1 class the quantized runner kept
     timestamp: str
-
-
-def _batch_len(inputs: Any) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.shape[0]
-    if isinstance(inputs, Mapping):
-        return _batch_len(next(iter(inputs.values())))
-    if isinstance(inputs, (list, tuple)):
-        return len(inputs)
-    raise DataError(
-        f"batch inputs of type {type(inputs).__name__} are not supported; "
-        "expected a Tensor, a dict of Tensors or a list of strings"
-    )
 
 
 def _resize(inputs: Any, n: int) -> Any:
     """The first `n` samples of a batch; a shorter batch is repeated until it has `n`."""
     if isinstance(inputs, Mapping):
         return {k: _resize(v, n) for k, v in inputs.items()}
-    reps = -(-n // _batch_len(inputs))
+    if is_tensor_tuple(inputs):
+        return type(inputs)(_resize(v, n) for v in inputs)
+    reps = -(-n // batch_size_of(inputs))
     if isinstance(inputs, torch.Tensor):
         return (inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs)[:n]
     return (list(inputs) * reps)[:n]
 
 
 def _split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
-    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-        raise DataError(f"each batch must be an (inputs, targets) pair, got a {type(batch).__name__}")
-    inputs, targets = batch
+    inputs, targets = split_batch(batch)
+    if targets is None:
+        raise DataError(f"each batch must be an (inputs, targets) pair, got a {type(batch).__name__}"
+                        + (" (a model with several inputs takes ((input_1, input_2, ...), targets))"
+                           if is_tensor_tuple(batch) else ""))
     return inputs, torch.as_tensor(targets).reshape(-1)
 
 
@@ -221,7 +217,7 @@ class PerformanceBenchmark:
     def _call(self, inputs: Any) -> torch.Tensor:
         """Run the runner once and check it returned one row of logits per sample."""
         logits = self.runner(inputs)
-        n = _batch_len(inputs)
+        n = batch_size_of(inputs)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise BenchmarkError(
@@ -242,8 +238,8 @@ class PerformanceBenchmark:
                 whole = False
                 break
             inputs, targets = _split_batch(batch)
-            if _batch_len(inputs) != len(targets):
-                raise DataError(f"batch {i} has {_batch_len(inputs)} inputs but {len(targets)} targets")
+            if batch_size_of(inputs) != len(targets):
+                raise DataError(f"batch {i} has {batch_size_of(inputs)} samples of inputs but {len(targets)} targets")
             first = inputs if first is None else first
             logits = self._call(inputs).cpu()
             for metric in metrics:
@@ -303,6 +299,8 @@ class PerformanceBenchmark:
             provider=self.runner.provider,
             eval_samples=n_eval,
             eval_whole_split=whole,
+            quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),
+            quant_top1_agreement=getattr(getattr(self.runner, "quant_check", None), "top1_agreement", None),
             **environment(),
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
