@@ -203,3 +203,22 @@ def test_rows_record_the_instruction_sets_that_decide_kernel_speed(cnn, cnn_load
     features = row.cpu_features.split()
     assert features == [f for f in SPEED_FLAGS if f in cpu_flags()]
     assert ("avx2" in features) == ("avx2" in cpu_flags())
+
+
+def test_a_model_with_two_inputs_is_measured_on_tuple_batches():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image, self.features = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+            return self.image(image).mean((2, 3)) + self.features(features)
+
+    torch.manual_seed(0)
+    batches = [((torch.randn(8, 1, 8, 8), torch.randn(8, 4)), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model = TwoInputs().eval()
+    row = benchmark(model, DataLoader(batches, batch_size=None), config=FAST)
+    with torch.no_grad():
+        right = sum(int((model(*x).argmax(1) == y).sum()) for x, y in batches)
+    assert row.eval_samples == 24 and row.accuracy == right / 24  # 8 samples a batch, not 2 "inputs"
+    assert row.macs == 8 * 8 * 3 * 9 + 4 * 3 and row.quant_sqnr_db is None

@@ -239,7 +239,7 @@ class PerformanceBenchmark:
                 break
             inputs, targets = _split_batch(batch)
             if batch_size_of(inputs) != len(targets):
-                raise DataError(f"batch {i} has {batch_size_of(inputs)} samples of inputs but {len(targets)} targets")
+                raise DataError(f"batch {i} has {batch_size_of(inputs)} inputs but {len(targets)} targets")
             first = inputs if first is None else first
             logits = self._call(inputs).cpu()
             for metric in metrics:

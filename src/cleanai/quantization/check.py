@@ -68,11 +68,11 @@ class Probe:
 
 def hold_back(inputs: list[Inputs], config: QuantConfig) -> tuple[list[Inputs], list[Inputs], bool]:
     """Split calibration inputs into (calibration, check, held out?): static modes keep the last
-    `config.check_batches` batches (at most all but one) away from calibration; other modes calibrate on
-    nothing, so every batch is unseen."""
+    `config.check_batches` batches (at most half of them) away from calibration; other modes calibrate
+    on nothing, so every batch is unseen."""
     if not config.is_static:
         return inputs, inputs[-config.check_batches:], True
-    held = min(config.check_batches, len(inputs) - 1)
+    held = min(config.check_batches, len(inputs) // 2)
     if held < 1:
         return inputs, inputs, False
     return inputs[:-held], inputs[-held:], True
