@@ -21,30 +21,11 @@ from cleanai.quantization.api import make_quantizer
 CLIPPED = QuantConfig.avx2(calibration="percentile", percentile=60.0)
 
 
-class DenseNetPattern(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return self.head(torch.cat([y, self.relu(self.bn(y))], 1).mean((2, 3)))
-
-
 @pytest.fixture(scope="module")
-def densenet() -> tuple[nn.Module, list]:
-    torch.manual_seed(0)
-    model = DenseNetPattern()
-    with torch.no_grad():
-        model.bn.running_mean.uniform_(-1, 1)
-        model.bn.running_var.uniform_(0.5, 2)
-        model.bn.weight.uniform_(0.5, 2)
-        model.bn.bias.uniform_(-1, 1)
+def densenet(densenet_pattern: nn.Module) -> tuple[nn.Module, list]:
     g = torch.Generator().manual_seed(1)
-    return model.eval(), [(torch.randn(8, 3, 16, 16, generator=g), torch.zeros(8, dtype=torch.long)) for _ in range(4)]
+    return densenet_pattern, [(torch.randn(8, 3, 16, 16, generator=g), torch.zeros(8, dtype=torch.long))
+                              for _ in range(4)]
 
 
 TORCH_STATIC = QuantConfig(mode="static", backend="torch", compile=False)

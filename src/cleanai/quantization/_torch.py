@@ -366,13 +366,36 @@ def _fold_batchnorm(model: nn.Module, example: Inputs) -> nn.Module:
 
     QAT then trains the folded weights with frozen BatchNorm statistics. PT2E could instead train
     conv + BN, but folding them at convert time re-traces over a hundred patterns (minutes on a
-    laptop CPU, whatever the model's size).
+    laptop CPU, whatever the model's size). A BatchNorm that cannot fold (its input also feeds
+    another op) becomes its frozen per-channel affine map, so its statistics stay fixed as well.
     """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return copy.deepcopy(model)
     from cleanai.fusion import fuse_conv_bn
 
-    return fuse_conv_bn(model, example_inputs=example)
+    fused = fuse_conv_bn(model, example_inputs=example)
+    for name, module in list(fused.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            parent, _, attr = name.rpartition(".")
+            setattr(fused.get_submodule(parent) if parent else fused, attr, _FrozenBatchNorm(module))
+    return fused
+
+
+class _FrozenBatchNorm(nn.Module):
+    """An eval-mode BatchNorm as the per-channel affine map it is: training leaves its statistics as they were."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale = torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+            scale = scale * bn.weight if bn.weight is not None else scale
+            shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0)  # type: ignore[operator]
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(shape) + self.shift.view(shape)
 
 
 def _check_training_data(train_data: Iterable[Any] | None) -> None:

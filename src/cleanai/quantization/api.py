@@ -15,7 +15,6 @@ from torch import nn
 from cleanai.benchmark import OrtRunner, Runner
 from cleanai.export import export_onnx
 from cleanai.io import atomic_path
-from cleanai._batches import call_model, logits_of
 from cleanai.quantization import _torch
 from cleanai.quantization._common import (
     Inputs,
@@ -129,21 +128,14 @@ def _qat_to_onnx(model: nn.Module, config: QuantConfig, quantizer: _torch.TorchQ
                          compile_model=False)
     with tempfile.TemporaryDirectory(prefix="cleanai-qat-") as tmp:
         path = Path(workdir if workdir is not None else tmp) / "qat-int8.onnx"
-        # Torch runs the reference q/dq ops in float, ONNX Runtime real int8 kernels: outputs may differ by a
-        # rounding step of the last layers, so parity is checked loosely (a broken export is off by far more).
-        reference = quantizer.example
-        result = export_onnx(module.graph_module, reference, path, dynamic_batch=True, opset=config.opset,
-                             exporter="dynamo", atol=_loose_atol(module, reference))
+        # Torch runs the reference q/dq ops in float, ONNX Runtime real int8 kernels: outputs differ by rounding
+        # steps that no fixed tolerance separates from a broken export. quantize() checks the ONNX Runtime
+        # artifact against fp32 instead, on held-back inputs, which a broken export fails.
+        result = export_onnx(module.graph_module, quantizer.example, path, dynamic_batch=True, opset=config.opset,
+                             exporter="dynamo", check_parity=False)
         graph = onnx.load(str(result.path))
         for node in graph.graph.node:  # the dynamo exporter's per-node stack traces: half the file of a small model
             del node.metadata_props[:]
         with atomic_path(result.path) as staged:
             onnx.save(graph, str(staged))
         return ort_artifact(result.path, config, model, f"{quantizer.name} {config.describe()}")
-
-
-def _loose_atol(module: nn.Module, example: Inputs) -> float:
-    """5% of the largest output magnitude: the tolerance of the QAT export's parity check."""
-    with torch.no_grad():
-        out = logits_of(call_model(module, example))
-    return 0.05 * float(out.abs().max()) + 1e-4
