@@ -5,9 +5,9 @@ benchmarks/cifar_pretrained.py (`--weights`; the akamaster checkpoint when that 
 prunes it at one `--ratio` with every CleanAI criterion (plus coverage measured on the raw convolution
 output, `coverage@output`) and with Torch-Pruning's own GroupMagnitudeImportance /
 GroupTaylorImportance (`tp-magnitude`, `tp-taylor`), all through `cleanai.pruning.prune` and all
-fine-tuned with the same budget. `--residual-ratio` sets the ratio of the residual-stream groups (the
-stem and each stage's channels coupled through the shortcuts) apart from the in-block groups (0: prune
-inside the blocks only, the source study's setting).
+fine-tuned with the same budget. `--residual keep` leaves the residual stream whole (the stem and each
+stage's channels coupled through the shortcuts: `PruneConfig(residual="keep")`) and prunes inside the
+blocks only, the source study's setting.
 Table 1, per criterion: test accuracy before / right after pruning / after fine-tuning, params, MACs,
 latency at batch 1 and 64 in torch eager and in ONNX Runtime (the model exported, as it would ship;
 `--threads` threads, interleaved `--repeats` times with the unpruned model, medians; process CPU time
@@ -23,7 +23,7 @@ starts from the plain pruned model). Table 3 (`--coverage-grid`): accuracy right
 every coverage metric measured where the activation acts (after BatchNorm and ReLU) and on the raw
 output, with magnitude, Taylor and random beside them. Rows go to `--out` as JSON after every variant;
 a rerun with the same settings resumes, skipping the variants already measured.
-Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--residual-ratio R] [--criteria ...]
+Usage: python benchmarks/pruning_cifar.py [--depth 56] [--ratio 0.3] [--residual keep] [--criteria ...]
        [--finetune-epochs 1] [--train-subset 10000] [--test-subset N] [--coverage-grid] [--threads 1]
 """
 
@@ -33,26 +33,22 @@ import argparse
 import copy
 import json
 import os
-import re
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, Runner, TorchRunner, benchmark, environment
-from cleanai.data import load_dataset
-from cleanai.export import export_onnx
+from cleanai.data import load_dataset, subset
 from cleanai.io import write_json
 from cleanai.models import create_model
 from cleanai.pruning import (
-    PruneConfig, create_criterion, list_criteria, prunable_groups, prune, recalibrate_batchnorm,
+    PruneConfig, create_criterion, list_criteria, prune, recalibrate_batchnorm, requirements,
 )
 from cleanai.pruning.criteria import METRICS
 from cleanai.training import TrainConfig, Trainer
@@ -65,26 +61,21 @@ TP_CRITERIA = {"tp-magnitude": tp.importance.GroupMagnitudeImportance,
 VARIANTS = {"coverage@output": ("coverage", {"position": "output"})}
 COVERAGE_GRID = {f"coverage {metric} @{position}": ("coverage", {"metric": metric, "position": position})
                  for position in ("activation", "output") for metric in METRICS}
-IN_BLOCK = re.compile(r"layer\d+\.\d+\.conv1")  # the group inside a basic block (conv1 out, conv2 in)
 OPTIMIZER = {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}
 
 
 class TimedCriterion(tp.importance.Importance):
-    """Delegates to `inner` and adds up the seconds it spends calibrating (`prepare`) and scoring groups.
+    """Delegates to `inner`, with its requirements (prune() fills the gradients tp-taylor reads), and adds up
+    the seconds it spends calibrating (`prepare`) and scoring groups."""
 
-    With `fill_grads`, `prepare` first fills `.grad` on the model being pruned (what Torch-Pruning's
-    GroupTaylorImportance reads): prune() works on a deep copy, so gradients must be taken there.
-    """
-
-    def __init__(self, inner: tp.importance.Importance, fill_grads: bool = False) -> None:
-        self.inner, self.fill_grads, self.seconds = inner, fill_grads, 0.0
-        self.requires_data = fill_grads or getattr(inner, "requires_data", False)
-        self.refresh_each_step = fill_grads or getattr(inner, "refresh_each_step", False)
+    def __init__(self, inner: tp.importance.Importance) -> None:
+        self.inner, self.seconds = inner, 0.0
+        needs = requirements(inner)
+        self.requires_data, self.requires_gradients = needs.data, needs.gradients
+        self.refresh_each_step = getattr(inner, "refresh_each_step", False)
 
     def prepare(self, model: nn.Module, batches: list[Any]) -> None:
         start = time.perf_counter()
-        if self.fill_grads:
-            fill_gradients(model, batches)
         if hasattr(self.inner, "prepare"):
             self.inner.prepare(model, batches)
         self.seconds += time.perf_counter() - start
@@ -100,29 +91,16 @@ class TimedCriterion(tp.importance.Importance):
         return scores
 
 
-def fill_gradients(model: nn.Module, batches: list[Any]) -> None:
-    """Cross-entropy gradients summed over `batches`, in eval mode (BatchNorm statistics untouched)."""
-    was_training = model.training
-    model.eval().zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        for inputs, targets in batches:
-            F.cross_entropy(model(inputs), targets).backward()
-    model.train(was_training)
-
-
 def make_criterion(name: str) -> TimedCriterion:
     if name in TP_CRITERIA:
-        return TimedCriterion(TP_CRITERIA[name](), fill_grads=name == "tp-taylor")
+        return TimedCriterion(TP_CRITERIA[name]())
     criterion, kwargs = {**VARIANTS, **COVERAGE_GRID}.get(name, (name, {}))
     return TimedCriterion(create_criterion(criterion, **kwargs))
 
 
-def prune_config(base: nn.Module, data: dict[str, Any], args: argparse.Namespace, scope: str,
-                 steps: int) -> PruneConfig:
-    """`--ratio` for the in-block groups, `--residual-ratio` (when given) for the residual-stream groups."""
-    residual = {} if args.residual_ratio is None else {
-        name: args.residual_ratio for name in prunable_groups(base, data["example"]) if not IN_BLOCK.fullmatch(name)}
-    return PruneConfig(ratio=args.ratio, ratio_dict=residual, scope=scope, iterative_steps=steps,
+def prune_config(data: dict[str, Any], args: argparse.Namespace, scope: str, steps: int) -> PruneConfig:
+    """`--ratio` for every group, or for the in-block groups only with `--residual keep`."""
+    return PruneConfig(ratio=args.ratio, residual=args.residual, scope=scope, iterative_steps=steps,
                        calib_batches=len(data["calib"]))
 
 
@@ -132,13 +110,6 @@ def load_base(depth: int, weights: Path | None) -> tuple[nn.Module, str]:
     if weights is None and not path.exists():
         return create_model(f"resnet{depth}", pretrained="akamaster").eval(), "akamaster (no fine-tuned file found)"
     return create_model(f"resnet{depth}", pretrained=path).eval(), str(path)
-
-
-def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
-    """A random (seeded) subset of `n` items, or the whole dataset when `n` is None."""
-    if n is None or n >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
 
 
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
@@ -157,9 +128,7 @@ def finetune(model: nn.Module, loader: DataLoader, args: argparse.Namespace) -> 
 
 def deployed(model: nn.Module, example: torch.Tensor) -> dict[str, Runner]:
     """The model as it would ship: torch eager, and exported (parity-checked) to ONNX Runtime."""
-    with tempfile.TemporaryDirectory(prefix="cleanai-bench-") as tmp:
-        path = export_onnx(model, example, Path(tmp) / "model.onnx").path
-        return {"torch": TorchRunner(model), "ort": OrtRunner(path.read_bytes(), name="onnxruntime")}
+    return {"torch": TorchRunner(model), "ort": OrtRunner.from_model(model, example, name="onnxruntime")}
 
 
 def latency_ms(runner: Runner, batch: int, runs: int, loader: DataLoader,
@@ -215,9 +184,8 @@ def prune_variant(base: nn.Module, name: str, scope: str, steps: int, data: dict
             finetune(model, loaders[step - 1], args)
             tune_seconds[0] += time.perf_counter() - start
 
-    config = prune_config(base, data, args, scope, steps)
+    config = prune_config(data, args, scope, steps)
     model, report = prune(base, data["example"], config, data["calib"], criterion=criterion, callback=after_step)
-    model.zero_grad(set_to_none=True)  # drop the gradients tp-taylor filled
     row = {
         "criterion": name, "scope": scope, "steps": steps, "accuracy_before": data["accuracy_before"],
         "accuracy_pruned": pruned_accuracy[0], "accuracy_recalibrated": pruned_accuracy[1],
@@ -256,8 +224,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="default: runs/finetuned/resnet<depth>_cifar10jpeg.safetensors, else akamaster")
     parser.add_argument("--ratio", type=float, default=0.3, help="fraction of channels removed (0.3 ~ 2x fewer MACs)")
-    parser.add_argument("--residual-ratio", type=float, default=None,
-                        help="ratio of the residual-stream groups (default: --ratio; 0: in-block groups only)")
+    parser.add_argument("--residual", choices=["prune", "keep"], default="prune",
+                        help="keep: leave the residual stream whole and prune inside the blocks only")
     parser.add_argument("--scope", choices=["local", "global"], default="local", help="scope of table 1")
     parser.add_argument("--criteria", nargs="+", choices=names, default=[n for n in names if n != "adaptive"],
                         help="table 1 (default: all but adaptive, which equals coverage in one step)")
@@ -300,13 +268,12 @@ def main() -> None:
         f"{args.finetune_epochs} epoch(s) of SGD (momentum 0.9, nesterov, wd 5e-4), lr {args.lr} cosine, batch "
         f"{args.batch_size}, on {len(data['train']):,} training images (random crop + flip); an iterative run "
         "splits those images over its steps")
-    what = (f"ratio {args.ratio}" if args.residual_ratio is None
-            else f"ratio {args.ratio} in the blocks, {args.residual_ratio} on the residual stream")
+    what = f"ratio {args.ratio}" + (" in the blocks, the residual stream kept whole" if args.residual == "keep" else "")
     print(f"ResNet-{args.depth} from {source}; {what}; calibration {len(calib)} x {args.calib_batch_size} "
           f"validation images; test {len(test.dataset):,} images. Fine-tune budget per variant: {budget}.", flush=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("criteria", "compare_criterion", "no_scope_steps",
                                                                  "coverage_grid", "out", "train_threads")}
-    tag = f"resnet{args.depth}_ratio{args.ratio}" + ("" if args.residual_ratio is None else f"_res{args.residual_ratio}")
+    tag = f"resnet{args.depth}_ratio{args.ratio}" + ("_residual-keep" if args.residual == "keep" else "")
     results = Results(args.out / f"{tag}.json", {**settings, "weights": str(args.weights), "source": source})
 
     def variant(name: str, scope: str, steps: int, full: bool = True) -> dict[str, Any]:

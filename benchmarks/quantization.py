@@ -2,7 +2,7 @@
 
 Part `cifar`: the CIFAR ResNet-`--depth` fine-tuned on the JPEG training split by
 benchmarks/cifar_pretrained.py (runs/finetuned/resnet<depth>_cifar10jpeg.safetensors; the akamaster
-checkpoint when that file is absent) as ORT fp32 (export_onnx + OrtRunner), ORT static int8 (QDQ,
+checkpoint when that file is absent) as ORT fp32 (`OrtRunner.from_model`), ORT static int8 (QDQ,
 `QuantConfig.auto()`, calibrated on `--calib-batches` shuffled validation batches), torch fp32 and torch
 static int8 (PT2E + X86InductorQuantizer + torch.compile, `QuantConfig.auto(backend="torch")`), at
 batch 1 and 64. Goals (issue 4): ORT int8 >= 2.5x faster than ORT fp32 at batch 1, <= 1 point accuracy
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from cleanai.benchmark import (
     BenchmarkConfig,
@@ -45,8 +45,7 @@ from cleanai.benchmark import (
     benchmark,
     environment,
 )
-from cleanai.data import TextDataset, load_dataset, raw_text_collate, text_collate
-from cleanai.export import export_onnx
+from cleanai.data import TextDataset, load_dataset, raw_text_collate, subset, text_collate
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.quantization import QuantConfig, quantize
@@ -59,23 +58,15 @@ ORT_FP32, ORT_INT8 = "ORT fp32", "ORT int8"
 GOALS = {"cifar": {"speedup": 2.5, "size": 3.5, "drop": 1.0}, "text": {"speedup": 1.8, "size": 3.5, "drop": 0.5}}
 
 
-def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
-    """A random (seeded) subset of `n` items, or the whole dataset when `n` is None."""
-    if n is None or n >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
-
-
 def timed(build: Any) -> tuple[Runner, float]:
     """The runner `build()` returns and the seconds it took (export, calibration, quantization)."""
     start = time.perf_counter()
     return build(), time.perf_counter() - start
 
 
-def ort_fp32(model: nn.Module, example: Any, path: Path) -> OrtRunner:
-    """The fp32 baseline: `model` exported to one ONNX file (parity-checked) and run in ONNX Runtime."""
-    export_onnx(model, example, path, dynamic_sequence=isinstance(example, dict))
-    return OrtRunner(path, name=ORT_FP32, source_model=model)
+def ort_fp32(model: nn.Module, example: Any) -> OrtRunner:
+    """The fp32 baseline: `model` exported to ONNX (parity-checked) and run in ONNX Runtime."""
+    return OrtRunner.from_model(model, example, name=ORT_FP32, dynamic_sequence=isinstance(example, dict))
 
 
 def cifar_model(depth: int) -> tuple[nn.Module, str]:
@@ -90,7 +81,7 @@ def cifar_variants(model: nn.Module, calib: list[Any], args: argparse.Namespace)
     """ORT fp32 / static int8 and torch fp32 / static int8 (PT2E, compiled) of the ResNet, int8 on the same `calib`."""
     work = args.out / f"resnet{args.depth}"
     return {
-        ORT_FP32: timed(lambda: ort_fp32(model, calib[0][0][:2], work / "fp32.onnx")),
+        ORT_FP32: timed(lambda: ort_fp32(model, calib[0][0][:2])),
         ORT_INT8: timed(lambda: quantize(model, QuantConfig.auto(), calib=calib, workdir=work)),
         "torch fp32": timed(lambda: TorchRunner(model, name="torch fp32")),
         "torch int8": timed(lambda: quantize(model, QuantConfig.auto(backend="torch"), calib=calib)),
@@ -122,7 +113,7 @@ def text_variants(model: TextClassifier, args: argparse.Namespace) -> dict[str, 
     example = text_collate(model.tokenizer)([(QUERY, 0)])[0]
     dynamic = QuantConfig.auto(is_static=False)
     builds = {
-        ORT_FP32: lambda: ort_fp32(model, example, args.out / "minilm-fp32.onnx"),
+        ORT_FP32: lambda: ort_fp32(model, example),
         ORT_INT8: lambda: quantize(model, dynamic, example_inputs=example, workdir=args.out / "minilm-int8"),
         "torch fp32": lambda: TorchRunner(model, name="torch fp32"),
         "torch int8": lambda: quantize(model, QuantConfig.auto(is_static=False, backend="torch")),

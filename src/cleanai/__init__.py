@@ -26,7 +26,8 @@ _PUBLIC = {
     "cleanai.quantization": ["QuantConfig", "quantize", "quantize_with_accuracy_budget"],
     "cleanai.fusion": ["fuse_conv_bn"],
     "cleanai.export": ["export_onnx"],
-    "cleanai.benchmark": ["BenchmarkConfig", "compare", "TorchRunner", "OrtRunner"],  # the verb: cleanai.benchmark.benchmark
+    "cleanai.runtime": ["TorchRunner", "OrtRunner", "evaluate"],
+    "cleanai.benchmark": ["BenchmarkConfig", "compare"],  # the verb: cleanai.benchmark.benchmark
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -20,10 +20,14 @@ from cleanai.errors import DataError
 Batch = Any
 
 
-def split_batch(batch: Batch) -> tuple[Any, torch.Tensor | None]:
-    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None)."""
+def split_batch(batch: Batch, *, require_targets: bool = False) -> tuple[Any, Any]:
+    """Return `(inputs, targets)`; a bare Tensor or dict is an inputs-only batch (targets None), or a
+    DataError when `require_targets` (evaluating and training need the labels)."""
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
+    if require_targets:
+        raise DataError(f"a batch must be an (inputs, targets) pair, got a {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""))
     return batch, None
 
 
@@ -32,17 +36,18 @@ def is_tensor_tuple(inputs: Any) -> bool:
     return isinstance(inputs, (tuple, list)) and bool(inputs) and all(isinstance(v, torch.Tensor) for v in inputs)
 
 
-def batch_size_of(inputs: Any) -> int:
-    """Samples in a batch of inputs: axis 0 of a Tensor, of the first Tensor of a tuple or dict; a list of texts' length."""
-    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 1:
-        return int(inputs.shape[0])
-    if isinstance(inputs, Mapping) and inputs:
-        return batch_size_of(next(iter(inputs.values())))
-    if is_tensor_tuple(inputs):
-        return batch_size_of(inputs[0])
-    if isinstance(inputs, (tuple, list)) and all(isinstance(v, str) for v in inputs):
-        return len(inputs)
-    raise DataError(f"batch inputs of type {type(inputs).__name__} are not supported; expected a Tensor, a tuple or "
+def batch_len(x: Any) -> int:
+    """Samples in a batch of inputs or targets: a Tensor's first axis, that of a dict's or a tuple's first Tensor
+    (a model with several inputs), a list's length (texts)."""
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0]) if x.dim() else 1
+    if isinstance(x, Mapping) and x:
+        return batch_len(next(iter(x.values())))
+    if is_tensor_tuple(x):
+        return batch_len(x[0])
+    if isinstance(x, (list, tuple)):
+        return len(x)
+    raise DataError(f"batch inputs of type {type(x).__name__} are not supported; expected a Tensor, a tuple or "
                     "dict of Tensors (batch on axis 0), or a list of strings")
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cleanai.data import DATASETS, DataSplits, ImageDataset, Loaders, default_cache_dir, list_datasets, load_dataset
+from cleanai.data import (
+    DATASETS, DataSplits, ImageDataset, Loaders, default_cache_dir, list_datasets, load_dataset, subset,
+)
 from cleanai.data.base import resolve_data_dir, stratified_split
 from cleanai.errors import DataError, UnknownNameError
 
@@ -125,3 +127,17 @@ def test_worker_options_only_when_workers_are_used():
 def test_bad_batch_size_is_refused():
     with pytest.raises(ValueError, match="batch_size=0"):
         _toy_splits().loaders(batch_size=0)
+
+
+def test_subset_is_seeded_class_balanced_and_leaves_small_requests_whole() -> None:
+    digits = load_dataset("digits")
+    part = subset(digits.train, 100, seed=3)
+    labels = [digits.train.labels[i] for i in part.indices]
+    assert len(part) == 100 and len(set(part.indices)) == 100
+    assert max(np.bincount(labels, minlength=10)) - min(np.bincount(labels, minlength=10)) <= 2  # stratified
+    assert part.indices == subset(digits.train, 100, seed=3).indices != subset(digits.train, 100, seed=4).indices
+    assert subset(digits.train, None) is digits.train and subset(digits.train, 10**6) is digits.train
+    plain = subset(torch.utils.data.TensorDataset(torch.arange(50)), 5, seed=0)  # no labels: plainly random
+    assert len(plain) == 5 and plain.indices == subset(torch.utils.data.TensorDataset(torch.arange(50)), 5).indices
+    with pytest.raises(DataError, match="subset size n=0 must be a positive number of samples"):
+        subset(digits.train, 0)

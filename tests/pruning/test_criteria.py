@@ -15,12 +15,14 @@ from cleanai.pruning import (
     CoverageCriterion,
     MagnitudeCriterion,
     PruneConfig,
+    Requirements,
     TaylorCriterion,
     WandaCriterion,
     create_criterion,
     list_criteria,
     prune,
     register_criterion,
+    requirements,
 )
 
 DEAD = [1, 4, 6]
@@ -249,6 +251,39 @@ def test_prepare_runs_before_the_first_step_and_again_on_the_pruned_model_when_a
     prune(model, torch.randn(1, 4), PruneConfig(ratio=0.3, iterative_steps=3, calib_batches=2), calib=calib,
           criterion=spy)
     assert spy.seen == expected
+
+
+def test_requirements_are_declared_and_gradients_imply_data() -> None:
+    assert requirements(create_criterion("magnitude")) == Requirements(data=False, gradients=False)
+    assert requirements(create_criterion("wanda")) == Requirements(data=True, gradients=False)
+    assert requirements(tp.importance.GroupTaylorImportance()) == Requirements(data=True, gradients=True)
+    assert requirements(tp.importance.GroupMagnitudeImportance()) == Requirements(data=False, gradients=False)
+    assert requirements(GradientSpy()) == Requirements(data=True, gradients=True)
+    with pytest.raises(CleanAIError, match="OBDCImportance .* needs its own accumulation procedure"):
+        requirements(tp.importance.OBDCImportance())
+
+
+class GradientSpy(MagnitudeCriterion):
+    """Declares that it reads gradients and records whether every layer it scores has them."""
+
+    requires_gradients = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.had_grad: list[bool] = []
+
+    def saliency(self, layer: nn.Module) -> torch.Tensor | None:
+        self.had_grad.append(layer.weight.grad is not None)
+        return super().saliency(layer)
+
+
+def test_a_criterion_declaring_gradients_scores_with_them_on_every_step() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    spy = GradientSpy()
+    calib = [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))] * 2
+    pruned, _ = prune(model, torch.randn(1, 4), PruneConfig(ratio=0.5, iterative_steps=2), calib=calib, criterion=spy)
+    assert spy.had_grad and all(spy.had_grad) and pruned[0].out_features == 4
+    assert all(p.grad is None for p in pruned.parameters())
 
 
 def test_coverage_statistics_follow_the_surgery_between_steps() -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torch_pruning as tp
 from pydantic import ValidationError
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from cleanai.errors import CleanAIError, DataError, UnknownNameError
+from cleanai.models import CifarResNet
 from cleanai.pruning import PruneConfig, PruneReport, prunable_groups, prune
 
 
@@ -99,6 +103,31 @@ def test_taylor_needs_targets() -> None:
         prune(chain_cnn(), X, PruneConfig(criterion="taylor"), calib=[X])
 
 
+def test_a_raw_torch_pruning_taylor_importance_gets_the_gradients_it_reads() -> None:
+    model = chain_cnn()
+    reference = copy.deepcopy(model)  # gradients filled by hand, the way Torch-Pruning's examples do
+    for x, y in CALIB:
+        F.cross_entropy(reference(x), y).backward()
+    dg = tp.DependencyGraph().build_dependency(reference, example_inputs=X)
+    group = dg.get_pruning_group(reference[0], tp.prune_conv_out_channels, list(range(16)))
+    expected = sorted(torch.argsort(tp.importance.GroupTaylorImportance()(group), descending=True)[:8].tolist())
+    pruned, report = prune(model, X, PruneConfig(ratio=0.5), calib=CALIB,
+                           criterion=tp.importance.GroupTaylorImportance())
+    assert report.criterion == "GroupTaylorImportance" and widths(pruned) == [8, 16, 12]
+    assert torch.equal(pruned[0].weight, model[0].weight[expected])  # the channels Taylor ranks highest
+    assert all(p.grad is None for p in [*pruned.parameters(), *model.parameters()])  # no gradients left behind
+
+
+def test_criteria_whose_needs_prune_cannot_meet_are_refused_by_name() -> None:
+    with pytest.raises(DataError, match="criterion 'GroupTaylorImportance' needs calibration data: pass calib="):
+        prune(chain_cnn(), X, PruneConfig(), criterion=tp.importance.GroupTaylorImportance())
+    with pytest.raises(DataError, match="criterion 'GroupTaylorImportance' needs gradients of a loss: calib batch 0 "
+                                        "has no targets"):
+        prune(chain_cnn(), X, PruneConfig(), calib=[X], criterion=tp.importance.GroupTaylorImportance())
+    with pytest.raises(CleanAIError, match="criterion GroupHessianImportance .* needs its own accumulation procedure"):
+        prune(chain_cnn(), X, PruneConfig(), calib=CALIB, criterion=tp.importance.GroupHessianImportance())
+
+
 # ---- ratio semantics --------------------------------------------------------------------------------
 def test_local_ratio_removes_that_fraction_of_every_group_but_never_the_outputs() -> None:
     model = chain_cnn()
@@ -143,6 +172,20 @@ def test_a_request_that_would_remove_every_channel_is_capped_and_reported() -> N
         config = PruneConfig(ratio=0.5, scope="global", criterion_kwargs={"normalizer": "none"})
         pruned, report = prune(model, X, config)
     assert widths(pruned)[1] == 1 and pruned(X).shape == (2, 5) and report.capped_layers == ["3"]
+
+
+def test_residual_keep_prunes_a_resnet_inside_its_blocks_only() -> None:
+    model = CifarResNet(depth=8).eval()
+    pruned, report = prune(model, torch.randn(2, 3, 32, 32), PruneConfig(ratio=0.5, residual="keep"))
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    after = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    inside = {f"layer{i}.0.conv1" for i in (1, 2, 3)}  # conv1 -> bn1 -> relu -> conv2: no addition on the way
+    assert {n: after[n] for n in inside} == {n: before[n] // 2 for n in inside}
+    assert all(after[n] == before[n] for n in before if n not in inside)  # the residual stream stays whole
+    assert {"conv1", "layer2.0.conv2", "layer3.0.conv2"} <= {
+        n for n, why in report.skipped_groups.items() if why.startswith("residual stream")}
+    everywhere, _ = prune(model, torch.randn(2, 3, 32, 32), PruneConfig(ratio=0.5))
+    assert everywhere.conv1.out_channels == before["conv1"] // 2  # the default prunes the stream too
 
 
 def test_ignored_layers_keep_their_width() -> None:

@@ -1,5 +1,5 @@
-"""Unstructured magnitude pruning: local/global masks, TF-MOT schedules, the training callback, make_permanent,
-the sparsity report and the compressed sparse file."""
+"""Unstructured magnitude pruning: local/global masks, the training callback, make_permanent and the sparsity
+report (schedules and the sparse file have their own test modules)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from cleanai.errors import CheckpointError, CleanAIError, UnknownNameError
-from cleanai.io import save_safetensors
+from cleanai.errors import CleanAIError, UnknownNameError
 from cleanai.pruning import (
-    ConstantSparsity, MovementConfig, MovementPruner, PolynomialDecay, SparsityScheduler, UnstructuredConfig,
-    load_sparse, make_permanent, prune_unstructured, read_sparse, save_sparse, sparsity_report,
+    MovementConfig, MovementPruner, PolynomialDecay, SparsityScheduler, UnstructuredConfig, make_permanent,
+    prune_unstructured, save_sparse, sparsity_report,
 )
 from cleanai.training import Callback, Trainer, TrainConfig
 
@@ -92,33 +91,6 @@ def test_sparsity_outside_0_1_is_refused_with_the_field_name(bad: float) -> None
         UnstructuredConfig(sparsity=bad)
     with pytest.raises(ValidationError, match=r"initial_sparsity[\s\S]*\[0, 1\)"):
         PolynomialDecay(initial_sparsity=bad, end_step=10)
-
-
-def test_schedules_with_end_before_begin_are_refused() -> None:
-    with pytest.raises(ValidationError, match=r"end_step \(5\) must be greater than begin_step \(10\)"):
-        PolynomialDecay(begin_step=10, end_step=5)
-    with pytest.raises(ValidationError, match=r"end_step \(10\) must be greater than begin_step \(10\)"):
-        PolynomialDecay(begin_step=10, end_step=10)
-    with pytest.raises(ValidationError, match=r"end_step \(3\) must be >= begin_step \(4\)"):
-        ConstantSparsity(begin_step=4, end_step=3)
-
-
-def test_polynomial_decay_follows_the_tfmot_formula() -> None:
-    schedule = PolynomialDecay(initial_sparsity=0.1, begin_step=10, end_step=50, frequency=15)
-    # s(t) = s_f + (s_i - s_f) (1 - clip((t - 10) / 40, 0, 1))^3 with s_i = 0.1, s_f = 0.9
-    expected = {0: 0.1, 10: 0.1, 20: 0.9 - 0.8 * 0.75 ** 3, 30: 0.8, 40: 0.9 - 0.8 * 0.25 ** 3, 50: 0.9, 70: 0.9}
-    for step, value in expected.items():
-        assert schedule.sparsity_at(step, 0.9) == pytest.approx(value, abs=1e-12)
-    assert PolynomialDecay(end_step=4, power=1).sparsity_at(1, 0.8) == pytest.approx(0.2)
-    # updates at begin_step, every `frequency` steps, and at end_step (TF-MOT would skip 50 here)
-    assert [t for t in range(80) if schedule.should_update(t)] == [10, 25, 40, 50]
-
-
-def test_constant_sparsity_updates_from_begin_step_every_frequency_steps() -> None:
-    forever = ConstantSparsity(begin_step=3, frequency=4)
-    assert [t for t in range(20) if forever.should_update(t)] == [3, 7, 11, 15, 19]
-    assert forever.sparsity_at(0, 0.6) == forever.sparsity_at(100, 0.6) == 0.6
-    assert [t for t in range(20) if ConstantSparsity(begin_step=3, end_step=8, frequency=4).should_update(t)] == [3, 7]
 
 
 class ZeroChecker(Callback):
@@ -213,59 +185,3 @@ def test_sparsity_report_is_json_and_a_table() -> None:
     assert data["model_zeros"] == data["zeros"]  # biases are not zero
     text = str(report)
     assert "global" in text and "75.0%" in text and "Linear" in text
-
-
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 36, 32),
-                         nn.ReLU(), nn.Linear(32, 10))
-
-
-def test_sparse_file_is_much_smaller_at_90_percent_and_loads_back_exactly(tmp_path: Path) -> None:
-    model = small_cnn()
-    model.train()(torch.randn(8, 3, 8, 8))  # non-trivial BatchNorm statistics and counter
-    model, _ = prune_unstructured(model.eval(), {"sparsity": 0.9})
-    info = save_sparse(model, tmp_path / "sparse.safetensors")
-    save_safetensors(model, tmp_path / "dense.safetensors")
-    dense_file = (tmp_path / "dense.safetensors").stat().st_size
-
-    assert info.file_bytes == (tmp_path / "sparse.safetensors").stat().st_size
-    assert info.file_bytes * 4 < dense_file and info.ratio > 4
-    assert info.compressed_tensors == 4 and info.tensors == len(model.state_dict())  # 3 weights + the zero BN bias
-    assert info.dense_bytes == sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-    restored = load_sparse(small_cnn(), tmp_path / "sparse.safetensors")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(restored.state_dict()[name], tensor), name
-        assert restored.state_dict()[name].dtype == tensor.dtype
-    x = torch.randn(4, 3, 8, 8)
-    assert torch.equal(restored.eval()(x), model(x))
-
-
-def test_dense_tensors_stay_dense_and_bf16_round_trips(tmp_path: Path) -> None:
-    state = {"dense": torch.randn(40, 40), "half": torch.randn(64, 64).to(torch.bfloat16), "ids": torch.arange(7)}
-    state["half"][torch.rand(64, 64) < 0.8] = 0
-    info = save_sparse(state, tmp_path / "s.safetensors")
-    assert info.compressed_tensors == 1
-    back = read_sparse(tmp_path / "s.safetensors")
-    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
-
-
-def test_reading_a_file_that_is_not_a_sparse_checkpoint_fails_clearly(tmp_path: Path) -> None:
-    save_safetensors(mlp(), tmp_path / "dense.safetensors")
-    with pytest.raises(CheckpointError, match="not a file written by save_sparse"):
-        read_sparse(tmp_path / "dense.safetensors")
-    with pytest.raises(CheckpointError, match="does not exist"):
-        read_sparse(tmp_path / "missing.safetensors")
-    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="not a readable sparse checkpoint"):
-        read_sparse(tmp_path / "junk.safetensors")
-
-
-def test_save_sparse_refuses_movement_layers_until_made_permanent(tmp_path: Path) -> None:
-    model = mlp()
-    MovementPruner(model, MovementConfig(sparsity=0.5, schedule=ConstantSparsity(frequency=1)))
-    with pytest.raises(CleanAIError, match=r"layers \['0', '2'\] still carry masks.*make_permanent"):
-        save_sparse(model, tmp_path / "m.safetensors")
-    save_sparse(make_permanent(model), tmp_path / "m.safetensors")
-    assert sorted(read_sparse(tmp_path / "m.safetensors")) == ["0.bias", "0.weight", "2.bias", "2.weight"]

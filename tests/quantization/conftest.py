@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import Runner
+from cleanai.runtime import Runner
 from cleanai.data import load_dataset
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer

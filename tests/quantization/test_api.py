@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner, TorchRunner
+from cleanai.runtime import OrtRunner, TorchRunner
 from cleanai.errors import DataError
 from cleanai.export import export_onnx
 from cleanai.quantization import (

@@ -29,7 +29,7 @@ def test_other_calibrations_are_tried_before_keeping_layers_in_fp32(digits: tupl
     model, loaders = digits
     result = quantize_with_accuracy_budget(model, CLIPPED, calib_batches(loaders), loaders.val, max_drop=0.03,
                                            calibrations=("percentile", "minmax"), granularities=(True,))
-    assert result.met and result.baseline.backend == "onnxruntime"
+    assert result.met and result.baseline_backend == "onnxruntime"
     first, chosen = result.attempts
     assert first.step == "given" and first.drop > 0.03 and not first.meets_budget
     assert chosen is result.chosen and chosen.step == "calibration/granularity"
@@ -76,7 +76,7 @@ def test_torch_backend_is_searched_the_same_way(digits: tuple) -> None:
     with pytest.warns(LegacyQuantizationWarning):
         result = quantize_with_accuracy_budget(model, QuantConfig(backend="torch", mode="dynamic"),
                                                calib_batches(loaders, 2), loaders.val, max_drop=0.02)
-    assert result.baseline.backend == "torch" and result.met
+    assert result.baseline_backend == "torch" and result.met
     assert result.attempts[0].config.backend == "torch" and result.attempts[0].size_mb is not None
 
 

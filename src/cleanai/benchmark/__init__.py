@@ -1,7 +1,9 @@
-"""Benchmark: one Runner protocol and one PerformanceBenchmark, so every variant is measured the same way."""
+"""Benchmark: one PerformanceBenchmark, so every variant is measured the same way.
+
+The runners it measures live in `cleanai.runtime`; their names are re-exported here for convenience.
+"""
 
 from cleanai.benchmark.compare import compare, load_rows, plot_metrics, save_rows
-from cleanai.benchmark.flops import count_macs
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -9,13 +11,14 @@ from cleanai.benchmark.performance import (
     benchmark,
     environment,
 )
-from cleanai.benchmark.runners import (
+from cleanai.runtime import (
     BenchmarkError,
     OrtRunner,
     Runner,
     TextClassifierRunner,
     TorchRunner,
     as_runner,
+    count_macs,
 )
 
 __all__ = [

@@ -18,12 +18,10 @@ import gc
 import importlib.metadata
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,13 +29,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from cleanai._batches import batch_size_of, is_tensor_tuple, split_batch
+from cleanai._batches import batch_len, is_tensor_tuple
 from cleanai._platform import cpu_flags, cpu_name
-from cleanai.benchmark.runners import BenchmarkError, Runner, as_runner
 from cleanai.errors import DataError
-from cleanai.training.metrics import get_metric
+from cleanai.metrics import get_metric
+from cleanai.runtime import Runner, artifact_bytes, as_runner, checked_logits, evaluate
 
 
 class BenchmarkConfig(BaseModel):
@@ -126,19 +123,10 @@ def _resize(inputs: Any, n: int) -> Any:
         return {k: _resize(v, n) for k, v in inputs.items()}
     if is_tensor_tuple(inputs):
         return type(inputs)(_resize(v, n) for v in inputs)
-    reps = -(-n // batch_size_of(inputs))
+    reps = -(-n // batch_len(inputs))
     if isinstance(inputs, torch.Tensor):
         return (inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs)[:n]
     return (list(inputs) * reps)[:n]
-
-
-def _split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
-    inputs, targets = split_batch(batch)
-    if targets is None:
-        raise DataError(f"each batch must be an (inputs, targets) pair, got a {type(batch).__name__}"
-                        + (" (a model with several inputs takes ((input_1, input_2, ...), targets))"
-                           if is_tensor_tuple(batch) else ""))
-    return inputs, torch.as_tensor(targets).reshape(-1)
 
 
 def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,12 +147,6 @@ def _time_calls(fn: Callable[[Any], Any], inputs: Any, warmup: int, runs: int) -
         if gc_was_enabled:
             gc.enable()
     return wall, cpu
-
-
-def _artifact_bytes(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 # CPU flags that decide which fp32/int8 kernels run: the same model name ("AMD EPYC") may or may not have them.
@@ -214,42 +196,6 @@ class PerformanceBenchmark:
         else:
             raise DataError(f"data must be a DataLoader or a Dataset, got {type(data).__name__}")
 
-    def _call(self, inputs: Any) -> torch.Tensor:
-        """Run the runner once and check it returned one row of logits per sample."""
-        logits = self.runner(inputs)
-        n = batch_size_of(inputs)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != n:
-            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise BenchmarkError(
-                f"runner {self.name!r} returned {got} for a batch of {n}; expected logits ({n}, classes)"
-            )
-        return logits
-
-    def _evaluate(self) -> tuple[dict[str, float], int, bool, Any]:
-        """Task metrics over the split (or its first `max_eval_batches`), and the first batch's inputs."""
-        limit = self.config.max_eval_batches
-        total = len(self.loader) if hasattr(self.loader, "__len__") else None  # type: ignore[arg-type]
-        metrics = [get_metric(m) for m in self.metrics]
-        n_eval, first, whole = 0, None, True
-        bar = tqdm(self.loader, total=min(filter(None, (total, limit)), default=None),
-                   desc=f"evaluating {self.name}", disable=not self.config.progress, leave=False)
-        for i, batch in enumerate(bar):
-            if limit is not None and i >= limit:
-                whole = False
-                break
-            inputs, targets = _split_batch(batch)
-            if batch_size_of(inputs) != len(targets):
-                raise DataError(f"batch {i} has {batch_size_of(inputs)} inputs but {len(targets)} targets")
-            first = inputs if first is None else first
-            logits = self._call(inputs).cpu()
-            for metric in metrics:
-                metric.update(logits, targets.cpu())
-            n_eval += len(targets)
-        bar.close()
-        if first is None:
-            raise DataError(f"benchmark {self.name!r}: the data yielded no batches; nothing to measure")
-        return {m: metric.compute() for m, metric in zip(self.metrics, metrics)}, n_eval, whole, first
-
     def run(self) -> Measurement:
         """Measure everything and return the row; torch's thread count is restored afterwards."""
         cfg = self.config
@@ -258,21 +204,22 @@ class PerformanceBenchmark:
         torch.manual_seed(cfg.seed)
         try:
             self.runner.set_threads(threads)
-            scores, n_eval, whole, first = self._evaluate()
+            evaluation = evaluate(self.runner, self.loader, self.metrics, max_batches=cfg.max_eval_batches,
+                                  progress=cfg.progress, name=self.name)
+            scores, first = evaluation.metrics, evaluation.first_inputs
 
             inputs = _resize(first, cfg.batch_size)
-            self._call(inputs)
+            checked_logits(self.runner, inputs, self.name)
             lat, lat_cpu = (t / 1e6 for t in _time_calls(self.runner, inputs, cfg.warmup, cfg.runs))
 
             throughput = None
             if cfg.throughput_runs:
                 big = _resize(first, cfg.throughput_batch_size)
-                self._call(big)  # one untimed call: checks the output and warms up the larger shapes
+                checked_logits(self.runner, big, self.name)  # one untimed call: checks the output and warms up the larger shapes
                 seconds = _time_calls(self.runner, big, 0, cfg.throughput_runs)[0].sum() / 1e9
                 throughput = cfg.throughput_batch_size * cfg.throughput_runs / seconds
 
-            with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
-                size_mb = _artifact_bytes(Path(self.runner.save(tmp))) / 1e6
+            size_mb = artifact_bytes(self.runner) / 1e6
             macs = self._macs(_resize(first, 1))
             params = self.runner.num_params()
         finally:
@@ -297,8 +244,8 @@ class PerformanceBenchmark:
             threads=threads,
             backend=self.runner.backend,
             provider=self.runner.provider,
-            eval_samples=n_eval,
-            eval_whole_split=whole,
+            eval_samples=evaluation.samples,
+            eval_whole_split=evaluation.whole_split,
             quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),
             quant_top1_agreement=getattr(getattr(self.runner, "quant_check", None), "top1_agreement", None),
             **environment(),

@@ -4,7 +4,7 @@ Built in: `digits` (scikit-learn, embedded), `cifar10` (local JPEG zips), `clinc
 Directories default to `$CLEANAI_DATA/<name>`; decoded data is cached in `$CLEANAI_CACHE`.
 """
 
-from cleanai.data.base import DATASETS, DataSplits, Loaders, default_cache_dir, list_datasets, load_dataset
+from cleanai.data.base import DATASETS, DataSplits, Loaders, default_cache_dir, list_datasets, load_dataset, subset
 from cleanai.data.cifar10 import load_cifar10
 from cleanai.data.clinc150 import load_clinc150
 from cleanai.data.digits import load_digits
@@ -27,5 +27,6 @@ __all__ = [
     "load_digits",
     "random_crop_flip",
     "raw_text_collate",
+    "subset",
     "text_collate",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from cleanai.errors import DataError
 from cleanai.registry import Registry
@@ -139,3 +139,21 @@ def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tu
         return idx, idx[:0]
     kept, held = train_test_split(idx, test_size=count, stratify=labels, random_state=seed)
     return np.sort(kept), np.sort(held)
+
+
+def subset(split: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A seeded random subset of `n` samples of `split` (the split itself when `n` is None or covers it all).
+
+    Class-balanced (stratified) when the split exposes its `labels`, as the built-in datasets do, and
+    `n` leaves room for every class on both sides; plainly random otherwise. Same seed, same samples.
+    """
+    if n is None or n >= len(split):
+        return split
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"subset size n={n!r} must be a positive number of samples (or None for the whole split)")
+    labels = getattr(split, "labels", None)
+    if labels is not None:
+        _, counts = np.unique(np.asarray(labels), return_counts=True)
+        if counts.min() >= 2 and len(counts) <= n <= len(split) - len(counts):
+            return Subset(split, stratified_split(np.asarray(labels), n, seed)[1].tolist())
+    return Subset(split, torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].tolist())

@@ -13,12 +13,11 @@ import contextlib
 import inspect
 import itertools
 import os
-import re
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from cleanai._batches import dynamic_dims
 from cleanai.errors import CleanAIError
+from cleanai.export.diagnosis import diagnose
 from cleanai.export.session import create_session
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -280,7 +278,9 @@ def _export_checked(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: di
         try:
             _run_exporter(name, model, args, kwargs, file, input_names, output_names, axes, opset, external_data)
         except Exception as exc:  # noqa: BLE001 - exporters raise many types (UserError, OnnxExporterError, ...)
-            failures.append(_explain_failure(exc, name, model, args, kwargs, opset))
+            what, operator, module = diagnose(exc, model, args, kwargs, opset)
+            failures.append(ExportError(f"the {name} exporter cannot export {type(model).__name__}: {what}",
+                                        operator=operator, module=module))
         else:
             data_name = _finalize(file, clear_value_info=name == "dynamo", external_data=external_data)
             try:
@@ -313,113 +313,6 @@ def _run_exporter(name: str, model: nn.Module, args: tuple[torch.Tensor, ...], k
         torch.onnx.export(model, args, str(file), kwargs=kwargs or None, input_names=input_names,
                           output_names=output_names, opset_version=opset, dynamo=dynamo, external_data=external_data,
                           dynamic_axes=None if dynamo else axes or None, dynamic_shapes=shapes, verbose=False)
-
-
-_OPERATOR_PATTERNS = (
-    re.compile(r"the operator '([\w:.]+)'"),  # torchscript: Exporting the operator 'aten::x' to ONNX opset ...
-    re.compile(r"OpOverload\(op='([\w.]+)'"),  # dynamo: No ONNX function found for <OpOverload(op='aten.x', ...)>
-    re.compile(r"Python operator (\w+)"),  # torchscript: Couldn't export Python operator MyFunction
-)
-
-
-def _explain_failure(exc: BaseException, exporter: str, model: nn.Module, args: Any, kwargs: Any,
-                     opset: int | None) -> ExportError:
-    """An ExportError naming the unsupported operator and the module that calls it, or the failing source line."""
-    text = str(exc)
-    operator = next((m.group(1) for p in _OPERATOR_PATTERNS if (m := p.search(text))), None)
-    module = _module_calling(model, args, kwargs, operator) if operator else None
-    stated = re.search(r"opset version (\d+)", text)
-    at_opset = f"opset {opset or stated.group(1)}" if opset or stated else "the default opset"
-    if operator:
-        where = f", called in module {module}," if module else ""
-        what = f"operator {operator}{where} has no ONNX conversion at {at_opset}"
-    else:
-        what = _summary(text) or type(exc).__name__
-    return ExportError(f"the {exporter} exporter cannot export {type(model).__name__}: {what}",
-                       operator=operator, module=module)
-
-
-def _summary(text: str) -> str:
-    """The informative line of an exporter message (dynamo buries it under '## Exception summary')."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if "## Exception summary" in lines:
-        lines = lines[lines.index("## Exception summary") + 1:]
-    summary = re.sub(r"^<class '[\w.]*?(\w+)'>: ", r"\1: ", lines[0]) if lines else ""
-    call = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', text)
-    return summary + (f" (at {call.group(1)}:{call.group(2)}: {call.group(3).strip()})" if call else "")
-
-
-def _op_key(name: str) -> str:
-    """'aten::_linalg_eigh', 'aten._linalg_eigh.default', 'linalg_eigh' -> 'linalg_eigh'."""
-    name = name.split("::")[-1]
-    parts = name.split(".")
-    if len(parts) > 1 and parts[0] == "aten":
-        parts = parts[1:]
-    return parts[0].lstrip("_")
-
-
-def _module_calling(model: nn.Module, args: Any, kwargs: Any, operator: str) -> str | None:
-    """Run the model once, watching torch functions and aten ops, and name the module that first calls `operator`."""
-    key = _op_key(operator)
-    names = {id(m): name for name, m in model.named_modules()}
-    stack: list[nn.Module] = []
-    found: list[str] = []
-
-    def seen(op_name: str) -> None:
-        if not found and _op_key(op_name) == key:
-            inner = next((m for m in reversed(stack) if id(m) in names), model)
-            found.append(f"{names[id(inner)] or '<root>'!r} ({type(inner).__name__})")
-
-    # no_grad, not inference_mode: only then do composite ops reach the dispatch mode decomposed, as dynamo sees them
-    with contextlib.suppress(Exception), torch.no_grad(), _module_stack(stack), _Watch(seen), _WatchDispatch(seen):
-        model(*args, **kwargs)
-    return found[0] if found else None
-
-
-@contextlib.contextmanager
-def _module_stack(stack: list[nn.Module]) -> Iterator[None]:
-    from torch.nn.modules.module import (
-        register_module_forward_hook,
-        register_module_forward_pre_hook,
-    )
-
-    def push(module: nn.Module, _inputs: Any) -> None:
-        stack.append(module)
-
-    def pop(module: nn.Module, _inputs: Any, _output: Any) -> None:
-        if stack and stack[-1] is module:
-            stack.pop()
-
-    handles = [register_module_forward_pre_hook(push), register_module_forward_hook(pop)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class _Watch(TorchFunctionMode):
-    """Reports every torch-level function called (`torch.linalg.eigvalsh` -> 'linalg_eigvalsh')."""
-
-    def __init__(self, report: Callable[[str], None]) -> None:
-        super().__init__()
-        self.report = report
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.report(getattr(func, "__name__", ""))
-        return func(*args, **(kwargs or {}))
-
-
-class _WatchDispatch(TorchDispatchMode):
-    """Reports every aten operator dispatched, after decomposition (`aten::_linalg_eigh`)."""
-
-    def __init__(self, report: Callable[[str], None]) -> None:
-        super().__init__()
-        self.report = report
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.report(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 # --- after export --------------------------------------------------------------------------------------

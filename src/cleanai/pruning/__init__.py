@@ -13,33 +13,38 @@ from cleanai.pruning.criteria import (
     HybridCriterion,
     MagnitudeCriterion,
     RandomCriterion,
+    Requirements,
     TaylorCriterion,
     WandaCriterion,
     create_criterion,
     list_criteria,
     register_criterion,
+    requirements,
 )
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
-from cleanai.pruning.structured import PruneConfig, StructuredPruner, prunable_groups, prune, recalibrate_batchnorm
+from cleanai.pruning.batchnorm import recalibrate_batchnorm
+from cleanai.pruning.config import PruneConfig
+from cleanai.pruning.structured import StructuredPruner, prunable_groups, prune
 from cleanai.pruning.iterative import IterativeHistory, IterativeStep, prune_and_finetune
 from cleanai.pruning.sensitivity import (
     LayerSensitivity, SensitivityPoint, SensitivityResult, sensitivity_scan, suggest_ratios,
 )
 from cleanai.pruning.serialization import build_manifest, load_pruned, read_manifest, save_pruned, shrink_to_manifest
 from cleanai.pruning.movement import MovementConfig, MovementLinear, MovementPruner
+from cleanai.pruning.schedules import ConstantSparsity, PolynomialDecay
+from cleanai.pruning.sparse_format import SparseFileInfo, load_sparse, read_sparse, save_sparse
 from cleanai.pruning.unstructured import (
-    LAYER_TYPES, ConstantSparsity, LayerSparsity, MaskedLayer, PolynomialDecay, SparseFileInfo, SparsityReport,
-    SparsityScheduler, UnstructuredConfig, list_layer_types, load_sparse, magnitude_masks, make_permanent,
-    prune_unstructured, read_sparse, save_sparse, sparsity_report,
+    LAYER_TYPES, LayerSparsity, MaskedLayer, SparsityReport, SparsityScheduler, UnstructuredConfig, list_layer_types,
+    magnitude_masks, make_permanent, prune_unstructured, sparsity_report,
 )
 
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
     "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion", "LayerChange",
-    "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "StepRecord", "StructuredPruner",
-    "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups", "prune",
-    "recalibrate_batchnorm", "register_criterion", "rewrite_pad_shortcuts",
+    "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "Requirements", "StepRecord",
+    "StructuredPruner", "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups",
+    "prune", "recalibrate_batchnorm", "register_criterion", "requirements", "rewrite_pad_shortcuts",
 ]
 __all__ += [  # unstructured and movement pruning
     "LAYER_TYPES", "ConstantSparsity", "LayerSparsity", "MaskedLayer", "MovementConfig", "MovementLinear",

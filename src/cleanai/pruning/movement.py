@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from cleanai.errors import CleanAIError
-from cleanai.pruning.unstructured import Schedule, check_sparsity, keep_count, select_layers, top_k_mask
+from cleanai.pruning.schedules import Schedule, check_sparsity
+from cleanai.pruning.unstructured import keep_count, select_layers, top_k_mask
 from cleanai.training.callbacks import Callback
 
 

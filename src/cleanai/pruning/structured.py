@@ -17,7 +17,9 @@ the current model when they ask to (`refresh_each_step`).
 
 Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
 in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
-BERT poolers; `ignored_layers` adds more. Option-A `PadShortcut`s are first rewritten into
+BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
+channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
+the blocks are removed. Option-A `PadShortcut`s are first rewritten into
 `ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
 """
 
@@ -33,16 +35,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
-from cleanai.pruning.criteria import CRITERIA, create_criterion
+from cleanai.pruning.batchnorm import recalibrate_batchnorm
+from cleanai.pruning.config import PruneConfig
+from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
 
@@ -51,72 +55,6 @@ ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 _CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
 
 StepCallback = Callable[[int, nn.Module, PruneReport], None]
-
-
-def _check_ratio(value: float, what: str) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of channels removed; 1 would remove all), "
-                         f"got {value!r}")
-    return value
-
-
-class PruneConfig(BaseModel):
-    """Everything `prune()` needs besides the model and data (see the module docstring for `ratio`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    criterion: str = "magnitude"
-    criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
-    ratio: float = 0.3
-    head_ratio: float | None = None  # attention heads removed (default: `ratio`)
-    scope: Literal["local", "global"] = "local"
-    iterative_steps: int = Field(1, ge=1)
-    ratio_dict: dict[str, float] = Field(default_factory=dict)  # module name -> ratio for the groups inside it
-    max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
-    ignored_layers: list[str] = Field(default_factory=list)
-    round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
-    calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria (and recalibrate_bn)
-    recalibrate_bn: bool = False  # after each step, re-estimate BatchNorm statistics on the calibration batches
-    seed: int = 0
-    inplace: bool = False
-
-    @field_validator("criterion")
-    @classmethod
-    def _known_criterion(cls, value: str) -> str:
-        CRITERIA.get(value)  # raises UnknownNameError listing the valid names
-        return value
-
-    @field_validator("ratio")
-    @classmethod
-    def _ratio(cls, value: float) -> float:
-        return _check_ratio(value, "ratio")
-
-    @field_validator("head_ratio")
-    @classmethod
-    def _head_ratio(cls, value: float | None) -> float | None:
-        return None if value is None else _check_ratio(value, "head_ratio")
-
-    @field_validator("ratio_dict")
-    @classmethod
-    def _ratio_dict(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, ratio in value.items():
-            _check_ratio(ratio, f"ratio_dict[{name!r}]")
-        return value
-
-    @model_validator(mode="after")
-    def _criterion_kwargs(self) -> PruneConfig:
-        try:  # building a criterion is cheap (no data): bad options fail here, at load time, with their name
-            create_criterion(self.criterion, **self.criterion_kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"criterion_kwargs {self.criterion_kwargs!r} for criterion {self.criterion!r}: {exc}") from exc
-        return self
-
-    @field_validator("max_layer_ratio")
-    @classmethod
-    def _max_layer_ratio(cls, value: float) -> float:
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"max_layer_ratio must be in (0, 1], got {value!r}")
-        return value
 
 
 @dataclass
@@ -150,6 +88,11 @@ def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
     return ratio_dict[max(keys, key=len)] if keys else None
 
 
+def _is_residual_add(node: Any) -> bool:
+    """True for the dependency graph's node of a tensor addition (`x + shortcut`), as traced by Torch-Pruning."""
+    return isinstance(node, tp.ops._ElementWiseOp) and str(node._grad_fn).startswith("AddBackward")
+
+
 def _floor(x: float) -> int:
     return math.floor(x + 1e-9)
 
@@ -165,7 +108,8 @@ class StructuredPruner:
         self.example_inputs = to_device(example_inputs, model_device(model))
         self.criterion_name = config.criterion if criterion is None else type(criterion).__name__
         self.criterion = criterion if criterion is not None else self._make_criterion()
-        who = (f"criterion {self.criterion_name!r}" if getattr(self.criterion, "requires_data", False)
+        self.needs = requirements(self.criterion)
+        who = (f"criterion {self.criterion_name!r}" if self.needs.data
                else "recalibrate_bn=True" if config.recalibrate_bn else None)
         self.calib = [] if who is None else take_batches(calib, config.calib_batches, who)
         self.warnings: list[str] = []
@@ -259,6 +203,8 @@ class StructuredPruner:
                      and isinstance(item.dep.target.module, _CONSUMERS)]
         if not consumers:
             return "output layer: its channels are the model's outputs"
+        if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
+            return "residual stream (residual='keep'): its channels pass through a residual addition"
         for item in group:
             m = item.dep.target.module
             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
@@ -269,15 +215,39 @@ class StructuredPruner:
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, int]:
-        """Prepare the criterion if needed, then remove what step `step` of `iterative_steps` asks for."""
+        """Satisfy the criterion's requirements, then remove what step `step` of `iterative_steps` asks for."""
+        if self.needs.gradients:
+            self._fill_gradients()
         prepare = getattr(self.criterion, "prepare", None)
         if prepare is not None and (step == 1 or getattr(self.criterion, "refresh_each_step", False)):
             prepare(self.model, self.calib)
-        removed = self._apply(step, self._select(step))
+        try:
+            removed = self._apply(step, self._select(step))
+        finally:
+            if self.needs.gradients:
+                self.model.zero_grad(set_to_none=True)  # the returned model carries no gradients
         self._check_forward(step, removed)
         if self.config.recalibrate_bn:
             recalibrate_batchnorm(self.model, self.calib)
         return removed
+
+    def _fill_gradients(self) -> None:
+        """`.grad` of every weight: cross-entropy summed over the calibration batches, in eval mode (BatchNorm
+        statistics untouched), for criteria that read gradients (Torch-Pruning's GroupTaylorImportance)."""
+        was_training = self.model.training
+        self.model.eval().zero_grad(set_to_none=True)
+        device = model_device(self.model)
+        try:
+            with torch.enable_grad():
+                for i, batch in enumerate(self.calib):
+                    inputs, targets = split_batch(batch)
+                    if targets is None:
+                        raise DataError(f"criterion {self.criterion_name!r} needs gradients of a loss: calib batch {i} "
+                                        "has no targets; pass (inputs, targets) batches")
+                    logits = logits_of(call_model(self.model, to_device(inputs, device)))
+                    F.cross_entropy(logits, to_device(targets, device)).backward()
+        finally:
+            self.model.train(was_training)
 
     def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
         width = self.dg.get_out_channels(unit.root)
@@ -495,32 +465,6 @@ class StructuredPruner:
         return report
 
 
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
-    """Re-estimate the running statistics of every BatchNorm of `model` on `batches`; return how many were reset.
-
-    Removing channels shifts the statistics the following BatchNorms see, which costs much of the
-    accuracy lost right after pruning; one pass without gradients (cumulative average, dropout off)
-    measures them again. Momentum and train/eval mode are restored afterwards.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    momenta, was_training = [m.momentum for m in norms], model.training
-    device = model_device(model)
-    try:
-        model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative moving average: every batch counts the same
-            norm.train()
-        with torch.no_grad():
-            for batch in batches:
-                call_model(model, to_device(split_batch(batch)[0], device))
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
-    return len(norms)
-
-
 def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str, Any] | None = None,
           calib: Iterable[Batch] | None = None, *, criterion: tp.importance.Importance | None = None,
           callback: StepCallback | None = None) -> tuple[nn.Module, PruneReport]:
@@ -528,7 +472,8 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str,
 
     `example_inputs` is what the model is called with (Tensor, tuple, or dict of Tensors);
     `calib` yields `(inputs, targets)` batches for data-driven criteria; `criterion` overrides
-    `config.criterion` with any Torch-Pruning `Importance` object; `callback(step, model, report)`
+    `config.criterion` with any Torch-Pruning `Importance` object, whose requirements (`requirements()`:
+    calibration data, gradients) are met here or refused with a CleanAIError; `callback(step, model, report)`
     runs between iterative steps (it may train the weights, not change the architecture).
     """
     config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config

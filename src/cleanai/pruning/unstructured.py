@@ -6,8 +6,8 @@
 - `SparsityScheduler(model, config)` is a Trainer `Callback` that raises the sparsity during training on the
   config's `schedule`: `ConstantSparsity` or TF-MOT's `PolynomialDecay`. Masks are recomputed from the weight
   magnitudes on the schedule's steps, and after every optimizer step the masked weights are set back to zero.
-- `make_permanent`, `sparsity_report`, and `save_sparse` / `read_sparse` / `load_sparse`: a file that stores only
-  the non-zero values plus a packed bitmask, so it really shrinks, and loads back to the exact dense weights.
+- `make_permanent` folds masks into plain weights; `sparsity_report` counts the zeros. Schedules live in
+  `cleanai.pruning.schedules`, the sparse file format (`save_sparse`, `load_sparse`) in `cleanai.pruning.sparse_format`.
 
 The scheduler keeps its masks itself: the model keeps plain `weight` parameters whose pruned entries are zero,
 so forward and backward run at full speed (no re-parametrisation hook), the state dict keeps its names, and the
@@ -21,21 +21,16 @@ A layer keeps `round(n * (1 - sparsity))` of its `n` weights, TF-MOT's rounding,
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
-from safetensors import SafetensorError, safe_open
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from cleanai.errors import CheckpointError, CleanAIError, UnknownNameError
-from cleanai.io import PathLike, load_weights, save_safetensors
+from cleanai.errors import CleanAIError, UnknownNameError
+from cleanai.pruning.schedules import ConstantSparsity, Schedule, check_sparsity
 from cleanai.registry import Registry
 from cleanai.training.callbacks import Callback
 
@@ -44,98 +39,10 @@ for _name, _cls in (("linear", nn.Linear), ("conv1d", nn.Conv1d), ("conv2d", nn.
                     ("embedding", nn.Embedding)):
     LAYER_TYPES.register(_name, _cls)
 
-SPARSE_FORMAT = "cleanai-sparse/1"
-
 
 def list_layer_types() -> list[str]:
     """Names accepted in `UnstructuredConfig.module_types` (register more with `LAYER_TYPES.register`)."""
     return LAYER_TYPES.names()
-
-
-def check_sparsity(value: float, what: str = "sparsity") -> float:
-    """Raise unless `value` is in [0, 1): the fraction of weights set to zero."""
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of weights set to zero; 1 would remove them all), "
-                         f"got {value!r}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------- schedules
-
-
-class ConstantSparsity(BaseModel):
-    """TF-MOT's ConstantSparsity: prune to the target at `begin_step`, then re-apply it every `frequency` steps
-    until `end_step` (None: until training ends)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["constant"] = "constant"
-    begin_step: int = Field(0, ge=0)
-    end_step: int | None = Field(None, ge=0)
-    frequency: int = Field(100, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ConstantSparsity:
-        if self.end_step is not None and self.end_step < self.begin_step:
-            raise ValueError(f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), "
-                             "or None to keep pruning until training ends")
-        return self
-
-    def sparsity_at(self, step: int, target: float) -> float:
-        """The sparsity the schedule asks for at `step` (the target, whatever the step)."""
-        return target
-
-    def should_update(self, step: int) -> bool:
-        """True on the steps where masks are recomputed: begin_step, then every `frequency` steps."""
-        in_range = step >= self.begin_step and (self.end_step is None or step <= self.end_step)
-        return in_range and (step - self.begin_step) % self.frequency == 0
-
-
-class PolynomialDecay(BaseModel):
-    """TF-MOT's PolynomialDecay (Zhu & Gupta 2017), from `initial_sparsity` to the target:
-
-        s(t) = s_final + (s_initial - s_final) * (1 - p)^power
-        p    = clip((t - begin_step) / (end_step - begin_step), 0, 1)
-
-    Masks are updated at begin_step and every `frequency` steps up to end_step, as in TF-MOT, and also at end_step
-    itself (TF-MOT skips it when end_step - begin_step is not a multiple of `frequency`, never reaching the target).
-    With power=3 and frequency=1 this is the cubic schedule of movement pruning, begin_step being its warm-up.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["polynomial"] = "polynomial"
-    initial_sparsity: float = 0.0
-    begin_step: int = Field(0, ge=0)
-    end_step: int = Field(..., ge=1)
-    power: float = Field(3.0, gt=0)
-    frequency: int = Field(100, ge=1)
-
-    @field_validator("initial_sparsity")
-    @classmethod
-    def _initial(cls, value: float) -> float:
-        return check_sparsity(value, "initial_sparsity")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PolynomialDecay:
-        if self.end_step <= self.begin_step:
-            raise ValueError(f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step}): "
-                             "the sparsity rises from initial_sparsity to the target between them")
-        return self
-
-    def sparsity_at(self, step: int, target: float) -> float:
-        """s(t) of the formula above, `target` being the final sparsity."""
-        p = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
-        return target + (self.initial_sparsity - target) * (1.0 - p) ** self.power
-
-    def should_update(self, step: int) -> bool:
-        """True at begin_step, every `frequency` steps after it, and at end_step."""
-        if not self.begin_step <= step <= self.end_step:
-            return False
-        return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
-
-
-Schedule = Annotated[ConstantSparsity | PolynomialDecay, Field(discriminator="kind")]
 
 
 class UnstructuredConfig(BaseModel):
@@ -320,7 +227,7 @@ class MaskedLayer(Protocol):
     def to_plain(self) -> nn.Module: ...
 
 
-def _reparametrised(model: nn.Module) -> list[str]:
+def masked_layers(model: nn.Module) -> list[str]:
     """Names of modules still carrying a mask: `MaskedLayer`s and torch.nn.utils.prune re-parametrisations."""
     return [name or type(m).__name__ for name, m in model.named_modules()
             if isinstance(m, MaskedLayer)
@@ -442,98 +349,3 @@ def _used_parameters(model: nn.Module) -> Iterator[torch.Tensor]:
                 yield getattr(module, name[:-5])
             else:
                 yield param
-
-
-# ---------------------------------------------------------------------------------------------- sparse files
-
-
-class SparseFileInfo(BaseModel):
-    """What `save_sparse` wrote. `dense_bytes` is the tensor payload a dense file would hold (a dense safetensors
-    file adds a header on top, so `ratio` understates the gain slightly); `file_bytes` is the file's real size."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    tensors: int
-    compressed_tensors: int
-    dense_bytes: int
-    file_bytes: int
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def ratio(self) -> float:
-        """dense_bytes / file_bytes (4.0 means the file is 4x smaller)."""
-        return self.dense_bytes / self.file_bytes if self.file_bytes else float("inf")
-
-
-def save_sparse(model: nn.Module | Mapping[str, torch.Tensor], path: PathLike) -> SparseFileInfo:
-    """Save a state dict as safetensors where each floating tensor that gets smaller so is stored as its non-zero
-    values plus a packed bitmask (1 bit per entry); `read_sparse` restores equal tensors (a -0.0 comes back as
-    0.0, every other bit is kept). Written atomically."""
-    if isinstance(model, nn.Module):
-        masked = _reparametrised(model)
-        if masked:
-            raise CleanAIError(f"save_sparse: layers {masked[:5]} still carry masks (their stored weights are not the "
-                               "ones they use); call make_permanent(model) first")
-        state = model.state_dict()
-    else:
-        state = dict(model)
-    tensors: dict[str, torch.Tensor] = {}
-    layout: dict[str, list[Any]] = {}
-    dense_bytes = 0
-    for name, tensor in state.items():
-        t = tensor.detach().cpu().contiguous()
-        dense_bytes += t.numel() * t.element_size()
-        if t.is_floating_point() and t.numel():
-            keep = t != 0  # -0.0 (what masking a negative weight by multiplication gives) counts as zero
-            nnz = int(keep.sum())
-            if nnz * t.element_size() + (t.numel() + 7) // 8 < t.numel() * t.element_size():
-                tensors[f"{name}::values"] = t[keep]
-                tensors[f"{name}::bitmask"] = torch.from_numpy(np.packbits(keep.flatten().numpy()))
-                layout[name] = ["bitmask", list(t.shape)]
-                continue
-        tensors[name] = t
-        layout[name] = ["dense", list(t.shape)]
-    save_safetensors(tensors, path, metadata={"format": SPARSE_FORMAT, "layout": json.dumps(layout)})
-    return SparseFileInfo(path=str(path), tensors=len(layout),
-                          compressed_tensors=sum(kind == "bitmask" for kind, _ in layout.values()),
-                          dense_bytes=dense_bytes, file_bytes=os.path.getsize(path))
-
-
-def read_sparse(path: PathLike) -> dict[str, torch.Tensor]:
-    """The dense state dict stored by `save_sparse`."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"sparse checkpoint {str(p)!r} does not exist")
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            if meta.get("format") != SPARSE_FORMAT:
-                raise CheckpointError(f"{str(p)!r} is not a file written by save_sparse (format "
-                                      f"{meta.get('format')!r}, expected {SPARSE_FORMAT!r}); read dense safetensors "
-                                      "with cleanai.io.load_state_dict")
-            state = {}
-            for name, (kind, shape) in json.loads(meta["layout"]).items():
-                if kind == "dense":
-                    state[name] = fh.get_tensor(name)
-                    continue
-                values = fh.get_tensor(f"{name}::values")
-                numel = int(np.prod(shape))
-                bits = fh.get_tensor(f"{name}::bitmask").numpy()
-                keep = torch.from_numpy(np.unpackbits(bits, count=numel).astype(bool))
-                if int(keep.sum()) != values.numel():
-                    raise CheckpointError(f"{str(p)!r}: tensor {name!r} has {values.numel()} values but its bitmask "
-                                          f"marks {int(keep.sum())}; the file is corrupt")
-                dense = torch.zeros(numel, dtype=values.dtype)
-                dense[keep] = values
-                state[name] = dense.view(shape)
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{str(p)!r} is not a readable sparse checkpoint: {exc}") from None
-    return state
-
-
-def load_sparse(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
-    """Load a `save_sparse` file into `model` (names the first missing or mis-shaped tensor); returns `model`."""
-    return load_weights(model, read_sparse(path), strict=strict)

@@ -61,4 +61,3 @@ def check_quantizable(model: nn.Module, config: QuantConfig) -> None:
     kinds = ", ".join(t.__name__.lstrip("_") for t in QUANTIZABLE_LAYERS)
     raise QuantizationError(f"{type(model).__name__} has no quantizable layers: {config.describe()} quantizes "
                             f"{kinds} layers, and the model holds only {', '.join(found)}")
-

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner
+from cleanai.runtime import OrtRunner
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai._batches import is_tensor_tuple
 from cleanai.quantization._common import Inputs

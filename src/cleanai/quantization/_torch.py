@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.benchmark import TorchRunner
+from cleanai.runtime import TorchRunner
 from cleanai._batches import call_model, dynamic_dims, is_tensor_tuple, map_inputs, split_batch
 from cleanai.quantization._common import Inputs
 from cleanai.quantization.check import Probe

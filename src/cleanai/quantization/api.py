@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.benchmark import OrtRunner, Runner
+from cleanai.runtime import OrtRunner, Runner
 from cleanai.export import export_onnx
 from cleanai.io import atomic_path
 from cleanai.quantization import _torch

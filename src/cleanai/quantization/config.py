@@ -17,8 +17,6 @@ from cleanai.errors import CleanAIError
 from cleanai.registry import Registry
 from cleanai.training import TrainConfig
 
-MODES = ("dynamic", "static", "qat", "weight_only", "fp16", "bf16")
-BACKENDS = ("onnxruntime", "torch")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 # Which backend runs which mode (anything else is refused when the config is built).
 SUPPORTED: dict[str, tuple[str, ...]] = {

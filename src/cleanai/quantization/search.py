@@ -8,9 +8,10 @@ The search, in order, stopping at the first variant that meets the budget:
    first. A layer's sensitivity is how much closer to fp32 the model's outputs get (SQNR of the
    logits, in dB, on calibration batches) when that layer alone stays in fp32.
 
-Every variant is measured by `cleanai.benchmark.benchmark` on the validation data, like any other
-runner; the result keeps every attempt (configuration, accuracy, drop, latency, size, layers kept
-in fp32) and, when nothing meets the budget, says what was tried and what is left to try.
+Every variant is evaluated by `cleanai.runtime.evaluate` on the validation data, the code path the
+benchmark measures accuracy with; the result keeps every attempt (configuration, accuracy, drop,
+artifact size, layers kept in fp32) and, when nothing meets the budget, says what was tried and what
+is left to try. Latency is the benchmark's job: measure the chosen runner with `cleanai.benchmark`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.benchmark import BenchmarkConfig, Measurement, Runner, benchmark
 from cleanai.quantization._common import Inputs, check_quantizable
 from cleanai.quantization.affine import quantization_error
 from cleanai.quantization.api import make_quantizer
 from cleanai.quantization.check import measure
-from cleanai.quantization.config import QuantConfig, QuantizationError
+from cleanai.quantization.config import CALIBRATIONS, QuantConfig, QuantizationError
+from cleanai.runtime import Evaluation, Runner, artifact_bytes, evaluate
 
 SEARCHABLE_MODES = ("static", "dynamic", "weight_only")
 
@@ -41,7 +42,6 @@ class Attempt:
     config: QuantConfig
     accuracy: float | None = None
     drop: float | None = None
-    latency_ms: float | None = None
     size_mb: float | None = None
     meets_budget: bool = False
     error: str | None = None
@@ -52,7 +52,7 @@ class Attempt:
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "variant": self.config.describe(), "accuracy": self.accuracy, "drop": self.drop,
-                "latency_ms": self.latency_ms, "size_mb": self.size_mb, "fp32_layers": self.fp32_layers,
+                "size_mb": self.size_mb, "fp32_layers": self.fp32_layers,
                 "meets_budget": self.meets_budget, "error": self.error, "config": self.config.model_dump(mode="json")}
 
 
@@ -61,7 +61,8 @@ class BudgetResult:
     """What `quantize_with_accuracy_budget` found: every attempt, and the chosen runner (None if nothing met
     the budget)."""
 
-    baseline: Measurement
+    baseline: Evaluation  # the fp32 model's metrics on the validation data
+    baseline_backend: str
     metric: str
     max_drop: float
     attempts: list[Attempt]
@@ -79,15 +80,15 @@ class BudgetResult:
 
     @property
     def best(self) -> Attempt | None:
-        """The most accurate attempt (the fastest among equals), met or not."""
+        """The most accurate attempt (the smallest among equals), met or not."""
         done = [a for a in self.attempts if a.accuracy is not None]
-        return max(done, key=lambda a: (a.accuracy, -(a.latency_ms or 0.0))) if done else None
+        return max(done, key=lambda a: (a.accuracy, -(a.size_mb or 0.0))) if done else None
 
     def summary(self) -> str:
         """Plain-text account of the search: the budget, each attempt, and the outcome or what is left to try."""
         floor = self.baseline_accuracy - self.max_drop
-        header = (f"fp32 {self.metric} {self.baseline_accuracy:.4f} ({self.baseline.backend}, "
-                  f"{self.baseline.latency_ms_mean:.3f} ms); budget: drop <= {self.max_drop:.4f}, "
+        header = (f"fp32 {self.metric} {self.baseline_accuracy:.4f} ({self.baseline_backend}, "
+                  f"{self.baseline.samples} samples); budget: drop <= {self.max_drop:.4f}, "
                   f"so {self.metric} >= {floor:.4f}")
         lines = [header]
         for i, a in enumerate(self.attempts, 1):
@@ -96,7 +97,7 @@ class BudgetResult:
                 continue
             kept = f"; fp32: {', '.join(a.fp32_layers)}" if a.fp32_layers else ""
             lines.append(f"{i:2d}. [{a.step}] {a.config.describe()}: {self.metric} {a.accuracy:.4f} "
-                         f"(drop {a.drop:+.4f}), {a.latency_ms:.3f} ms, {a.size_mb:.3f} MB"
+                         f"(drop {a.drop:+.4f}), {a.size_mb:.3f} MB"
                          f"{' - meets the budget' if a.meets_budget else ''}{kept}")
         if self.chosen is not None:
             lines.append(f"chosen: {self.chosen.config.describe()} ({self.metric} {self.chosen.accuracy:.4f}, "
@@ -114,7 +115,8 @@ class BudgetResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "max_drop": self.max_drop, "baseline": self.baseline.model_dump(mode="json"),
+        return {"metric": self.metric, "max_drop": self.max_drop, "baseline": self.baseline.metrics,
+                "baseline_backend": self.baseline_backend, "baseline_samples": self.baseline.samples,
                 "met": self.met, "chosen": self.attempts.index(self.chosen) if self.chosen is not None else None,
                 "attempts": [a.to_dict() for a in self.attempts], "sensitivity": self.sensitivity}
 
@@ -129,25 +131,24 @@ def quantize_with_accuracy_budget(
     metric: str = "accuracy",
     example_inputs: Inputs | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    calibrations: Sequence[str] = ("minmax", "entropy", "percentile"),
+    calibrations: Sequence[str] = CALIBRATIONS,
     granularities: Sequence[bool] = (True, False),
     max_fp32_layers: int | None = None,
     sensitivity_batches: int = 4,
-    benchmark_config: BenchmarkConfig | None = None,
 ) -> BudgetResult:
     """Quantize `model` so that `metric` on `val_loader` drops by at most `max_drop` (a fraction: 0.01 = 1 point).
 
     `config` is the starting point (modes static, dynamic or weight_only). `calib` supplies the
     calibration batches and the data the layer sensitivities are measured on. `max_fp32_layers`
-    caps how many layers may be kept in fp32 (default: all but one). Latency and size are measured
-    as `benchmark_config` says (default: batch 1, 3 warm-up and 20 timed runs, no throughput pass).
+    caps how many layers may be kept in fp32 (default: all but one). Each attempt records its accuracy
+    on the whole of `val_loader` and the size of its artifact.
     """
     if config.mode not in SEARCHABLE_MODES:
         raise QuantizationError(f"the accuracy-aware search tries post-training modes ({', '.join(SEARCHABLE_MODES)}); "
                                 f"got mode={config.mode!r}")
     if not max_drop >= 0:
         raise ValueError(f"max_drop must be a non-negative fraction of {metric} (0.01 = 1 point), got {max_drop!r}")
-    bad = [c for c in calibrations if c not in ("minmax", "entropy", "percentile")]
+    bad = [c for c in calibrations if c not in CALIBRATIONS]
     if bad or not calibrations or not granularities:
         raise ValueError(f"calibrations must name some of minmax, entropy, percentile (got {list(calibrations)}) and "
                          f"granularities some of True (per-channel), False (per-tensor) (got {list(granularities)})")
@@ -155,11 +156,12 @@ def quantize_with_accuracy_budget(
     quantizer = make_quantizer(model, config, calib, example_inputs, workdir)
     if not quantizer.calib_inputs:
         raise QuantizationError("the accuracy-aware search needs calib batches (for calibration and layer sensitivity)")
-    bench = benchmark_config or BenchmarkConfig(batch_size=1, warmup=3, runs=20, throughput_runs=0, progress=False)
     try:
-        baseline = benchmark(quantizer.fp32_runner(), val_loader, config=bench, metrics=(metric,))
-        result = BudgetResult(baseline=baseline, metric=metric, max_drop=max_drop, attempts=[])
-        _Search(quantizer, result, val_loader, bench).run(config, calibrations, granularities, max_fp32_layers,
+        fp32 = quantizer.fp32_runner()
+        baseline = evaluate(fp32, val_loader, (metric,))
+        result = BudgetResult(baseline=baseline, baseline_backend=fp32.backend, metric=metric, max_drop=max_drop,
+                              attempts=[])
+        _Search(quantizer, result, val_loader).run(config, calibrations, granularities, max_fp32_layers,
                                                           sensitivity_batches)
     finally:
         quantizer.close()
@@ -167,11 +169,10 @@ def quantize_with_accuracy_budget(
 
 
 class _Search:
-    def __init__(self, quantizer: Any, result: BudgetResult, val_loader: Iterable[Any], bench: BenchmarkConfig) -> None:
+    def __init__(self, quantizer: Any, result: BudgetResult, val_loader: Iterable[Any]) -> None:
         self.quantizer = quantizer
         self.result = result
         self.val_loader = val_loader
-        self.bench = bench
 
     def run(self, config: QuantConfig, calibrations: Sequence[str], granularities: Sequence[bool],
             max_fp32_layers: int | None, sensitivity_batches: int) -> None:
@@ -206,10 +207,9 @@ class _Search:
         except QuantizationError as exc:
             attempt.error = str(exc)
             return False
-        row = benchmark(runner, self.val_loader, config=self.bench, metrics=(self.result.metric,))
-        attempt.accuracy = float(row.metrics[self.result.metric])
+        attempt.accuracy = float(evaluate(runner, self.val_loader, (self.result.metric,)).metrics[self.result.metric])
         attempt.drop = self.result.baseline_accuracy - attempt.accuracy
-        attempt.latency_ms, attempt.size_mb = row.latency_ms_mean, row.size_mb
+        attempt.size_mb = artifact_bytes(runner) / 1e6
         attempt.meets_budget = attempt.drop <= self.result.max_drop + 1e-12
         if attempt.meets_budget:
             self.result.chosen, self.result.runner = attempt, runner

@@ -12,7 +12,7 @@ from cleanai.training.checkpoint import load_checkpoint
 from cleanai.training.config import TrainConfig
 from cleanai.training.history import History
 from cleanai.training.losses import LOSSES, CompositeLoss, get_loss, list_losses, register_loss
-from cleanai.training.metrics import (
+from cleanai.metrics import (
     METRICS, Accuracy, MacroF1, MacroPrecision, MacroRecall, Metric, TopKAccuracy, get_metric, list_metrics,
     register_metric,
 )

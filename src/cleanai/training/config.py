@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cleanai.registry import check_kwargs
 from cleanai.training.losses import LOSSES
-from cleanai.training.metrics import METRICS
+from cleanai.metrics import METRICS
 from cleanai.training.optimizers import OPTIMIZERS
 from cleanai.training.schedulers import SCHEDULERS
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from cleanai._batches import call_model, logits_of, to_device
+from cleanai._batches import batch_len, call_model, logits_of, split_batch, to_device
 from cleanai.errors import CheckpointError, TrainingError
 from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
@@ -33,7 +33,7 @@ from cleanai.training.checkpoint import capture_rng_state, load_checkpoint, rest
 from cleanai.training.config import MetricSpec, TrainConfig, metric_name_and_kwargs
 from cleanai.training.history import History
 from cleanai.training.losses import get_loss
-from cleanai.training.metrics import Metric, get_metric
+from cleanai.metrics import Metric, get_metric
 from cleanai.training.optimizers import get_optimizer
 from cleanai.training.schedulers import Scheduler, get_scheduler, scheduler_spec
 
@@ -157,7 +157,7 @@ class Trainer:
                 with self._autocast():
                     logits = self._forward(inputs)
                     loss = self.loss_fn(logits, targets)
-                n = _batch_size(targets)
+                n = batch_len(targets)
                 total += loss.detach().double() * n
                 count += n
                 logits = logits.float()
@@ -172,7 +172,7 @@ class Trainer:
         outputs = []
         with self._eval_mode():
             for batch in loader:
-                inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+                inputs = split_batch(batch)[0]
                 with self._autocast():
                     outputs.append(self._forward(to_device(inputs, self.device)).float().cpu())
         if not outputs:
@@ -356,7 +356,7 @@ class Trainer:
             value = loss.item()
             if not math.isfinite(value):
                 raise self._divergence_error(value, epoch, i)
-            n = _batch_size(targets)
+            n = batch_len(targets)
             loss_sum += value * n
             count += n
             if penalised:
@@ -448,11 +448,7 @@ class Trainer:
             self.model.train(was_training)
 
     def _split(self, batch: Any) -> tuple[Any, Any]:
-        try:
-            inputs, targets = batch
-        except (TypeError, ValueError):
-            raise ValueError(f"a batch must be (inputs, targets), got {type(batch).__name__}"
-                             + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")) from None
+        inputs, targets = split_batch(batch, require_targets=True)
         return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _forward(self, inputs: Any) -> torch.Tensor:
@@ -485,10 +481,6 @@ def _mark_last(batches: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
         yield current, False
         current = upcoming
     yield current, True
-
-
-def _batch_size(targets: Any) -> int:
-    return targets.shape[0] if isinstance(targets, torch.Tensor) and targets.ndim else len(targets)
 
 
 def _loader_generators(loader: Any) -> list[torch.Generator]:

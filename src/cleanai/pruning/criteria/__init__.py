@@ -1,7 +1,7 @@
 """Pruning criteria by name: `list_criteria()`, `create_criterion("wanda")`, `@register_criterion("mine")`.
 
 Every criterion is a Torch-Pruning `Importance` (group -> 1-D scores, higher = keep) with the
-calibration contract of `Criterion` (`requires_data`, `prepare`, `refresh_each_step`, `on_pruned`).
+calibration contract of `Criterion` (`requirements()`, `prepare`, `refresh_each_step`, `on_pruned`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cleanai.pruning.criteria.base import NORMALIZERS, Criterion, handler_kind, normalize
+from cleanai.pruning.criteria.base import NORMALIZERS, Criterion, Requirements, handler_kind, normalize, requirements
 from cleanai.pruning.criteria.coverage import (
     METRICS,
     AdaptiveCoverageCriterion,
@@ -50,6 +50,7 @@ def create_criterion(name: str, **kwargs: Any) -> Criterion:
 
 __all__ = [
     "CRITERIA", "METRICS", "NORMALIZERS", "AdaptiveCoverageCriterion", "CoverageCriterion", "Criterion",
-    "HybridCriterion", "MagnitudeCriterion", "RandomCriterion", "TaylorCriterion", "WandaCriterion",
+    "HybridCriterion", "MagnitudeCriterion", "RandomCriterion", "Requirements", "TaylorCriterion", "WandaCriterion",
     "coverage_metric", "create_criterion", "handler_kind", "list_criteria", "normalize", "register_criterion",
+    "requirements",
 ]

@@ -5,8 +5,11 @@ channel, higher meaning keep. Each subclass scores the channels of one coupled l
 (`channel_scores`); the base class averages those per-layer scores over every layer of the group
 that has one, then normalises them so groups can be ranked against each other (global scope).
 
-Data-driven criteria (`requires_data = True`) read calibration batches in `prepare(model, batches)`,
-which the pruner calls before the first step. Criteria whose statistics must be measured again on
+A criterion declares what it needs (`requirements(criterion)`): data-driven criteria
+(`requires_data = True`) read calibration batches in `prepare(model, batches)`, which the pruner
+calls before the first step; gradient-based ones (`requires_gradients = True`, and Torch-Pruning's
+own `GroupTaylorImportance`) read `.grad` of the weights, which the pruner fills by a backward pass
+over the calibration batches before every step. Criteria whose statistics must be measured again on
 the partly pruned model (`refresh_each_step = True`) are prepared again before every later step;
 the others keep their statistics aligned with the surgery through `on_pruned(group)`.
 """
@@ -14,6 +17,7 @@ the others keep their statistics aligned with the surgery through `on_pruned(gro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +26,7 @@ from torch import nn
 from torch_pruning.pruner import function as tpf
 
 from cleanai._batches import Batch
+from cleanai.errors import CleanAIError
 
 NORMALIZERS = ("mean", "max", "sum", "none")
 
@@ -73,10 +78,38 @@ def reduce_weight_saliency(layer: nn.Module, kind: str, saliency: torch.Tensor, 
     return per_in.index_select(0, idx)
 
 
+@dataclass(frozen=True)
+class Requirements:
+    """What a criterion needs before it can score: calibration batches, and `.grad` filled on the weights."""
+
+    data: bool = False
+    gradients: bool = False
+
+
+# Torch-Pruning importances that read `.grad` (filled by one backward pass per calibration batch) ...
+_TP_GRADIENTS = (tp.importance.GroupTaylorImportance,)
+# ... and those that need a procedure of their own (per-sample gradients, Fisher hooks, activation hooks).
+_TP_UNSUPPORTED = (tp.importance.GroupHessianImportance, tp.importance.OBDCImportance,
+                   tp.importance.ActivationImportance)
+
+
+def requirements(criterion: Any) -> Requirements:
+    """The declared needs of `criterion` (`requires_data`, `requires_gradients`), or what a Torch-Pruning
+    importance reads; gradients imply data. Refuses an importance whose procedure `prune()` cannot run."""
+    if isinstance(criterion, _TP_UNSUPPORTED):
+        raise CleanAIError(f"criterion {type(criterion).__name__} (Torch-Pruning) needs its own accumulation "
+                           "procedure, which prune() does not run; use a registered criterion (list_criteria(): "
+                           "'taylor' is first-order Taylor), tp.importance.GroupTaylorImportance, or a Criterion "
+                           "subclass that measures what it needs in prepare(model, batches)")
+    gradients = bool(getattr(criterion, "requires_gradients", isinstance(criterion, _TP_GRADIENTS)))
+    return Requirements(data=gradients or bool(getattr(criterion, "requires_data", False)), gradients=gradients)
+
+
 class Criterion(tp.importance.Importance):
     """Base of CleanAI criteria (see the module docstring for the contract)."""
 
     requires_data: ClassVar[bool] = False
+    requires_gradients: ClassVar[bool] = False
     refresh_each_step: ClassVar[bool] = False
 
     def __init__(self, normalizer: str = "mean") -> None:

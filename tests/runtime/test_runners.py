@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai.benchmark import (
+from cleanai.export import ExportError
+from cleanai.runtime import (
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -204,3 +205,21 @@ def test_bert_macs_grow_quadratically_with_sequence_length(tokenizer, tiny_bert)
     h, n = tiny_bert.hidden, tiny_bert.layers
     assert m24 - 2 * m12 == n * 2 * h * (24**2 - 2 * 12**2) - (h * h + h * 3)
     assert m24 > 2 * m12
+
+
+def test_ort_runner_from_model_exports_checks_parity_and_runs_the_graph(cnn, cnn_data, tmp_path):
+    x = cnn_data.tensors[0]
+    runner = OrtRunner.from_model(cnn, x[:2], name="cnn ort", threads=1)
+    assert runner.name == "cnn ort" and runner.backend == "onnxruntime" and runner.source_model is cnn
+    assert torch.allclose(runner(x), TorchRunner(cnn)(x), atol=1e-5)  # the dynamic batch axis works too
+    assert runner.macs(x[:1]) == count_macs(cnn, x[:1])
+    assert list(tmp_path.iterdir()) == [] and runner.save(tmp_path).suffix == ".onnx"  # nothing left but what is saved
+
+
+def test_ort_runner_from_model_refuses_a_graph_that_disagrees_with_torch():
+    class Baked(nn.Module):
+        def forward(self, x):
+            return torch.ones(len(x), 1) * x.sum(1, keepdim=True)  # the tracer bakes len(x) in as a constant
+
+    with pytest.raises(ExportError, match="fails in ONNX Runtime on inputs grown along the dynamic axes"):
+        OrtRunner.from_model(Baked(), torch.randn(2, 3), exporter="torchscript", fallback=False)

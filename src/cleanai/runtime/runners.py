@@ -1,7 +1,8 @@
-"""Runners: anything that maps a batch to logits, so every variant is measured by the same code.
+"""Runners: anything that maps a batch to logits, so every variant is run and measured by the same code.
 
 A runner also knows how to save the artifact that would be deployed (its size is what the
 benchmark reports), how to fix its thread count, and how to count its parameters and MACs.
+Compression returns runners, the benchmark measures them, and they are what a user deploys.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,11 +21,12 @@ import torch
 from torch import nn
 
 from cleanai._batches import call_model, is_tensor_tuple, logits_of
-from cleanai.benchmark.flops import count_macs
 from cleanai.errors import CleanAIError
+from cleanai.export import ExportError, export_onnx
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
 from cleanai.registry import accepted_kwargs
+from cleanai.runtime.flops import count_macs
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...] | list[str]
 
@@ -159,6 +162,31 @@ class OrtRunner:
         self._inputs = {i.name: _ONNX_TO_NUMPY.get(i.type) for i in self._session.get_inputs()}
         self.input_names = tuple(self._inputs)
 
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
+        name: str = "onnxruntime",
+        threads: int | None = None,
+        graph_optimization: str = "all",
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        **export_kwargs: Any,
+    ) -> OrtRunner:
+        """Export `model` with `export_onnx` (parity-checked against torch on `example_inputs`) and run the graph.
+
+        The graph is held in memory (no file is left behind); `export_kwargs` go to `export_onnx`
+        (`dynamic_sequence=True` for text models, `opset`, `atol`, ...). MACs are counted on `model`.
+        """
+        with tempfile.TemporaryDirectory(prefix="cleanai-ort-") as tmp:
+            exported = export_onnx(model, example_inputs, Path(tmp) / "model.onnx", **export_kwargs)
+            if exported.data_path is not None:
+                raise ExportError(f"{type(model).__name__} keeps its weights in a side file (over 2 GiB); export it "
+                                     "with export_onnx(...) and pass the .onnx path to OrtRunner instead")
+            graph = exported.path.read_bytes()
+        return cls(graph, name=name, threads=threads, graph_optimization=graph_optimization, providers=providers,
+                   source_model=model)
+
     def _make_session(self) -> Any:
         return create_session(self._source, threads=self.threads, graph_optimization=self.graph_optimization,
                               providers=self.providers)
@@ -290,3 +318,10 @@ def as_runner(obj: Runner | nn.Module) -> Runner:
             f"{type(obj).__name__} is not a Runner (missing {missing}); wrap a model in TorchRunner or OrtRunner"
         )
     return obj
+
+
+def artifact_bytes(runner: Runner) -> int:
+    """Bytes of what `runner` deploys: everything its `save()` writes (a file, or a folder's files)."""
+    with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
+        path = Path(runner.save(tmp))
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size

@@ -5,7 +5,7 @@ import torch
 from sklearn import metrics as skm
 
 from cleanai.errors import UnknownNameError
-from cleanai.training import get_metric, list_metrics
+from cleanai.metrics import get_metric, list_metrics
 
 
 def random_split(n: int = 301, classes: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

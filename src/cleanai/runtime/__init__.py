@@ -1,0 +1,34 @@
+"""Runtime: the deployable Runners (torch module, ONNX Runtime session, tokenizer + model) and how to evaluate them.
+
+What compression returns, what the benchmark measures and what a user ships are the same objects:
+
+    from cleanai.runtime import OrtRunner, evaluate
+    runner = OrtRunner.from_model(model, example)          # export (parity-checked) + session in one call
+    evaluate(runner, test_loader).metrics                  # {"accuracy": ...}
+"""
+
+from cleanai.runtime.evaluate import Evaluation, checked_logits, evaluate
+from cleanai.runtime.flops import count_macs
+from cleanai.runtime.runners import (
+    BenchmarkError,
+    OrtRunner,
+    Runner,
+    TextClassifierRunner,
+    TorchRunner,
+    artifact_bytes,
+    as_runner,
+)
+
+__all__ = [
+    "BenchmarkError",
+    "Evaluation",
+    "OrtRunner",
+    "Runner",
+    "TextClassifierRunner",
+    "TorchRunner",
+    "artifact_bytes",
+    "as_runner",
+    "checked_logits",
+    "count_macs",
+    "evaluate",
+]
