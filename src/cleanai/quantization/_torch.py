@@ -395,7 +395,8 @@ class _FrozenBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * self.scale.view(shape) + self.shift.view(shape)
+        # One op: X86InductorQuantizer's QAT patterns take a conv's mul + add for conv-bn-add and fail on it.
+        return torch.addcmul(self.shift.view(shape), x, self.scale.view(shape))
 
 
 def _check_training_data(train_data: Iterable[Any] | None) -> None:
