@@ -72,6 +72,7 @@ def make_quantizer(model: nn.Module, config: QuantConfig, calib: Iterable[Any] |
              else None) if config.is_static else config.check_batches
     inputs = calibration_inputs(calib, limit, who) if calib is not None or needed else []
     inputs, check_inputs, held_out = hold_back(inputs, config) if inputs else ([], [], False)
+    held_out = held_out and not (config.mode == "qat" and train_data is None)  # QAT then trains on all of calib
     traced = config.backend == "onnxruntime" or config.mode in ("static", "qat")  # exported or torch.export-ed
     if traced and not inputs and example_inputs is None and train_data is not None:
         example_inputs = calibration_inputs(train_data, 1, who)[0]  # QAT given training data only
@@ -92,8 +93,9 @@ def _probe(model: nn.Module, config: QuantConfig, check_inputs: list[Inputs], he
     if check_inputs:
         n = len(check_inputs)
         source = (f"{n} calibration batch(es) held back from calibration" if config.is_static and held_out
-                  else "the only calibration batch (none could be held back)" if config.is_static
-                  else f"{n} calib batch(es)")
+                  else f"{n} calib batch(es), which QAT also trains on (pass train_data to hold them out)"
+                  if config.mode == "qat" else "the only calibration batch (none could be held back)"
+                  if config.is_static else f"{n} calib batch(es)")
     elif example_inputs is not None:
         check_inputs, held_out, source = [example_inputs], not config.is_static, "the example inputs"
     elif getattr(model, "input_size", None) is not None:
