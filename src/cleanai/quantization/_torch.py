@@ -289,30 +289,6 @@ def _is_float(node: torch.fx.Node) -> bool:
     return not isinstance(value, torch.Tensor) or value.is_floating_point()
 
 
-_BATCH_NORMS = (torch.ops.aten.batch_norm.default, torch.ops.aten._native_batch_norm_legit_no_training.default,
-                torch.ops.aten._native_batch_norm_legit.default)
-
-
-def _unshare_batchnorm_inputs(graph_module: torch.fx.GraphModule) -> None:
-    """Make each BatchNorm whose input also feeds another op read a copy of it, so it stays its own op.
-
-    torchao's `prepare_pt2e` folds every BatchNorm into the convolution before it, even when that
-    convolution's output also feeds another op (DenseNet: `cat([y, relu(bn(y))])`), which then reads
-    normalised values: outputs off by more than their range. A copy (`aten.clone`) in between is not
-    a convolution, so nothing folds there; the BatchNorm runs in float, as ONNX Runtime leaves it.
-    """
-    graph = graph_module.graph
-    for node in list(graph.nodes):
-        source = node.args[0] if node.op == "call_function" and node.target in _BATCH_NORMS else None
-        if not isinstance(source, torch.fx.Node) or len(source.users) < 2:
-            continue
-        with graph.inserting_after(source):
-            copied = graph.call_function(torch.ops.aten.clone.default, (source,))
-        copied.meta["val"] = source.meta.get("val")  # its shape, not its module: no quantizer pattern takes it in
-        node.replace_input_with(source, copied)
-    graph_module.recompile()
-
-
 def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: list[Inputs],
          train_data: Iterable[Any] | None = None, compile_model: bool | None = None) -> ExportedModule:
     """PT2E static quantization (or QAT when `config.mode == "qat"`) with X86InductorQuantizer; a converted module."""
@@ -327,9 +303,8 @@ def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: l
         prepare_qat_pt2e,
     )
 
-    source = _fold_batchnorm(model, example) if qat else copy.deepcopy(model).eval()
+    source = _fold_batchnorm(model, example)
     graph = _export(source.train(qat), example)
-    _unshare_batchnorm_inputs(graph)
     try:
         prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(graph, _quantizer(config, qat))
     except ValueError as exc:
@@ -362,18 +337,24 @@ def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: l
 
 
 def _fold_batchnorm(model: nn.Module, example: Inputs) -> nn.Module:
-    """A copy of `model` with BatchNorm folded into the layers before it (cleanai.fusion), for QAT.
+    """A copy of `model` with BatchNorm folded into the layers before it (cleanai.fusion), for PT2E.
 
-    QAT then trains the folded weights with frozen BatchNorm statistics. PT2E could instead train
-    conv + BN, but folding them at convert time re-traces over a hundred patterns (minutes on a
-    laptop CPU, whatever the model's size). A BatchNorm that cannot fold (its input also feeds
-    another op) becomes its frozen per-channel affine map, so its statistics stay fixed as well.
+    torchao's `prepare_pt2e` would fold every BatchNorm into the convolution before it, even when
+    that convolution's output also feeds another op (DenseNet: `cat([y, relu(bn(y))])`), which then
+    reads normalised values: outputs off by more than their range. cleanai.fusion folds only a
+    BatchNorm that alone reads its layer's output; any other becomes its frozen per-channel affine
+    map, so no BatchNorm op is left for torchao to fold (or, at convert time, to re-trace over a
+    hundred patterns for: minutes on a laptop CPU, whatever the model's size). QAT then trains the
+    folded weights with frozen BatchNorm statistics.
     """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return copy.deepcopy(model)
-    from cleanai.fusion import fuse_conv_bn
+    from cleanai.fusion import FusionError, fuse_conv_bn
 
-    fused = fuse_conv_bn(model, example_inputs=example)
+    try:
+        fused = fuse_conv_bn(model, example_inputs=example)
+    except FusionError:  # torch.fx could trace nothing to fold: every BatchNorm runs as its affine map
+        fused = copy.deepcopy(model).eval()
     for name, module in list(fused.named_modules()):
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
             parent, _, attr = name.rpartition(".")
