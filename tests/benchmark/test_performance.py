@@ -262,3 +262,22 @@ def test_non_finite_weights_are_benchmarked_with_a_warning_naming_them(cnn, cnn_
     onnx.save(graph, str(tmp_path / "broken.onnx"))
     with pytest.warns(NonFiniteWarning, match=rf"{weight.name} \(2 of 216 values inf\)"):
         benchmark(OrtRunner(tmp_path / "broken.onnx", name="broken onnx"), cnn_loader, config=FAST)
+
+
+def test_a_model_with_two_inputs_is_measured_on_tuple_batches():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image, self.features = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+            return self.image(image).mean((2, 3)) + self.features(features)
+
+    torch.manual_seed(0)
+    batches = [((torch.randn(8, 1, 8, 8), torch.randn(8, 4)), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model = TwoInputs().eval()
+    row = benchmark(model, DataLoader(batches, batch_size=None), config=FAST)
+    with torch.no_grad():
+        right = sum(int((model(*x).argmax(1) == y).sum()) for x, y in batches)
+    assert row.eval_samples == 24 and row.accuracy == right / 24  # 8 samples a batch, not 2 "inputs"
+    assert row.macs == 8 * 8 * 3 * 9 + 4 * 3 and row.quant_sqnr_db is None
