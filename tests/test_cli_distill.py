@@ -24,8 +24,8 @@ def test_distill_writes_the_student_rows_and_prints_the_table(teacher_dir, tmp_p
                  "--alpha", "0.5", "--temperature", "2", "--epochs", "1", "--train-subset", "64",
                  "--test-subset", "32", "--runs", "5", "--cache-dir", str(tmp_path / "logits"), "--out", str(out),
                  "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["distill_config.json", "history.json", "metrics.png",
-                                                     "results.csv", "results.json", "student"]
+    assert sorted(p.name for p in out.iterdir()) == [".cleanai-run", "distill_config.json", "history.json",
+                                                     "metrics.png", "results.csv", "results.json", "student"]
     student = TextClassifier.from_pretrained(out / "student")
     assert student.config.num_hidden_layers == 2 and student.num_labels == 151
     rows = json.loads((out / "results.json").read_text())

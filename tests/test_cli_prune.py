@@ -30,8 +30,8 @@ def test_prune_writes_a_reloadable_model_reports_and_a_before_after_table(weight
                  "--finetune-epochs", "1", "--lr", "0.003", "--calib-batches", "2", "--round-to", "2",
                  "--max-layer-ratio", "0.6", "--ignored-layers", "features.3.0", "--out", str(out), "--quiet"]) == 0
 
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "manifest.json", "model.safetensors",
-                                                     "prune_report.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".cleanai-run", "history.json", "manifest.json",
+                                                     "model.safetensors", "prune_report.json", "summary.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["pruned"]  # no staging folder left behind
     assert read_manifest(out)["base"] == {"name": "small_cnn", "kwargs": {"num_classes": 10}}
     report = json.loads((out / "prune_report.json").read_text())
@@ -75,6 +75,7 @@ def test_criterion_options_and_per_module_ratios_reach_the_pruner(weights, tmp_p
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--ratio", "1.5"], r"ratio must be in [0, 1)"),
+    (["--finetune-epochs", "-1"], "argument --finetune-epochs: expected an integer >= 0, got '-1'"),
     (["--ratio-dict", "features.0"], "--ratio-dict takes KEY=VALUE, got 'features.0'"),
     (["--criterion", "coverage", "--criterion-arg", "position=middle"], "position must be one of activation, output"),
     (["--criterion", "wandaa"], "Did you mean 'wanda'"),

@@ -1,4 +1,10 @@
-"""Calling a model on CleanAI batches: `(inputs, targets)`, inputs a Tensor, a tuple or a dict of Tensors."""
+"""Calling a model on CleanAI batches: `(inputs, targets)`, inputs a Tensor, a tuple or a dict of Tensors.
+
+The one convention every step follows (prune, quantize, export, benchmark): a batch is a pair
+`(inputs, targets)`, or bare inputs; inputs are a Tensor (`model(x)`), a tuple of Tensors
+(`model(*inputs)`, a model with several inputs: `((image, mask), targets)`) or a dict of Tensors
+(`model(**inputs)`, text models); axis 0 of every input Tensor is the batch.
+"""
 
 from __future__ import annotations
 
@@ -25,27 +31,49 @@ def split_batch(batch: Batch, *, require_targets: bool = False) -> tuple[Any, An
     return batch, None
 
 
+def is_tensor_tuple(inputs: Any) -> bool:
+    """True for the inputs of a model with several positional inputs: a non-empty tuple or list of Tensors."""
+    return isinstance(inputs, (tuple, list)) and bool(inputs) and all(isinstance(v, torch.Tensor) for v in inputs)
+
+
 def batch_len(x: Any) -> int:
-    """Samples in a batch of inputs or targets: a Tensor's first axis, a dict's first value's, a list's length."""
+    """Samples in a batch of inputs or targets: a Tensor's first axis, that of a dict's or a tuple's first Tensor
+    (a model with several inputs), a list's length (texts)."""
     if isinstance(x, torch.Tensor):
-        return x.shape[0] if x.dim() else 1
+        return int(x.shape[0]) if x.dim() else 1
     if isinstance(x, Mapping) and x:
         return batch_len(next(iter(x.values())))
+    if is_tensor_tuple(x):
+        return batch_len(x[0])
     if isinstance(x, (list, tuple)):
         return len(x)
-    raise DataError(f"batch inputs of type {type(x).__name__} are not supported; "
-                    "expected a Tensor, a dict of Tensors or a list of strings")
+    raise DataError(f"batch inputs of type {type(x).__name__} are not supported; expected a Tensor, a tuple or "
+                    "dict of Tensors (batch on axis 0), or a list of strings")
+
+
+def map_inputs(inputs: Any, fn: Any) -> Any:
+    """Apply `fn` to every Tensor of a Tensor, tuple/list or dict of inputs, keeping the structure."""
+    if isinstance(inputs, torch.Tensor):
+        return fn(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: map_inputs(v, fn) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(map_inputs(v, fn) for v in inputs)
+    return inputs
+
+
+def dynamic_dims(tensor: torch.Tensor) -> tuple[int, ...]:
+    """Axes of an input that vary between batches: the batch (axis 0), and the sequence (axis 1) of integer token
+    inputs of rank 2 (input_ids, attention_mask); an image's or a feature vector's other axes are fixed."""
+    if tensor.dim() == 0:
+        return ()
+    token_ids = tensor.dim() == 2 and not tensor.is_floating_point() and not tensor.is_complex()
+    return (0, 1) if token_ids else (0,)
 
 
 def to_device(inputs: Any, device: torch.device) -> Any:
     """Move a Tensor, or the Tensors of a tuple/list/dict, to `device`."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs if inputs.device == device else inputs.to(device, non_blocking=True)
-    if isinstance(inputs, Mapping):
-        return {k: to_device(v, device) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(to_device(v, device) for v in inputs)
-    return inputs
+    return map_inputs(inputs, lambda t: t if t.device == device else t.to(device, non_blocking=True))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
 
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, ConfigError
 
 
 def _demo(args: argparse.Namespace) -> None:
     from cleanai.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet)
+    _check_out(args)
+    run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet,
+             overwrite=args.overwrite)
 
 
-def _load_yaml(path: Path | None) -> dict[str, Any]:
+def _check_out(args: argparse.Namespace, kind: str = "dir") -> None:
+    """Refuse a bad `--out` before any work: a wrong kind, an unwritable place, a folder CleanAI did not write."""
+    from cleanai.io import check_destination
+
+    if args.out is not None:
+        check_destination(args.out, kind=kind, overwrite=args.overwrite, option="--out")
+
+
+def _load_yaml(path: Path | None, fields: str = "TrainConfig") -> dict[str, Any]:
+    """Read a `--config` file: a YAML mapping; a syntax error names the file, line and column."""
     if path is None:
         return {}
     if not path.is_file():
-        raise CleanAIError(f"config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"config file {str(path)!r} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                          f"give a YAML file of {fields} fields")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text; give a YAML file of {fields} fields") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
-        raise CleanAIError(f"config file {str(path)!r} must hold a mapping of TrainConfig fields, got {type(data).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of {fields} fields, got {type(data).__name__}")
     return data
 
 
@@ -37,29 +59,56 @@ def _key_values(pairs: Sequence[str], option: str) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CleanAIError(f"{option} takes KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+            raise ConfigError(f"{option} takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{option} {pair!r}: {value!r} is not a YAML value (quote it, or write e.g. 0.5, "
+                              "true, [1, 2])") from None
     return out
 
 
-def _points(text: str) -> float:
-    """An accuracy budget in points: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected accuracy points >= 0 (1.0 = one point), got {text!r}")
-    return value
+def _number(kind: type, low: float, high: float = math.inf, *, low_open: bool = False,
+            what: str = "") -> Callable[[str], Any]:
+    """An argparse type: an int or float in [low, high] (or (low, high] with `low_open`), refused with that range."""
+    name = "an integer" if kind is int else "a number"
+    lo, hi = (f"{low:g}", f"{high:g}") if kind is float else (str(int(low)), str(high))
+    allowed = (f"{name} {'>' if low_open else '>='} {lo}" if high == math.inf
+               else f"{name} in {'(' if low_open else '['}{lo}, {hi}]")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        fits = value is not None and math.isfinite(value) and (low < value if low_open else low <= value) and (
+            value <= high)
+        if not fits:
+            raise argparse.ArgumentTypeError(f"expected {allowed}{what}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_COUNT = _number(int, 1)  # batch sizes, epochs, runs, threads, steps
+_SEED = _number(int, 0, 2**32 - 1)
+_LR = _number(float, 0, low_open=True)
+_points = _number(float, 0, what=" (1.0 = one accuracy point)")
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Load the data, then build the model for it; refuse a model that cannot take this data, before any work."""
+    from cleanai._validate import check_modality, check_model_input
     from cleanai.data import load_dataset
-    from cleanai.models import create_model
+    from cleanai.models import MODELS, create_model
 
     splits = load_dataset(args.data, root=args.data_dir)
-    kwargs: dict[str, Any] = {"num_labels" if splits.task == "text" else "num_classes": len(splits.label_names)}
-    model = create_model(args.model, pretrained=args.weights, **kwargs)
+    key = "num_labels" if "num_labels" in inspect.signature(MODELS.get(args.model)).parameters else "num_classes"
+    model = create_model(args.model, pretrained=args.weights, **{key: len(splits.label_names)})
+    names = {"where": args.command, "name": f"model {args.model!r}", "source": f"dataset {args.data!r}"}
+    check_modality(model, splits.task == "text", **names)
+    check_model_input(model, _example(_loaders(model, splits, 1)), **names)
     return model, splits
 
 
@@ -71,25 +120,34 @@ def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) 
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cleanai.io import atomic_dir, save_safetensors, write_json
+    from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
     from cleanai.training import TrainConfig, Trainer, seed_everything
+    from cleanai.training.config import check_run
 
+    _check_out(args)
     fields = _load_yaml(args.config)
     overrides = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "scheduler": args.scheduler,
                  "amp": args.amp or None, "seed": args.seed, "checkpoint_every": args.checkpoint_every}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     fields.setdefault("checkpoint_dir", str(Path(args.out).with_name(Path(args.out).name + ".checkpoints")))
-    fields["resume"] = bool(args.resume)
+    if args.resume and not fields.get("resume"):
+        fields["resume"] = True  # a `resume: <checkpoint file>` in --config is more precise, and kept
     fields["progress"] = not args.quiet
     config = TrainConfig.model_validate(fields)
+    if config.checkpoint_dir is not None:  # last.pt files are added to it (a resume needs them): only its kind is checked
+        check_destination(config.checkpoint_dir, overwrite=True, option="checkpoint_dir")
+    if config.resume not in (True, False) and not Path(config.resume).is_file():
+        raise ConfigError(f"resume: {str(config.resume)!r} in {args.config} is not a checkpoint file; give the "
+                          f"last.pt a run saved, or use --resume to continue from {config.checkpoint_dir}/last.pt")
     if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
         seed_everything(config.seed)
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size, config.seed)
+    check_run(config, model, _first_batch(loaders.val))
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
-    with atomic_dir(args.out) as stage:
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         save_safetensors(model, stage / "model.safetensors", metadata={"model": args.model, "dataset": args.data})
         write_json(stage / "history.json", history.to_dict())
         write_json(stage / "train_config.json", config.model_dump(mode="json"))
@@ -125,37 +183,57 @@ def _write_rows(rows: list[Any], stage: Path) -> None:
     plot_metrics(rows, stage / "metrics.png")
 
 
+def _first_batch(loader: Any) -> Any:
+    """The loader's first batch, taken without drawing from the global RNG (a check must not change a seeded run)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        return next(iter(loader))
+
+
 def _example(loaders: Any) -> Any:
-    """One sample of the validation split, shaped as the model takes it (for tracing and export)."""
-    inputs = next(iter(loaders.val))[0]
+    """One sample of the validation split, shaped as the model takes it (for tracing, export and checks)."""
+    inputs = _first_batch(loaders.val)[0]
     return {k: v[:1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
 
 
 def _benchmark(args: argparse.Namespace) -> None:
+    from cleanai._validate import probe_runner
     from cleanai.benchmark import OrtRunner, TorchRunner
     from cleanai.io import atomic_dir
 
+    _check_out(args)
     model, splits = _model_and_data(args)
     runners: list[Any] = [TorchRunner(model, name=f"{args.model} (torch)")]
     if args.onnx is not None:
-        runners.append(OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)"))
+        if not args.onnx.is_file():
+            raise ConfigError(f"--onnx {str(args.onnx)!r} is not a file; give an .onnx file (see `cleanai export`)")
+        runners.append(probe_runner(
+            lambda: OrtRunner(args.onnx, name=f"{args.onnx.name} (onnxruntime)"),
+            _example(_loaders(model, splits, 1)), what=f"--onnx {str(args.onnx)!r}", source=f"dataset {args.data!r}",
+            num_classes=len(splits.label_names)))
     rows = _measure(runners, model, splits, args, args.split)
     if args.out is not None:
-        with atomic_dir(args.out) as stage:
+        with atomic_dir(args.out, overwrite=args.overwrite) as stage:
             _write_rows(rows, stage)
         print(f"Results written to {Path(args.out).resolve()}")
 
 
 def _export(args: argparse.Namespace) -> None:
     from cleanai.export import export_onnx, optimize_onnx
+    from cleanai.io import check_destination
 
+    optimized = args.out.with_name(f"{args.out.stem}.opt.onnx")
+    _check_out(args, kind="file")
+    if args.optimize is not None:
+        check_destination(optimized, kind="file", overwrite=args.overwrite, option="--optimize output")
     model, splits = _model_and_data(args)
     result = export_onnx(model.eval(), _example(_loaders(model, splits, 8)), args.out, exporter=args.exporter,
                          dynamic_sequence=splits.task == "text")
     print(f"Exported {args.model} with the {result.exporter} exporter to {result.path} "
           f"(parity with torch: max abs diff {result.max_abs_diff:.2e})")
     if args.optimize is not None:
-        out = optimize_onnx(result.path, args.out.with_name(f"{args.out.stem}.opt.onnx"), level=args.optimize)
+        out = optimize_onnx(result.path, optimized, level=args.optimize)
         print(f"ONNX Runtime graph optimisations ({args.optimize}) saved to {out}")
 
 
@@ -164,10 +242,11 @@ def _quantize(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.quantization import QuantConfig, quantize, quantize_with_accuracy_budget
 
+    _check_out(args)
     if args.preset is not None:
         config = QuantConfig.preset(args.preset, is_static=args.mode == "static", backend=args.backend)
     else:
-        fields = {**_load_yaml(args.config), "mode": args.mode, "backend": args.backend}
+        fields = {**_load_yaml(args.config, "QuantConfig"), "mode": args.mode, "backend": args.backend}
         if args.calibration is not None:
             fields["calibration"] = args.calibration
         if args.per_tensor:
@@ -185,7 +264,7 @@ def _quantize(args: argparse.Namespace) -> None:
         summary = search.summary()
         print(summary)
         runner, config = search.runner, search.chosen.config if search.chosen is not None else config
-    with atomic_dir(args.out) as stage:
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         if search is not None:
             write_json(stage / "search.json", search.to_dict())
             (stage / "search.txt").write_text(summary + "\n", encoding="utf-8")
@@ -205,7 +284,9 @@ def _prune(args: argparse.Namespace) -> None:
     from cleanai.io import atomic_dir, write_json
     from cleanai.pruning import PruneConfig, prune_and_finetune, save_pruned
     from cleanai.training import TrainConfig, Trainer, seed_everything
+    from cleanai.training.config import check_run
 
+    _check_out(args)
     config = PruneConfig(criterion=args.criterion, ratio=args.ratio, scope=args.scope, iterative_steps=args.steps,
                          criterion_kwargs=_key_values(args.criterion_arg, "--criterion-arg"),
                          ratio_dict=_key_values(args.ratio_dict, "--ratio-dict"), ignored_layers=args.ignored_layers,
@@ -220,6 +301,8 @@ def _prune(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size, args.seed)
     example = _example(loaders)
+    if train_config is not None:
+        check_run(train_config, model, _first_batch(loaders.val))
     eval_config = (train_config or TrainConfig()).model_copy(update={"checkpoint_dir": None, "log_dir": None})
     before = Trainer(model, config=eval_config).evaluate(loaders.test)
     pruned, report, history = prune_and_finetune(model, example, config, loaders.train, loaders.val, train_config)
@@ -228,7 +311,7 @@ def _prune(args: argparse.Namespace) -> None:
         ("unpruned", before, report.params_before, report.macs_before),
         ("pruned", after, report.params_after, report.macs_after))]
     base_kwargs = {"num_labels" if splits.task == "text" else "num_classes": len(splits.label_names)}
-    with atomic_dir(args.out) as stage:
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         save_pruned(pruned, stage, base=args.model, base_kwargs=base_kwargs)
         write_json(stage / "prune_report.json", report.to_dict())
         write_json(stage / "history.json", history.to_dict())
@@ -263,11 +346,25 @@ def _add_model_data(p: argparse.ArgumentParser, default_model: str = "small_cnn"
 
 
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for latency")
-    p.add_argument("--throughput-batch-size", type=int, default=64)
-    p.add_argument("--eval-batch-size", type=int, default=256)
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=_COUNT, default=1, help="batch size for latency")
+    p.add_argument("--throughput-batch-size", type=_COUNT, default=64)
+    p.add_argument("--eval-batch-size", type=_COUNT, default=256)
+    p.add_argument("--runs", type=_COUNT, default=100)
+    p.add_argument("--threads", type=_COUNT, default=None)
+
+
+def _add_out(p: argparse.ArgumentParser, default: Path | None, help: str) -> None:
+    p.add_argument("--out", type=Path, default=default, help=help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if CleanAI did not write it (without it, only an empty folder, a new "
+                        "path or an earlier CleanAI run folder is replaced)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (`cleanai prune: error: ...`), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _distill(args: argparse.Namespace) -> None:
@@ -281,6 +378,7 @@ def _distill(args: argparse.Namespace) -> None:
     from cleanai.models import TextClassifier
     from cleanai.training import TrainConfig
 
+    _check_out(args)
     train_config = TrainConfig(epochs=args.epochs, optimizer="adamw", lr=args.lr, seed=args.seed, device="cpu",
                                progress=not args.quiet)
     config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
@@ -304,7 +402,7 @@ def _distill(args: argparse.Namespace) -> None:
     raw = {name: DataLoader(part[name], batch_size=64, collate_fn=raw_text_collate) for name in ("val", "test")}
     bench = BenchmarkConfig(threads=args.threads, runs=args.runs, progress=not args.quiet)
     oos = splits.label_names.index("oos")
-    with atomic_dir(args.out) as stage:
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         runners = {**intent_variants(teacher, "teacher", stage, ["torch fp32"], oos, args.max_length),
                    **intent_variants(student, "student", stage, ["torch fp32"], oos, args.max_length)}
         rows = [measure_intent(r, raw["test"], raw["val"], args.query, bench, whole_split=args.test_subset is None)
@@ -327,48 +425,49 @@ def _add_distill_parser(sub: Any) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss, in [0, 1]")
     p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature, > 0")
     p.add_argument("--hidden-weight", type=float, default=0.0, help="weight of hidden-state matching (0: off)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64, help="tokens per query (longer ones are truncated)")
+    p.add_argument("--epochs", type=_COUNT, default=3)
+    p.add_argument("--lr", type=_LR, default=1e-4)
+    p.add_argument("--batch-size", type=_COUNT, default=32)
+    p.add_argument("--max-length", type=_number(int, 2), default=64, help="tokens per query (longer ones are truncated)")
     p.add_argument("--cache-dir", type=Path, default=None, help="cache the teacher's logits per example here")
-    p.add_argument("--train-subset", type=int, default=None, help="first N training queries (default: all)")
-    p.add_argument("--test-subset", type=int, default=None, help="first N validation and test queries (default: all)")
+    p.add_argument("--train-subset", type=_COUNT, default=None, help="first N training queries (default: all)")
+    p.add_argument("--test-subset", type=_COUNT, default=None, help="first N validation and test queries (default: all)")
     p.add_argument("--query", default="What is the pin number for my account?", help="the query latency is timed on")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("runs/distilled"))
+    p.add_argument("--threads", type=_COUNT, default=1)
+    p.add_argument("--runs", type=_COUNT, default=100)
+    p.add_argument("--seed", type=_SEED, default=0)
+    _add_out(p, Path("runs/distilled"), "run folder: student/, history, results and metrics.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_distill)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cleanai", description="Make trained networks smaller and faster, "
-                                     "and prove it with honest numbers.")
+    parser = _Parser(prog="cleanai", description="Make trained networks smaller and faster, "
+                     "and prove it with honest numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="train, evaluate and benchmark a small CNN on the embedded digits data")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    _add_out(p, Path("runs/demo"), "run folder (replaced whole at the end)")
+    p.add_argument("--epochs", type=_COUNT, default=20)
+    p.add_argument("--threads", type=_COUNT, default=None)
+    p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("train", help="train or fine-tune a model on a dataset")
     _add_model_data(p)
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=_COUNT)
+    p.add_argument("--lr", type=_LR)
     p.add_argument("--optimizer")
     p.add_argument("--scheduler")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from <out>.checkpoints/last.pt")
-    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--batch-size", type=_COUNT, default=64)
+    p.add_argument("--seed", type=_SEED)
+    p.add_argument("--checkpoint-every", type=_COUNT)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>.checkpoints/last.pt (or from `resume: <file>` in --config)")
+    _add_out(p, Path("runs/train"), "run folder: model.safetensors, history and metrics (replaced whole at the end)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
@@ -377,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, default=None, help="also benchmark this ONNX file with ONNX Runtime")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     _add_measure_options(p)
-    p.add_argument("--out", type=Path, default=None, help="folder for results.json/csv and metrics.png")
+    _add_out(p, None, "folder for results.json/csv and metrics.png")
     p.set_defaults(func=_benchmark)
 
     p = sub.add_parser("export", help="export a model to one ONNX file, checked against torch")
@@ -385,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--optimize", choices=("basic", "extended", "all"), default=None,
                    help="also save ONNX Runtime's optimised graph as <out>.opt.onnx")
-    p.add_argument("--out", type=Path, default=Path("runs/model.onnx"))
+    _add_out(p, Path("runs/model.onnx"), "the .onnx file to write")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime or torch) and benchmark against fp32")
@@ -395,15 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="CPU preset: auto, avx2, avx512_vnni, arm64")
     p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None)
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
-    p.add_argument("--calib-batches", type=int, default=8)
-    p.add_argument("--calib-batch-size", type=int, default=32)
+    p.add_argument("--calib-batches", type=_COUNT, default=8)
+    p.add_argument("--calib-batch-size", type=_COUNT, default=32)
     p.add_argument("--config", type=Path, default=None, help="YAML file of QuantConfig fields")
     p.add_argument("--max-drop", type=_points, default=None, metavar="POINTS",
                    help="search calibrations, granularities and fp32 fallbacks until validation accuracy drops by at "
                         "most POINTS (e.g. 1.0); writes search.json / search.txt")
     p.add_argument("--no-benchmark", action="store_true")
     _add_measure_options(p)
-    p.add_argument("--out", type=Path, default=Path("runs/quantized"))
+    _add_out(p, Path("runs/quantized"), "run folder for the artifact, its config and the results")
     p.set_defaults(func=_quantize)
 
     p = sub.add_parser("prune", help="structurally prune a model (optionally iterative, with fine-tuning)")
@@ -416,20 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio-dict", nargs="+", default=[], metavar="MODULE=RATIO",
                    help="ratios of the groups inside named modules, e.g. layer1=0.1 conv1=0 (any module name)")
     p.add_argument("--scope", choices=("local", "global"), default="local")
-    p.add_argument("--steps", type=int, default=1, help="iterative steps reaching the ratio")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs after each step (0: none)")
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches for data-driven criteria")
+    p.add_argument("--steps", type=_COUNT, default=1, help="iterative steps reaching the ratio")
+    p.add_argument("--finetune-epochs", type=_number(int, 0), default=0,
+                   help="fine-tune epochs after each step (0: none)")
+    p.add_argument("--calib-batches", type=_COUNT, default=8, help="calibration batches for data-driven criteria")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="after each step, re-estimate BatchNorm statistics on the calibration batches")
     p.add_argument("--ignored-layers", nargs="+", default=[], metavar="LAYER", help="modules never pruned")
-    p.add_argument("--round-to", type=int, default=None, help="kept channels are a multiple of this")
+    p.add_argument("--round-to", type=_COUNT, default=None, help="kept channels are a multiple of this")
     p.add_argument("--max-layer-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields for fine-tuning")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=_LR)
     p.add_argument("--optimizer")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("runs/pruned"))
+    p.add_argument("--batch-size", type=_COUNT, default=64)
+    p.add_argument("--seed", type=_SEED, default=0)
+    _add_out(p, Path("runs/pruned"), "run folder: manifest.json + model.safetensors and reports")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
 
@@ -442,13 +542,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as one line: a pydantic error as `Config: field: message (got value)`, others joined."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors():
+            field = ".".join(str(x) for x in e["loc"])
+            got = "" if e["type"] == "value_error" and not field else f" (got {e['input']!r})"
+            parts.append(f"{field + ': ' if field else ''}{e['msg'].removeprefix('Value error, ')}{got}")
+        return f"{exc.title}: " + "; ".join(parts)
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns a non-zero exit code on failure with a one-line reason on stderr."""
-    args = build_parser().parse_args(argv)
+    """Entry point; an error CleanAI raises on purpose (or a config's validation error) becomes one line on
+    stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, printed by _Parser.error) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.func(args)
-    except (CleanAIError, ValidationError, FileNotFoundError) as exc:
-        print(f"cleanai {args.command}: error: {exc}", file=sys.stderr)
+    except (CleanAIError, ValidationError, FileNotFoundError, PermissionError) as exc:
+        print(f"cleanai {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cleanai {args.command}: interrupted", file=sys.stderr)

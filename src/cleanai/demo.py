@@ -24,7 +24,7 @@ from cleanai.benchmark import (
     save_rows,
 )
 from cleanai.data import load_dataset
-from cleanai.io import atomic_dir, save_safetensors, write_json
+from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
 from cleanai.models import create_model
 from cleanai.pruning import PruneConfig, prune, save_pruned
 from cleanai.quantization import QuantConfig, quantize
@@ -32,8 +32,10 @@ from cleanai.training import TrainConfig, Trainer, seed_everything
 
 
 def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20, threads: int | None = None,
-             seed: int = 0, progress: bool = True) -> list[Measurement]:
-    """Run the demo and return its benchmark rows; results land in `out_dir`."""
+             seed: int = 0, progress: bool = True, overwrite: bool = False) -> list[Measurement]:
+    """Run the demo and return its benchmark rows; results land in `out_dir`, checked before any work
+    (`cleanai.io.check_destination`: a folder not written by CleanAI is replaced only with `overwrite`)."""
+    check_destination(out_dir, overwrite=overwrite)
     if threads is not None:
         torch.set_num_threads(threads)
     seed_everything(seed)  # before the model is built: the seed fixes its initial weights too
@@ -50,7 +52,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20,
     int8 = quantize(pruned, QuantConfig.auto(), calib=loaders.train, example_inputs=example,
                     name="small_cnn pruned 30% +")
 
-    with atomic_dir(out_dir) as stage:
+    with atomic_dir(out_dir, overwrite=overwrite) as stage:
         save_safetensors(model, stage / "model.safetensors", metadata={"model": "small_cnn", "dataset": "digits"})
         save_pruned(pruned, stage / "pruned", base="small_cnn", base_kwargs={"num_classes": len(splits.label_names)})
         write_json(stage / "history.json", history.to_dict())

@@ -25,3 +25,15 @@ class DataError(CleanAIError, ValueError):
 
 class TrainingError(CleanAIError, RuntimeError):
     """Training cannot go on (for example the loss became NaN or infinite)."""
+
+
+class OutputError(CleanAIError, ValueError):
+    """An output path cannot be written, or holds something CleanAI must not replace."""
+
+
+class ConfigError(CleanAIError, ValueError):
+    """A setting (a CLI option, a config file or a config value) is malformed or out of range."""
+
+
+class InputError(CleanAIError, ValueError, TypeError):
+    """A model or its example input does not fit what a function needs (None, wrong type, shape or modality)."""

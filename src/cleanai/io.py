@@ -10,17 +10,18 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cleanai.errors import CheckpointError
+from cleanai.errors import CheckpointError, OutputError
 
 PathLike = str | os.PathLike[str]
 
@@ -31,16 +32,92 @@ def _umask() -> int:
     return mask
 
 
+RUN_MARKER = ".cleanai-run"  # inside every folder `atomic_dir` writes: proof that CleanAI may replace it
+_MARKER_TEXT = "Written by CleanAI. The next run to this path replaces this folder whole.\n"
+_TEMP = r"[a-z0-9_]{8}"  # the random part of tempfile's names
+
+
+def check_destination(path: PathLike, *, kind: Literal["dir", "file"] = "dir", overwrite: bool = False,
+                      option: str = "output") -> Path:
+    """Refuse, before any work, a destination CleanAI could not write or must not replace; return it.
+
+    `path` must name something (not `''`, `.` or a folder holding the working directory), lie under
+    a folder (not a file) where this process may write, and not be a file when a folder is asked
+    for, nor a folder when a file is. An existing folder is replaced only if it is empty or
+    carries the marker `atomic_dir` leaves; an existing file or a foreign folder only with
+    `overwrite=True`. A file is never replaced by a folder nor a folder by a file.
+    """
+    target = Path(path)
+    where = f"{option} {str(path)!r}"
+    force = "--overwrite" if option.startswith("--") else "overwrite=True"
+    if str(path) in ("", ".") or target.name in ("", ".", ".."):
+        raise OutputError(f"{where} does not name a {'folder' if kind == 'dir' else 'file'}; give a new path such "
+                          f"as runs/{'out' if kind == 'dir' else 'model.onnx'}")
+    resolved = target.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise OutputError(f"{where} is the working directory or holds it; give a new folder such as runs/out")
+    if len(target.name.encode()) > 200:
+        raise OutputError(f"{where}: the name is {len(target.name.encode())} bytes long; keep it under 200")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{where} lies under {str(parent)!r}, which is a file, not a folder")
+    _check_writable(parent, where)
+    if target.is_dir():
+        if kind == "file":
+            raise OutputError(f"{where} is an existing folder; give a file path such as {str(target / 'model.onnx')!r}")
+        if not overwrite and any(target.iterdir()) and not (target / RUN_MARKER).is_file():
+            raise OutputError(f"{where} is a folder CleanAI did not write and it is not empty; choose a new folder, "
+                              f"or pass {force} to replace it and everything in it")
+    elif target.exists() or target.is_symlink():
+        if kind == "dir":
+            raise OutputError(f"{where} is an existing file, and a folder never replaces a file; choose another path")
+        if not overwrite:
+            raise OutputError(f"{where} exists; choose a new file name, or pass {force} to replace it")
+    return target
+
+
+def _check_writable(folder: Path, where: str) -> None:
+    """Create and remove a probe file in `folder` (works for read-only mounts and for root alike)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cleanai-probe.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{where} cannot be written: {str(folder)!r} is not writable ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove what killed runs to `target` left beside it, and nothing else: staging folders named
+    `.<name>.XXXXXXXX[.old].tmp` holding the marker, and temporary files named `.<name>.XXXXXXXX.tmp`."""
+    staged = re.compile(rf"\.{re.escape(target.name)}\.{_TEMP}(\.old)?\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            match = staged.fullmatch(entry.name)
+            if match is None or entry.is_symlink():
+                continue
+            if entry.is_dir() and (entry / RUN_MARKER).is_file():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_file() and match.group(1) is None:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Temporary files that a killed earlier write to the same `path` left behind are removed first.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual permissions
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 (and writers may recreate the file): usual permissions
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -55,25 +132,44 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder beside `path`; it replaces `path` whole only if the block succeeds.
+def atomic_dir(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder beside `path` (holding only the marker); it replaces `path` whole only if the block
+    succeeds.
 
-    A crash leaves the previous folder (or nothing) at `path`, never a half-written one.
+    A crash leaves the previous folder (or nothing) at `path`, never a half-written one; staging
+    folders a killed run left beside `path` are removed. The folder written carries a marker file,
+    `.cleanai-run`: only a folder with it, or an empty one, is replaced, unless `overwrite=True`
+    (`check_destination` says what is refused). A file at `path` is never replaced.
     """
     target = Path(path)
+    check_destination(target, kind="dir", overwrite=overwrite)
+    with staging_dir(target) as stage:
+        old = stage.with_name(stage.name.removesuffix(".tmp") + ".old.tmp")
+        try:
+            yield stage
+            check_destination(target, kind="dir", overwrite=overwrite)  # it may have changed during the work
+            if target.exists():
+                os.replace(target, old)
+                (old / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")  # so a kill now leaves it cleanable
+            os.replace(stage, target)
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_dir(path: PathLike) -> Iterator[Path]:
+    """A scratch folder beside `path`, carrying the marker and removed afterwards, so that one a killed run
+    left behind is recognised and removed by the next write to `path`."""
+    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(target)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(stage, 0o777 & ~_umask())
-    old = target.with_name(f".{target.name}.old")
+    (stage / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
     try:
         yield stage
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(stage, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -280,3 +280,22 @@ def test_time_alone_gives_the_timing_fields_of_a_row_on_the_first_batch(cnn, cnn
     assert [n for n, _ in runner.calls] == [2] * 5 + [5] * 2  # no accuracy pass: check, warm-up, 3 timed; check, 1
     assert set(timing) <= set(Measurement.model_fields) and timing["latency_runs"] == 3
     assert timing["throughput"] > 0 and timing["latency_cpu_ms_p50"] > 0
+
+
+def test_a_model_with_two_inputs_is_measured_on_tuple_batches():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image, self.features = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(4, 3)
+
+        def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+            return self.image(image).mean((2, 3)) + self.features(features)
+
+    torch.manual_seed(0)
+    batches = [((torch.randn(8, 1, 8, 8), torch.randn(8, 4)), torch.randint(0, 3, (8,))) for _ in range(3)]
+    model = TwoInputs().eval()
+    row = benchmark(model, DataLoader(batches, batch_size=None), config=FAST)
+    with torch.no_grad():
+        right = sum(int((model(*x).argmax(1) == y).sum()) for x, y in batches)
+    assert row.eval_samples == 24 and row.accuracy == right / 24  # 8 samples a batch, not 2 "inputs"
+    assert row.macs == 8 * 8 * 3 * 9 + 4 * 3 and row.quant_sqnr_db is None

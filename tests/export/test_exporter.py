@@ -199,6 +199,64 @@ def test_bad_arguments_name_what_is_allowed(cnn, bert, images, tmp_path):
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"logits": x}
 
-    with pytest.raises(ExportError, match="ReturnsDict returns a dict; ONNX export needs a Tensor or a tuple"):
+    with pytest.raises(ExportError, match="ReturnsDict returns a dict; ONNX export needs a Tensor, a tuple of Tensors or an object with a .logits"):
         export_onnx(ReturnsDict(), images, tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+_KILLED_EXPORT = """
+import os, sys, torch
+from torch import nn
+import cleanai.export.exporter as exporter
+def killed(*args, **kwargs):
+    os._exit(9)  # killed mid-export: no cleanup code runs
+exporter._export_checked = killed
+exporter.export_onnx(nn.Linear(3, 2), torch.randn(2, 3), sys.argv[1] + "/model.onnx")
+"""
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next_export_to_the_same_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(tmp_path)], env=os.environ, check=False)
+    assert done.returncode == 9
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".model.onnx.") and left[0].endswith(".tmp")
+    export_onnx(nn.Linear(3, 2), torch.randn(2, 3), tmp_path / "model.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_dynamic_axes_come_from_the_example_a_batch_for_images_a_sequence_for_token_ids(tmp_path):
+    class ImageAndTokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.embed = nn.Embedding(50, 4)
+
+        def forward(self, image: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.conv(image).mean((2, 3)) + self.embed(input_ids).mean(1)
+
+    model = ImageAndTokens().eval()
+    example = {"image": torch.randn(2, 1, 16, 16), "input_ids": torch.randint(0, 50, (2, 7))}
+    result = export_onnx(model, example, tmp_path / "mixed.onnx")
+    assert _dims(result.path, "image") == ["batch", 1, 16, 16]  # an image has no sequence axis
+    assert _dims(result.path, "input_ids") == ["batch", "sequence"]
+    longer = {"image": torch.randn(3, 1, 16, 16), "input_ids": torch.randint(0, 50, (3, 11))}
+    with torch.no_grad():
+        assert torch.allclose(_run(result.path, longer), model(**longer), atol=1e-5)
+
+
+def test_a_hugging_face_model_exports_its_logits(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    vit = ViTForImageClassification(ViTConfig(image_size=16, patch_size=8, num_channels=3, num_labels=3,
+                                              hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                              intermediate_size=64)).eval()
+    result = export_onnx(vit, torch.randn(2, 3, 16, 16), tmp_path / "vit.onnx")
+    assert result.output_names == ["logits"] and _dims(result.path, "input") == ["batch", 3, 16, 16]
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(_run(result.path, {"input": x}), vit(x).logits, atol=1e-4)

@@ -113,3 +113,9 @@ def test_strict_loading_refuses_a_checkpoint_of_another_architecture(tmp_path: P
     path = save_safetensors(nn.Linear(3, 3), tmp_path / "linear.safetensors")
     with pytest.raises(CheckpointError, match="does not fit SmallCNN"):
         create_model("small_cnn", pretrained=path)
+
+
+def test_named_weights_a_model_lacks_name_the_models_that_have_them() -> None:
+    with pytest.raises(CheckpointError, match=r"model 'small_cnn' has no 'akamaster' weights; the models that have "
+                                              r"them: resnet110, resnet20, resnet32, resnet44, resnet56"):
+        create_model("small_cnn", pretrained="akamaster")

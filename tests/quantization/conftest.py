@@ -34,6 +34,33 @@ def cnn_calib() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @pytest.fixture(scope="session")
+def densenet_pattern() -> nn.Module:
+    """`y = conv(x); cat([y, relu(bn(y))])` on 3-channel images, BatchNorm with trained-looking statistics: folding
+    the BatchNorm into the conv would change what the concatenation reads."""
+
+    class DenseNetPattern(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.relu = nn.ReLU()
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.head(torch.cat([y, self.relu(self.bn(y))], 1).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = DenseNetPattern()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.weight.uniform_(0.5, 2)
+        model.bn.bias.uniform_(-1, 1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def tiny_mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval()

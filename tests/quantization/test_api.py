@@ -128,7 +128,7 @@ def test_ort_qat_trains_then_exports_a_qdq_graph(tiny_cnn: nn.Module, cnn_calib:
 def test_torch_legacy_dynamic_reissues_the_deprecation_with_context(tiny_mlp: nn.Module, mlp_calib: list,
                                                                     sqnr_db: Callable) -> None:
     with pytest.warns(LegacyQuantizationWarning, match=r"quantize_dynamic.*deprecates.*torch_api='torchao'"):
-        runner = quantize(tiny_mlp, QuantConfig(backend="torch", mode="dynamic"))
+        runner = quantize(tiny_mlp, QuantConfig(backend="torch", mode="dynamic"), calib=mlp_calib)
     assert isinstance(runner, TorchRunner)
     dynamic = [m for m in runner.model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
     assert [type(m).__name__ for m in dynamic] == ["Linear"] * 3
@@ -151,7 +151,8 @@ def test_torch_legacy_dynamic_quantizes_lstm(sqnr_db: Callable) -> None:
     model = Tagger().eval()
     with pytest.warns(LegacyQuantizationWarning):
         runner = quantize(model, QuantConfig(backend="torch", mode="dynamic", torch_api="legacy",
-                                             op_types=["LSTM"], nodes_to_exclude=["head"]))
+                                             op_types=["LSTM"], nodes_to_exclude=["head"]),
+                          example_inputs=torch.randn(4, 5, 8))
     assert type(runner.model.lstm).__name__ == "LSTM" and runner.model.lstm.__module__.startswith("torch.ao.nn")
     assert type(runner.model.head) is nn.Linear
     x = torch.randn(4, 5, 8)
@@ -162,7 +163,7 @@ def test_torch_legacy_dynamic_quantizes_lstm(sqnr_db: Callable) -> None:
 def test_torchao_modes_on_tiny_bert(tiny_bert: nn.Module, bert_calib: list, mode: str, artifact_bytes: Callable,
                                     sqnr_db: Callable) -> None:
     config = QuantConfig(backend="torch", mode=mode, **({"torch_api": "torchao"} if mode == "dynamic" else {}))
-    runner = quantize(tiny_bert, config)
+    runner = quantize(tiny_bert, config, calib=bert_calib)
     quantized = [m for m in runner.model.modules() if isinstance(m, nn.Linear)]
     assert quantized and all(type(m.weight).__module__.startswith("torchao") for m in quantized)
     inputs = bert_calib[0][0]
@@ -194,7 +195,7 @@ def test_torch_qat_fine_tunes_with_the_trainer(tiny_mlp: nn.Module, mlp_calib: l
 @pytest.mark.parametrize("mode", ["fp16", "bf16"])
 def test_dtype_casts_halve_the_artifact_and_return_float32(tiny_bert: nn.Module, bert_calib: list, mode: str,
                                                           artifact_bytes: Callable, sqnr_db: Callable) -> None:
-    runner = quantize(tiny_bert, QuantConfig(backend="torch", mode=mode))
+    runner = quantize(tiny_bert, QuantConfig(backend="torch", mode=mode), calib=bert_calib)
     dtype = torch.float16 if mode == "fp16" else torch.bfloat16
     assert {p.dtype for p in runner.model.parameters()} == {dtype}
     inputs = bert_calib[0][0]

@@ -35,6 +35,8 @@ def test_other_calibrations_are_tried_before_keeping_layers_in_fp32(digits: tupl
     assert chosen is result.chosen and chosen.step == "calibration/granularity"
     assert chosen.config.calibration == "minmax" and chosen.drop <= 0.03 and chosen.fp32_layers == []
     assert result.baseline_accuracy > 0.9
+    check = result.runner.quant_check  # measured against fp32 on calibration batches held back from calibration
+    assert check.held_out and check.samples == 64 and check.sqnr_db > 10
 
 
 def test_sensitive_layers_fall_back_to_fp32_until_the_budget_holds(digits: tuple) -> None:

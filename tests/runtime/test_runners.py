@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from cleanai.errors import CleanAIError
 from cleanai.export import ExportError
 from cleanai.runtime import (
     OrtRunner,
@@ -33,8 +34,10 @@ def test_every_runner_satisfies_the_runner_protocol(cnn, cnn_onnx, tokenizer, ti
     for runner in (TorchRunner(cnn), OrtRunner(cnn_onnx), TextClassifierRunner(tokenizer, TorchRunner(tiny_bert))):
         assert isinstance(runner, Runner)
     assert isinstance(as_runner(cnn), TorchRunner)
-    with pytest.raises(TypeError, match=r"not a Runner \(missing \['name', 'backend'"):
+    with pytest.raises(CleanAIError, match=r"not a Runner \(missing \['name', 'backend'"):
         as_runner(object())
+    with pytest.raises(CleanAIError, match=r"NoneType is not a Runner"):  # benchmark(None, ...) ends here: one line
+        as_runner(None)
 
 
 def test_torch_runner_puts_the_model_in_eval_mode_and_records_no_grad():

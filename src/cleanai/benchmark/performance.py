@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cleanai._batches import batch_len, split_batch
+from cleanai._batches import batch_len, is_tensor_tuple, split_batch
 from cleanai._finite import check_finite
 from cleanai._platform import cpu_flags, cpu_name
 from cleanai.errors import DataError
@@ -86,7 +86,9 @@ class Measurement(BaseModel):
     Units: latencies in ms per call at `batch_size`; `throughput` in samples/s at
     `throughput_batch_size` (None if not measured); `size_mb` = artifact bytes / 1e6; `macs` per
     sample (counted on the first sample; None if unknown); `eval_whole_split` False means accuracy
-    was measured on the first `eval_samples` samples only.
+    was measured on the first `eval_samples` samples only. `quant_sqnr_db` and `quant_top1_agreement`
+    say how close a quantized runner's outputs came to fp32's on inputs its calibration did not see
+    (`cleanai.quantization.quantize` checks every artifact; None for runners it did not build).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -122,6 +124,8 @@ class Measurement(BaseModel):
     cpu: str
     cpu_count: int
     cpu_features: str | None = None  # space-separated instruction sets that decide int8/fp32 kernel speed (see `environment`)
+    quant_sqnr_db: float | None = None  # quantized outputs vs fp32 (dB), from the runner's `quant_check`
+    quant_top1_agreement: float | None = None  # share of samples whose top-1 class the quantized runner kept
     timestamp: str
 
 
@@ -129,6 +133,8 @@ def _resize(inputs: Any, n: int) -> Any:
     """The first `n` samples of a batch; a shorter batch is repeated until it has `n`."""
     if isinstance(inputs, Mapping):
         return {k: _resize(v, n) for k, v in inputs.items()}
+    if is_tensor_tuple(inputs):
+        return type(inputs)(_resize(v, n) for v in inputs)
     reps = -(-n // batch_len(inputs))
     if isinstance(inputs, torch.Tensor):
         return (inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs)[:n]
@@ -279,6 +285,8 @@ class PerformanceBenchmark:
             provider=self.runner.provider,
             eval_samples=evaluation.samples,
             eval_whole_split=evaluation.whole_split,
+            quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),
+            quant_top1_agreement=getattr(getattr(self.runner, "quant_check", None), "top1_agreement", None),
             **environment(),
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )

@@ -14,7 +14,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cleanai.errors import DataError
+from cleanai.errors import DataError, UnknownArgumentError
 from cleanai.registry import Registry
 
 DATA_ENV = "CLEANAI_DATA"
@@ -55,7 +55,7 @@ class DataSplits:
         `text_collate(tokenizer)` to get token tensors instead.
         """
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
-            raise ValueError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
+            raise DataError(f"batch sizes must be >= 1, got batch_size={batch_size}, eval_batch_size={eval_batch_size}")
         if collate_fn is None and self.task == "text":
             from cleanai.data.text import raw_text_collate
 
@@ -88,7 +88,7 @@ def load_dataset(name: str, root: str | Path | None = None, **kwargs: Any) -> Da
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         valid = ", ".join(p for p in params if p != "root") or "none"
-        raise TypeError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; valid options: {valid}")
+        raise UnknownArgumentError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; valid options: {valid}")
     return factory(**kwargs)
 
 
@@ -133,7 +133,7 @@ def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tu
     n = len(labels)
     count = round(held_out * n) if isinstance(held_out, float) else int(held_out)
     if not 0 <= count < n:
-        raise ValueError(f"held-out size {held_out!r} must be a count in [0, {n}) or a fraction in [0, 1)")
+        raise DataError(f"held-out size {held_out!r} must be a count in [0, {n}) or a fraction in [0, 1)")
     idx = np.arange(n)
     if count == 0:
         return idx, idx[:0]

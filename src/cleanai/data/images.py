@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cleanai.errors import DataError
+
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # The akamaster CIFAR ResNet checkpoints were trained with ImageNet statistics.
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -24,17 +26,17 @@ def resolve_normalize(normalize: Normalize, channels: int) -> tuple[tuple[float,
         return None
     if isinstance(normalize, str):
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={normalize!r} is not a preset; use one of {sorted(NORMALIZATIONS)}, "
+            raise DataError(f"normalize={normalize!r} is not a preset; use one of {sorted(NORMALIZATIONS)}, "
                              "None, or an explicit (mean, std) pair")
         mean, std = NORMALIZATIONS[normalize]
     else:
         try:
             mean, std = (tuple(float(v) for v in part) for part in normalize)
         except (TypeError, ValueError):
-            raise ValueError(f"normalize={normalize!r} must be a preset name, None, or a (mean, std) pair of "
+            raise DataError(f"normalize={normalize!r} must be a preset name, None, or a (mean, std) pair of "
                              f"{channels} floats each") from None
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
-        raise ValueError(f"normalize={normalize!r} needs {channels} means and {channels} positive stds")
+        raise DataError(f"normalize={normalize!r} needs {channels} means and {channels} positive stds")
     return mean, std
 
 
@@ -87,7 +89,7 @@ class ImageDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float = 1 / 255,
                  normalize: tuple[Sequence[float], Sequence[float]] | None = None, augment: bool = False) -> None:
         if images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"images must be (N, C, H, W) with one label each, got {tuple(images.shape)} "
+            raise DataError(f"images must be (N, C, H, W) with one label each, got {tuple(images.shape)} "
                              f"and {len(labels)} labels")
         self.images = images
         self.labels = labels.long()

@@ -8,13 +8,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from cleanai.errors import DataError
+
 
 class TextDataset(Dataset):
     """Items are (text: str, label: int)."""
 
     def __init__(self, texts: Sequence[str], labels: Sequence[int]) -> None:
         if len(texts) != len(labels):
-            raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
+            raise DataError(f"got {len(texts)} texts but {len(labels)} labels")
         self.texts = list(texts)
         self.labels = [int(v) for v in labels]
 
@@ -40,7 +42,7 @@ class TextCollate:
 
     def __init__(self, tokenizer: Any, max_length: int = 64) -> None:
         if max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
+            raise DataError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
         self.tokenizer = tokenizer
         self.max_length = max_length
 

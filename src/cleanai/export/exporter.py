@@ -13,8 +13,6 @@ import contextlib
 import inspect
 import itertools
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -26,9 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cleanai._batches import dynamic_dims
+from cleanai._validate import check_model, check_model_input
 from cleanai.errors import CleanAIError
 from cleanai.export.diagnosis import diagnose
 from cleanai.export.session import create_session
+from cleanai.io import staging_dir
 
 EXPORTERS = ("torchscript", "dynamo")
 # Protobuf cannot hold one message above 2 GiB, so bigger models keep their weights in a side file.
@@ -69,7 +70,7 @@ def export_onnx(
     path: str | os.PathLike[str],
     *,
     dynamic_batch: bool = True,
-    dynamic_sequence: bool = False,
+    dynamic_sequence: bool | None = None,
     opset: int | None = None,
     check_parity: bool = True,
     atol: float = 1e-4,
@@ -83,16 +84,16 @@ def export_onnx(
     `example_inputs` is a Tensor (graph input "input"), a tuple of Tensors (named after `forward`'s
     parameters) or a dict of Tensors passed as keywords (text models: input_ids, attention_mask, ...;
     named by their keys, ordered like `forward`'s parameters). Axis 0 of every input and output is
-    dynamic ("batch") with `dynamic_batch`; axis 1 of every input of two or more dimensions is dynamic
-    ("sequence") with `dynamic_sequence`. The parity check runs the example inputs and, to prove the
+    dynamic ("batch") with `dynamic_batch`; axis 1 is dynamic ("sequence") for the integer token inputs
+    of rank 2 (input_ids, attention_mask) when `dynamic_sequence` is None (derived from the example),
+    for every input of two or more dimensions when True, for none when False. The parity check runs the example inputs and, to prove the
     dynamic axes work, the same inputs grown by one row (and one position); when the largest absolute
     difference exceeds `atol + rtol * max|torch output|` (float rounding grows with the outputs'
     magnitude, as in `numpy.allclose`), or the exporter fails, the other exporter is tried (unless
     `fallback=False`, with a warning saying why) and then `ExportError` is raised. `external_data=None` keeps the weights in a
     `<path>.data` side file only when they exceed 2 GiB.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"export_onnx needs a torch.nn.Module, got {type(model).__name__}")
+    check_model(model, "export_onnx")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter={exporter!r} is not a torch ONNX exporter; allowed: {', '.join(EXPORTERS)}")
     if not atol >= 0:
@@ -102,36 +103,38 @@ def export_onnx(
                          "largest output magnitude)")
     target = Path(path)
     args, kwargs, input_names = _arrange_inputs(model, example_inputs)
+    check_model_input(model, example_inputs, where="export_onnx")
     if external_data is None:
         weight_bytes = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
         external_data = weight_bytes > EXTERNAL_DATA_BYTES
 
     start = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     was_training = model.training
     model.eval()
-    try:
-        reference = _flat_outputs(_call(model, args, kwargs), type(model).__name__)
-        output_names = ["logits"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
-        axes = _dynamic_axes(args, kwargs, input_names, reference, output_names, dynamic_batch, dynamic_sequence)
-        probes = None
-        if check_parity:
-            probes = [(args, kwargs, reference, "the example inputs"),
-                      *_grown_probes(model, args, kwargs, dynamic_batch, dynamic_sequence)]
-        staged = stage / target.name
-        used, data_name, max_diff = _export_checked(model, args, kwargs, staged, input_names, output_names, axes,
-                                                    opset, external_data, exporter, fallback, probes, (atol, rtol))
-        graph_inputs, opset_used = _graph_info(staged)
-        if data_name is not None:
-            os.replace(stage / data_name, target.parent / data_name)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(target.parent / f"{target.name}.data")  # left by an earlier export to the same path
-        os.replace(staged, target)
-    finally:
-        model.train(was_training)
-        shutil.rmtree(stage, ignore_errors=True)
+    with staging_dir(target) as stage:
+        try:
+            out = _call(model, args, kwargs)
+            reference = _flat_outputs(out, type(model).__name__)
+            if _has_logits(out):
+                model = _Logits(model)  # an HF ModelOutput: the graph returns its logits
+            output_names = ["logits"] if len(reference) == 1 else [f"output_{i}" for i in range(len(reference))]
+            axes = _dynamic_axes(args, kwargs, input_names, reference, output_names, dynamic_batch, dynamic_sequence)
+            probes = None
+            if check_parity:
+                probes = [(args, kwargs, reference, "the example inputs"), *_grown_probes(model, args, kwargs,
+                                                                                          input_names, axes)]
+            staged = stage / target.name
+            used, data_name, max_diff = _export_checked(model, args, kwargs, staged, input_names, output_names, axes,
+                                                        opset, external_data, exporter, fallback, probes, (atol, rtol))
+            graph_inputs, opset_used = _graph_info(staged)
+            if data_name is not None:
+                os.replace(stage / data_name, target.parent / data_name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target.parent / f"{target.name}.data")  # left by an earlier export to the same path
+            os.replace(staged, target)
+        finally:
+            model.train(was_training)
     return ExportResult(
         path=target, input_names=graph_inputs, output_names=output_names, max_abs_diff=max_diff,
         seconds=time.perf_counter() - start, exporter=used, opset=opset_used,
@@ -177,22 +180,47 @@ def _call(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, to
         return model(*args, **kwargs)
 
 
+def _has_logits(out: Any) -> bool:
+    """True for a model output object that carries a `.logits` Tensor (a Hugging Face ModelOutput)."""
+    return not isinstance(out, (torch.Tensor, tuple, list)) and isinstance(getattr(out, "logits", None), torch.Tensor)
+
+
+class _Logits(nn.Module):
+    """A model whose output carries `.logits` (any Hugging Face `...For...Classification`), returning the logits.
+
+    `forward` presents the wrapped model's signature, which both exporters read to place the inputs.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        signature = inspect.signature(model.forward)
+
+        def forward(*args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+            return self.model(*args, **kwargs).logits
+
+        forward.__signature__ = signature  # type: ignore[attr-defined]
+        self.forward = forward  # type: ignore[method-assign]
+
+
 def _flat_outputs(out: Any, model_name: str) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
+    if _has_logits(out):
+        return [out.logits]
     if isinstance(out, (tuple, list)) and out and all(isinstance(t, torch.Tensor) for t in out):
         return list(out)
-    raise ExportError(f"{model_name} returns a {type(out).__name__}; ONNX export needs a Tensor or a tuple of "
-                      "Tensors (wrap Hugging Face models in cleanai.models.TextClassifier, which returns logits)")
+    raise ExportError(f"{model_name} returns a {type(out).__name__}; ONNX export needs a Tensor, a tuple of Tensors "
+                      "or an object with a .logits Tensor: export a module whose forward returns those")
 
 
 def _dynamic_axes(args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor], input_names: list[str],
                   outputs: list[torch.Tensor], output_names: list[str], batch: bool,
-                  sequence: bool) -> dict[str, dict[int, str]]:
+                  sequence: bool | None) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {}
     for name, tensor in zip(input_names, [*args, *kwargs.values()]):
         dims = {0: "batch"} if batch and tensor.dim() >= 1 else {}
-        if sequence and tensor.dim() >= 2:
+        if (1 in dynamic_dims(tensor) if sequence is None else sequence and tensor.dim() >= 2):
             dims[1] = "sequence"
         if dims:
             axes[name] = dims
@@ -203,19 +231,21 @@ def _dynamic_axes(args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor
 
 
 def _grown_probes(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor],
-                  batch: bool, sequence: bool) -> list[tuple[Any, Any, list[torch.Tensor], str]]:
+                  input_names: list[str], axes: dict[str, dict[int, str]]) -> list[tuple[Any, Any, list[torch.Tensor], str]]:
     """The example inputs with the first row repeated (dynamic batch) and the last position repeated (sequence)."""
 
-    def grow(t: torch.Tensor) -> torch.Tensor:
-        if batch and t.dim() >= 1:
+    def grow(name: str, t: torch.Tensor) -> torch.Tensor:
+        dims = axes.get(name, {})
+        if 0 in dims:
             t = torch.cat([t, t[:1]])
-        if sequence and t.dim() >= 2:
+        if 1 in dims:
             t = torch.cat([t, t[:, -1:]], dim=1)
         return t
 
-    if not (batch or sequence):
+    if not any(n in axes for n in input_names):
         return []
-    grown_args, grown_kwargs = tuple(grow(t) for t in args), {k: grow(t) for k, t in kwargs.items()}
+    grown_args = tuple(grow(n, t) for n, t in zip(input_names, args))
+    grown_kwargs = {k: grow(k, t) for k, t in kwargs.items()}
     shapes = ", ".join(str(tuple(t.shape)) for t in [*grown_args, *grown_kwargs.values()])
     try:
         outputs = _flat_outputs(_call(model, grown_args, grown_kwargs), type(model).__name__)

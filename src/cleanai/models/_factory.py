@@ -44,6 +44,10 @@ def _resolve_checkpoint(name: str, pretrained: str | os.PathLike[str]) -> Path:
     path = Path(pretrained)
     if path.is_file():
         return path
+    holders = [k.split(".", 1)[0] for k in PRETRAINED.names() if k.split(".", 1)[1] == str(pretrained).lower()]
+    if holders and not path.exists():
+        raise CheckpointError(f"model {name!r} has no {str(pretrained)!r} weights; the models that have them: "
+                              f"{', '.join(holders)} (or pass a .safetensors/.pt/.pth/.th file)")
     tags = sorted({tag for tag in (k.split(".", 1)[1] for k in PRETRAINED.names()) if f"{name}.{tag}" in PRETRAINED})
     what = "is a directory, not a checkpoint file" if path.is_dir() else "does not exist"
     raise CheckpointError(

@@ -43,6 +43,7 @@ import torch_pruning as tp
 from torch import nn
 
 from cleanai._finite import check_finite
+from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
@@ -477,6 +478,7 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | dict[str,
     calibration data, gradients) are met here or refused with a CleanAIError; `callback(step, model, report)`
     runs between iterative steps (it may train the weights, not change the architecture).
     """
+    check_model_input(model, example_inputs, where="prune")
     config = PruneConfig.model_validate(config or {}) if not isinstance(config, PruneConfig) else config
     check_finite(model, f"the weights of {type(model).__name__}", CleanAIError, "pruning would rank channels by them")
     was_training = model.training

@@ -6,7 +6,10 @@
 
 The maths are in `cleanai.quantization.affine` (scale / zero point, quantize / dequantize, error
 statistics, per-layer error tables); `quantize_with_accuracy_budget` searches calibration,
-granularity and fp32 fallbacks until an accuracy budget holds.
+granularity and fp32 fallbacks until an accuracy budget holds. Every result is checked against fp32
+on calibration batches held back from calibration (`runner.quant_check`: output SQNR and top-1
+agreement); a result far from fp32 warns (`QuantizationAccuracyWarning`), or is refused with
+`QuantConfig(strict=True)`.
 """
 
 from cleanai.quantization import affine
@@ -17,6 +20,7 @@ from cleanai.quantization._torch import (
 )
 from cleanai.quantization.affine import LayerError, QuantError, layer_errors
 from cleanai.quantization.api import Int8SaturationWarning, quantize
+from cleanai.quantization.check import QuantCheck, QuantizationAccuracyWarning
 from cleanai.quantization.config import (
     PRESETS,
     QuantConfig,
@@ -38,8 +42,10 @@ __all__ = [
     "Int8SaturationWarning",
     "LayerError",
     "LegacyQuantizationWarning",
+    "QuantCheck",
     "QuantConfig",
     "QuantError",
+    "QuantizationAccuracyWarning",
     "QuantizationError",
     "affine",
     "layer_errors",

@@ -9,27 +9,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai._batches import split_batch, take_batches
+from cleanai._batches import is_tensor_tuple, split_batch, take_batches
 from cleanai.quantization.config import QuantConfig, QuantizationError
 
-Inputs = torch.Tensor | dict[str, torch.Tensor]
+Inputs = torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
 # Layers int8 quantization rewrites, by backend and mode; a model with none of them has nothing to quantize.
 QUANTIZABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd, nn.LSTM, nn.GRU, nn.Embedding)
 
 
 def calibration_inputs(calib: Iterable[Any] | None, limit: int | None, who: str) -> list[Inputs]:
-    """The inputs of at most `limit` batches of `calib` (all when None), checked to be Tensors or dicts of Tensors."""
+    """The inputs of at most `limit` batches of `calib` (all when None), checked to be Tensors, tuples or dicts of
+    Tensors."""
     batches = take_batches(calib, limit if limit is not None else 2**62, who)
     inputs = [split_batch(b)[0] for b in batches]
     for i, x in enumerate(inputs):
-        if isinstance(x, torch.Tensor) and x.dim() >= 1:
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 or is_tensor_tuple(x):
             continue
         if isinstance(x, Mapping) and x and all(isinstance(v, torch.Tensor) for v in x.values()):
             continue
         hint = (" (raw text: build the loader with cleanai.data.text_collate(tokenizer) to get token tensors)"
                 if isinstance(x, (list, tuple)) and x and isinstance(x[0], str) else "")
         raise QuantizationError(f"{who}: batch {i} of calib holds inputs of type {type(x).__name__}; expected a "
-                                f"Tensor or a dict of Tensors{hint}")
+                                f"Tensor, a tuple of Tensors or a dict of Tensors{hint}")
     return inputs
 
 

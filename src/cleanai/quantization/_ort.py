@@ -23,7 +23,9 @@ from torch import nn
 
 from cleanai.runtime import OrtRunner
 from cleanai.export import export_onnx, optimize_onnx
+from cleanai._batches import is_tensor_tuple
 from cleanai.quantization._common import Inputs
+from cleanai.quantization.check import Probe
 from cleanai.quantization.config import QuantConfig, QuantizationError
 
 # Operators that carry weights and are worth keeping in fp32 one by one (the accuracy search's candidates).
@@ -67,14 +69,15 @@ class OrtQuantizer:
     """Exports `model` to ONNX once (into `workdir`), then builds any number of quantized `OrtRunner`s from it."""
 
     def __init__(self, model: nn.Module, example: Inputs, calib_inputs: list[Inputs],
-                 workdir: str | Path | None = None, opset: int | None = None, name: str | None = None) -> None:
+                 workdir: str | Path | None = None, opset: int | None = None, name: str | None = None,
+                 probe: Probe | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="cleanai-quant-") if workdir is None else None
         self.workdir = Path(self._tmp.name if self._tmp is not None else workdir)  # type: ignore[arg-type]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
         self.name = name or type(model).__name__
-        result = export_onnx(model, example, self.workdir / "fp32.onnx", dynamic_batch=True,
-                             dynamic_sequence=isinstance(example, dict), opset=opset)
+        self.probe = probe  # what each result is checked on against fp32
+        result = export_onnx(model, example, self.workdir / "fp32.onnx", dynamic_batch=True, opset=opset)
         self.fp32_path = result.path
         self.input_names = list(result.input_names)
         self.prepared_path = self._preprocess(result.path)
@@ -96,7 +99,10 @@ class OrtQuantizer:
         return out
 
     def _feed(self, x: Inputs, index: int) -> dict[str, np.ndarray]:
-        values = {self.input_names[0]: x} if isinstance(x, torch.Tensor) else dict(x)
+        if isinstance(x, torch.Tensor):
+            values = {self.input_names[0]: x}
+        else:
+            values = dict(zip(self.input_names, x)) if is_tensor_tuple(x) else dict(x)
         missing = [n for n in self.input_names if n not in values]
         if missing:
             raise QuantizationError(f"calibration batch {index} lacks {missing}; the exported graph takes "

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from cleanai.runtime import TorchRunner
-from cleanai._batches import call_model, split_batch
+from cleanai._batches import call_model, dynamic_dims, is_tensor_tuple, map_inputs, split_batch
 from cleanai.quantization._common import Inputs
+from cleanai.quantization.check import Probe
 from cleanai.quantization.config import QuantConfig, QuantizationError
 
 
@@ -207,22 +208,19 @@ class ExportedModule(nn.Module):
         return (self.graph_module if compiled is None else compiled)(*args, **kwargs)
 
 
-def _two_or_more(x: Inputs) -> Inputs:
-    """Inputs with a batch of at least 2, so torch.export keeps the batch dimension dynamic."""
-    if isinstance(x, torch.Tensor):
-        return x if x.shape[0] >= 2 else torch.cat([x, x])
-    return {k: _two_or_more(v) for k, v in x.items()}  # type: ignore[misc]
-
-
 def _export(model: nn.Module, example: Inputs) -> torch.fx.GraphModule:
-    """torch.export with a dynamic batch (and sequence, for dict inputs) dimension."""
-    auto = torch.export.Dim.AUTO
-    example = _two_or_more(example)
-    if isinstance(example, torch.Tensor):
-        args, kwargs, shapes = (example,), {}, ({0: auto},)
-    else:
+    """torch.export with dynamic batch (and, for token inputs, sequence) dimensions, as `dynamic_dims` says."""
+    example = map_inputs(example, lambda t: t if t.shape[0] >= 2 else torch.cat([t, t]))  # batch 1 would be fixed
+
+    def dims(t: torch.Tensor) -> dict[int, Any]:
+        return dict.fromkeys(dynamic_dims(t), torch.export.Dim.AUTO)
+
+    if isinstance(example, dict):
         args, kwargs = (), dict(example)
-        shapes = {k: {d: auto for d in range(min(v.dim(), 2))} for k, v in kwargs.items()}
+        shapes: Any = {k: dims(v) for k, v in kwargs.items()}
+    else:
+        args, kwargs = (tuple(example) if is_tensor_tuple(example) else (example,)), {}
+        shapes = tuple(dims(t) for t in args)
     try:
         return torch.export.export(model, args, kwargs, dynamic_shapes=shapes).module()
     except Exception as exc:  # noqa: BLE001 - torch.export raises many types (UserError, Unsupported, ...)
@@ -253,6 +251,7 @@ def _reused_modules(model: nn.Module, example: Inputs) -> list[str]:
 
 def _quantizer(config: QuantConfig, qat: bool) -> Any:
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantizer import Quantizer
 
     qconfig = xiq.get_default_x86_inductor_quantization_config(is_qat=qat, reduce_range=config.reduce_range)
     quantizer = xiq.X86InductorQuantizer()
@@ -262,7 +261,32 @@ def _quantizer(config: QuantConfig, qat: bool) -> Any:
         quantizer.set_module_type_qconfig(getattr(nn, kind), qconfig)
     for name in config.nodes_to_exclude:
         quantizer.set_module_name_qconfig(name, None)
-    return quantizer
+
+    class FloatOnly(Quantizer):
+        """X86InductorQuantizer, minus its annotations of integer tensors: it annotates every add and mul, also
+        those on integer ids (RoBERTa's position ids), whose histogram observers fail on integers."""
+
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return quantizer.transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            quantizer.annotate(model)
+            for node in model.graph.nodes:
+                note = node.meta.get("quantization_annotation")
+                if note is not None and not all(map(_is_float, [*note.input_qspec_map, node])):
+                    del node.meta["quantization_annotation"]
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            quantizer.validate(model)
+
+    return FloatOnly()
+
+
+def _is_float(node: torch.fx.Node) -> bool:
+    """False when the node's value (as torch.export traced it) is a Tensor that is not floating point."""
+    value = node.meta.get("val")
+    return not isinstance(value, torch.Tensor) or value.is_floating_point()
 
 
 def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: list[Inputs],
@@ -279,7 +303,7 @@ def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: l
         prepare_qat_pt2e,
     )
 
-    source = _fold_batchnorm(model, example) if qat else copy.deepcopy(model).eval()
+    source = _fold_batchnorm(model, example)
     graph = _export(source.train(qat), example)
     try:
         prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(graph, _quantizer(config, qat))
@@ -313,17 +337,47 @@ def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: l
 
 
 def _fold_batchnorm(model: nn.Module, example: Inputs) -> nn.Module:
-    """A copy of `model` with BatchNorm folded into the layers before it (cleanai.fusion), for QAT.
+    """A copy of `model` with BatchNorm folded into the layers before it (cleanai.fusion), for PT2E.
 
-    QAT then trains the folded weights with frozen BatchNorm statistics. PT2E could instead train
-    conv + BN, but folding them at convert time re-traces over a hundred patterns (minutes on a
-    laptop CPU, whatever the model's size).
+    torchao's `prepare_pt2e` would fold every BatchNorm into the convolution before it, even when
+    that convolution's output also feeds another op (DenseNet: `cat([y, relu(bn(y))])`), which then
+    reads normalised values: outputs off by more than their range. cleanai.fusion folds only a
+    BatchNorm that alone reads its layer's output; any other becomes its frozen per-channel affine
+    map, so no BatchNorm op is left for torchao to fold (or, at convert time, to re-trace over a
+    hundred patterns for: minutes on a laptop CPU, whatever the model's size). QAT then trains the
+    folded weights with frozen BatchNorm statistics.
     """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return copy.deepcopy(model)
-    from cleanai.fusion import fuse_conv_bn
+    from cleanai.fusion import FusionError, fuse_conv_bn
 
-    return fuse_conv_bn(model, example_inputs=example)
+    try:
+        fused = fuse_conv_bn(model, example_inputs=example)
+    except FusionError:  # torch.fx could trace nothing to fold: every BatchNorm runs as its affine map
+        fused = copy.deepcopy(model).eval()
+    for name, module in list(fused.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            parent, _, attr = name.rpartition(".")
+            setattr(fused.get_submodule(parent) if parent else fused, attr, _FrozenBatchNorm(module))
+    return fused
+
+
+class _FrozenBatchNorm(nn.Module):
+    """An eval-mode BatchNorm as the per-channel affine map it is: training leaves its statistics as they were."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale = torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+            scale = scale * bn.weight if bn.weight is not None else scale
+            shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0)  # type: ignore[operator]
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        # One op: X86InductorQuantizer's QAT patterns take a conv's mul + add for conv-bn-add and fail on it.
+        return torch.addcmul(self.shift.view(shape), x, self.scale.view(shape))
 
 
 def _check_training_data(train_data: Iterable[Any] | None) -> None:
@@ -355,8 +409,9 @@ class TorchQuantizer:
     """Builds torch-backend variants of one model; the same interface as `OrtQuantizer` for the accuracy search."""
 
     def __init__(self, model: nn.Module, example: Inputs | None, calib_inputs: list[Inputs], name: str | None = None,
-                 train_data: Iterable[Any] | None = None) -> None:
+                 train_data: Iterable[Any] | None = None, probe: Probe | None = None) -> None:
         self.model = model
+        self.probe = probe  # what each result is checked on against fp32
         self.example = example
         self.calib_inputs = calib_inputs
         self.train_data = train_data

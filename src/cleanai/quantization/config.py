@@ -81,6 +81,11 @@ class QuantConfig(BaseModel):
       runnable by ONNX Runtime's CPU provider only. `disable` keeps the portable QDQ graph, for other
       execution providers (TensorRT, OpenVINO, QNN) or tools that read QDQ.
     - `qat_training`: the Trainer settings of quantization-aware fine-tuning.
+    - The check every result passes (`cleanai.quantization.check`): the logits of the quantized model
+      against fp32's on the last `check_batches` calibration batches, held back from calibration
+      (without calib: the example inputs). Below `min_sqnr_db` (output SQNR, dB) or
+      `min_top1_agreement` (share of samples keeping their top-1 class) it warns
+      (`QuantizationAccuracyWarning`); with `strict=True` it refuses (`QuantizationError`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -103,6 +108,10 @@ class QuantConfig(BaseModel):
     opset: int | None = None
     ort_optimization: Literal["disable", "basic", "extended"] = "extended"
     qat_training: TrainConfig = Field(default_factory=_default_qat_training)
+    check_batches: int = 2
+    min_sqnr_db: float = 15.0
+    min_top1_agreement: float = 0.8
+    strict: bool = False
 
     @field_validator("percentile")
     @classmethod
@@ -116,6 +125,20 @@ class QuantConfig(BaseModel):
     def _positive_batches(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
             raise ValueError(f"calibration_batches must be None (all batches) or an integer >= 1, got {value}")
+        return value
+
+    @field_validator("check_batches")
+    @classmethod
+    def _positive_check_batches(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"check_batches must be an integer >= 1 (batches the result is checked on), got {value}")
+        return value
+
+    @field_validator("min_top1_agreement")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError(f"min_top1_agreement must be a fraction in [0, 1], got {value}")
         return value
 
     @field_validator("op_types")

@@ -27,6 +27,7 @@ from torch import nn
 from cleanai.quantization._common import Inputs, check_quantizable
 from cleanai.quantization.affine import quantization_error
 from cleanai.quantization.api import make_quantizer
+from cleanai.quantization.check import measure
 from cleanai.quantization.config import CALIBRATIONS, QuantConfig, QuantizationError
 from cleanai.runtime import Evaluation, Runner, artifact_bytes, evaluate
 
@@ -201,6 +202,8 @@ class _Search:
         self.result.attempts.append(attempt)
         try:
             runner = self.quantizer.build(config)
+            if self.quantizer.probe is not None:  # kept on the runner: its SQNR against fp32 shows in its rows
+                measure(runner, self.quantizer.probe, f"quantize ({config.describe()})")
         except QuantizationError as exc:
             attempt.error = str(exc)
             return False

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai._batches import is_tensor_tuple
+
 # thop rules for layers that are no multiply-accumulate products (see the module docstring): counted as zero.
 _NOT_PRODUCTS = ("count_normalization", "count_prelu", "count_softmax", "count_avgpool", "count_adap_avgpool",
                  "count_upsample", "count_embedding")
@@ -36,7 +38,8 @@ class _KeywordCall(nn.Module):
         return self.model(**dict(zip(self.names, values)))
 
 
-def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
+def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...]
+               ) -> int | None:
     """MACs of one forward pass on `example_inputs` (the whole batch, not per sample), as the module docstring
     defines them.
 
@@ -52,7 +55,7 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, tor
         names = tuple(example_inputs)
         clone, args = _KeywordCall(clone, names), tuple(example_inputs[n] for n in names)
     else:
-        args = (example_inputs,)
+        args = tuple(example_inputs) if is_tensor_tuple(example_inputs) else (example_inputs,)
     not_products = {kind: zero_ops for kind, rule in register_hooks.items() if rule.__name__ in _NOT_PRODUCTS}
     macs, _ = profile(clone, inputs=args, custom_ops=not_products, verbose=False)
     return int(macs) or None
@@ -68,7 +71,8 @@ _UNCOUNTED = {"ConvTranspose", "QLinearConvTranspose", "Einsum", "Attention", "M
               "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"}
 
 
-def count_onnx_macs(model: Any, example_inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> int | None:
+def count_onnx_macs(model: Any, example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...]
+                    ) -> int | None:
     """MACs of one run of the ONNX `model` (a ModelProto) on `example_inputs`, as the module docstring defines them.
 
     The shapes are those of a real run: the graph is run once in ONNX Runtime on the example with
@@ -98,7 +102,7 @@ def count_onnx_macs(model: Any, example_inputs: torch.Tensor | Mapping[str, torc
     return total or None
 
 
-def _run_shapes(model: Any, example_inputs: torch.Tensor | Mapping[str, torch.Tensor],
+def _run_shapes(model: Any, example_inputs: torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
                 names: set[str]) -> dict[str, list[int]]:
     """The shapes of the values `names` when `model` runs on `example_inputs` (initializers read, not run)."""
     import numpy as np
@@ -108,7 +112,11 @@ def _run_shapes(model: Any, example_inputs: torch.Tensor | Mapping[str, torch.Te
     shapes = {t.name: list(t.dims) for t in model.graph.initializer if t.name in names}
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
-    feeds = dict(example_inputs) if isinstance(example_inputs, Mapping) else {inputs[0].name: example_inputs}
+    if isinstance(example_inputs, Mapping):
+        feeds = dict(example_inputs)
+    else:  # positional inputs (one tensor, or a tuple of them) in the graph's input order
+        values = example_inputs if is_tensor_tuple(example_inputs) else (example_inputs,)
+        feeds = {graph_input.name: value for graph_input, value in zip(inputs, values)}
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     outputs = sorted(names - set(shapes) - {v.name for v in exposed.graph.output})

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from cleanai._batches import logits_of
-from cleanai.errors import CleanAIError
+from cleanai._batches import call_model, is_tensor_tuple, logits_of
+from cleanai.errors import CleanAIError, InputError
 from cleanai.export import ExportError, export_onnx
 from cleanai.export.session import create_session
 from cleanai.io import atomic_path, save_safetensors
 from cleanai.registry import accepted_kwargs
 from cleanai.runtime.flops import count_macs, count_onnx_macs
 
-Inputs = torch.Tensor | Mapping[str, torch.Tensor] | list[str]
+Inputs = torch.Tensor | Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...] | list[str]
 
 
 class BenchmarkError(CleanAIError, RuntimeError):
@@ -89,9 +89,9 @@ class TorchRunner:
         accepted = accepted_kwargs(model.forward)
         self.input_names = None if accepted is None else tuple(accepted)
 
-    def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, inputs: Inputs) -> torch.Tensor:
         with torch.inference_mode():
-            out = self.model(**inputs) if isinstance(inputs, Mapping) else self.model(inputs)
+            out = call_model(self.model, inputs)
         return _as_logits(out, self.name)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -184,7 +184,9 @@ class OrtRunner:
         return create_session(self._source, threads=self.threads, graph_optimization=self.graph_optimization,
                               providers=self.providers)
 
-    def __call__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, inputs: Inputs) -> torch.Tensor:
+        if is_tensor_tuple(inputs) and len(inputs) == len(self.input_names):
+            inputs = dict(zip(self.input_names, inputs))  # positional inputs, in the graph's input order
         if isinstance(inputs, Mapping):
             missing = [n for n in self.input_names if n not in inputs]
             if missing:
@@ -198,7 +200,8 @@ class OrtRunner:
         else:
             raise ValueError(
                 f"runner {self.name!r}: the ONNX graph takes {list(self.input_names)}; pass a dict with those "
-                f"names, not a single {type(inputs).__name__}"
+                f"names or a tuple of {len(self.input_names)} Tensors in that order, not "
+                + (f"{len(inputs)} values" if isinstance(inputs, (tuple, list)) else f"a single {type(inputs).__name__}")
             )
         arrays = {n: self._to_numpy(n, v) for n, v in feed.items()}
         return torch.from_numpy(self._session.run(None, arrays)[0])
@@ -291,6 +294,7 @@ class TextClassifierRunner:
         self.provider = inner.provider
         self.oos_index = oos_index
         self.oos_threshold = oos_threshold
+        self.quant_check = getattr(inner, "quant_check", None)  # how close a quantized inner runner is to fp32
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
@@ -369,8 +373,9 @@ def as_runner(obj: Runner | nn.Module) -> Runner:
     if not isinstance(obj, Runner):
         needed = ("name", "backend", "provider", "__call__", "save", "set_threads", "num_params", "macs")
         missing = [m for m in needed if not hasattr(obj, m)]
-        raise TypeError(
-            f"{type(obj).__name__} is not a Runner (missing {missing}); wrap a model in TorchRunner or OrtRunner"
+        raise InputError(
+            f"{type(obj).__name__} is not a Runner (missing {missing}); pass an nn.Module, or wrap a model in "
+            "TorchRunner or OrtRunner"
         )
     return obj
 

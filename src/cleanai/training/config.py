@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cleanai._batches import call_model, logits_of, split_batch
+from cleanai._validate import describe
+from cleanai.errors import ConfigError
 from cleanai.registry import check_kwargs
 from cleanai.training.losses import LOSSES
 from cleanai.metrics import METRICS
@@ -129,10 +135,84 @@ class TrainConfig(BaseModel):
         elif self.scheduler_kwargs:
             raise ValueError(f"scheduler_kwargs {self.scheduler_kwargs} given but scheduler is None; "
                              f"choose one of: {', '.join(SCHEDULERS.names())}")
+        if (self.scheduler is not None and self.scheduler_interval == "step"
+                and SCHEDULERS.get(self.scheduler).factory is ReduceLROnPlateau):
+            raise ValueError(f"scheduler {self.scheduler!r} follows the monitored value, which exists once per epoch; "
+                             "scheduler_interval='step' is not possible (leave it unset)")
         if self.resume is True and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt); "
                              "or set resume to a checkpoint file path")
+        _build_once(self)
         return self
+
+
+def _build_once(cfg: TrainConfig) -> None:
+    """Build the optimizer, loss and scheduler on a dummy parameter and step them twice, so a setting that
+    only breaks when used (`scheduler_kwargs: {step_size: 0}`) fails at load time, not after an epoch."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    what = f"optimizer {cfg.optimizer!r} with lr={cfg.lr}, optimizer_kwargs={cfg.optimizer_kwargs}"
+    try:
+        optimizer = OPTIMIZERS.create(cfg.optimizer, [param], **{"lr": cfg.lr, **cfg.optimizer_kwargs})
+        what = f"loss {cfg.loss!r} with loss_kwargs={cfg.loss_kwargs}"
+        LOSSES.create(cfg.loss, **cfg.loss_kwargs)
+        if cfg.scheduler is None:
+            return
+        what = f"scheduler {cfg.scheduler!r} with scheduler_kwargs={cfg.scheduler_kwargs}"
+        spec = SCHEDULERS.get(cfg.scheduler)
+        kwargs = dict(cfg.scheduler_kwargs)
+        if spec.horizon is not None:  # the Trainer fills it from the run length: any length that fits will do
+            kwargs.setdefault(spec.horizon, cfg.epochs * (1 if (cfg.scheduler_interval or spec.interval) == "epoch"
+                                                          else 1_000_000))
+        scheduler = spec(optimizer, **kwargs)
+        for _ in range(2):
+            param.grad = torch.zeros_like(param)
+            optimizer.step()
+            scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+    except Exception as exc:  # whatever the factory raises, the settings are what is wrong
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{what} fails when used: {type(exc).__name__}: {reason}") from None
+
+
+def check_run(config: TrainConfig, model: nn.Module, batch: Any, *, has_val: bool = True) -> None:
+    """Before any epoch: the device exists, the loss and metrics accept the model's logits and the targets of
+    one batch, and the monitored value is produced when something watches it. Raises `ConfigError`."""
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device!r} but this torch has no CUDA device; use 'auto' or 'cpu'")
+    inputs, targets = split_batch(batch)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            logits = logits_of(call_model(model.eval(), inputs))
+    finally:
+        model.train(was_training)
+    shapes = f"logits {tuple(logits.shape)} and targets {describe(targets)}"
+    try:
+        with warnings.catch_warnings():  # torch warns before it fails on shapes; the error below says it once
+            warnings.simplefilter("ignore")
+            LOSSES.create(config.loss, **config.loss_kwargs)(logits, targets)
+    except Exception as exc:  # the loss's own complaint says what it expected
+        raise ConfigError(f"loss {config.loss!r} does not fit this model and data ({shapes}): "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    names = []
+    for spec in config.metrics:
+        name, kwargs = metric_name_and_kwargs(spec)
+        metric = METRICS.create(name, **kwargs)
+        try:
+            metric.reset()
+            metric.update(logits, targets)
+            metric.compute()
+        except Exception as exc:
+            raise ConfigError(f"metric {spec!r} does not fit this model and data ({shapes}): "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        names.append(metric.name)
+    produced = ["train_loss", *(["val_loss", *(f"val_{n}" for n in names)] if has_val else [])]
+    watchers = [what for what, on in (("early_stopping_patience", config.early_stopping_patience),
+                                      ("restore_best_weights", config.restore_best_weights),
+                                      ("reduce_on_plateau", config.scheduler is not None
+                                       and SCHEDULERS.get(config.scheduler).factory is ReduceLROnPlateau)) if on]
+    if watchers and config.monitor not in produced:
+        raise ConfigError(f"monitor {config.monitor!r}, watched by {', '.join(watchers)}, is not produced by this "
+                          f"run; choose one of: {', '.join(produced)}")
 
 
 def _check_kwargs(field: str, kind: str, name: str, factory: Any, kwargs: dict[str, Any], positional: int = 0) -> None:
