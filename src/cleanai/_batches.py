@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.errors import DataError
+from cleanai.errors import DataError, InputError
 
 Batch = Any
 
@@ -99,7 +99,7 @@ def logits_of(output: Any) -> torch.Tensor:
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
-    raise TypeError(f"the model returned a {type(output).__name__}; expected a Tensor of logits or an "
+    raise InputError(f"the model returned a {type(output).__name__}; expected a Tensor of logits or an "
                     "object with a .logits Tensor")
 
 

@@ -37,3 +37,7 @@ class ConfigError(CleanAIError, ValueError):
 
 class InputError(CleanAIError, ValueError, TypeError):
     """A model or its example input does not fit what a function needs (None, wrong type, shape or modality)."""
+
+
+class MissingFileError(CleanAIError, FileNotFoundError):
+    """A file the caller named (an ONNX graph, a rows file) does not exist."""

@@ -19,7 +19,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, InputError
 
 # (layer type, BatchNorm type) pairs that fold; a Linear folds only into BatchNorm1d over its features.
 FOLDABLE: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
@@ -60,7 +60,7 @@ def fuse_conv_bn(model: nn.Module, inplace: bool = False, *, example_inputs: Exa
     one); a largest absolute difference above `atol` times max(1, the output's magnitude) raises.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"fuse_conv_bn needs a torch.nn.Module, got {type(model).__name__}")
+        raise InputError(f"fuse_conv_bn needs a torch.nn.Module, got {type(model).__name__}")
     inputs = _example_inputs(model, example_inputs)
     was_training = model.training
     try:

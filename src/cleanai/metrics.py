@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from cleanai.registry import Registry
+from cleanai.errors import ConfigError
 
 
 def _predictions(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -71,7 +72,7 @@ class TopKAccuracy(Metric):
 
     def __init__(self, k: int = 5) -> None:
         if k < 1:
-            raise ValueError(f"top_k needs k >= 1, got k={k}")
+            raise ConfigError(f"top_k needs k >= 1, got k={k}")
         self.k = k
         self.name = f"top_{k}"
         self.reset()
@@ -82,7 +83,7 @@ class TopKAccuracy(Metric):
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         if logits.ndim != 2 or logits.shape[1] < self.k:
-            raise ValueError(f"top_k with k={self.k} needs logits of shape (N, C) with C >= {self.k}, "
+            raise ConfigError(f"top_k with k={self.k} needs logits of shape (N, C) with C >= {self.k}, "
                              f"got {tuple(logits.shape)}")
         top = logits.topk(self.k, dim=1).indices
         self.correct = self.correct + (top == targets.reshape(-1, 1)).any(dim=1).sum()
@@ -105,7 +106,7 @@ class _ConfusionMetric(Metric):
         preds, classes = _predictions(logits)
         counts = torch.bincount(targets.reshape(-1).long() * classes + preds, minlength=classes * classes)
         if counts.numel() != classes * classes:
-            raise ValueError(f"{self.name}: targets must be class indices in [0, {classes}), "
+            raise ConfigError(f"{self.name}: targets must be class indices in [0, {classes}), "
                              f"got values up to {int(targets.max())}")
         counts = counts.reshape(classes, classes)
         self.confusion = counts if self.confusion is None else self.confusion + counts
@@ -113,7 +114,7 @@ class _ConfusionMetric(Metric):
     def _per_class(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """True positives, predicted counts and true counts of the classes seen in targets or predictions."""
         if self.confusion is None:
-            raise ValueError(f"{self.name}: compute() called before any update()")
+            raise ConfigError(f"{self.name}: compute() called before any update()")
         cm = self.confusion.double().cpu()
         tp, predicted, actual = cm.diagonal(), cm.sum(dim=0), cm.sum(dim=1)
         seen = (predicted + actual) > 0

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
-from cleanai.errors import UnknownArgumentError, UnknownNameError
+from cleanai.errors import ConfigError, UnknownArgumentError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class Registry(Generic[T]):
         def add(item: T) -> T:
             key = self._key(name or getattr(item, "__name__"))
             if key in self._items and not override:
-                raise ValueError(f"{self.kind} {key!r} is already registered; pass override=True to replace it")
+                raise ConfigError(f"{self.kind} {key!r} is already registered; pass override=True to replace it")
             self._items[key] = item
             return item
 

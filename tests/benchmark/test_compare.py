@@ -17,7 +17,7 @@ from cleanai.benchmark import (
     plot_metrics,
     save_rows,
 )
-from cleanai.errors import UnknownNameError
+from cleanai.errors import ConfigError, UnknownNameError
 
 
 def _row(name: str, accuracy: float, size_mb: float, p50: float, **extra) -> Measurement:
@@ -160,7 +160,7 @@ def test_compare_runners_refuses_what_it_cannot_compare(cnn, cnn_loader):
         compare_runners([cnn, cnn], cnn_loader, config)
     with pytest.raises(UnknownNameError, match="baseline 'b' is not a runner name; names: a"):
         compare_runners({"a": cnn}, cnn_loader, config, baseline="b")
-    with pytest.raises(IndexError, match="baseline index 2 is out of range for 1 runners"):
+    with pytest.raises(ConfigError, match="baseline index 2 is out of range for 1 runners"):
         compare_runners({"a": cnn}, cnn_loader, config, baseline=2)
     rows = compare_runners({"a": cnn, "b": cnn}, cnn_loader, config, repeats=1, baseline="b", show=False)
     assert [(r.name, r.rounds, r.speedup_baseline) for r in rows] == [("a", 1, "b"), ("b", 1, "b")]

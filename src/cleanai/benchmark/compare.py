@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cleanai.benchmark.performance import BenchmarkConfig, Measurement, PerformanceBenchmark
-from cleanai.errors import UnknownNameError
+from cleanai.errors import ConfigError, MissingFileError, UnknownNameError
 from cleanai.io import atomic_open, atomic_path, write_json
 from cleanai.runtime import BenchmarkError, Runner
 
@@ -34,7 +34,7 @@ _NESTED = ("metrics", "versions")  # dict fields, stored in CSV as flat "metrics
 def _rows(rows: RowsLike) -> list[Measurement]:
     out = [r if isinstance(r, Measurement) else Measurement.model_validate(r) for r in rows]
     if not out:
-        raise ValueError("no rows given: pass at least one Measurement")
+        raise ConfigError("no rows given: pass at least one Measurement")
     return out
 
 
@@ -161,7 +161,7 @@ def _index(names: list[str], baseline: str | int, what: str) -> int:
     """The baseline's position among the `what`s called `names`, given by name or (possibly negative) index."""
     if isinstance(baseline, int):
         if not -len(names) <= baseline < len(names):
-            raise IndexError(f"baseline index {baseline} is out of range for {len(names)} {what}s")
+            raise ConfigError(f"baseline index {baseline} is out of range for {len(names)} {what}s")
         return baseline % len(names)
     if baseline not in names:
         raise UnknownNameError(f"baseline {baseline!r} is not a {what} name; names: {', '.join(names)}")
@@ -205,7 +205,7 @@ def save_rows(rows: RowsLike, path: str | os.PathLike[str]) -> Path:
             writer.writeheader()
             writer.writerows(flat)
     else:
-        raise ValueError(f"cannot save rows to {str(path)!r}: suffix {path.suffix!r} not supported; use .json or .csv")
+        raise ConfigError(f"cannot save rows to {str(path)!r}: suffix {path.suffix!r} not supported; use .json or .csv")
     return path
 
 
@@ -213,14 +213,14 @@ def load_rows(path: str | os.PathLike[str]) -> list[Measurement]:
     """Read rows written by `save_rows` (JSON or CSV, chosen by suffix)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"rows file {str(path)!r} does not exist")
+        raise MissingFileError(f"rows file {str(path)!r} does not exist")
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         return _rows(data if isinstance(data, list) else [data])
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
             return _rows(_unflatten(row) for row in csv.DictReader(fh))
-    raise ValueError(f"cannot load rows from {str(path)!r}: suffix {path.suffix!r} not supported; use .json or .csv")
+    raise ConfigError(f"cannot load rows from {str(path)!r}: suffix {path.suffix!r} not supported; use .json or .csv")
 
 
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:

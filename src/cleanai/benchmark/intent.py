@@ -20,6 +20,7 @@ from cleanai.benchmark.performance import BenchmarkConfig, Measurement, benchmar
 from cleanai.runtime import OrtRunner, TextClassifierRunner, TorchRunner
 from cleanai.data.text import TextDataset, raw_text_collate
 from cleanai.metrics import get_metric
+from cleanai.errors import InputError
 
 INTENT_METRICS = ("accuracy", "in_scope_accuracy", "oos_recall")
 VARIANTS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")
@@ -33,7 +34,7 @@ def intent_variants(model: Any, name: str, workdir: str | os.PathLike[str], vari
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        raise InputError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     model = model.eval()
     work = Path(workdir)
     example = model.encode(["What is the pin number for my account?", "hi"], max_length=max_length)
@@ -73,7 +74,7 @@ def measure_intent(runner: TextClassifierRunner, test: Iterable[Any], val: Itera
     `whole_split=False` marks the row as measured on part of the test split.
     """
     if runner.oos_index is None:
-        raise ValueError(f"runner {runner.name!r} needs oos_index for intent metrics")
+        raise InputError(f"runner {runner.name!r} needs oos_index for intent metrics")
     config = config or BenchmarkConfig(progress=False)
     threshold = runner.tune_oos_threshold(val) if val is not None else None
     shipped, as_class, labels = [], [], []
@@ -83,7 +84,7 @@ def measure_intent(runner: TextClassifierRunner, test: Iterable[Any], val: Itera
         shipped.append(runner.answer(logits, texts))
         labels.append(torch.as_tensor(targets))
     if not labels:
-        raise ValueError("measure_intent got an empty test split")
+        raise InputError("measure_intent got an empty test split")
     y = torch.cat(labels)
     scores = intent_scores(torch.cat(shipped), y, runner.oos_index)
     scores.update({f"{k}_oos_class": v for k, v in intent_scores(torch.cat(as_class), y, runner.oos_index).items()})

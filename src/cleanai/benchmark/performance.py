@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from cleanai._batches import batch_len, is_tensor_tuple, split_batch
 from cleanai._finite import check_finite
 from cleanai._platform import cpu_flags, cpu_name
-from cleanai.errors import DataError
+from cleanai.errors import DataError, InputError
 from cleanai.metrics import get_metric
 from cleanai.runtime import OrtRunner, Runner, artifact_bytes, as_runner, checked_logits, evaluate
 
@@ -62,21 +62,21 @@ class BenchmarkConfig(BaseModel):
     @classmethod
     def _positive(cls, value: int, info: Any) -> int:
         if value < 1:
-            raise ValueError(f"{info.field_name} must be an integer >= 1, got {value}")
+            raise InputError(f"{info.field_name} must be an integer >= 1, got {value}")
         return value
 
     @field_validator("warmup", "throughput_runs")
     @classmethod
     def _non_negative(cls, value: int, info: Any) -> int:
         if value < 0:
-            raise ValueError(f"{info.field_name} must be an integer >= 0, got {value}")
+            raise InputError(f"{info.field_name} must be an integer >= 0, got {value}")
         return value
 
     @field_validator("threads", "max_eval_batches")
     @classmethod
     def _positive_or_none(cls, value: int | None, info: Any) -> int | None:
         if value is not None and value < 1:
-            raise ValueError(f"{info.field_name} must be None or an integer >= 1, got {value}")
+            raise InputError(f"{info.field_name} must be None or an integer >= 1, got {value}")
         return value
 
 

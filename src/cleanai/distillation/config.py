@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, ConfigError
 from cleanai.training import TrainConfig
 
 
@@ -45,7 +45,7 @@ class DistillConfig(BaseModel):
     @classmethod
     def _alpha(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (the weight of the hard-label loss; 1 - alpha goes to the "
+            raise ConfigError(f"alpha must be in [0, 1] (the weight of the hard-label loss; 1 - alpha goes to the "
                              f"teacher's soft targets), got {value!r}")
         return value
 
@@ -53,13 +53,13 @@ class DistillConfig(BaseModel):
     @classmethod
     def _temperature(cls, value: float) -> float:
         if not value > 0:
-            raise ValueError(f"temperature must be > 0 (1 keeps the logits as they are, 2-4 is usual), got {value!r}")
+            raise ConfigError(f"temperature must be > 0 (1 keeps the logits as they are, 2-4 is usual), got {value!r}")
         return value
 
     @model_validator(mode="after")
     def _cache_only_for_logits(self) -> DistillConfig:
         if self.cache_dir is not None and self.intermediate:
-            raise ValueError("cache_dir caches teacher logits only, but hidden_weight/attention_weight also need the "
+            raise ConfigError("cache_dir caches teacher logits only, but hidden_weight/attention_weight also need the "
                              "teacher's hidden states every step; drop cache_dir or the intermediate losses")
         return self
 

@@ -23,6 +23,7 @@ from transformers import Trainer, TrainingArguments
 from cleanai.distillation.config import DistillConfig
 from cleanai.distillation.distiller import TeacherModeWarning, check_compatible
 from cleanai.distillation.losses import kd_loss
+from cleanai.errors import InputError
 
 
 @dataclass
@@ -43,7 +44,7 @@ class DistillationTrainer(Trainer):
     def __init__(self, *args: Any, teacher_model: nn.Module, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, DistillationTrainingArguments):
-            raise TypeError(f"DistillationTrainer needs DistillationTrainingArguments (alpha, temperature), got "
+            raise InputError(f"DistillationTrainer needs DistillationTrainingArguments (alpha, temperature), got "
                             f"{type(self.args).__name__}")
         check_compatible(self.model, teacher_model)
         if teacher_model.training:

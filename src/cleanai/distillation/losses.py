@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cleanai.errors import ConfigError
+
 Reduction = Literal["mean", "sum", "none"]
 
 
@@ -25,7 +27,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     serve callers that normalise themselves (gradient accumulation over a known number of samples).
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+        raise ConfigError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ in shape; both must be (batch, classes)")
     teacher_logits = teacher_logits.detach().to(student_logits.dtype)
     per_sample = alpha * F.cross_entropy(student_logits, targets, reduction="none") if alpha else 0.0
@@ -45,7 +47,7 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     3 of 6 -> [1, 3, 5]: student layer m (1-based) learns from teacher layer m * teacher/student, as in TinyBERT.
     """
     if not 0 < student_layers <= teacher_layers:
-        raise ValueError(f"a uniform layer map needs 0 < student layers <= teacher layers, got "
+        raise ConfigError(f"a uniform layer map needs 0 < student layers <= teacher layers, got "
                          f"{student_layers} student and {teacher_layers} teacher layers")
     return [(m + 1) * teacher_layers // student_layers - 1 for m in range(student_layers)]
 
@@ -72,7 +74,7 @@ class IntermediateLoss(nn.Module):
                  attention_weight: float = 0.0) -> None:
         super().__init__()
         if projection == "identity" and student_width != teacher_width:
-            raise ValueError(f"projection='identity' needs equal hidden sizes, got student {student_width} and "
+            raise ConfigError(f"projection='identity' needs equal hidden sizes, got student {student_width} and "
                              f"teacher {teacher_width}; use projection='learned'")
         self.layer_map = list(layer_map)
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight

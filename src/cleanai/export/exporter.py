@@ -26,7 +26,7 @@ from torch import nn
 
 from cleanai._batches import dynamic_dims
 from cleanai._validate import check_model, check_model_input
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, InputError
 from cleanai.export.diagnosis import diagnose
 from cleanai.export.session import create_session
 from cleanai.io import staging_dir
@@ -95,11 +95,11 @@ def export_onnx(
     """
     check_model(model, "export_onnx")
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter={exporter!r} is not a torch ONNX exporter; allowed: {', '.join(EXPORTERS)}")
+        raise InputError(f"exporter={exporter!r} is not a torch ONNX exporter; allowed: {', '.join(EXPORTERS)}")
     if not atol >= 0:
-        raise ValueError(f"atol={atol!r} must be a non-negative number (the largest tolerated absolute difference)")
+        raise InputError(f"atol={atol!r} must be a non-negative number (the largest tolerated absolute difference)")
     if not rtol >= 0:
-        raise ValueError(f"rtol={rtol!r} must be a non-negative number (the tolerated difference per unit of the "
+        raise InputError(f"rtol={rtol!r} must be a non-negative number (the tolerated difference per unit of the "
                          "largest output magnitude)")
     target = Path(path)
     args, kwargs, input_names = _arrange_inputs(model, example_inputs)
@@ -155,7 +155,7 @@ def _arrange_inputs(model: nn.Module, example: Any) -> tuple[tuple[torch.Tensor,
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = [k for k in example if k not in params]
         if unknown and not takes_any:
-            raise ValueError(f"example_inputs keys {unknown} are not parameters of {type(model).__name__}.forward; "
+            raise InputError(f"example_inputs keys {unknown} are not parameters of {type(model).__name__}.forward; "
                              f"it takes: {', '.join(params)}")
         order = [k for k in params if k in example] + unknown
         return (), {k: example[k] for k in order}, order
@@ -165,14 +165,14 @@ def _arrange_inputs(model: nn.Module, example: Any) -> tuple[tuple[torch.Tensor,
                       if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         names = positional[: len(example)] if len(positional) >= len(example) else []
         return tuple(example), {}, names or [f"input_{i}" for i in range(len(example))]
-    raise TypeError(f"example_inputs must be a Tensor, a non-empty tuple of Tensors or a dict of Tensors, "
+    raise InputError(f"example_inputs must be a Tensor, a non-empty tuple of Tensors or a dict of Tensors, "
                     f"got {type(example).__name__}")
 
 
 def _check_tensors(values: Any, what: str) -> None:
     bad = [type(v).__name__ for v in values if not isinstance(v, torch.Tensor)]
     if bad:
-        raise TypeError(f"{what} must all be Tensors; got {', '.join(bad)}")
+        raise InputError(f"{what} must all be Tensors; got {', '.join(bad)}")
 
 
 def _call(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor]) -> Any:

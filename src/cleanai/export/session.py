@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cleanai.io import atomic_path
+from cleanai.errors import ConfigError, MissingFileError
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -34,7 +35,7 @@ _TRANSFORMER_KEYS = ("model_type", "num_heads", "hidden_size")
 
 def _check_level(name: str, level: str, allowed: Sequence[str] = GRAPH_OPTIMIZATIONS) -> None:
     if level not in allowed:
-        raise ValueError(f"{name}={level!r} is not an ONNX Runtime optimisation level; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"{name}={level!r} is not an ONNX Runtime optimisation level; allowed: {', '.join(allowed)}")
 
 
 def create_session(
@@ -56,17 +57,17 @@ def create_session(
     available = ort.get_available_providers()
     unknown = [p for p in providers if p not in available]
     if not providers or unknown:
-        raise ValueError(
+        raise ConfigError(
             f"providers={list(providers)!r}: {unknown or 'empty list'} not available in this onnxruntime; "
             f"available: {', '.join(available)}"
         )
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads={threads!r} must be a positive integer, or None for ONNX Runtime's default")
+        raise ConfigError(f"threads={threads!r} must be a positive integer, or None for ONNX Runtime's default")
     if isinstance(path_or_bytes, (bytes, bytearray)):
         model: str | bytes = bytes(path_or_bytes)
     else:
         if not Path(path_or_bytes).is_file():
-            raise FileNotFoundError(f"ONNX model {str(path_or_bytes)!r} does not exist (expected a .onnx file)")
+            raise MissingFileError(f"ONNX model {str(path_or_bytes)!r} does not exist (expected a .onnx file)")
         model = str(path_or_bytes)
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[graph_optimization])
@@ -95,7 +96,7 @@ def optimize_onnx(
     """
     source, target = Path(path), Path(out_path)
     if not source.is_file():
-        raise FileNotFoundError(f"ONNX model {str(source)!r} does not exist (expected a .onnx file)")
+        raise MissingFileError(f"ONNX model {str(source)!r} does not exist (expected a .onnx file)")
     if transformer is None:
         _check_level("level", level)
         with atomic_path(target) as tmp:
@@ -110,18 +111,18 @@ def _optimize_transformer(source: Path, target: Path, level: str, transformer: M
     _check_level("level", level, tuple(_TRANSFORMER_OPT_LEVELS))
     unknown = sorted(set(transformer) - set(_TRANSFORMER_KEYS))
     if unknown or "model_type" not in transformer:
-        raise ValueError(
+        raise ConfigError(
             f"transformer={dict(transformer)!r}: " + (f"unknown key(s) {unknown}" if unknown else "'model_type' missing")
             + f"; allowed keys: {', '.join(_TRANSFORMER_KEYS)} (model_type required)"
         )
     model_type = transformer["model_type"]
     if model_type not in optimizer.MODEL_TYPES:
-        raise ValueError(f"transformer model_type={model_type!r} is not known to onnxruntime.transformers; "
+        raise ConfigError(f"transformer model_type={model_type!r} is not known to onnxruntime.transformers; "
                          f"allowed: {', '.join(optimizer.MODEL_TYPES)}")
     sizes = {k: transformer.get(k, 0) for k in ("num_heads", "hidden_size")}
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"transformer {key}={value!r} must be a non-negative integer (0: detect from the graph)")
+            raise ConfigError(f"transformer {key}={value!r} must be a non-negative integer (0: detect from the graph)")
     optimized = optimizer.optimize_model(str(source), model_type=model_type, opt_level=_TRANSFORMER_OPT_LEVELS[level],
                                          use_gpu=False, **sizes)
     fused = optimized.get_fused_operator_statistics()

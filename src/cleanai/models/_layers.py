@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from cleanai.errors import ConfigError
+
 
 class ConvBNAct(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> activation, keyed `0`, `1`, `2` like torchvision's Conv2dNormActivation."""
@@ -21,7 +23,7 @@ def check_positive_int(model: str, **values: object) -> None:
     """Raise a ValueError naming the argument if any of `values` is not a positive int."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{model}: {name} must be a positive integer, got {value!r}")
+            raise ConfigError(f"{model}: {name} must be a positive integer, got {value!r}")
 
 
 def init_conv_bn(module: nn.Module, conv_mode: str = "fan_out") -> None:

@@ -7,6 +7,7 @@ from torch import nn
 
 from cleanai.models._factory import MODELS
 from cleanai.models._layers import ConvBNAct, check_positive_int, init_conv_bn
+from cleanai.errors import ConfigError
 
 # (expand ratio t, output channels c, repeats n, first stride s), as in the paper's Table 2.
 _SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -51,9 +52,9 @@ class MobileNetV2(nn.Module):
         super().__init__()
         check_positive_int("MobileNetV2", num_classes=num_classes, in_channels=in_channels)
         if not (isinstance(width_mult, (int, float)) and width_mult > 0):
-            raise ValueError(f"MobileNetV2: width_mult must be a positive number, got {width_mult!r}")
+            raise ConfigError(f"MobileNetV2: width_mult must be a positive number, got {width_mult!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"MobileNetV2: dropout must be in [0, 1), got {dropout!r}")
+            raise ConfigError(f"MobileNetV2: dropout must be in [0, 1), got {dropout!r}")
         self.num_classes = num_classes
         self.input_size = (in_channels, 32, 32) if small_input else (in_channels, 224, 224)
         channels = make_divisible(32 * width_mult)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cleanai.errors import CheckpointError
+from cleanai.errors import CheckpointError, ConfigError
 from cleanai.models._factory import MODELS, PRETRAINED
 from cleanai.models._layers import check_positive_int
 
@@ -29,7 +29,7 @@ class PadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 2) -> None:
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(f"PadShortcut: out_channels ({out_channels}) must be >= in_channels ({in_channels})")
+            raise ConfigError(f"PadShortcut: out_channels ({out_channels}) must be >= in_channels ({in_channels})")
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         check_positive_int("CifarResNet", depth=depth, num_classes=num_classes, in_channels=in_channels)
         if (depth - 2) % 6:
-            raise ValueError(f"CifarResNet: depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+            raise ConfigError(f"CifarResNet: depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
         n = (depth - 2) // 6
         self.depth, self.num_classes = depth, num_classes
         self.input_size = (in_channels, 32, 32)

@@ -9,6 +9,7 @@ from torch import nn
 
 from cleanai.models._factory import MODELS
 from cleanai.models._layers import ConvBNAct, check_positive_int, init_conv_bn
+from cleanai.errors import ConfigError
 
 
 class SmallCNN(nn.Module):
@@ -21,7 +22,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         check_positive_int("small_cnn", in_channels=in_channels, num_classes=num_classes, image_size=image_size)
         if not channels:
-            raise ValueError("small_cnn: channels must list at least one width, got an empty sequence")
+            raise ConfigError("small_cnn: channels must list at least one width, got an empty sequence")
         check_positive_int("small_cnn", **{f"channels[{i}]": c for i, c in enumerate(channels)})
         self.num_classes = num_classes
         self.input_size = (in_channels, image_size, image_size)

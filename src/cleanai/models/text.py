@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cleanai.errors import CheckpointError
+from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import atomic_dir
 from cleanai.models._factory import MODELS
 from cleanai.models._layers import check_positive_int
@@ -59,7 +59,7 @@ class TextClassifier(nn.Module):
     def encode(self, texts: Sequence[str], max_length: int = 128) -> dict[str, torch.Tensor]:
         """Tokenize `texts` into the keyword tensors `forward` takes (padded, truncated to `max_length`)."""
         if self.tokenizer is None:
-            raise ValueError("this TextClassifier has no tokenizer; build it from a checkpoint directory that holds one")
+            raise ConfigError("this TextClassifier has no tokenizer; build it from a checkpoint directory that holds one")
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
@@ -123,14 +123,14 @@ def tiny_bert_classifier(num_labels: int | None = None, label_names: Sequence[st
                                     intermediate_size=64, max_position_embeddings=128)
     settings.update(cfg)
     if settings["vocab_size"] < len(vocab):
-        raise ValueError(f"tiny_bert_classifier: vocab_size must be >= {len(vocab)} (the tokenizer's vocabulary), "
+        raise ConfigError(f"tiny_bert_classifier: vocab_size must be >= {len(vocab)} (the tokenizer's vocabulary), "
                          f"got {settings['vocab_size']}")
     try:
         config = BertConfig(num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
                             **settings)
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn_implementation)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"tiny_bert_classifier: invalid BertConfig settings {cfg}: {exc}") from None
+        raise ConfigError(f"tiny_bert_classifier: invalid BertConfig settings {cfg}: {exc}") from None
     tokenizer.model_max_length = settings["max_position_embeddings"]  # so truncation stops at the model's limit
     return TextClassifier(model, tokenizer)
 
@@ -139,19 +139,19 @@ def _labels(num_labels: int | None, label_names: Sequence[str] | None) -> tuple[
     if label_names is not None:
         names = [str(n) for n in label_names]
         if num_labels is not None and num_labels != len(names):
-            raise ValueError(f"num_labels={num_labels} disagrees with the {len(names)} label_names given")
+            raise ConfigError(f"num_labels={num_labels} disagrees with the {len(names)} label_names given")
         if len(set(names)) != len(names) or not names:
-            raise ValueError(f"label_names must be a non-empty list of distinct names, got {names}")
+            raise ConfigError(f"label_names must be a non-empty list of distinct names, got {names}")
         return len(names), dict(enumerate(names))
     if num_labels is None:
-        raise ValueError("a text classifier needs num_labels (a positive integer) or label_names")
+        raise ConfigError("a text classifier needs num_labels (a positive integer) or label_names")
     check_positive_int("text_classifier", num_labels=num_labels)
     return num_labels, {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
 def _check_attn(attn_implementation: str) -> None:
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} "
+        raise ConfigError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} "
                          f"('eager' lets torch's FLOP counter see attention), got {attn_implementation!r}")
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import Batch, call_model, model_device, split_batch, to_device
+from cleanai.errors import ConfigError
 
 POSITIONS = ("input", "output")
 # Module types whose tensors carry channels on dim 1; everything else (Linear, LayerNorm, ...) on the last dim.
@@ -112,9 +113,9 @@ class ActivationRecorder:
         where = (where,) if isinstance(where, str) else tuple(where)
         bad = [w for w in where if w not in POSITIONS]
         if bad or not where:
-            raise ValueError(f"ActivationRecorder: where must name positions among {POSITIONS}, got {where!r}")
+            raise ConfigError(f"ActivationRecorder: where must name positions among {POSITIONS}, got {where!r}")
         if max_batches is not None and max_batches < 1:
-            raise ValueError(f"ActivationRecorder: max_batches must be a positive integer or None, got {max_batches!r}")
+            raise ConfigError(f"ActivationRecorder: max_batches must be a positive integer or None, got {max_batches!r}")
         self.model = model
         self.module_types = tuple(module_types)
         self.threshold = float(threshold)

@@ -10,11 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai.pruning.criteria import CRITERIA, create_criterion
+from cleanai.errors import ConfigError
 
 
 def _check_ratio(value: float, what: str) -> float:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of channels removed; 1 would remove all), "
+        raise ConfigError(f"{what} must be in [0, 1) (the fraction of channels removed; 1 would remove all), "
                          f"got {value!r}")
     return value
 
@@ -68,12 +69,12 @@ class PruneConfig(BaseModel):
         try:  # building a criterion is cheap (no data): bad options fail here, at load time, with their name
             create_criterion(self.criterion, **self.criterion_kwargs)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"criterion_kwargs {self.criterion_kwargs!r} for criterion {self.criterion!r}: {exc}") from exc
+            raise ConfigError(f"criterion_kwargs {self.criterion_kwargs!r} for criterion {self.criterion!r}: {exc}") from exc
         return self
 
     @field_validator("max_layer_ratio")
     @classmethod
     def _max_layer_ratio(cls, value: float) -> float:
         if not 0.0 < value <= 1.0:
-            raise ValueError(f"max_layer_ratio must be in (0, 1], got {value!r}")
+            raise ConfigError(f"max_layer_ratio must be in (0, 1], got {value!r}")
         return value

@@ -20,6 +20,7 @@ from cleanai._batches import Batch, model_device
 from cleanai.pruning.report import PruneReport
 from cleanai.pruning.structured import PruneConfig, prune
 from cleanai.training import TrainConfig, Trainer
+from cleanai.errors import ConfigError
 
 if TYPE_CHECKING:
     from cleanai.distillation import DistillConfig
@@ -94,7 +95,7 @@ def prune_and_finetune(model: nn.Module, example_inputs: Any, config: PruneConfi
     tune = None if train_config is None else (
         train_config if isinstance(train_config, TrainConfig) else TrainConfig.model_validate(train_config))
     if tune is not None and tune.resume:
-        raise ValueError("train_config.resume must be False: every step fine-tunes a model of new shapes, "
+        raise ConfigError("train_config.resume must be False: every step fine-tunes a model of new shapes, "
                          "which no earlier checkpoint fits")
     device = str(model_device(model))
     eval_config = (tune or TrainConfig()).model_copy(update={"device": device, "log_dir": None, "checkpoint_dir": None})
@@ -110,7 +111,7 @@ def prune_and_finetune(model: nn.Module, example_inputs: Any, config: PruneConfi
     def evaluate(target: nn.Module) -> dict[str, float]:
         scores = Trainer(target, config=eval_config).evaluate(val_loader)
         if metric not in scores:
-            raise ValueError(f"metric {metric!r} is not measured; train_config.metrics gives: {', '.join(scores)}")
+            raise ConfigError(f"metric {metric!r} is not measured; train_config.metrics gives: {', '.join(scores)}")
         return scores
 
     baseline = evaluate(model)

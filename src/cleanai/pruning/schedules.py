@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cleanai.errors import ConfigError
+
 
 def check_sparsity(value: float, what: str = "sparsity") -> float:
     """Raise unless `value` is in [0, 1): the fraction of weights set to zero."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{what} must be in [0, 1) (the fraction of weights set to zero; 1 would remove them all), "
+        raise ConfigError(f"{what} must be in [0, 1) (the fraction of weights set to zero; 1 would remove them all), "
                          f"got {value!r}")
     return value
 
@@ -31,7 +33,7 @@ class ConstantSparsity(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> ConstantSparsity:
         if self.end_step is not None and self.end_step < self.begin_step:
-            raise ValueError(f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), "
+            raise ConfigError(f"end_step ({self.end_step}) must be >= begin_step ({self.begin_step}), "
                              "or None to keep pruning until training ends")
         return self
 
@@ -73,7 +75,7 @@ class PolynomialDecay(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> PolynomialDecay:
         if self.end_step <= self.begin_step:
-            raise ValueError(f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step}): "
+            raise ConfigError(f"end_step ({self.end_step}) must be greater than begin_step ({self.begin_step}): "
                              "the sparsity rises from initial_sparsity to the target between them")
         return self
 

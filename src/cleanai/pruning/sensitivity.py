@@ -34,7 +34,8 @@ from cleanai._batches import (
     model_device,
     split_batch,
 )
-from cleanai.errors import CleanAIError, DataError
+
+from cleanai.errors import CleanAIError, ConfigError, DataError
 from cleanai.io import PathLike, atomic_path
 from cleanai.pruning.structured import PruneConfig, prunable_groups, prune
 from cleanai.training import TrainConfig, Trainer
@@ -142,7 +143,7 @@ def sensitivity_scan(model: nn.Module, example_inputs: Any, data: Iterable[Batch
     evaluation per layer and ratio.
     """
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
-        raise ValueError(f"ratios must be a non-empty list of fractions in (0, 1), got {list(ratios)}")
+        raise ConfigError(f"ratios must be a non-empty list of fractions in (0, 1), got {list(ratios)}")
     ratios = sorted(float(r) for r in ratios)
     base = (config or PruneConfig()).model_copy(update={"criterion": criterion})
     base = PruneConfig.model_validate(base.model_dump())  # validates the criterion name
@@ -190,7 +191,7 @@ def _evaluator(data: Iterable[Batch] | EvalFn, max_batches: int | None) -> tuple
     if callable(data) and not hasattr(data, "__iter__"):
         return data, getattr(data, "__name__", "score"), None
     if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be >= 1 or None (all batches), got {max_batches}")
+        raise ConfigError(f"max_batches must be >= 1 or None (all batches), got {max_batches}")
     batches = list(itertools.islice(iter(data), max_batches))  # type: ignore[arg-type]
     if not batches or any(split_batch(b)[1] is None for b in batches):
         raise DataError("sensitivity_scan needs validation batches of (inputs, targets) to measure accuracy, "
@@ -212,10 +213,10 @@ def suggest_ratios(result: SensitivityResult, target_macs_reduction: float, *, m
     `model` and `example_inputs` the reduction is measured on the really pruned model, not estimated.
     """
     if not 0.0 < target_macs_reduction < 1.0:
-        raise ValueError(f"target_macs_reduction must be a fraction in (0, 1) of the MACs to remove, "
+        raise ConfigError(f"target_macs_reduction must be a fraction in (0, 1) of the MACs to remove, "
                          f"got {target_macs_reduction!r}")
     if (model is None) != (example_inputs is None):
-        raise ValueError("pass both model and example_inputs to measure the reduction, or neither to estimate it")
+        raise ConfigError("pass both model and example_inputs to measure the reduction, or neither to estimate it")
     options = {x.name: _options(result, x, max_ratio) for x in result.layers}
     level = {name: 0 for name in options}  # index into options[name]; 0 is (ratio 0, no drop, no saving)
     target = target_macs_reduction * result.macs_before

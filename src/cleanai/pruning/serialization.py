@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai.errors import CheckpointError
+from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model
 from cleanai.pruning.shortcuts import ChannelSelect
@@ -102,12 +102,12 @@ def build_manifest(model: nn.Module, base: str | None = None,
                    base_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The widths manifest of `model` (see the module docstring); `base` names it in the model registry."""
     if base_kwargs and base is None:
-        raise ValueError("base_kwargs given without base: name the registered model they build (base='resnet20')")
+        raise ConfigError("base_kwargs given without base: name the registered model they build (base='resnet20')")
     kwargs = dict(base_kwargs or {})
     try:
         json.dumps(kwargs)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"base_kwargs must be JSON values (numbers, strings, lists, dicts), got {kwargs!r}: "
+        raise ConfigError(f"base_kwargs must be JSON values (numbers, strings, lists, dicts), got {kwargs!r}: "
                          f"{exc}") from None
     modules: dict[str, Any] = {}
     configs: dict[str, Any] = {}
@@ -187,7 +187,7 @@ def _base_model(manifest: dict[str, Any], base: nn.Module | str | None, kwargs: 
     recorded = manifest.get("base") or {}
     if isinstance(base, nn.Module):
         if kwargs:
-            raise ValueError("base_kwargs apply to a base given by name, not to a module")
+            raise ConfigError("base_kwargs apply to a base given by name, not to a module")
         return copy.deepcopy(base)
     name = base if base is not None else recorded.get("name")
     if name is None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from cleanai.models import PadShortcut
 from cleanai._batches import model_device
+from cleanai.errors import ConfigError
 
 
 class ChannelSelect(nn.Module):
@@ -28,7 +29,7 @@ class ChannelSelect(nn.Module):
     def __init__(self, selection: torch.Tensor, stride: int = 1) -> None:
         super().__init__()
         if selection.dim() != 2:
-            raise ValueError(f"ChannelSelect: selection must be a 2-D (out, in) 0/1 matrix, got shape "
+            raise ConfigError(f"ChannelSelect: selection must be a 2-D (out, in) 0/1 matrix, got shape "
                              f"{tuple(selection.shape)}")
         self.register_buffer("selection", selection.detach().clone().float().reshape(*selection.shape, 1, 1))
         self.stride = int(stride)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from cleanai.errors import CleanAIError, UnknownNameError
+from cleanai.errors import CleanAIError, ConfigError, UnknownNameError
 from cleanai.pruning.schedules import ConstantSparsity, Schedule, check_sparsity
 from cleanai.registry import Registry
 from cleanai.training.callbacks import Callback
@@ -68,7 +68,7 @@ class UnstructuredConfig(BaseModel):
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError(f"module_types must name at least one of: {', '.join(list_layer_types())}")
+            raise ConfigError(f"module_types must name at least one of: {', '.join(list_layer_types())}")
         for name in value:
             LAYER_TYPES.get(name)
         return value

@@ -27,6 +27,7 @@ from cleanai._batches import (
     take_batches,
     to_device,
 )
+from cleanai.errors import ConfigError
 
 QDtype = Literal["int8", "uint8"]
 QDTYPES: tuple[str, ...] = ("int8", "uint8")
@@ -40,7 +41,7 @@ def qrange(dtype: QDtype = "int8", reduce_range: bool = False) -> tuple[int, int
     """Integer range `(qmin, qmax)` of `dtype`; `reduce_range` drops one bit (7-bit values, as torch's x86
     observers and ONNX Runtime's `reduce_range` do)."""
     if dtype not in _TORCH_INT:
-        raise ValueError(f"dtype must be one of {', '.join(QDTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {', '.join(QDTYPES)}, got {dtype!r}")
     info = torch.iinfo(_TORCH_INT[dtype])
     qmin, qmax = info.min, info.max
     return (qmin // 2, qmax // 2) if reduce_range else (qmin, qmax)
@@ -67,9 +68,9 @@ def qparams(min_val: torch.Tensor | float, max_val: torch.Tensor | float, dtype:
     lo = torch.as_tensor(min_val, dtype=torch.float32)
     hi = torch.as_tensor(max_val, dtype=torch.float32)
     if lo.shape != hi.shape:
-        raise ValueError(f"min_val and max_val must have the same shape, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        raise ConfigError(f"min_val and max_val must have the same shape, got {tuple(lo.shape)} and {tuple(hi.shape)}")
     if bool((lo > hi).any()):
-        raise ValueError(f"min_val must be <= max_val, got min {lo.tolist()} > max {hi.tolist()}")
+        raise ConfigError(f"min_val must be <= max_val, got min {lo.tolist()} > max {hi.tolist()}")
     lo = torch.minimum(lo, torch.zeros_like(lo))
     hi = torch.maximum(hi, torch.zeros_like(hi))
     if symmetric:
@@ -88,7 +89,7 @@ def _params(scale: torch.Tensor | float, zero_point: torch.Tensor | int,
     zp_t = torch.as_tensor(zero_point, dtype=torch.int64)
     if axis is None:
         if scale_t.numel() != 1 or zp_t.numel() != 1:
-            raise ValueError(f"{scale_t.numel()} scales given without axis: pass the dimension of x they index "
+            raise ConfigError(f"{scale_t.numel()} scales given without axis: pass the dimension of x they index "
                              "(per-channel), or one scale and zero point (per-tensor)")
         return scale_t.reshape(()), zp_t.reshape(())
     return scale_t, zp_t
@@ -162,7 +163,7 @@ def _sqnr(signal: float, noise: float) -> float:
 def quantization_error(x: torch.Tensor, x_hat: torch.Tensor) -> QuantError:
     """Error statistics of `x_hat` as an approximation of `x` (same shape)."""
     if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+        raise ConfigError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
     x64, err = x.detach().double(), (x.detach().double() - x_hat.detach().double())
     noise = float(err.square().sum())
     return QuantError(max_abs=float(err.abs().max()) if err.numel() else 0.0,
@@ -230,7 +231,7 @@ def layer_errors(model: nn.Module, calib: Iterable[Any] | None = None, *, weight
     layers = {name: m for name, m in model.named_modules() if isinstance(m, tuple(layer_types))}
     if not layers:
         kinds = ", ".join(t.__name__ for t in layer_types)
-        raise ValueError(f"{type(model).__name__} has no layer of the types quantization touches ({kinds})")
+        raise ConfigError(f"{type(model).__name__} has no layer of the types quantization touches ({kinds})")
     weights = {}
     for name, m in layers.items():
         w = m.weight.detach()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai._platform import cpu_flags, is_arm
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, ConfigError
 from cleanai.registry import Registry
 from cleanai.training import TrainConfig
 
@@ -117,35 +117,35 @@ class QuantConfig(BaseModel):
     @classmethod
     def _percentile_in_range(cls, value: float) -> float:
         if not 50 < value <= 100:
-            raise ValueError(f"percentile must be in (50, 100] (the share of values the range keeps), got {value}")
+            raise ConfigError(f"percentile must be in (50, 100] (the share of values the range keeps), got {value}")
         return value
 
     @field_validator("calibration_batches")
     @classmethod
     def _positive_batches(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
-            raise ValueError(f"calibration_batches must be None (all batches) or an integer >= 1, got {value}")
+            raise ConfigError(f"calibration_batches must be None (all batches) or an integer >= 1, got {value}")
         return value
 
     @field_validator("check_batches")
     @classmethod
     def _positive_check_batches(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"check_batches must be an integer >= 1 (batches the result is checked on), got {value}")
+            raise ConfigError(f"check_batches must be an integer >= 1 (batches the result is checked on), got {value}")
         return value
 
     @field_validator("min_top1_agreement")
     @classmethod
     def _fraction(cls, value: float) -> float:
         if not 0 <= value <= 1:
-            raise ValueError(f"min_top1_agreement must be a fraction in [0, 1], got {value}")
+            raise ConfigError(f"min_top1_agreement must be a fraction in [0, 1], got {value}")
         return value
 
     @field_validator("op_types")
     @classmethod
     def _non_empty_op_types(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
-            raise ValueError("op_types must be None (the backend's default) or name at least one operator type, "
+            raise ConfigError("op_types must be None (the backend's default) or name at least one operator type, "
                              "got an empty list")
         return value
 
@@ -153,7 +153,7 @@ class QuantConfig(BaseModel):
     def _mode_runs_on_backend(self) -> QuantConfig:
         if self.mode not in SUPPORTED[self.backend]:
             where = [b for b, modes in SUPPORTED.items() if self.mode in modes]
-            raise ValueError(
+            raise ConfigError(
                 f"mode={self.mode!r} does not run on backend={self.backend!r} (it supports "
                 f"{', '.join(SUPPORTED[self.backend])}); use backend={where[0]!r}"
                 + (" (ONNX Runtime's CPU provider has no fp16/bf16 kernels for Conv and most ops)"
@@ -163,7 +163,7 @@ class QuantConfig(BaseModel):
             allowed = TORCH_DYNAMIC_TYPES if self.torch_api != "torchao" and self.mode == "dynamic" else ("Linear",)
             bad = [t for t in self.op_types if t not in allowed]
             if bad:
-                raise ValueError(
+                raise ConfigError(
                     f"op_types={self.op_types!r}: {bad} cannot be quantized by backend='torch' mode={self.mode!r} "
                     f"with torch_api={self.torch_api!r}; allowed: {', '.join(allowed)}"
                     + (" (LSTM/GRU need torch_api='legacy')" if set(bad) & {"LSTM", "GRU"} else "")
@@ -173,16 +173,16 @@ class QuantConfig(BaseModel):
                      "activation_symmetric": False, "weight_symmetric": True}
             bad = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
             if bad:
-                raise ValueError(
+                raise ConfigError(
                     f"mode={self.mode!r} on backend={self.backend!r} quantizes with torch's X86InductorQuantizer, "
                     f"which fixes {', '.join(f'{k}={v!r}' for k, v in fixed.items())}; got {bad}. "
                     "Use backend='onnxruntime' mode='static' to choose calibration, granularity and dtypes"
                 )
             if self.op_types is not None and not set(self.op_types) <= set(PT2E_TYPES):
-                raise ValueError(f"op_types={self.op_types!r}: mode={self.mode!r} on backend={self.backend!r} "
+                raise ConfigError(f"op_types={self.op_types!r}: mode={self.mode!r} on backend={self.backend!r} "
                                  f"quantizes torch.nn layer types {', '.join(PT2E_TYPES)} (None: both)")
         if self.torch_api != "auto" and not (self.backend == "torch" and self.mode == "dynamic"):
-            raise ValueError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
+            raise ConfigError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
                              f"backend='torch' and mode='dynamic', got backend={self.backend!r} mode={self.mode!r}")
         return self
 

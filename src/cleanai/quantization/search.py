@@ -30,6 +30,7 @@ from cleanai.quantization.api import make_quantizer
 from cleanai.quantization.check import measure
 from cleanai.quantization.config import CALIBRATIONS, QuantConfig, QuantizationError
 from cleanai.runtime import Evaluation, Runner, artifact_bytes, evaluate
+from cleanai.errors import ConfigError
 
 SEARCHABLE_MODES = ("static", "dynamic", "weight_only")
 
@@ -147,10 +148,10 @@ def quantize_with_accuracy_budget(
         raise QuantizationError(f"the accuracy-aware search tries post-training modes ({', '.join(SEARCHABLE_MODES)}); "
                                 f"got mode={config.mode!r}")
     if not max_drop >= 0:
-        raise ValueError(f"max_drop must be a non-negative fraction of {metric} (0.01 = 1 point), got {max_drop!r}")
+        raise ConfigError(f"max_drop must be a non-negative fraction of {metric} (0.01 = 1 point), got {max_drop!r}")
     bad = [c for c in calibrations if c not in CALIBRATIONS]
     if bad or not calibrations or not granularities:
-        raise ValueError(f"calibrations must name some of minmax, entropy, percentile (got {list(calibrations)}) and "
+        raise ConfigError(f"calibrations must name some of minmax, entropy, percentile (got {list(calibrations)}) and "
                          f"granularities some of True (per-channel), False (per-tensor) (got {list(granularities)})")
     check_quantizable(model, config)
     quantizer = make_quantizer(model, config, calib, example_inputs, workdir)

@@ -83,7 +83,7 @@ class TorchRunner:
 
     def __init__(self, model: nn.Module, name: str = "torch") -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"TorchRunner needs a torch.nn.Module, got {type(model).__name__}")
+            raise InputError(f"TorchRunner needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model.eval()
         self.name = name
         accepted = accepted_kwargs(model.forward)
@@ -190,7 +190,7 @@ class OrtRunner:
         if isinstance(inputs, Mapping):
             missing = [n for n in self.input_names if n not in inputs]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"runner {self.name!r}: inputs lack {missing}; the ONNX graph takes {list(self.input_names)}, "
                     f"got {list(inputs)}"
                 )
@@ -198,7 +198,7 @@ class OrtRunner:
         elif len(self.input_names) == 1:
             feed = {self.input_names[0]: inputs}
         else:
-            raise ValueError(
+            raise InputError(
                 f"runner {self.name!r}: the ONNX graph takes {list(self.input_names)}; pass a dict with those "
                 f"names or a tuple of {len(self.input_names)} Tensors in that order, not "
                 + (f"{len(inputs)} values" if isinstance(inputs, (tuple, list)) else f"a single {type(inputs).__name__}")
@@ -280,12 +280,12 @@ class TextClassifierRunner:
         limit = getattr(tokenizer, "model_max_length", None)
         limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
         if max_length is None and limit is None:
-            raise ValueError("max_length=None means the tokenizer's model_max_length, which this tokenizer does not "
+            raise InputError("max_length=None means the tokenizer's model_max_length, which this tokenizer does not "
                              "set; give max_length (tokens)")
         if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be a positive number of tokens, got {max_length}")
+            raise InputError(f"max_length must be a positive number of tokens, got {max_length}")
         if oos_threshold is not None and oos_index is None:
-            raise ValueError("oos_threshold needs oos_index, the class a low-confidence query is answered with")
+            raise InputError("oos_threshold needs oos_index, the class a low-confidence query is answered with")
         self.tokenizer = tokenizer
         self.inner = inner
         self.max_length = min(v for v in (max_length, limit) if v is not None)
@@ -299,7 +299,7 @@ class TextClassifierRunner:
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(
+            raise InputError(
                 f"runner {self.name!r} takes a list of strings, got {type(texts).__name__}"
                 + (" (wrap a single text in a list)" if isinstance(texts, str) else "")
             )
@@ -316,7 +316,7 @@ class TextClassifierRunner:
         """The model's `logits` for `texts` with the out-of-scope rules applied (see the class docstring)."""
         empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool)
         if empty.any() and self.oos_index is None:
-            raise ValueError(f"runner {self.name!r}: query {int(empty.nonzero()[0])} is empty or whitespace; give "
+            raise InputError(f"runner {self.name!r}: query {int(empty.nonzero()[0])} is empty or whitespace; give "
                              f"oos_index to answer such queries out-of-scope")
         if self.oos_index is None:
             return logits
@@ -336,14 +336,14 @@ class TextClassifierRunner:
         among them); ties go to the lowest threshold. Needs `oos_index`.
         """
         if self.oos_index is None:
-            raise ValueError("tune_oos_threshold needs oos_index, the out-of-scope class")
+            raise InputError("tune_oos_threshold needs oos_index, the out-of-scope class")
         saved, self.oos_threshold = self.oos_threshold, None
         try:
             parts = [(self(texts).float().softmax(-1), torch.as_tensor(labels)) for texts, labels in data]
         finally:
             self.oos_threshold = saved
         if not parts:
-            raise ValueError("tune_oos_threshold got no batches")
+            raise InputError("tune_oos_threshold got no batches")
         probs, labels = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
         confidence, predicted = probs.max(-1)
         grid = (torch.tensor(list(candidates), dtype=confidence.dtype) if candidates is not None

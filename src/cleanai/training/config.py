@@ -111,7 +111,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
-            raise ValueError(f"must be a finite number, got {v}")
+            raise ConfigError(f"must be a finite number, got {v}")
         return v
 
     @field_validator("device")
@@ -121,7 +121,7 @@ class TrainConfig(BaseModel):
             try:
                 torch.device(v)
             except RuntimeError:
-                raise ValueError(f"device {v!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+                raise ConfigError(f"device {v!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
         return v
 
     @model_validator(mode="after")
@@ -133,14 +133,14 @@ class TrainConfig(BaseModel):
             _check_kwargs("scheduler_kwargs", "scheduler", self.scheduler, SCHEDULERS.get(self.scheduler).factory,
                           self.scheduler_kwargs, positional=1)
         elif self.scheduler_kwargs:
-            raise ValueError(f"scheduler_kwargs {self.scheduler_kwargs} given but scheduler is None; "
+            raise ConfigError(f"scheduler_kwargs {self.scheduler_kwargs} given but scheduler is None; "
                              f"choose one of: {', '.join(SCHEDULERS.names())}")
         if (self.scheduler is not None and self.scheduler_interval == "step"
                 and SCHEDULERS.get(self.scheduler).factory is ReduceLROnPlateau):
-            raise ValueError(f"scheduler {self.scheduler!r} follows the monitored value, which exists once per epoch; "
+            raise ConfigError(f"scheduler {self.scheduler!r} follows the monitored value, which exists once per epoch; "
                              "scheduler_interval='step' is not possible (leave it unset)")
         if self.resume is True and self.checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt); "
+            raise ConfigError("resume=True needs checkpoint_dir (the folder holding last.pt); "
                              "or set resume to a checkpoint file path")
         _build_once(self)
         return self
@@ -170,7 +170,7 @@ def _build_once(cfg: TrainConfig) -> None:
             scheduler.step(0.0) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
     except Exception as exc:  # whatever the factory raises, the settings are what is wrong
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"{what} fails when used: {type(exc).__name__}: {reason}") from None
+        raise ConfigError(f"{what} fails when used: {type(exc).__name__}: {reason}") from None
 
 
 def check_run(config: TrainConfig, model: nn.Module, batch: Any, *, has_val: bool = True) -> None:
@@ -220,7 +220,7 @@ def _check_kwargs(field: str, kind: str, name: str, factory: Any, kwargs: dict[s
     try:
         check_kwargs(kind, name, factory, kwargs, positional=(None,) * positional, complete=False)
     except TypeError as exc:
-        raise ValueError(f"{field}: {exc}") from None
+        raise ConfigError(f"{field}: {exc}") from None
 
 
 def metric_name_and_kwargs(spec: MetricSpec) -> tuple[str, dict[str, Any]]:
@@ -228,6 +228,6 @@ def metric_name_and_kwargs(spec: MetricSpec) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, str):
         return spec, {}
     if "name" not in spec:
-        raise ValueError(f"metric spec {spec!r} needs a 'name' key, e.g. {{'name': 'top_k', 'k': 3}}")
+        raise ConfigError(f"metric spec {spec!r} needs a 'name' key, e.g. {{'name': 'top_k', 'k': 3}}")
     kwargs = dict(spec)
     return kwargs.pop("name"), kwargs

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cleanai.registry import Registry
+from cleanai.errors import ConfigError, InputError
 
 LossFactory = Callable[..., Callable[..., torch.Tensor]]
 
@@ -83,16 +84,16 @@ class CompositeLoss(nn.Module):
         super().__init__()
         pairs = list(losses.items() if isinstance(losses, Mapping) else losses)
         if not pairs:
-            raise ValueError("CompositeLoss needs at least one (loss, weight) pair, got none")
+            raise ConfigError("CompositeLoss needs at least one (loss, weight) pair, got none")
         self.names: list[str] = []
         self.weights: list[float] = []
         fns: list[Callable[..., torch.Tensor]] = []
         for spec, weight in pairs:
             if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise ValueError(f"CompositeLoss weight for {spec!r} must be a finite number, got {weight!r}")
+                raise ConfigError(f"CompositeLoss weight for {spec!r} must be a finite number, got {weight!r}")
             fn = get_loss(spec) if isinstance(spec, str) else spec
             if not callable(fn):
-                raise TypeError(f"CompositeLoss entry {spec!r} is neither a registered loss name nor callable")
+                raise InputError(f"CompositeLoss entry {spec!r} is neither a registered loss name nor callable")
             self.names.append(spec if isinstance(spec, str) else type(fn).__name__)
             self.weights.append(float(weight))
             fns.append(fn)

@@ -34,6 +34,7 @@ from torch.optim import lr_scheduler
 
 from cleanai.registry import Registry
 from cleanai.registry import check_kwargs
+from cleanai.errors import ConfigError
 
 Interval = Literal["epoch", "step"]
 Scheduler = lr_scheduler.LRScheduler  # ReduceLROnPlateau is a subclass too
@@ -46,7 +47,7 @@ class WarmupCosineLR(lr_scheduler.LRScheduler):
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                  min_lr: float = 0.0, last_epoch: int = -1) -> None:
         if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"warmup_cosine needs 0 <= warmup_steps <= total_steps, got warmup_steps="
+            raise ConfigError(f"warmup_cosine needs 0 <= warmup_steps <= total_steps, got warmup_steps="
                              f"{warmup_steps}, total_steps={total_steps}")
         self.warmup_steps, self.total_steps, self.min_lr = warmup_steps, total_steps, min_lr
         super().__init__(optimizer, last_epoch)
@@ -67,10 +68,10 @@ class PiecewiseConstantLR(lr_scheduler.LRScheduler):
     def __init__(self, optimizer: torch.optim.Optimizer, boundaries: Sequence[int], values: Sequence[float],
                  last_epoch: int = -1) -> None:
         if len(values) != len(boundaries) + 1:
-            raise ValueError(f"piecewise needs len(values) == len(boundaries) + 1, got {len(boundaries)} "
+            raise ConfigError(f"piecewise needs len(values) == len(boundaries) + 1, got {len(boundaries)} "
                              f"boundaries {list(boundaries)} and {len(values)} values {list(values)}")
         if any(b <= a for a, b in zip(boundaries, boundaries[1:])):
-            raise ValueError(f"piecewise boundaries must increase strictly, got {list(boundaries)}")
+            raise ConfigError(f"piecewise boundaries must increase strictly, got {list(boundaries)}")
         self.boundaries, self.values = list(boundaries), [float(v) for v in values]
         super().__init__(optimizer, last_epoch)
 

@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from cleanai._batches import batch_len, call_model, logits_of, split_batch, to_device
 from cleanai._finite import nonfinite_tensors
-from cleanai.errors import CheckpointError, TrainingError
+from cleanai.errors import CheckpointError, ConfigError, TrainingError
 from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
 from cleanai.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -79,9 +79,9 @@ class Trainer:
     ) -> None:
         config = config or TrainConfig()
         if isinstance(optimizer, torch.optim.Optimizer) and optimizer_kwargs:
-            raise ValueError("optimizer_kwargs apply to an optimizer given by name, not to an optimizer object")
+            raise ConfigError("optimizer_kwargs apply to an optimizer given by name, not to an optimizer object")
         if scheduler is not None and not isinstance(scheduler, str) and scheduler_kwargs:
-            raise ValueError("scheduler_kwargs apply to a scheduler given by name, not to a scheduler object")
+            raise ConfigError("scheduler_kwargs apply to a scheduler given by name, not to a scheduler object")
         names: dict[str, Any] = {k: v for k, v in (("loss", loss), ("optimizer", optimizer), ("scheduler", scheduler))
                                  if isinstance(v, str)}
         if optimizer_kwargs is not None:
@@ -104,7 +104,7 @@ class Trainer:
                         for m in (metrics if metrics is not None else cfg.metrics)]
         duplicates = {m.name for m in self.metrics if [n.name for n in self.metrics].count(m.name) > 1}
         if duplicates:
-            raise ValueError(f"metrics must have distinct names, got {sorted(duplicates)} more than once")
+            raise ConfigError(f"metrics must have distinct names, got {sorted(duplicates)} more than once")
         self.callbacks: list[Callback] = list(callbacks)
         if cfg.log_dir is not None:
             self.callbacks.append(TensorBoardLogger(cfg.log_dir))
@@ -166,7 +166,7 @@ class Trainer:
                 for metric in self.metrics:
                     metric.update(logits, targets)
         if count == 0:
-            raise ValueError("evaluate() got a loader that yielded no batches")
+            raise ConfigError("evaluate() got a loader that yielded no batches")
         return {"loss": float(total) / count, **{m.name: m.compute() for m in self.metrics}}
 
     def predict(self, loader: Iterable[Any]) -> torch.Tensor:
@@ -178,16 +178,16 @@ class Trainer:
                 with self._autocast():
                     outputs.append(self._forward(to_device(inputs, self.device)).float().cpu())
         if not outputs:
-            raise ValueError("predict() got a loader that yielded no batches")
+            raise ConfigError("predict() got a loader that yielded no batches")
         return torch.cat(outputs)
 
     def save_checkpoint(self, path: PathLike | None = None) -> Path:
         """Write everything a resume needs to `path` (default `checkpoint_path`), atomically."""
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
-            raise ValueError("save_checkpoint() needs a path, or config.checkpoint_dir to be set")
+            raise ConfigError("save_checkpoint() needs a path, or config.checkpoint_dir to be set")
         if self.optimizer is None:
-            raise ValueError("save_checkpoint() needs an optimizer: call it during or after fit()")
+            raise ConfigError("save_checkpoint() needs an optimizer: call it during or after fit()")
         state = {
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -231,7 +231,7 @@ class Trainer:
                          if on]
         if needs_monitor and self.history.monitor is None:
             hint = " (no val_loader was given)" if val_loader is None else ""
-            raise ValueError(f"monitor {cfg.monitor!r}, needed by {', '.join(needs_monitor)}, is not produced by "
+            raise ConfigError(f"monitor {cfg.monitor!r}, needed by {', '.join(needs_monitor)}, is not produced by "
                              f"this run{hint}; choose one of: {', '.join(sorted(produced))}")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and self.device.type == "cuda" else None
         self._track_grad_norm = cfg.grad_clip_norm is not None or cfg.log_dir is not None
@@ -242,7 +242,7 @@ class Trainer:
         cfg = self.config
         if self._given_scheduler is not None:
             if getattr(self._given_scheduler, "optimizer", None) is not self.optimizer:
-                raise ValueError("a scheduler object must be built on the optimizer object passed to the Trainer; "
+                raise ConfigError("a scheduler object must be built on the optimizer object passed to the Trainer; "
                                  "or give the scheduler by name")
             return self._given_scheduler, cfg.scheduler_interval or "epoch"
         if cfg.scheduler is None:
@@ -252,7 +252,7 @@ class Trainer:
         kwargs = dict(cfg.scheduler_kwargs)
         if isinstance(spec.factory, type) and issubclass(spec.factory, ReduceLROnPlateau):
             if interval != "epoch":
-                raise ValueError(f"scheduler {cfg.scheduler!r} follows the monitored value, so it steps per epoch; "
+                raise ConfigError(f"scheduler {cfg.scheduler!r} follows the monitored value, so it steps per epoch; "
                                  f"scheduler_interval={interval!r} is not possible")
             kwargs.setdefault("mode", mode)
         if spec.horizon is not None and spec.horizon not in kwargs:
@@ -264,7 +264,7 @@ class Trainer:
             batches = len(loader)  # type: ignore[arg-type]
         except TypeError:
             spec = scheduler_spec(self.config.scheduler or "")
-            raise ValueError(f"scheduler {self.config.scheduler!r} is stepped per optimizer step and needs its "
+            raise ConfigError(f"scheduler {self.config.scheduler!r} is stepped per optimizer step and needs its "
                              f"horizon, but the train loader has no len(); pass scheduler_kwargs="
                              f"{{{spec.horizon!r}: <total optimizer steps>}}") from None
         return math.ceil(batches / self.config.accumulation_steps)

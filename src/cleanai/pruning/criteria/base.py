@@ -26,7 +26,7 @@ from torch import nn
 from torch_pruning.pruner import function as tpf
 
 from cleanai._batches import Batch
-from cleanai.errors import CleanAIError
+from cleanai.errors import CleanAIError, ConfigError
 
 NORMALIZERS = ("mean", "max", "sum", "none")
 
@@ -114,7 +114,7 @@ class Criterion(tp.importance.Importance):
 
     def __init__(self, normalizer: str = "mean") -> None:
         if normalizer not in NORMALIZERS:
-            raise ValueError(f"{type(self).__name__}: normalizer must be one of {', '.join(NORMALIZERS)}, "
+            raise ConfigError(f"{type(self).__name__}: normalizer must be one of {', '.join(NORMALIZERS)}, "
                              f"got {normalizer!r}")
         self.normalizer = normalizer
 

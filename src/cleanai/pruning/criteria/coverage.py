@@ -25,6 +25,7 @@ from cleanai._batches import Batch
 from cleanai.pruning.activations import ActivationRecorder, ChannelStats
 from cleanai.pruning.criteria.base import WEIGHTED, Criterion, handler_kind, normalize
 from cleanai.pruning.criteria.weights import MagnitudeCriterion
+from cleanai.errors import ConfigError
 
 METRICS = ("normalized_mean", "frequency", "mean_absolute", "combined")
 COVERAGE_POSITIONS = ("activation", "output")
@@ -50,9 +51,9 @@ class CoverageCriterion(Criterion):
                  max_batches: int | None = None, normalizer: str = "mean") -> None:
         super().__init__(normalizer)
         if metric not in METRICS:
-            raise ValueError(f"coverage: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+            raise ConfigError(f"coverage: metric must be one of {', '.join(METRICS)}, got {metric!r}")
         if position not in COVERAGE_POSITIONS:
-            raise ValueError(f"coverage: position must be one of {', '.join(COVERAGE_POSITIONS)}, got {position!r}")
+            raise ConfigError(f"coverage: position must be one of {', '.join(COVERAGE_POSITIONS)}, got {position!r}")
         self.metric, self.threshold, self.position, self.max_batches = metric, float(threshold), position, max_batches
         self._use_outputs = position == "output"
         self.inputs: dict[nn.Module, ChannelStats] = {}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cleanai.errors import DataError
+from cleanai.errors import ConfigError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.activations import ActivationRecorder
 from cleanai.pruning.criteria.base import WEIGHTED, Criterion, reduce_weight_saliency
@@ -39,7 +39,7 @@ class MagnitudeCriterion(WeightSaliencyCriterion):
     def __init__(self, p: int = 2, normalizer: str = "mean") -> None:
         super().__init__(normalizer)
         if p not in (1, 2):
-            raise ValueError(f"magnitude: p must be 1 (L1) or 2 (L2), got {p!r}")
+            raise ConfigError(f"magnitude: p must be 1 (L1) or 2 (L2), got {p!r}")
         self.p = p
 
     def saliency(self, layer: nn.Module) -> torch.Tensor | None:
