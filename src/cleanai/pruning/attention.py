@@ -63,7 +63,9 @@ def list_attention_adapters() -> list[str]:
 
 
 def _linears(module: nn.Module, names: tuple[str, ...]) -> bool:
-    return all(type(getattr(module, n, None)) is nn.Linear for n in names)
+    """The named children are Linears (or HF Conv1D, which `conv1d_to_linear` turns into Linears)."""
+    kinds = (nn.Linear, _conv1d_type())
+    return all(type(getattr(module, n, None)) in kinds for n in names)
 
 
 def _int(module: nn.Module, name: str) -> bool:
@@ -119,7 +121,7 @@ for _adapter in (
         and not getattr(m, "is_cross_attention", False),
         lambda m: AttentionParts(tuple((m.c_attn, i * m.split_size) for i in range(3)), m.c_proj,
                                  m.num_heads, m.head_dim),
-        _setter("num_heads", "split_size", "embed_dim")),
+        _setter("num_heads", "split_size")),
 ):
     register_attention_adapter(_adapter)
 
@@ -165,6 +167,11 @@ def structural_adapter(module: nn.Module, heads: int) -> AttentionAdapter | None
     return AttentionAdapter(f"structural:{type(module).__name__}", lambda m: True, parts, set_heads)
 
 
+def attention_adapter(module: nn.Module) -> AttentionAdapter | None:
+    """The registered adapter that recognises `module`, if any."""
+    return next((a for a in map(ATTENTION_ADAPTERS.get, ATTENTION_ADAPTERS.names()) if a.matches(module)), None)
+
+
 def find_attention(model: nn.Module, num_heads: dict[str, int] | None = None
                    ) -> Iterator[tuple[str, nn.Module, AttentionAdapter]]:
     """Every attention module of `model` whose heads can be pruned, with its adapter; `num_heads` names modules
@@ -186,10 +193,9 @@ def find_attention(model: nn.Module, num_heads: dict[str, int] | None = None
     for name, module in modules.items():
         if name in (num_heads or {}):
             continue
-        for adapter in (ATTENTION_ADAPTERS.get(n) for n in ATTENTION_ADAPTERS.names()):
-            if adapter.matches(module) and (adapter.name != "bert" or hasattr(module, "_cleanai_out")):
-                yield name, module, adapter
-                break
+        adapter = attention_adapter(module)
+        if adapter is not None and (adapter.name != "bert" or hasattr(module, "_cleanai_out")):
+            yield name, module, adapter
 
 
 def remove_heads(module: nn.Module, adapter: AttentionAdapter, heads: list[int]) -> None:
@@ -258,3 +264,8 @@ def linear_to_conv1d(model: nn.Module, names: list[str]) -> None:
         new.weight = nn.Parameter(old.weight.detach().t().contiguous(), requires_grad=old.weight.requires_grad)
         new.bias = old.bias
         _replace(model, name, new.to(old.weight.device))
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """True for a Hugging Face `Conv1D` (a Linear with its weight stored transposed)."""
+    return type(module) is _conv1d_type()

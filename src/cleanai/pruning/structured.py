@@ -50,6 +50,7 @@ from cleanai.pruning.attention import AttentionAdapter, conv1d_to_linear, find_a
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
+from cleanai.pruning.serialization import build_manifest
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
 
@@ -470,6 +471,7 @@ class StructuredPruner:
             prefix = f"{owner_name}." if owner_name else ""
             cfg.cleanai_pruned_widths = {n[len(prefix):]: w[2] for n, w in widths.items() if n.startswith(prefix)
                                          and self.widths_before.get(n, w)[2] != w[2]}
+            cfg.cleanai_manifest = build_manifest(owner)  # the layout load_pretrained_pruned rebuilds
 
     def run(self, callback: StepCallback | None = None) -> PruneReport:
         """All iterative steps; `callback(step, model, report_so_far)` runs after each checked step."""
