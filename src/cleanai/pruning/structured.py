@@ -133,9 +133,11 @@ class StructuredPruner:
         self._resolve_names(list(config.ratio_dict), "ratio_dict")
         self._resolve_names(list(config.num_heads), "num_heads")
         self.attention = list(find_attention(model, config.num_heads))
-        # Heads are removed whole by their adapter; the q/k/v inputs carry the hidden size, never pruned.
-        self.attention_inputs = {linear for _, att, adapter in self.attention
-                                 for linear, _ in adapter.parts(att).segments}
+        # Heads are removed whole by their adapter; the stream an attention reads and adds its output back to
+        # (the hidden size: q/k/v inputs and the output projection's outputs in one group) is kept.
+        self.attention_streams = [({linear for linear, _ in parts.segments}, parts.out)
+                                  for parts in (adapter.parts(att) for _, att, adapter in self.attention)]
+        self.attention_inputs = {linear for inputs, _ in self.attention_streams for linear in inputs}
         model.eval()
         with torch.no_grad():
             self.reference_shape = tuple(logits_of(call_model(model, self.example_inputs)).shape)
@@ -221,13 +223,17 @@ class StructuredPruner:
             return "output layer: its channels are the model's outputs"
         if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
             return "residual stream (residual='keep'): its channels pass through a residual addition"
+        reads = {item.dep.target.module for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)}
+        writes = {item.dep.target.module for item in group if self.dg.is_out_channel_pruning_fn(item.dep.handler)}
+        for inputs, out in self.attention_streams:
+            if out in writes and inputs & reads:
+                return (f"hidden size: the stream attention projection {self.names.get(out, '?')} adds back into "
+                        "(the hidden size is kept; heads are pruned whole)")
         for item in group:
             m = item.dep.target.module
             if isinstance(m, nn.MultiheadAttention):
                 return (f"embedding width of nn.MultiheadAttention {self.names.get(m, '?')}: torch needs head_dim x "
                         "num_heads == embed_dim, so neither heads nor this width can shrink without re-splitting heads")
-            if m in self.attention_inputs and self.dg.is_in_channel_pruning_fn(item.dep.handler):
-                return f"hidden size: it feeds attention projection {self.names.get(m, '?')} (heads are pruned whole)"
             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
                 return f"grouped convolution {self.names.get(m, '?')} (groups={m.groups}) in the group"
             if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
