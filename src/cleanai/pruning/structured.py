@@ -1,9 +1,11 @@
 """Structured pruning: physically remove channels, filters, neurons and attention heads.
 
 `prune(model, example_inputs, PruneConfig(...), calib=...)` builds Torch-Pruning's DependencyGraph,
-scores every coupled group with the chosen criterion and removes the lowest-scored channels (or,
-in BERT-like attention, whole heads) through DepGraph, so residual additions, depthwise
-convolutions, flatten -> linear and q/k/v/output projections stay consistent. The forward pass
+scores every coupled group with the chosen criterion and removes the lowest-scored channels through
+DepGraph, so residual additions, depthwise convolutions and flatten -> linear stay consistent. Attention
+heads are removed whole: an attention adapter (`cleanai.pruning.attention`: BERT, RoBERTa, MobileBERT,
+DistilBERT, ViT, GPT-2, or a `num_heads` map) names each module's q/k/v/output projections; the head's
+channels are scored as one DepGraph group and cut from all four projections together. The forward pass
 is checked after every step; a failure raises `CleanAIError` naming the step and the layer while
 the caller's model stays untouched (it is deep-copied unless `inplace=True`).
 
@@ -16,8 +18,9 @@ Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear sch
 the current model when they ask to (`refresh_each_step`).
 
 Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
-in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
-BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
+in groups with grouped convolutions/GroupNorm, embedding widths and the stream an attention reads and
+adds back to (a transformer's hidden size), the width of `nn.MultiheadAttention` (torch ties its head
+size to it) and BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
 channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
 the blocks are removed. Option-A `PadShortcut`s are first rewritten into
 `ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
