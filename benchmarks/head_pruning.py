@@ -19,32 +19,18 @@ from pathlib import Path
 
 import torch
 import torch_pruning as tp
-import transformers as T
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine, print_table  # noqa: E402
 
+from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, prune  # noqa: E402
 from cleanai.pruning.attention import conv1d_to_linear, find_attention  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "head_pruning"
-FAMILIES = {
-    "BERT": lambda: T.BertForSequenceClassification(T.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)),
-    "RoBERTa": lambda: T.RobertaForSequenceClassification(T.RobertaConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)),
-    "DistilBERT": lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(
-        vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
-    "ViT": lambda: T.ViTForImageClassification(T.ViTConfig(
-        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)),
-    "GPT-2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(
-        vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32, pad_token_id=0, bos_token_id=1,
-        eos_token_id=1)),
-    "MobileBERT": lambda: T.MobileBertForSequenceClassification(T.MobileBertConfig(
-        vocab_size=100, hidden_size=32, embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32,
-        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_feedforward_networks=1)),
-}
+FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",
+            "MobileBERT": "mobilebert"}
 
 
 def _logits(model: nn.Module, inputs: dict) -> torch.Tensor:
@@ -104,11 +90,8 @@ def _row(family: str, tool: str, model: nn.Module | None, base: tuple[int, int],
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
-    for family, build in FAMILIES.items():
-        torch.manual_seed(0)
-        model = build().eval()
-        inputs = ({"pixel_values": torch.randn(2, 3, 16, 16)} if family == "ViT"
-                  else {"input_ids": torch.randint(5, 100, (2, 8))})
+    for family, key in FAMILIES.items():
+        model, inputs = tiny_transformer(key), tiny_transformer_inputs(key)
         reference = _logits(model, inputs)
         view = copy.deepcopy(model)
         conv1d_to_linear(view)

@@ -8,40 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
 from cleanai.errors import CheckpointError, CleanAIError  # noqa: E402
 from cleanai.export import export_onnx  # noqa: E402
+from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, load_pruned, prune, save_pruned  # noqa: E402
 from cleanai.pruning.attention import conv1d_to_linear, find_attention, list_attention_adapters  # noqa: E402
 from cleanai.pruning.serialization import load_pretrained_pruned  # noqa: E402
 
-T = transformers
-_IDS = torch.randint(5, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-FAMILIES = {
-    "bert": lambda: T.BertForSequenceClassification(T.BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)),
-    "roberta": lambda: T.RobertaForSequenceClassification(T.RobertaConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)),
-    "distilbert": lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(
-        vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
-    "vit": lambda: T.ViTForImageClassification(T.ViTConfig(
-        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64)),
-    "gpt2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(
-        vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32, pad_token_id=0, bos_token_id=1,
-        eos_token_id=1)),
-    "mobilebert": lambda: T.MobileBertForSequenceClassification(T.MobileBertConfig(
-        vocab_size=100, hidden_size=32, embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32,
-        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_feedforward_networks=1)),
-}
+FAMILIES = list(TINY_TRANSFORMERS)
 
 
 def _model(family: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    torch.manual_seed(0)
-    model = FAMILIES[family]().eval()
-    inputs = {"pixel_values": torch.randn(2, 3, 16, 16)} if family == "vit" else {"input_ids": _IDS}
-    return model, inputs
+    return tiny_transformer(family), tiny_transformer_inputs(family)
 
 
 def _heads(model: nn.Module) -> dict[str, tuple[int, int]]:
