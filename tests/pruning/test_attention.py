@@ -128,3 +128,18 @@ def test_multihead_attention_keeps_its_heads_whole(ratio: float) -> None:
     assert any("MultiheadAttention" in reason for reason in report.skipped_groups.values())
     assert pruned[1].linear1.out_features < 64  # the feed-forward layer is still pruned
     assert pruned(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "vit"])
+def test_iterative_global_head_ranking_keeps_whole_heads(family: str) -> None:
+    """Two steps (the graph is rebuilt after each head cut) ranking heads across layers with a separate head ratio."""
+    model, inputs = _model(family)
+    calib = [(inputs, torch.tensor([0, 1]))]
+    config = PruneConfig(ratio=0.25, head_ratio=0.5, scope="global", iterative_steps=2, criterion="wanda")
+    pruned, report = prune(model, inputs, config, calib=calib)
+    after = _heads(pruned)
+    assert sum(heads for heads, _ in after.values()) == 4  # half of the 2 x 4 heads, wherever they were weakest
+    assert all(dim == 8 and heads >= 1 for heads, dim in after.values())
+    assert [sum(s.removed.get(n, 0) for n in after) for s in report.steps] == [2, 2]
+    with torch.no_grad():
+        assert pruned(**inputs).logits.shape == model(**inputs).logits.shape
