@@ -5,7 +5,7 @@ An `AttentionAdapter` is a small strategy: it recognises one family's attention 
 and writes a new head count back into the module. `StructuredPruner` holds one code path for heads
 and asks the registry (`list_attention_adapters()`, `register_attention_adapter`) which adapter fits.
 Registered: BERT/RoBERTa/MobileBERT (`query/key/value`), DistilBERT (`q_lin/k_lin/v_lin/out_lin`),
-ViT and Llama-style (`q_proj/k_proj/v_proj/o_proj`), GPT-2 (fused `c_attn` + `c_proj`). A model none
+ViT (`q_proj/k_proj/v_proj/o_proj`), GPT-2 (fused `c_attn` + `c_proj`). A model none
 of them knows can still have its heads pruned: `PruneConfig(num_heads={"name": heads})` uses the
 structural adapter (three q/k/v Linears or one fused 3x Linear, then an output Linear).
 
@@ -75,15 +75,9 @@ def _int(module: nn.Module, name: str) -> bool:
 
 def _separate(q: str, k: str, v: str, out: str, heads: str, head_dim: str) -> Callable[[nn.Module], AttentionParts]:
     def parts(m: nn.Module) -> AttentionParts:
-        return AttentionParts(tuple((getattr(m, n), 0) for n in (q, k, v)), _resolve(m, out),
+        return AttentionParts(tuple((getattr(m, n), 0) for n in (q, k, v)), getattr(m, out),
                               getattr(m, heads), getattr(m, head_dim))
     return parts
-
-
-def _resolve(module: nn.Module, path: str) -> nn.Linear:
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module  # type: ignore[return-value]
 
 
 def _setter(heads: str, *widths: str) -> Callable[[nn.Module, int], None]:
@@ -104,14 +98,13 @@ for _adapter in (
     AttentionAdapter(  # BERT, RoBERTa, MobileBERT, ELECTRA...: self-attention with the output in the parent
         "bert", lambda m: _linears(m, ("query", "key", "value")) and _int(m, "num_attention_heads")
         and _int(m, "attention_head_size"),
-        lambda m: AttentionParts(tuple((getattr(m, n), 0) for n in ("query", "key", "value")), m._cleanai_out,
-                                 m.num_attention_heads, m.attention_head_size),
+        _separate("query", "key", "value", "_cleanai_out", "num_attention_heads", "attention_head_size"),
         _setter("num_attention_heads", "all_head_size")),
     AttentionAdapter(
         "distilbert", lambda m: _linears(m, ("q_lin", "k_lin", "v_lin", "out_lin")) and _int(m, "n_heads"),
         _separate("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size"),
         _setter("n_heads")),
-    AttentionAdapter(  # ViT, Llama-style decoders (no grouped KV)
+    AttentionAdapter(  # ViT, and any q_proj/k_proj/v_proj/o_proj attention with equal q and k widths
         "q_proj", lambda m: _linears(m, ("q_proj", "k_proj", "v_proj", "o_proj")) and _int(m, "head_dim")
         and _int(m, "num_attention_heads") and m.q_proj.out_features == m.k_proj.out_features,
         _separate("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "head_dim"),
