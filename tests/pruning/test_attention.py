@@ -143,3 +143,9 @@ def test_iterative_global_head_ranking_keeps_whole_heads(family: str) -> None:
     assert [sum(s.removed.get(n, 0) for n in after) for s in report.steps] == [2, 2]
     with torch.no_grad():
         assert pruned(**inputs).logits.shape == model(**inputs).logits.shape
+
+
+def test_load_pretrained_pruned_refuses_a_model_that_was_not_pruned(tmp_path) -> None:
+    tiny_transformer("bert").save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="records no pruned layout"):
+        load_pretrained_pruned(tmp_path)
