@@ -30,7 +30,12 @@ from cleanai.pruning.iterative import IterativeHistory, IterativeStep, prune_and
 from cleanai.pruning.sensitivity import (
     LayerSensitivity, SensitivityPoint, SensitivityResult, sensitivity_scan, suggest_ratios,
 )
-from cleanai.pruning.serialization import build_manifest, load_pruned, read_manifest, save_pruned, shrink_to_manifest
+from cleanai.pruning.attention import (
+    ATTENTION_ADAPTERS, AttentionAdapter, AttentionParts, list_attention_adapters, register_attention_adapter,
+)
+from cleanai.pruning.serialization import (
+    build_manifest, load_pretrained_pruned, load_pruned, read_manifest, save_pruned, shrink_to_manifest,
+)
 from cleanai.pruning.movement import MovementConfig, MovementLinear, MovementPruner
 from cleanai.pruning.schedules import ConstantSparsity, PolynomialDecay
 from cleanai.pruning.sparse_format import SparseFileInfo, load_sparse, read_sparse, save_sparse
@@ -56,4 +61,8 @@ __all__ += [  # iterative prune -> fine-tune, sensitivity analysis, pruned-model
     "IterativeHistory", "IterativeStep", "LayerSensitivity", "SensitivityPoint", "SensitivityResult",
     "build_manifest", "load_pruned", "prune_and_finetune", "read_manifest", "save_pruned", "sensitivity_scan",
     "shrink_to_manifest", "suggest_ratios",
+]
+__all__ += [  # attention heads: one adapter per transformer family; pruned Hugging Face models reloaded
+    "ATTENTION_ADAPTERS", "AttentionAdapter", "AttentionParts", "list_attention_adapters", "load_pretrained_pruned",
+    "register_attention_adapter",
 ]

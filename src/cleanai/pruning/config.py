@@ -29,6 +29,7 @@ class PruneConfig(BaseModel):
     criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
     ratio: float = 0.3
     head_ratio: float | None = None  # attention heads removed (default: `ratio`)
+    num_heads: dict[str, int] = Field(default_factory=dict)  # attention module name -> heads, for unrecognised models
     scope: Literal["local", "global"] = "local"
     iterative_steps: int = Field(1, ge=1)
     ratio_dict: dict[str, float] = Field(default_factory=dict)  # module name -> ratio for the groups inside it
@@ -56,6 +57,17 @@ class PruneConfig(BaseModel):
     @classmethod
     def _head_ratio(cls, value: float | None) -> float | None:
         return None if value is None else _check_ratio(value, "head_ratio")
+
+    @field_validator("num_heads")
+    @classmethod
+    def _num_heads(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, heads in value.items():
+            if not name:
+                raise ValueError("num_heads keys name attention modules (model.named_modules()); got an empty name")
+            if isinstance(heads, bool) or heads < 2:
+                raise ValueError(f"num_heads[{name!r}] must be the module's head count, an integer >= 2 (one head "
+                                 f"cannot be pruned whole), got {heads!r}")
+        return value
 
     @field_validator("ratio_dict")
     @classmethod

@@ -28,6 +28,7 @@ from torch import nn
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model
+from cleanai.pruning.attention import attention_adapter, is_conv1d
 from cleanai.pruning.shortcuts import ChannelSelect
 
 MANIFEST_NAME = "manifest.json"
@@ -82,13 +83,16 @@ def _entry(module: nn.Module) -> dict[str, Any] | None:
     """What the manifest records about one module, or None for modules without tensors or heads."""
     tensors = {k: v for k, v in _tensors(module).items() if v is not None}
     attention = _is_attention(module)
-    if not tensors and not attention:
+    adapter = None if attention else attention_adapter(module)
+    if not tensors and not attention and adapter is None:
         return None
     widths, fixed = _attrs(module, _WIDTHS), _attrs(module, _FIXED)
     if attention:
         widths.update({a: getattr(module, a) for a in _HEADS})
         fixed.update({a: getattr(module, a) for a in _HEAD_FIXED})
     entry: dict[str, Any] = {"type": type(module).__name__}
+    if adapter is not None:  # other families' heads: set back through their attention adapter
+        entry["heads"] = adapter.parts(module).heads
     if widths:
         entry["widths"] = widths
     if fixed:
@@ -183,6 +187,45 @@ def load_pruned(directory: PathLike, base: nn.Module | str | None = None, **base
     return model.eval()
 
 
+def load_pretrained_pruned(directory: PathLike, model_class: type[nn.Module] | None = None) -> nn.Module:
+    """Reload a pruned Hugging Face model written by its `save_pretrained`: build it from config.json (class
+    `model_class`, by default the config's first architecture), shrink it to the layout pruning recorded in the
+    config (`cleanai_manifest`), then load model.safetensors strictly. Plain `from_pretrained` cannot: the
+    config derives one head size and width for every layer."""
+    import transformers
+
+    path = Path(directory)
+    if not (path / "config.json").is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{str(directory)!r} is not a Hugging Face model directory with safetensors weights "
+                              f"(config.json and {WEIGHTS_NAME})")
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    manifest = getattr(config, "cleanai_manifest", None)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"the config in {str(directory)!r} records no pruned layout (cleanai_manifest): it was "
+                              "not pruned by cleanai.pruning.prune; load it with transformers' from_pretrained")
+    if model_class is None:
+        names = config.architectures or []
+        model_class = getattr(transformers, names[0], None) if names else None
+        if model_class is None:
+            raise CheckpointError(f"the config in {str(directory)!r} names no known architecture ({names}); pass "
+                                  "model_class=")
+    base = model_class
+
+    def build(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        base.__init__(self, *args, **kwargs)
+        shrink_to_manifest(self, manifest)
+
+    # transformers' own from_pretrained (its key renaming included) on the class whose layers start shrunk
+    pruned_class = type(base.__name__, (base,), {"__init__": build, "__module__": base.__module__})
+    model, info = pruned_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                               output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"] or info["unexpected_keys"]:
+        raise CheckpointError(f"{str(directory)!r} does not hold the weights of its pruned layout: missing "
+                              f"{sorted(info['missing_keys'])[:5]}, mismatched {sorted(info['mismatched_keys'])[:5]}, "
+                              f"unexpected {sorted(info['unexpected_keys'])[:5]}")
+    return model.eval()
+
+
 def _base_model(manifest: dict[str, Any], base: nn.Module | str | None, kwargs: dict[str, Any]) -> nn.Module:
     recorded = manifest.get("base") or {}
     if isinstance(base, nn.Module):
@@ -272,7 +315,7 @@ def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
         if not _fits(shape, list(tensor.shape)):
             raise CheckpointError(f"layer {name!r} ({kind}): {tensor_name} has shape {shape} in the manifest but "
                                   f"{list(tensor.shape)} in the base model; it can only be smaller")
-        if not _known(module) and not _is_attention(module):
+        if not _known(module) and not _is_attention(module) and not is_conv1d(module):
             raise CheckpointError(f"layer {name!r}: CleanAI cannot resize a {kind} (it resizes convolutions, "
                                   "Linear, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, ChannelSelect and "
                                   "attention heads)")
@@ -283,6 +326,14 @@ def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
             module._buffers[tensor_name] = fresh
     for attr, value in widths.items():
         setattr(module, attr, tuple(value) if isinstance(value, list) else value)
+    if "heads" in entry:
+        adapter = attention_adapter(module)
+        if adapter is None or base.get("heads", 0) < entry["heads"]:
+            raise CheckpointError(f"layer {name!r} ({kind}): the manifest has {entry['heads']} heads but the base "
+                                  f"model has {base.get('heads')!r}; a pruned attention only has fewer heads")
+        adapter.set_heads(module, entry["heads"])
+    if is_conv1d(module):
+        module.nx, module.nf = module.weight.shape
     _check_widths_match_shapes(name, module)
 
 

@@ -1,9 +1,11 @@
 """Structured pruning: physically remove channels, filters, neurons and attention heads.
 
 `prune(model, example_inputs, PruneConfig(...), calib=...)` builds Torch-Pruning's DependencyGraph,
-scores every coupled group with the chosen criterion and removes the lowest-scored channels (or,
-in BERT-like attention, whole heads) through DepGraph, so residual additions, depthwise
-convolutions, flatten -> linear and q/k/v/output projections stay consistent. The forward pass
+scores every coupled group with the chosen criterion and removes the lowest-scored channels through
+DepGraph, so residual additions, depthwise convolutions and flatten -> linear stay consistent. Attention
+heads are removed whole: an attention adapter (`cleanai.pruning.attention`: BERT, RoBERTa, MobileBERT,
+DistilBERT, ViT, GPT-2, or a `num_heads` map) names each module's q/k/v/output projections; the head's
+channels are scored as one DepGraph group and cut from all four projections together. The forward pass
 is checked after every step; a failure raises `CleanAIError` naming the step and the layer while
 the caller's model stays untouched (it is deep-copied unless `inplace=True`).
 
@@ -16,8 +18,9 @@ Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear sch
 the current model when they ask to (`refresh_each_step`).
 
 Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
-in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
-BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
+in groups with grouped convolutions/GroupNorm, embedding widths and the stream an attention reads and
+adds back to (a transformer's hidden size), the width of `nn.MultiheadAttention` (torch ties its head
+size to it) and BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
 channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
 the blocks are removed. Option-A `PadShortcut`s are first rewritten into
 `ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
@@ -46,9 +49,11 @@ from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
+from cleanai.pruning.attention import AttentionAdapter, conv1d_to_linear, find_attention, linear_to_conv1d, remove_heads
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
+from cleanai.pruning.serialization import build_manifest
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
 
@@ -72,16 +77,8 @@ class _Unit:
     min_keep: int
     head_dim: int = 0  # > 0 for attention heads
     attention: nn.Module | None = None
+    adapter: AttentionAdapter | None = None
     touched: set[str] = field(default_factory=set)
-
-
-def _attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """BERT-style self-attention: `query`/`key`/`value` Linears, `num_attention_heads`, `attention_head_size`."""
-    for name, module in model.named_modules():
-        if all(isinstance(getattr(module, a, None), nn.Linear) for a in ("query", "key", "value")) and isinstance(
-                getattr(module, "num_attention_heads", None), int) and isinstance(
-                getattr(module, "attention_head_size", None), int):
-            yield name, module
 
 
 def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
@@ -93,6 +90,19 @@ def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
 def _is_residual_add(node: Any) -> bool:
     """True for the dependency graph's node of a tensor addition (`x + shortcut`), as traced by Torch-Pruning."""
     return isinstance(node, tp.ops._ElementWiseOp) and str(node._grad_fn).startswith("AddBackward")
+
+
+@contextlib.contextmanager
+def _no_kv_cache(model: nn.Module) -> Iterator[None]:
+    """Trace HF decoders without their key/value cache: its concatenation is not a channel dimension."""
+    configs = {id(c): c for m in model.modules() if getattr(c := getattr(m, "config", None), "use_cache", None)}
+    for c in configs.values():
+        c.use_cache = False
+    try:
+        yield
+    finally:
+        for c in configs.values():
+            c.use_cache = True
 
 
 def _floor(x: float) -> int:
@@ -118,11 +128,19 @@ class StructuredPruner:
         self.skipped: dict[str, str] = {}
         self.capped: list[str] = []
         self.rewritten = rewrite_pad_shortcuts(model)
-        if self.rewritten:
+        self.conv1d = conv1d_to_linear(model)  # HF Conv1D (GPT-2) becomes a Linear while pruning, back after
+        if self.rewritten or self.conv1d:
             self.modules = dict(model.named_modules())
             self.names = {m: n for n, m in self.modules.items()}
         ignored = self._resolve_names(config.ignored_layers, "ignored_layers")
         self._resolve_names(list(config.ratio_dict), "ratio_dict")
+        self._resolve_names(list(config.num_heads), "num_heads")
+        self.attention = list(find_attention(model, config.num_heads))
+        # Heads are removed whole by their adapter; the stream an attention reads and adds its output back to
+        # (the hidden size: q/k/v inputs and the output projection's outputs in one group) is kept.
+        self.attention_streams = [({linear for linear, _ in parts.segments}, parts.out)
+                                  for parts in (adapter.parts(att) for _, att, adapter in self.attention)]
+        self.attention_inputs = {linear for inputs, _ in self.attention_streams for linear in inputs}
         model.eval()
         with torch.no_grad():
             self.reference_shape = tuple(logits_of(call_model(model, self.example_inputs)).shape)
@@ -151,7 +169,7 @@ class StructuredPruner:
         return [self.modules[n] for n in names]
 
     def _build_graph(self) -> tp.DependencyGraph:
-        with warnings.catch_warnings(record=True) as caught, torch.enable_grad():
+        with warnings.catch_warnings(record=True) as caught, torch.enable_grad(), _no_kv_cache(self.model):
             warnings.simplefilter("always")
             try:
                 dg = tp.DependencyGraph().build_dependency(
@@ -168,11 +186,10 @@ class StructuredPruner:
     def _collect_units(self, ignored: list[nn.Module]) -> list[_Unit]:
         cfg = self.config
         blocked: list[nn.Module] = [sub for m in ignored for sub in m.modules()]
-        attention = [(n, att) for n, att in _attention_modules(self.model) if not any(
-            m in blocked for m in (att, att.query, att.key, att.value))]
+        attention = [(n, att, adapter) for n, att, adapter in self.attention if not any(
+            m in blocked for m in (att, *(linear for linear, _ in adapter.parts(att).segments)))]
         blocked += [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
-        for _, att in _attention_modules(self.model):
-            blocked += [att.query, att.key, att.value]
+        blocked += list(self.attention_inputs)
         if attention:
             blocked += [sub for n, m in self.modules.items() if n.split(".")[-1] == "pooler" for sub in m.modules()]
         units = []
@@ -185,12 +202,14 @@ class StructuredPruner:
                 continue
             units.append(self._unit(name, root, group[0].dep.handler, self.dg.get_out_channels(root), cfg.ratio))
         head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
-        units += [self._unit(name, att.value, tp.prune_linear_out_channels, att.num_attention_heads, head_ratio,
-                             head_dim=att.attention_head_size, attention=att) for name, att in attention]
+        for name, att, adapter in attention:
+            parts = adapter.parts(att)
+            units.append(self._unit(name, parts.out, tp.prune_linear_in_channels, parts.heads, head_ratio,
+                                    head_dim=parts.head_dim, attention=att, adapter=adapter))
         return units
 
     def _unit(self, name: str, root: nn.Module, fn: Callable[..., Any], initial: int, ratio: float,
-              head_dim: int = 0, attention: nn.Module | None = None) -> _Unit:
+              head_dim: int = 0, attention: nn.Module | None = None, adapter: AttentionAdapter | None = None) -> _Unit:
         cfg = self.config
         specific = _matching_ratio(name, cfg.ratio_dict)
         multiple = 1 if head_dim else (cfg.round_to or 1)
@@ -198,7 +217,7 @@ class StructuredPruner:
         min_keep = math.ceil(min_keep / multiple) * multiple
         return _Unit(name=name, root=root, fn=fn, initial=initial, ratio=ratio if specific is None else specific,
                      local=cfg.scope == "local" or specific is not None, min_keep=min(initial, min_keep),
-                     head_dim=head_dim, attention=attention)
+                     head_dim=head_dim, attention=attention, adapter=adapter)
 
     def _unprunable(self, group: Any) -> str | None:
         consumers = [item for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)
@@ -207,8 +226,17 @@ class StructuredPruner:
             return "output layer: its channels are the model's outputs"
         if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
             return "residual stream (residual='keep'): its channels pass through a residual addition"
+        reads = {item.dep.target.module for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)}
+        writes = {item.dep.target.module for item in group if self.dg.is_out_channel_pruning_fn(item.dep.handler)}
+        for inputs, out in self.attention_streams:
+            if out in writes and inputs & reads:
+                return (f"hidden size: the stream attention projection {self.names.get(out, '?')} adds back into "
+                        "(the hidden size is kept; heads are pruned whole)")
         for item in group:
             m = item.dep.target.module
+            if isinstance(m, nn.MultiheadAttention):
+                return (f"embedding width of nn.MultiheadAttention {self.names.get(m, '?')}: torch needs head_dim x "
+                        "num_heads == embed_dim, so neither heads nor this width can shrink without re-splitting heads")
             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
                 return f"grouped convolution {self.names.get(m, '?')} (groups={m.groups}) in the group"
             if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
@@ -252,7 +280,7 @@ class StructuredPruner:
             self.model.train(was_training)
 
     def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
-        width = self.dg.get_out_channels(unit.root)
+        width = unit.root.in_features if unit.head_dim else self.dg.get_out_channels(unit.root)
         try:
             scores = self.criterion(self.dg.get_pruning_group(unit.root, unit.fn, list(range(width))))
         except (IndexError, RuntimeError) as exc:  # channel indices beyond a coupled layer's width
@@ -334,7 +362,9 @@ class StructuredPruner:
         return plan
 
     def _apply(self, step: int, plan: list[tuple[_Unit, list[int]]]) -> dict[str, int]:
+        """Channels through DepGraph first, then whole heads through their adapters (the graph is rebuilt after)."""
         removed = {}
+        plan = sorted(plan, key=lambda p: bool(p[0].head_dim))
         on_pruned = getattr(self.criterion, "on_pruned", None)
         for unit, idxs in plan:
             channels = ([h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
@@ -346,14 +376,16 @@ class StructuredPruner:
                                 and item.dep.target.module in self.names}
                 if on_pruned is not None:
                     on_pruned(group)
-                group.prune()
+                if unit.adapter is not None:
+                    remove_heads(unit.attention, unit.adapter, idxs)
+                else:
+                    group.prune()
             except Exception as exc:  # noqa: BLE001 - a failed surgery is reported with what to ignore
                 raise self._broken(step, unit.name, f"removing its channels failed with {type(exc).__name__}: "
                                    f"{exc}", [unit.name]) from exc
             removed[unit.name] = len(idxs)
-            if unit.attention is not None:
-                unit.attention.all_head_size = unit.root.out_features
-                unit.attention.num_attention_heads = unit.root.out_features // unit.head_dim
+        if any(unit.head_dim for unit, _ in plan):  # the graph recorded the old split sizes and shapes
+            self.dg = self._build_graph()
         return removed
 
     def _check_forward(self, step: int, removed: dict[str, int]) -> None:
@@ -423,8 +455,8 @@ class StructuredPruner:
             elif isinstance(m, nn.Linear):
                 widths[name] = ("Linear", "features", m.out_features)
         for unit in self.units:
-            if unit.attention is not None:
-                widths[unit.name] = (type(unit.attention).__name__, "heads", unit.attention.num_attention_heads)
+            if unit.adapter is not None:
+                widths[unit.name] = (type(unit.attention).__name__, "heads", unit.adapter.parts(unit.attention).heads)
         return widths
 
     def report(self, before: tuple[int, int], after: tuple[int, int], steps: list[StepRecord]) -> PruneReport:
@@ -448,6 +480,7 @@ class StructuredPruner:
             prefix = f"{owner_name}." if owner_name else ""
             cfg.cleanai_pruned_widths = {n[len(prefix):]: w[2] for n, w in widths.items() if n.startswith(prefix)
                                          and self.widths_before.get(n, w)[2] != w[2]}
+            cfg.cleanai_manifest = build_manifest(owner)  # the layout load_pretrained_pruned rebuilds
 
     def run(self, callback: StepCallback | None = None) -> PruneReport:
         """All iterative steps; `callback(step, model, report_so_far)` runs after each checked step."""
@@ -463,6 +496,7 @@ class StructuredPruner:
             report = self.report(before, after, steps)
             if callback is not None:
                 callback(step, self.model, report)
+        linear_to_conv1d(self.model, self.conv1d)
         self.annotate_configs()
         return report
 

@@ -1,0 +1,128 @@
+"""Head + FFN pruning per transformer family: CleanAI's 50 % cut vs plain Torch-Pruning with `num_heads`.
+
+Tiny random-weight models from each family's HF config (2 layers, hidden 32, 4 heads), both tools in one
+run on copies of one model: params and MACs removed, whether every attention keeps whole heads (head size
+unchanged, q/k/v widths = heads x head size) and the cosine similarity of the logits with the unpruned model.
+Torch-Pruning runs twice: with the hidden size kept (embeddings ignored, prune_head_dims=False: the same work as
+CleanAI's cut) and with its defaults, which also prune the hidden size and every head's dimensions.
+Raw rows: benchmarks/results/head_pruning/rows.json.   Run: python benchmarks/head_pruning.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import machine, print_table  # noqa: E402
+
+from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
+from cleanai.pruning import PruneConfig, prune  # noqa: E402
+from cleanai.pruning.attention import conv1d_to_linear, find_attention  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "head_pruning"
+FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",
+            "MobileBERT": "mobilebert"}
+
+
+def _logits(model: nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def _heads_whole(model: nn.Module, before: dict[str, tuple[int, int]]) -> bool:
+    """Every attention has whole heads of the original size: its q/k/v/out widths are heads x head size."""
+    view = copy.deepcopy(model)
+    conv1d_to_linear(view)
+    found = {n: (a, m) for n, m, a in find_attention(view)}
+    for name, (heads, dim) in before.items():
+        adapter, module = found[name]
+        parts = adapter.parts(module)
+        widths = {parts.out.in_features} | {lin.out_features // (3 if len({id(l) for l, _ in parts.segments}) == 1
+                                                                  else 1) for lin, _ in parts.segments}
+        if parts.head_dim != dim or widths != {parts.heads * dim}:
+            return False
+    return True
+
+
+def _plain_tp(model: nn.Module, inputs: dict, attention: list, keep_hidden: bool) -> nn.Module:
+    """Torch-Pruning's MetaPruner with num_heads on q/k/v, prune_num_heads, ratio 0.5 and head ratio 0.5;
+    `keep_hidden`: also prune_head_dims=False and the embeddings ignored (the hidden size stays, as in CleanAI)."""
+    num_heads = {lin: a.parts(m).heads for _, m, a in attention for lin, _ in a.parts(m).segments}
+    ignored = [m for n, m in model.named_modules() if n.split(".")[-1] in ("classifier", "score", "out_proj")
+               and isinstance(m, nn.Linear)]
+    if keep_hidden:
+        ignored += [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.Conv2d))]
+    pruner = tp.pruner.MetaPruner(model, inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, num_heads=num_heads, prune_num_heads=True,
+                                  prune_head_dims=not keep_hidden, head_pruning_ratio=0.5, ignored_layers=ignored,
+                                  output_transform=lambda out: out.logits)
+    pruner.step()
+    for _, m, a in attention:  # plain Torch-Pruning leaves the modules' head counts to the user
+        segment = a.parts(m).segments[0][0]
+        a.set_heads(m, pruner.num_heads.get(segment, a.parts(m).heads))
+    return model
+
+
+def _row(family: str, tool: str, model: nn.Module | None, base: tuple[int, int], inputs: dict, reference: torch.Tensor,
+         before: dict, error: str | None = None) -> dict:
+    if model is None:
+        return {"family": family, "tool": tool, "error": error}
+    out = _logits(model, inputs)
+    model = copy.deepcopy(model)
+    conv1d_to_linear(model)  # Torch-Pruning's counter skips HF Conv1D
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, params = tp.utils.count_ops_and_params(model, inputs)
+    return {"family": family, "tool": tool, "params_before": base[1], "params_after": int(params),
+            "macs_before": base[0], "macs_after": int(macs), "heads_whole": _heads_whole(model, before),
+            "cosine": float(torch.nn.functional.cosine_similarity(out.flatten(), reference.flatten(), dim=0)),
+            "error": None}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for family, key in FAMILIES.items():
+        model, inputs = tiny_transformer(key), tiny_transformer_inputs(key)
+        reference = _logits(model, inputs)
+        view = copy.deepcopy(model)
+        conv1d_to_linear(view)
+        before = {n: (a.parts(m).heads, a.parts(m).head_dim) for n, m, a in find_attention(view)}
+        with contextlib.redirect_stdout(io.StringIO()):
+            base = tuple(int(v) for v in tp.utils.count_ops_and_params(view, inputs))
+        pruned, _ = prune(model, inputs, PruneConfig(ratio=0.5))
+        rows.append(_row(family, "CleanAI", pruned, base, inputs, reference, before))
+        for keep_hidden, tool in ((True, "Torch-Pruning, hidden kept"), (False, "Torch-Pruning, hidden pruned too")):
+            plain = copy.deepcopy(view)  # Torch-Pruning needs Linears (HF Conv1D breaks its graph)
+            plain.config.use_cache = False
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    plain = _plain_tp(plain, inputs, list(find_attention(plain)), keep_hidden)
+                _logits(plain, inputs)
+                rows.append(_row(family, tool, plain, base, inputs, reference, before))
+            except Exception as exc:  # noqa: BLE001 - a failure of the other tool is a result row
+                rows.append(_row(family, tool, None, base, inputs, reference, before,
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
+    (OUT / "rows.json").write_text(json.dumps(rows, indent=1))
+    table = []
+    for r in rows:
+        if r["error"]:
+            table.append([r["family"], r["tool"], "fails: " + r["error"], "", "", ""])
+            continue
+        table.append([r["family"], r["tool"], f"{1 - r['params_after'] / r['params_before']:.1%}",
+                      f"{1 - r['macs_after'] / r['macs_before']:.1%}", "yes" if r["heads_whole"] else "NO",
+                      f"{r['cosine']:.3f}"])
+    print_table(["family", "tool", "params removed", "MACs removed", "whole heads", "logit cosine vs unpruned"], table)
+    print(machine("default threads", packages=("torch-pruning", "transformers")))
+
+
+if __name__ == "__main__":
+    main()
