@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai.errors import ConfigError
+
 _TEXT = dict(vocab_size=100, num_labels=2)
 # family -> (model class, config class, config fields); all 2 layers, hidden 32, 4 heads of 8, FFN 64
 TINY_TRANSFORMERS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -36,7 +38,7 @@ def tiny_transformer(family: str, seed: int = 0) -> nn.Module:
     import transformers
 
     if family not in TINY_TRANSFORMERS:
-        raise ValueError(f"tiny_transformer: unknown family {family!r}; choose one of {', '.join(TINY_TRANSFORMERS)}")
+        raise ConfigError(f"tiny_transformer: unknown family {family!r}; choose one of {', '.join(TINY_TRANSFORMERS)}")
     model_class, config_class, fields = TINY_TRANSFORMERS[family]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -63,9 +63,9 @@ class PruneConfig(BaseModel):
     def _num_heads(cls, value: dict[str, int]) -> dict[str, int]:
         for name, heads in value.items():
             if not name:
-                raise ValueError("num_heads keys name attention modules (model.named_modules()); got an empty name")
+                raise ConfigError("num_heads keys name attention modules (model.named_modules()); got an empty name")
             if isinstance(heads, bool) or heads < 2:
-                raise ValueError(f"num_heads[{name!r}] must be the module's head count, an integer >= 2 (one head "
+                raise ConfigError(f"num_heads[{name!r}] must be the module's head count, an integer >= 2 (one head "
                                  f"cannot be pruned whole), got {heads!r}")
         return value
 
