@@ -15,8 +15,9 @@ Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear sch
 `callback` runs between steps (for example to fine-tune), and data-driven criteria re-measure on
 the current model when they ask to (`refresh_each_step`).
 
-Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
-in groups with grouped convolutions/GroupNorm, embedding widths (a transformer's hidden size) and
+Grouped convolutions (ResNeXt) and GroupNorm split a group's channels into equal parts; channels are
+then removed at the same positions of every part, so `groups` / `num_groups` stay valid. Layers never
+pruned: those whose output channels are the model's outputs (the classifier), embedding widths (a transformer's hidden size) and
 BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
 channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
 the blocks are removed. Option-A `PadShortcut`s are first rewritten into
@@ -72,7 +73,13 @@ class _Unit:
     min_keep: int
     head_dim: int = 0  # > 0 for attention heads
     attention: nn.Module | None = None
+    ch_groups: int = 1  # > 1: grouped convolutions / GroupNorm split the channels; a unit is then one channel slot
     touched: set[str] = field(default_factory=set)
+
+    @property
+    def rounded(self) -> bool:
+        """Whether `round_to` applies: plain channels (heads and grouped slots are whole units already)."""
+        return not self.head_dim and self.ch_groups == 1
 
 
 def _attention_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -179,26 +186,29 @@ class StructuredPruner:
         for group in self.dg.get_all_groups(ignored_layers=blocked, root_module_types=ROOT_TYPES):
             root = group[0].dep.target.module
             name = self.names[root]
-            reason = self._unprunable(group)
+            width = self.dg.get_out_channels(root)
+            ch_groups, reason = self._channel_groups(group, width)
+            reason = self._unprunable(group) or reason
             if reason:
                 self.skipped[name] = reason
                 continue
-            units.append(self._unit(name, root, group[0].dep.handler, self.dg.get_out_channels(root), cfg.ratio))
+            units.append(self._unit(name, root, group[0].dep.handler, width // ch_groups, cfg.ratio,
+                                    ch_groups=ch_groups))
         head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
         units += [self._unit(name, att.value, tp.prune_linear_out_channels, att.num_attention_heads, head_ratio,
                              head_dim=att.attention_head_size, attention=att) for name, att in attention]
         return units
 
     def _unit(self, name: str, root: nn.Module, fn: Callable[..., Any], initial: int, ratio: float,
-              head_dim: int = 0, attention: nn.Module | None = None) -> _Unit:
+              head_dim: int = 0, attention: nn.Module | None = None, ch_groups: int = 1) -> _Unit:
         cfg = self.config
         specific = _matching_ratio(name, cfg.ratio_dict)
-        multiple = 1 if head_dim else (cfg.round_to or 1)
+        multiple = 1 if head_dim or ch_groups > 1 else (cfg.round_to or 1)
         min_keep = max(1, math.ceil(initial * (1 - cfg.max_layer_ratio) - 1e-9))
         min_keep = math.ceil(min_keep / multiple) * multiple
         return _Unit(name=name, root=root, fn=fn, initial=initial, ratio=ratio if specific is None else specific,
                      local=cfg.scope == "local" or specific is not None, min_keep=min(initial, min_keep),
-                     head_dim=head_dim, attention=attention)
+                     head_dim=head_dim, attention=attention, ch_groups=ch_groups)
 
     def _unprunable(self, group: Any) -> str | None:
         consumers = [item for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)
@@ -207,13 +217,30 @@ class StructuredPruner:
             return "output layer: its channels are the model's outputs"
         if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
             return "residual stream (residual='keep'): its channels pass through a residual addition"
+        return None
+
+    def _channel_groups(self, group: Any, width: int) -> tuple[int, str | None]:
+        """Into how many equal parts grouped convolutions and GroupNorms of `group` split its `width` channels
+        (the lcm of their groups; depthwise convolutions excepted), and why the group cannot be pruned if so.
+
+        Channels are then removed at the same positions of every part (Torch-Pruning's channel grouping), so
+        each conv group and each GroupNorm group keeps an equal share and `groups` / `num_groups` stay valid.
+        """
+        splits = {}
         for item in group:
             m = item.dep.target.module
             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
-                return f"grouped convolution {self.names.get(m, '?')} (groups={m.groups}) in the group"
-            if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
-                return f"GroupNorm {self.names.get(m, '?')} (num_groups={m.num_groups}) in the group"
-        return None
+                splits[self.names.get(m, "?")] = ("groups", m.groups)
+            elif isinstance(m, nn.GroupNorm) and m.num_groups > 1:
+                splits[self.names.get(m, "?")] = ("num_groups", m.num_groups)
+        ch_groups = math.lcm(1, *(n for _, n in splits.values()))
+        if ch_groups == 1:
+            return 1, None
+        if width % ch_groups or width == ch_groups:
+            what = ", ".join(f"{n} ({a}={g})" for n, (a, g) in splits.items())
+            return 1, (f"{width} channels split by {what} leave no whole channel slot to remove while keeping "
+                       f"every group equal")
+        return ch_groups, None
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, int]:
@@ -265,12 +292,14 @@ class StructuredPruner:
             raise CleanAIError(f"criterion {self.criterion_name!r} returned {scores.numel()} scores (finite: "
                                f"{bool(torch.isfinite(scores).all())}) for group {unit.name!r} of {width} channels; "
                                "a criterion must return one finite score per channel")
+        if unit.ch_groups > 1:  # one score per slot: the mean over the slot's channel in every group
+            return scores.view(unit.ch_groups, -1).mean(0)
         return scores.view(-1, unit.head_dim).mean(1) if unit.head_dim else scores
 
     def _target_keep(self, unit: _Unit, step: int) -> int:
         """Channels (heads) unit should keep after `step`: its ratio reached linearly, rounded, capped."""
         keep = _floor(unit.initial * (1 - unit.ratio * step / self.config.iterative_steps))
-        if not unit.head_dim and self.config.round_to:
+        if unit.rounded and self.config.round_to:
             keep -= keep % self.config.round_to
         if keep <= 0:
             self._note_cap(unit, unit.min_keep)
@@ -327,7 +356,7 @@ class StructuredPruner:
             keep = len(scores) - taken[i]
             if wanted[i] >= len(scores):
                 self._note_cap(unit, keep)
-            if not unit.head_dim and self.config.round_to:
+            if unit.rounded and self.config.round_to:
                 keep = max(keep - keep % self.config.round_to, unit.min_keep)
             if len(scores) > keep:
                 plan.append((unit, torch.argsort(scores, stable=True)[:len(scores) - keep].tolist()))
@@ -337,8 +366,7 @@ class StructuredPruner:
         removed = {}
         on_pruned = getattr(self.criterion, "on_pruned", None)
         for unit, idxs in plan:
-            channels = ([h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
-                        if unit.head_dim else idxs)
+            channels = self._channels(unit, idxs)
             try:
                 group = self.dg.get_pruning_group(unit.root, unit.fn, channels)
                 unit.touched = {self.names[item.dep.target.module] for item in group
@@ -350,11 +378,20 @@ class StructuredPruner:
             except Exception as exc:  # noqa: BLE001 - a failed surgery is reported with what to ignore
                 raise self._broken(step, unit.name, f"removing its channels failed with {type(exc).__name__}: "
                                    f"{exc}", [unit.name]) from exc
-            removed[unit.name] = len(idxs)
+            removed[unit.name] = len(idxs) if unit.head_dim else len(channels)
             if unit.attention is not None:
                 unit.attention.all_head_size = unit.root.out_features
                 unit.attention.num_attention_heads = unit.root.out_features // unit.head_dim
         return removed
+
+    def _channels(self, unit: _Unit, idxs: list[int]) -> list[int]:
+        """The channel indices of the heads or channel slots `idxs` of `unit`."""
+        if unit.head_dim:
+            return [h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
+        if unit.ch_groups > 1:
+            slot = self.dg.get_out_channels(unit.root) // unit.ch_groups
+            return sorted(g * slot + j for g in range(unit.ch_groups) for j in idxs)
+        return idxs
 
     def _check_forward(self, step: int, removed: dict[str, int]) -> None:
         """Run the pruned model; raise a CleanAIError naming the step, the failing layer and what to ignore."""
