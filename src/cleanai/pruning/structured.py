@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from cleanai._conv1d import HFConv1D, conv1d_types
 from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
@@ -51,11 +52,12 @@ from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
-from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
+from cleanai.pruning.hf_conv1d import customized_pruners
+from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
-ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D)
 # Modules whose input channels make them a consumer of a group (so the group is not the model's output).
-_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
+_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
 
 StepCallback = Callable[[int, nn.Module, PruneReport], None]
 
@@ -163,7 +165,7 @@ class StructuredPruner:
             try:
                 dg = tp.DependencyGraph().build_dependency(
                     self.model, example_inputs=self.example_inputs, output_transform=logits_of,
-                    customized_pruners=CUSTOMIZED_PRUNERS, verbose=True)
+                    customized_pruners=customized_pruners(self.model), verbose=True)
             except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
                 raise CleanAIError(
                     f"Torch-Pruning could not build the dependency graph of {type(self.model).__name__}: "
@@ -217,6 +219,10 @@ class StructuredPruner:
             return "output layer: its channels are the model's outputs"
         if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
             return "residual stream (residual='keep'): its channels pass through a residual addition"
+        if isinstance(group[0].dep.target.module, (nn.Linear, HFConv1D)) and any(
+                isinstance(item.dep.target.module, tp.ops._SplitOp) for item in group):
+            return ("fused projection: its outputs are split into parts (such as GPT-2's c_attn into query, key "
+                    "and value), so features can only go as whole attention heads")
         return None
 
     def _channel_groups(self, group: Any, width: int) -> tuple[int, str | None]:
@@ -448,6 +454,8 @@ class StructuredPruner:
     # ---- bookkeeping -------------------------------------------------------------------------
     def count(self) -> tuple[int, int]:
         """(MACs, params) of the model on the example inputs (Torch-Pruning's op counter)."""
+        counter = tp.utils.op_counter  # HF Conv1D counted as the Linear it is (the mapping is reset after each count)
+        counter.CUSTOM_MODULES_MAPPING = dict.fromkeys(conv1d_types(self.model), counter.linear_flops_counter_hook)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints batch-size guesses
             macs, params = tp.utils.count_ops_and_params(self.model, self.example_inputs)
         return int(macs), int(params)
@@ -459,6 +467,8 @@ class StructuredPruner:
                 widths[name] = (type(m).__name__, "channels", m.out_channels)
             elif isinstance(m, nn.Linear):
                 widths[name] = ("Linear", "features", m.out_features)
+            elif isinstance(m, HFConv1D):
+                widths[name] = (type(m).__name__, "features", m.nf)
         for unit in self.units:
             if unit.attention is not None:
                 widths[unit.name] = (type(unit.attention).__name__, "heads", unit.attention.num_attention_heads)
