@@ -51,7 +51,7 @@ from cleanai._batches import Batch, call_model, logits_of, model_device, split_b
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
-from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
+from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
 from cleanai.pruning.hf_conv1d import customized_pruners
 from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
@@ -137,6 +137,7 @@ class StructuredPruner:
             self.reference_shape = tuple(logits_of(call_model(model, self.example_inputs)).shape)
         self.dg = self._build_graph()
         self.units = self._collect_units(ignored)
+        self.left_as_is = self._left_as_is(ignored)
         self.widths_before = self._widths()
 
     # ---- setup -------------------------------------------------------------------------------
@@ -200,6 +201,57 @@ class StructuredPruner:
         units += [self._unit(name, att.value, tp.prune_linear_out_channels, att.num_attention_heads, head_ratio,
                              head_dim=att.attention_head_size, attention=att) for name, att in attention]
         return units
+
+    def _members(self, root: nn.Module) -> list[nn.Module]:
+        """The modules whose tensors change when output channels of `root` go (its dependency group)."""
+        try:
+            group = self.dg.get_pruning_group(root, self.dg.get_pruner_of_module(root).prune_out_channels, [0])
+        except Exception:  # noqa: BLE001 - a layer DepGraph cannot prune alone is its own only member
+            return [root]
+        return [item.dep.target.module for item in group if item.dep.target.module in self.names]
+
+    def _left_as_is(self, ignored: list[nn.Module]) -> list[LeftLayer]:
+        """Every module holding parameters that no pruned group changes, with why; warns about those CleanAI has
+        no rule for (their parameters are in no group), so no layer type is skipped in silence."""
+        why: dict[nn.Module, str] = {}
+        for unit in self.units:
+            why.update(dict.fromkeys(self._members(unit.root), ""))
+        owner: dict[int, str] = {}
+        for name, module in self.modules.items():
+            for param in module.parameters(recurse=False):
+                if id(param) in owner and module not in why:
+                    why[module] = f"tied to {owner[id(param)]!r} (they share a weight)"
+                owner.setdefault(id(param), name)
+        for name, reason in self.skipped.items():
+            for member in self._members(self.modules[name]):
+                why.setdefault(member, f"in the group of {name!r}, left whole: {reason}")
+        for sub in dict.fromkeys(sub for module in ignored for sub in module.modules() if isinstance(sub, ROOT_TYPES)):
+            why.setdefault(sub, "in ignored_layers")
+            for member in self._members(sub):
+                why.setdefault(member, f"in the group of {self.names[sub]!r}, which is in ignored_layers")
+        why.update({sub: "in ignored_layers" for module in ignored for sub in module.modules() if sub not in why})
+        for module in self.modules.values():
+            if isinstance(module, nn.RNNBase):
+                why.setdefault(module, f"{type(module).__name__} hidden width is not a pruning group: left whole")
+        for module in self.modules.values():
+            if isinstance(module, nn.Embedding) and module not in why:
+                why[module] = "embedding width (a transformer's hidden size) is kept"
+                for member in self._members(module):
+                    why.setdefault(member, f"coupled to the width of embedding {self.names[module]!r}, which is kept")
+        left, unknown = [], []
+        for name, module in self.modules.items():
+            if not any(True for _ in module.parameters(recurse=False)) or why.get(module, None) == "":
+                continue
+            reason = why.get(module) or "CleanAI has no pruning rule for this layer type: no group covers it"
+            left.append(LeftLayer(name=name, type=type(module).__name__, reason=reason))
+            if module not in why or isinstance(module, nn.RNNBase):
+                unknown.append(f"{name or type(module).__name__} ({type(module).__name__})")
+        if unknown:
+            message = (f"no pruning group covers the parameters of {', '.join(unknown[:10])}"
+                       f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}: left as they are")
+            self.warnings.append(message)
+            warnings.warn(message, stacklevel=5)
+        return left
 
     def _unit(self, name: str, root: nn.Module, fn: Callable[..., Any], initial: int, ratio: float,
               head_dim: int = 0, attention: nn.Module | None = None, ch_groups: int = 1) -> _Unit:
@@ -482,6 +534,7 @@ class StructuredPruner:
             criterion=self.criterion_name, config=self.config.model_dump(mode="json"),
             macs_before=before[0], params_before=before[1], macs_after=after[0], params_after=after[1],
             layers=layers, steps=steps, rewritten_modules=self.rewritten, skipped_groups=dict(self.skipped),
+            left_as_is=list(self.left_as_is),
             capped_layers=list(self.capped), warnings=list(self.warnings))
 
     def annotate_configs(self) -> None:
