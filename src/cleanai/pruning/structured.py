@@ -52,7 +52,7 @@ from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.hf_conv1d import customized_pruners
+from cleanai.pruning.layer_pruners import customized_pruners
 from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D)
@@ -186,7 +186,7 @@ class StructuredPruner:
         if attention:
             blocked += [sub for n, m in self.modules.items() if n.split(".")[-1] == "pooler" for sub in m.modules()]
         units = []
-        for group in self.dg.get_all_groups(ignored_layers=blocked, root_module_types=ROOT_TYPES):
+        for group in self._all_groups(blocked):
             root = group[0].dep.target.module
             name = self.names[root]
             width = self.dg.get_out_channels(root)
@@ -201,6 +201,29 @@ class StructuredPruner:
         units += [self._unit(name, att.value, tp.prune_linear_out_channels, att.num_attention_heads, head_ratio,
                              head_dim=att.attention_head_size, attention=att) for name, att in attention]
         return units
+
+    def _all_groups(self, blocked: list[nn.Module]) -> Iterator[Any]:
+        """Torch-Pruning's `get_all_groups` (each root layer's output-channel group, once), except that a root whose
+        group DepGraph cannot trace (it loses the channels inside a recurrent layer's unrolled gates) is recorded in
+        `skipped` with the error instead of aborting."""
+        visited: set[nn.Module] = set()
+        blocked = blocked + list(self.dg.IGNORED_LAYERS_IN_TRACING)
+        for module in list(self.dg.module2node):
+            pruner = self.dg.get_pruner_of_module(module)
+            if (module in blocked or module in visited or not isinstance(module, ROOT_TYPES) or pruner is None
+                    or pruner.get_out_channels(module) is None):
+                continue
+            try:
+                group = self.dg.get_pruning_group(module, pruner.prune_out_channels,
+                                                  list(range(pruner.get_out_channels(module))))
+            except Exception as exc:  # noqa: BLE001 - reported with the layer's name, the rest is still pruned
+                self.skipped[self.names[module]] = (f"Torch-Pruning cannot trace where its channels go "
+                                                    f"({type(exc).__name__}: {exc})")
+                continue
+            outs = [item.dep.target.module for item in group if self.dg.is_out_channel_pruning_fn(item.dep.handler)]
+            visited.update(outs)
+            if not any(m in blocked for m in outs):
+                yield group
 
     def _members(self, root: nn.Module) -> list[nn.Module]:
         """The modules whose tensors change when output channels of `root` go (its dependency group)."""
@@ -271,6 +294,10 @@ class StructuredPruner:
             return "output layer: its channels are the model's outputs"
         if self.config.residual == "keep" and any(_is_residual_add(item.dep.target.module) for item in group):
             return "residual stream (residual='keep'): its channels pass through a residual addition"
+        recurrent = next((item.dep.target.module for item in group if isinstance(item.dep.target.module, nn.RNNBase)
+                          and self.dg.is_out_channel_pruning_fn(item.dep.handler)), None)
+        if recurrent is not None:
+            return f"coupled with the hidden width of {self.names.get(recurrent, '?')!r}, which is not pruned"
         if isinstance(group[0].dep.target.module, (nn.Linear, HFConv1D)) and any(
                 isinstance(item.dep.target.module, tp.ops._SplitOp) for item in group):
             return ("fused projection: its outputs are split into parts (such as GPT-2's c_attn into query, key "
