@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import call_model, logits_of
+from cleanai._conv1d import HFConv1D
 from cleanai.errors import CheckpointError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model
@@ -48,6 +49,8 @@ _WIDTHS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.GroupNorm: ("num_groups", "num_channels"),
     nn.Embedding: ("num_embeddings", "embedding_dim"),
     nn.PReLU: ("num_parameters",),
+    nn.RNNBase: ("input_size",),
+    HFConv1D: ("nx", "nf"),
     ChannelSelect: (),
 }
 # Attributes pruning never changes (recorded and checked to be equal).
@@ -329,6 +332,8 @@ def _implied_shapes(module: nn.Module) -> dict[str, list[int]]:
         return {"weight": [module.num_embeddings, module.embedding_dim]}
     if isinstance(module, nn.PReLU):
         return {"weight": [module.num_parameters]}
+    if isinstance(module, HFConv1D):
+        return {"weight": [module.nx, module.nf], "bias": [module.nf]}
     return {}
 
 
