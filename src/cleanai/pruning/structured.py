@@ -254,8 +254,8 @@ class StructuredPruner:
                 why.setdefault(member, f"in the group of {self.names[sub]!r}, which is in ignored_layers")
         why.update({sub: "in ignored_layers" for module in ignored for sub in module.modules() if sub not in why})
         for module in self.modules.values():
-            if isinstance(module, nn.RNNBase):
-                why.setdefault(module, f"{type(module).__name__} hidden width is not a pruning group: left whole")
+            if isinstance(module, nn.RNNBase):  # even when its input features go with the layer feeding it
+                why[module] = f"{type(module).__name__} hidden width is not a pruning group: left whole"
         for module in self.modules.values():
             if isinstance(module, nn.Embedding) and module not in why:
                 why[module] = "embedding width (a transformer's hidden size) is kept"
