@@ -16,12 +16,16 @@ Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear sch
 the current model when they ask to (`refresh_each_step`).
 
 Grouped convolutions (ResNeXt) and GroupNorm split a group's channels into equal parts; channels are
-then removed at the same positions of every part, so `groups` / `num_groups` stay valid. Layers never
-pruned: those whose output channels are the model's outputs (the classifier), embedding widths (a transformer's hidden size) and
-BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
-channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
-the blocks are removed. Option-A `PadShortcut`s are first rewritten into
-`ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
+then removed at the same positions of every part, so `groups` / `num_groups` stay valid. HF `Conv1D`
+(GPT-2) prunes as a Linear; LSTM/GRU inputs go with the layer feeding them (`layer_pruners.py`).
+Layers never pruned: those whose output channels are the model's outputs (the classifier), embedding
+widths (a transformer's hidden size), BERT poolers, recurrent hidden widths and fused projections split
+into parts (GPT-2's `c_attn`); `ignored_layers` adds more. `residual="keep"` also leaves whole every
+group whose channels pass through a residual addition (a ResNet's residual stream), so only the
+channels inside the blocks are removed. The report's `left_as_is` lists every layer holding parameters
+that no pruned group changes, with why, and a warning names those CleanAI has no rule for. Option-A
+`PadShortcut`s are first rewritten into `ChannelSelect` modules so DepGraph couples their channels
+(see `cleanai.pruning.shortcuts`).
 """
 
 from __future__ import annotations

@@ -388,7 +388,8 @@ def sparsity_report(model: nn.Module, module_types: list[str] | None = None,
     weights, left = prunable_weights(model, types)[0], prunable_weights(model, types, ignored_layers)[1]
     layers = []
     for key, (module, attr) in weights.items():
-        weight = module.masked_weight() if isinstance(module, MaskedLayer) and attr == "weight" else getattr(module, attr)
+        masked = isinstance(module, MaskedLayer) and attr == "weight"
+        weight = module.masked_weight() if masked else getattr(module, attr)
         layers.append(LayerSparsity(name=key, type=type(module).__name__, shape=list(weight.shape),
                                     params=weight.numel(), zeros=int((weight == 0).sum())))
     unknown = [f"{item.name or '<model>'} ({item.type})" for item in left if item.reason.startswith("CleanAI has no")]

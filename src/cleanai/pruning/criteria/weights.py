@@ -119,7 +119,7 @@ class WandaCriterion(WeightSaliencyCriterion):
         w = weight.detach().abs()
         if isinstance(layer, nn.Linear):
             return w * norm.to(w.device)[None, :] if norm.numel() == w.shape[1] else None
-        if getattr(layer, "transposed", False) or isinstance(layer, HFConv1D):  # (in, out/groups, k...): input channel = dim 0
+        if getattr(layer, "transposed", False) or isinstance(layer, HFConv1D):  # weight (in, ...): input = dim 0
             return w * norm.to(w.device).reshape(-1, *([1] * (w.dim() - 1))) if norm.numel() == w.shape[0] else None
         out_ch, in_per_group, groups = w.shape[0], w.shape[1], layer.groups
         if norm.numel() != in_per_group * groups:
