@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import inspect
 import io
 import math
@@ -229,13 +230,21 @@ class StructuredPruner:
             if not any(m in blocked for m in outs):
                 yield group
 
+    @functools.cached_property
+    def _owners(self) -> dict[int, nn.Module]:
+        """id of each parameter -> the module holding it."""
+        return {id(p): m for m in self.modules.values() for p in m.parameters(recurse=False)}
+
     def _members(self, root: nn.Module) -> list[nn.Module]:
-        """The modules whose tensors change when output channels of `root` go (its dependency group)."""
+        """The modules whose tensors change when output channels of `root` go (its dependency group; a free
+        `nn.Parameter` in it, such as a layer scale or position embedding, counts as its module)."""
         try:
             group = self.dg.get_pruning_group(root, self.dg.get_pruner_of_module(root).prune_out_channels, [0])
         except Exception:  # noqa: BLE001 - a layer DepGraph cannot prune alone is its own only member
             return [root]
-        return [item.dep.target.module for item in group if item.dep.target.module in self.names]
+        members = [self._owners.get(id(t)) if isinstance(t, nn.Parameter) else t  # a free Parameter: its module
+                   for t in (item.dep.target.module for item in group)]
+        return [m for m in members if m in self.names]
 
     def _left_as_is(self, ignored: list[nn.Module]) -> list[LeftLayer]:
         """Every module holding parameters that no pruned group changes, with why; warns about those CleanAI has
