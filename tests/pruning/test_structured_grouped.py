@@ -47,21 +47,23 @@ def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def torch_pruning_cut(model: nn.Module, ratio: float) -> nn.Module:
+def torch_pruning_cut(model: nn.Module, ratio: float, scope: str) -> nn.Module:
     """Plain Torch-Pruning at `ratio`: MetaPruner with magnitude importance, the classifier ignored."""
     model = copy.deepcopy(model)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     tp.pruner.MetaPruner(model, X, importance=tp.importance.GroupMagnitudeImportance(), pruning_ratio=ratio,
-                         ignored_layers=[last]).step()
+                         global_pruning=scope == "global", ignored_layers=[last]).step()
     return model
 
 
+@pytest.mark.parametrize("scope", ["local", "global"])
 @pytest.mark.parametrize("build", [ResNeXtBlock, groupnorm_cnn], ids=["resnext", "groupnorm"])
-def test_grouped_layers_are_pruned_like_torch_pruning_and_still_run_and_export(build, tmp_path: Path) -> None:
+def test_grouped_layers_are_pruned_like_torch_pruning_and_still_run_and_export(build, scope: str,
+                                                                              tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build().eval()
-    pruned, report = prune(model, X, PruneConfig(ratio=0.3))
-    reference = torch_pruning_cut(model, 0.3)
+    pruned, report = prune(model, X, PruneConfig(ratio=0.3, scope=scope))
+    reference = torch_pruning_cut(model, 0.3, scope)
     removed, tp_removed = 1 - params(pruned) / params(model), 1 - params(reference) / params(model)
     assert removed > 0.3 and abs(removed - tp_removed) < 0.03, (removed, tp_removed, report.skipped_groups)
     assert not report.skipped_groups.keys() - {"head.2", "11"}  # only the classifier is left whole
