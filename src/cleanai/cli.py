@@ -312,7 +312,7 @@ def _prune(args: argparse.Namespace) -> None:
         ("pruned", after, report.params_after, report.macs_after))]
     base_kwargs = {"num_labels" if splits.task == "text" else "num_classes": len(splits.label_names)}
     with atomic_dir(args.out, overwrite=args.overwrite) as stage:
-        save_pruned(pruned, stage, base=args.model, base_kwargs=base_kwargs)
+        save_pruned(pruned, stage, base=args.model, base_kwargs=base_kwargs, example_inputs=example)
         write_json(stage / "prune_report.json", report.to_dict())
         write_json(stage / "history.json", history.to_dict())
         write_json(stage / "summary.json", rows)

@@ -54,7 +54,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20,
 
     with atomic_dir(out_dir, overwrite=overwrite) as stage:
         save_safetensors(model, stage / "model.safetensors", metadata={"model": "small_cnn", "dataset": "digits"})
-        save_pruned(pruned, stage / "pruned", base="small_cnn", base_kwargs={"num_classes": len(splits.label_names)})
+        save_pruned(pruned, stage / "pruned", base="small_cnn", base_kwargs={"num_classes": len(splits.label_names)},
+                    example_inputs=example)
         write_json(stage / "history.json", history.to_dict())
         write_json(stage / "train_config.json", config.model_dump(mode="json"))
         write_json(stage / "prune_report.json", report.to_dict())

@@ -36,13 +36,8 @@ def _ffn_widths(model: nn.Module) -> list[int]:
             if n.endswith(names)]
 
 
-_NONORM = pytest.mark.xfail(raises=CheckpointError, strict=True,
-                            reason="MobileBERT's NoNorm cannot be resized on load yet (issue 11 section 4)")
-ROUND_TRIP = [pytest.param(f, marks=_NONORM) if f == "mobilebert" else f for f in FAMILIES]
-
-
 @pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
-@pytest.mark.parametrize("family", ROUND_TRIP)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_half_cut_keeps_whole_heads_and_round_trips(family: str, criterion: str, tmp_path) -> None:
     model, inputs = _model(family)
     before, ffn_before = _heads(model), _ffn_widths(model)

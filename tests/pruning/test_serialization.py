@@ -172,3 +172,85 @@ def test_a_pad_shortcut_base_is_rewritten_only_where_the_manifest_says(tmp_path)
     reloaded = load_pruned(tmp_path)
     assert not any(isinstance(m, PadShortcut) for m in reloaded.modules())
     assert torch.equal(_outputs(reloaded, IMAGES), _outputs(pruned, IMAGES))
+
+
+# ---- free parameters and norms CleanAI has no width rule for: rebuilt by shape, round trip checked at save
+class LayerScaleBlock(nn.Module):
+    """ConvNeXt-like: depthwise 7x7, LayerNorm, MLP, a layer-scale `gamma` Parameter, residual add."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pw1, self.pw2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw2(torch.relu(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1))))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNeXtLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block, self.head = nn.Conv2d(3, 16, 2, stride=2), LayerScaleBlock(), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+
+
+class PositionEmbedded(nn.Module):
+    """Tokens projected to 32 wide, plus a learned position-embedding Parameter, an MLP with residual, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj, self.pos = nn.Linear(8, 32), nn.Parameter(torch.randn(1, 6, 32))
+        self.fc, self.fc2, self.head = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 3)
+        self.scale = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x) + self.pos
+        return self.head((h + self.fc2(torch.relu(self.fc(h)))).mean(1) * self.scale)
+
+
+def tiny_mobilebert() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from transformers import MobileBertConfig, MobileBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = MobileBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=32, embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16,
+                              num_feedforward_networks=1, max_position_embeddings=32, num_labels=3)
+    return MobileBertForSequenceClassification(config).eval(), {"input_ids": torch.randint(0, 100, (2, 8))}
+
+
+@pytest.mark.parametrize("case", ["layer_scale", "position_embedding", "mobilebert_nonorm"])
+def test_free_parameters_and_unknown_norms_save_and_reload_identically(case: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    if case == "mobilebert_nonorm":
+        model, x = tiny_mobilebert()
+    else:
+        model = (ConvNeXtLike() if case == "layer_scale" else PositionEmbedded()).eval()
+        x = torch.randn(2, 3, 16, 16) if case == "layer_scale" else torch.randn(2, 6, 8)
+    pruned, report = prune(model, x, PruneConfig(ratio=0.5 if case != "mobilebert_nonorm" else 0.3))
+    assert report.params_after < report.params_before
+    save_pruned(pruned, tmp_path, base=model, example_inputs=x)
+    manifest = read_manifest(tmp_path)
+    if case == "layer_scale":
+        assert manifest["modules"]["block"]["tensors"]["gamma"] == [pruned.block.gamma.numel()] != [16]
+    if case == "position_embedding":
+        assert manifest["modules"][""]["tensors"]["pos"] == [1, 6, pruned.pos.shape[-1]] != [1, 6, 32]
+    reloaded = load_pruned(tmp_path, base=model)
+    expected, got = _outputs(pruned, x), _outputs(reloaded, x)
+    expected, got = getattr(expected, "logits", expected), getattr(got, "logits", got)
+    assert torch.equal(got, expected) and bool(torch.isfinite(got).all())
+
+
+def test_a_model_that_would_not_read_back_is_refused_before_anything_is_written(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = PositionEmbedded().eval(), torch.randn(2, 6, 8)
+    pruned, _ = prune(model, x, PruneConfig(ratio=0.5))
+    pruned.scale = 3.0  # state outside any tensor: the rebuilt model cannot know it
+    target = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=r"rebuilt from the manifest gives other outputs.*nothing was written"):
+        save_pruned(pruned, target, base=model, example_inputs=x)
+    assert not target.exists()

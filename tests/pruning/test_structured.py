@@ -352,3 +352,28 @@ def test_a_model_with_non_finite_weights_is_refused_naming_them():
     with pytest.raises(CleanAIError, match=r"the weights of Sequential hold NaN or inf: 1\.running_var \(1 of 16 "
                                            r"values inf\); pruning would rank channels by them"):
         prune(model, X, PruneConfig(ratio=0.5))
+
+
+# ---- what is left as is, and why -------------------------------------------------------------------------
+class Tempered(nn.Module):
+    """A layer type no pruning rule covers: a learned temperature table read as one Python number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.ones(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(self.table.mean())
+
+
+def test_every_layer_left_as_is_is_listed_and_unknown_ones_are_warned_about() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), Tempered(), nn.Linear(16, 4)).eval()
+    with pytest.warns(UserWarning, match=r"no pruning group covers the parameters of 3 \(Tempered\)"):
+        pruned, report = prune(model, torch.randn(2, 8), PruneConfig(ratio=0.5, ignored_layers=["2"]))
+    left = {item.name: (item.type, item.reason) for item in report.left_as_is}
+    assert "2" not in left and pruned[2].in_features == 16  # ignored, yet its inputs went with layer 0
+    assert left["3"][0] == "Tempered" and "no pruning rule" in left["3"][1]
+    assert left["4"][1].startswith("in the group of '4', left whole: output layer")
+    assert "0" not in left and pruned[0].out_features == 16
+    assert "left as is: 3 (Tempered)" in str(report) and report.warnings

@@ -185,3 +185,58 @@ def test_sparsity_report_is_json_and_a_table() -> None:
     assert data["model_zeros"] == data["zeros"]  # biases are not zero
     text = str(report)
     assert "global" in text and "75.0%" in text and "Linear" in text
+
+
+# ---- layer types beyond Linear/Conv: HF Conv1D, recurrent and attention weights, tied and unknown weights
+def test_gpt2_conv1d_weights_are_sparsified_and_the_tied_head_is_reported() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16,
+                                       bos_token_id=1, eos_token_id=1)).eval()
+    pruned, report = prune_unstructured(model, {"sparsity": 0.5})
+    assert [layer.type for layer in report.layers] == ["Conv1D"] * 8 and report.sparsity == pytest.approx(0.5)
+    assert float((pruned.transformer.h[0].mlp.c_fc.weight == 0).float().mean()) == pytest.approx(0.5)
+    assert report.model_sparsity > 0.4  # the Conv1D weights are most of the model, not 1.5% of it
+    left = {item.name: item.reason for item in report.left_as_is}
+    assert left["lm_head"].startswith("tied to 'transformer.wte'") and "not in module_types" in left["transformer.wte"]
+    assert int((pruned.transformer.wte.weight == 0).sum()) == 0 and not report.warnings
+
+
+class Recurrent(nn.Module):
+    """Embedding, LSTM, GRU, multi-head attention, a free weight matrix and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lstm, self.gru = nn.Embedding(50, 16), nn.LSTM(16, 24, batch_first=True), nn.GRU(24, 8)
+        self.mha, self.out = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+        self.mix = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gru(self.lstm(self.emb(x))[0])[0]
+        return self.out((self.mha(h, h, h)[0] @ self.mix)[:, -1])
+
+
+def test_recurrent_and_attention_weights_are_sparsified_and_a_free_weight_is_warned_about() -> None:
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"no unstructured pruning rule covers the weights of <model> \(Recurrent\)"):
+        pruned, report = prune_unstructured(Recurrent(), {"sparsity": 0.5})
+    sparsity = {layer.name: layer.sparsity for layer in report.layers}
+    for name in ("lstm.weight_ih_l0", "lstm.weight_hh_l0", "gru.weight_ih_l0", "gru.weight_hh_l0",
+                 "mha.in_proj_weight", "mha.out_proj", "out"):
+        assert sparsity[name] == pytest.approx(0.5, abs=0.01), name
+    assert float((pruned.lstm.weight_hh_l0 == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    assert {(item.name, item.type) for item in report.left_as_is} == {("", "Recurrent"), ("emb", "Embedding")}
+    assert int((pruned.mix == 0).sum()) == 0 and bool(torch.isfinite(pruned(torch.randint(0, 50, (2, 5)))).all())
+
+
+def test_the_scheduler_masks_recurrent_weights_too() -> None:
+    torch.manual_seed(0)
+    model = Recurrent()
+    scheduler = SparsityScheduler(model, {"sparsity": 0.5, "module_types": ["lstm", "multihead_attention"]})
+    scheduler.update(0)
+    assert set(scheduler.masks) == {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "mha.in_proj_weight"}
+    with torch.no_grad():
+        model.lstm.weight_hh_l0.add_(1.0)
+    scheduler.apply_masks()
+    assert float((model.lstm.weight_hh_l0 == 0).float().mean()) == pytest.approx(0.5, abs=0.01)

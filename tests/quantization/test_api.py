@@ -299,3 +299,38 @@ def test_non_finite_calibration_data_is_a_data_error_naming_the_batch(tiny_cnn: 
     poisoned[1][0][0, 0, 0, 0] = float("nan")
     with pytest.raises(DataError, match=r"the calibration batches hold NaN or inf: batch 1 \(1 of 1024 values nan\)"):
         quantize(tiny_cnn, config, calib=poisoned)
+
+
+# ---------------------------------------------------------------------- HF Conv1D (GPT-2's linear layers)
+def tiny_gpt2() -> tuple[nn.Module, list]:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16, num_labels=3,
+                        pad_token_id=0, use_cache=False)
+    calib = [({"input_ids": torch.randint(1, 100, (4, 8))}, torch.randint(0, 3, (4,))) for _ in range(2)]
+    return GPT2ForSequenceClassification(config).eval(), calib
+
+
+@pytest.mark.parametrize("torch_api", ["legacy", "torchao"])
+def test_torch_dynamic_quantizes_every_gpt2_conv1d_not_only_the_head(torch_api: str, sqnr_db: Callable) -> None:
+    model, calib = tiny_gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LegacyQuantizationWarning)
+        runner = quantize(model, QuantConfig(backend="torch", mode="dynamic", torch_api=torch_api), calib=calib)
+    kinds = [type(m) for m in runner.model.modules()]
+    assert not any(k.__name__ == "Conv1D" for k in kinds)
+    quantized = ([m for m in runner.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+                 if torch_api == "legacy" else
+                 [m for m in runner.model.modules() if isinstance(m, nn.Linear)
+                  and type(m.weight).__module__.startswith("torchao")])
+    assert len(quantized) == 9  # 4 Conv1D in each of 2 blocks + the score head
+    inputs = calib[1][0]
+    assert sqnr_db(model(**inputs).logits, runner(inputs)) > 15
+
+
+def test_ort_dynamic_quantizes_every_gpt2_conv1d(tmp_path: Path) -> None:
+    model, calib = tiny_gpt2()
+    kinds = ops(quantize(model, QuantConfig(mode="dynamic"), calib=calib), tmp_path)
+    # 8 Conv1D + the head as int8 products; the 4 attention products (Q·K, A·V per block) stay float
+    assert kinds.count("DynamicQuantizeMatMul") + kinds.count("MatMulInteger") == 9

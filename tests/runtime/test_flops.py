@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import onnx
@@ -103,3 +104,18 @@ def test_a_graph_with_a_product_the_counter_does_not_cover_leaves_the_column_emp
         warnings.simplefilter("always")
         assert count_onnx_macs(model, torch.randn(1, 4)) is None
     assert any("MACs left empty" in str(w.message) and "Einsum" in str(w.message) for w in caught)
+
+
+def test_hf_conv1d_layers_count_as_the_linear_they_are():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from cleanai._conv1d import conv1d_to_linear
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16, num_labels=3, pad_token_id=0)
+    model, ids = GPT2ForSequenceClassification(config).eval(), {"input_ids": torch.randint(1, 100, (2, 8))}
+    as_linear = copy.deepcopy(model)
+    assert len(conv1d_to_linear(as_linear)) == 8
+    # per token: c_attn 32x96, c_proj 32x32, c_fc 32x128, mlp c_proj 128x32 in each of 2 layers
+    layers = 2 * 2 * 8 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)
+    assert count_macs(model, ids) == count_macs(as_linear, ids) > layers

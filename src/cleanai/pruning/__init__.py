@@ -21,7 +21,8 @@ from cleanai.pruning.criteria import (
     register_criterion,
     requirements,
 )
-from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
+from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
+from cleanai.pruning.layer_pruners import Conv1DPruner, RecurrentInputPruner, customized_pruners
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
@@ -41,12 +42,13 @@ from cleanai.pruning.schedules import ConstantSparsity, PolynomialDecay
 from cleanai.pruning.sparse_format import SparseFileInfo, load_sparse, read_sparse, save_sparse
 from cleanai.pruning.unstructured import (
     LAYER_TYPES, LayerSparsity, MaskedLayer, SparsityReport, SparsityScheduler, UnstructuredConfig, list_layer_types,
-    magnitude_masks, make_permanent, prune_unstructured, sparsity_report,
+    magnitude_masks, make_permanent, prunable_weights, prune_unstructured, sparsity_report,
 )
 
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
-    "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion", "LayerChange",
+    "ChannelSelectPruner", "ChannelStats", "Conv1DPruner", "CoverageCriterion", "Criterion", "HybridCriterion",
+    "LayerChange", "LeftLayer", "RecurrentInputPruner", "customized_pruners",
     "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "Requirements", "StepRecord",
     "StructuredPruner", "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups",
     "prune", "recalibrate_batchnorm", "register_criterion", "requirements", "rewrite_pad_shortcuts",
@@ -55,7 +57,7 @@ __all__ += [  # unstructured and movement pruning
     "LAYER_TYPES", "ConstantSparsity", "LayerSparsity", "MaskedLayer", "MovementConfig", "MovementLinear",
     "MovementPruner", "PolynomialDecay", "SparseFileInfo", "SparsityReport", "SparsityScheduler",
     "UnstructuredConfig", "list_layer_types", "load_sparse", "magnitude_masks", "make_permanent",
-    "prune_unstructured", "read_sparse", "save_sparse", "sparsity_report",
+    "prunable_weights", "prune_unstructured", "read_sparse", "save_sparse", "sparsity_report",
 ]
 __all__ += [  # iterative prune -> fine-tune, sensitivity analysis, pruned-model save/load
     "IterativeHistory", "IterativeStep", "LayerSensitivity", "SensitivityPoint", "SensitivityResult",

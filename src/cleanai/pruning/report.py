@@ -23,6 +23,16 @@ class LayerChange(BaseModel):
         return 1.0 - self.after / self.before if self.before else 0.0
 
 
+class LeftLayer(BaseModel):
+    """A layer with parameters that pruning left as it was, its type, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str
+    reason: str
+
+
 class StepRecord(BaseModel):
     """Totals after one iterative step, and how many channels/heads each pruned group lost in it."""
 
@@ -50,6 +60,7 @@ class PruneReport(BaseModel):
     steps: list[StepRecord] = []
     rewritten_modules: list[str] = []
     skipped_groups: dict[str, str] = {}
+    left_as_is: list[LeftLayer] = []
     capped_layers: list[str] = []
     warnings: list[str] = []
 
@@ -91,5 +102,6 @@ class PruneReport(BaseModel):
                       f"{c.before:>7} {c.after:>7} {c.removed_ratio:>8.1%}" for c in changed]
         else:
             lines.append("no layer changed width")
+        lines += [f"left as is: {left.name} ({left.type}): {left.reason}" for left in self.left_as_is]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)

@@ -6,9 +6,12 @@ its widths (`out_channels`, `in_features`, `num_features`, heads, ...), its fixe
 (kernel size, stride, ...) and the shapes of its own parameters and buffers; the weights go to
 `model.safetensors`. `load_pruned` builds the ORIGINAL, unpruned model (by registry name or from a
 module you pass), turns option-A `PadShortcut`s the manifest lists back into `ChannelSelect`s,
-shrinks every layer to the recorded widths and then loads the weights strictly. Nothing is
-unpickled, and a manifest that does not fit the base model fails with a `CheckpointError` naming
-the layer.
+shrinks every layer to the recorded widths and then loads the weights strictly. Tensors of modules
+CleanAI has no width rule for (a free `nn.Parameter` such as ConvNeXt's layer scale `gamma` or a
+position embedding, MobileBERT's `NoNorm`) are rebuilt at their recorded shapes. `save_pruned` does
+that round trip before writing anything, so a folder that cannot be read back is never written.
+Nothing is unpickled, and a manifest that does not fit the base model fails with a
+`CheckpointError` naming the layer.
 
     save_pruned(pruned, "runs/pruned", base="resnet20", base_kwargs={"num_classes": 10})
     model = load_pruned("runs/pruned")              # or load_pruned(dir, base=my_unpruned_model)
@@ -25,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai._batches import call_model, logits_of
+from cleanai._conv1d import HFConv1D
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model
@@ -45,6 +50,8 @@ _WIDTHS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.GroupNorm: ("num_groups", "num_channels"),
     nn.Embedding: ("num_embeddings", "embedding_dim"),
     nn.PReLU: ("num_parameters",),
+    nn.RNNBase: ("input_size",),
+    HFConv1D: ("nx", "nf"),
     ChannelSelect: (),
 }
 # Attributes pruning never changes (recorded and checked to be equal).
@@ -73,10 +80,6 @@ def _jsonable(value: Any) -> Any:
 def _tensors(module: nn.Module) -> dict[str, list[int] | None]:
     own = {**module._parameters, **module._buffers}
     return {name: None if t is None else list(t.shape) for name, t in own.items()}
-
-
-def _known(module: nn.Module) -> bool:
-    return any(isinstance(module, kind) for kind in _WIDTHS)
 
 
 def _entry(module: nn.Module) -> dict[str, Any] | None:
@@ -133,24 +136,52 @@ def build_manifest(model: nn.Module, base: str | None = None,
     }
 
 
-def save_pruned(model: nn.Module, directory: PathLike, *, base: str | None = None,
-                base_kwargs: Mapping[str, Any] | None = None) -> Path:
+def save_pruned(model: nn.Module, directory: PathLike, *, base: str | nn.Module | None = None,
+                base_kwargs: Mapping[str, Any] | None = None, example_inputs: Any = None) -> Path:
     """Write `manifest.json` and `model.safetensors` for `model` into `directory` (each file atomically).
 
     `base` / `base_kwargs` name the unpruned model (`create_model(base, **base_kwargs)`) so that
-    `load_pruned(directory)` needs nothing else; without them pass the base model to `load_pruned`.
-    With `base`, the manifest is checked against that model before anything is written. The
-    manifest is written last, so a directory with a manifest always has its weights.
+    `load_pruned(directory)` needs nothing else; `base` may also be the unpruned module itself (then
+    pass it to `load_pruned` too). Before anything is written, the model is rebuilt as `load_pruned`
+    will rebuild it (from `base`, else from a copy of `model`), its weights are loaded and compared,
+    and, with `example_inputs`, its outputs are compared with `model`'s: a `CheckpointError` names
+    what would not read back. The manifest is written last, so a directory with a manifest always
+    has its weights.
     """
-    manifest = build_manifest(model, base, base_kwargs)
-    if base is not None:  # fail now, not at load time, if the named base cannot be shrunk into this model
-        rebuilt = shrink_to_manifest(create_model(base, **manifest["base"]["kwargs"]), manifest)
-        load_weights(rebuilt, model.state_dict(), strict=True)
+    manifest = build_manifest(model, base if isinstance(base, str) else None, base_kwargs)
+    _check_round_trip(model, manifest, base, example_inputs)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     save_safetensors(model, target / WEIGHTS_NAME, metadata={"format": FORMAT, "manifest": MANIFEST_NAME})
     write_json(target / MANIFEST_NAME, manifest)
     return target
+
+
+def _check_round_trip(model: nn.Module, manifest: dict[str, Any], base: str | nn.Module | None,
+                      example_inputs: Any) -> None:
+    """Rebuild `model` from `base` and `manifest` as `load_pruned` does; raise if weights or outputs differ."""
+    fresh = (create_model(base, **manifest["base"]["kwargs"]) if isinstance(base, str)
+             else copy.deepcopy(base if base is not None else model))
+    state = model.state_dict()
+    rebuilt = load_weights(shrink_to_manifest(fresh, manifest), state, strict=True).eval()
+    for name, tensor in rebuilt.state_dict().items():
+        if not torch.equal(tensor, state[name]):
+            raise CheckpointError(f"save_pruned: tensor {name!r} does not read back equal; nothing was written")
+    if example_inputs is None:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected, got = (logits_of(call_model(m, example_inputs)) for m in (model, rebuilt))
+    finally:
+        model.train(was_training)
+    if expected.shape != got.shape or not torch.allclose(expected, got, rtol=1e-5, atol=1e-6):
+        diff = (expected - got).abs().max().item() if expected.shape == got.shape else "shape"
+        raise CheckpointError(f"save_pruned: the model rebuilt from the manifest gives other outputs on the example "
+                              f"(max |diff| {diff}; shapes {tuple(got.shape)} vs {tuple(expected.shape)}): some "
+                              f"module of {type(model).__name__} keeps a width outside its tensors; nothing was "
+                              "written")
 
 
 def read_manifest(directory: PathLike) -> dict[str, Any]:
@@ -315,10 +346,6 @@ def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
         if not _fits(shape, list(tensor.shape)):
             raise CheckpointError(f"layer {name!r} ({kind}): {tensor_name} has shape {shape} in the manifest but "
                                   f"{list(tensor.shape)} in the base model; it can only be smaller")
-        if not _known(module) and not _is_attention(module) and not is_conv1d(module):
-            raise CheckpointError(f"layer {name!r}: CleanAI cannot resize a {kind} (it resizes convolutions, "
-                                  "Linear, BatchNorm, LayerNorm, GroupNorm, Embedding, PReLU, ChannelSelect and "
-                                  "attention heads)")
         fresh = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
         if tensor_name in module._parameters:
             module._parameters[tensor_name] = nn.Parameter(fresh, requires_grad=tensor.requires_grad)
@@ -356,6 +383,8 @@ def _implied_shapes(module: nn.Module) -> dict[str, list[int]]:
         return {"weight": [module.num_embeddings, module.embedding_dim]}
     if isinstance(module, nn.PReLU):
         return {"weight": [module.num_parameters]}
+    if isinstance(module, HFConv1D):
+        return {"weight": [module.nx, module.nf], "bias": [module.nf]}
     return {}
 
 

@@ -17,13 +17,19 @@ Iterative pruning reaches the ratio in `iterative_steps` equal steps (linear sch
 `callback` runs between steps (for example to fine-tune), and data-driven criteria re-measure on
 the current model when they ask to (`refresh_each_step`).
 
-Layers never pruned: those whose output channels are the model's outputs (the classifier), layers
-in groups with grouped convolutions/GroupNorm, embedding widths and the stream an attention reads and
-adds back to (a transformer's hidden size), the width of `nn.MultiheadAttention` (torch ties its head
-size to it) and BERT poolers; `ignored_layers` adds more. `residual="keep"` also leaves whole every group whose
-channels pass through a residual addition (a ResNet's residual stream), so only the channels inside
-the blocks are removed. Option-A `PadShortcut`s are first rewritten into
-`ChannelSelect` modules so DepGraph couples their channels (see `cleanai.pruning.shortcuts`).
+Grouped convolutions (ResNeXt) and GroupNorm split a group's channels into equal parts; channels are
+then removed at the same positions of every part, so `groups` / `num_groups` stay valid. HF `Conv1D`
+(GPT-2) prunes as a Linear; LSTM/GRU inputs go with the layer feeding them (`layer_pruners.py`).
+Layers never pruned: those whose output channels are the model's outputs (the classifier), embedding
+widths and the stream an attention reads and adds back to (a transformer's hidden size; heads go whole
+through `cleanai.pruning.attention`), the width of `nn.MultiheadAttention` (torch ties its head size to
+it), BERT poolers, recurrent hidden widths and fused projections split
+into parts (GPT-2's `c_attn`); `ignored_layers` adds more. `residual="keep"` also leaves whole every
+group whose channels pass through a residual addition (a ResNet's residual stream), so only the
+channels inside the blocks are removed. The report's `left_as_is` lists every layer holding parameters
+that no pruned group changes, with why, and a warning names those CleanAI has no rule for. Option-A
+`PadShortcut`s are first rewritten into `ChannelSelect` modules so DepGraph couples their channels
+(see `cleanai.pruning.shortcuts`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import inspect
 import io
 import math
@@ -45,6 +52,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from cleanai._conv1d import HFConv1D, conv1d_types
 from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
@@ -54,12 +62,13 @@ from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.serialization import build_manifest
-from cleanai.pruning.report import LayerChange, PruneReport, StepRecord
-from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, rewrite_pad_shortcuts
+from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
+from cleanai.pruning.layer_pruners import customized_pruners
+from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
-ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D)
 # Modules whose input channels make them a consumer of a group (so the group is not the model's output).
-_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
+_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
 
 StepCallback = Callable[[int, nn.Module, PruneReport], None]
 
@@ -78,7 +87,13 @@ class _Unit:
     head_dim: int = 0  # > 0 for attention heads
     attention: nn.Module | None = None
     adapter: AttentionAdapter | None = None
+    ch_groups: int = 1  # > 1: grouped convolutions / GroupNorm split the channels; a unit is then one channel slot
     touched: set[str] = field(default_factory=set)
+
+    @property
+    def rounded(self) -> bool:
+        """Whether `round_to` applies: plain channels (heads and grouped slots are whole units already)."""
+        return not self.head_dim and self.ch_groups == 1
 
 
 def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
@@ -146,6 +161,7 @@ class StructuredPruner:
             self.reference_shape = tuple(logits_of(call_model(model, self.example_inputs)).shape)
         self.dg = self._build_graph()
         self.units = self._collect_units(ignored)
+        self.left_as_is = self._left_as_is(ignored)
         self.widths_before = self._widths()
 
     # ---- setup -------------------------------------------------------------------------------
@@ -174,7 +190,7 @@ class StructuredPruner:
             try:
                 dg = tp.DependencyGraph().build_dependency(
                     self.model, example_inputs=self.example_inputs, output_transform=logits_of,
-                    customized_pruners=CUSTOMIZED_PRUNERS, verbose=True)
+                    customized_pruners=customized_pruners(self.model), verbose=True)
             except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
                 raise CleanAIError(
                     f"Torch-Pruning could not build the dependency graph of {type(self.model).__name__}: "
@@ -193,14 +209,17 @@ class StructuredPruner:
         if attention:
             blocked += [sub for n, m in self.modules.items() if n.split(".")[-1] == "pooler" for sub in m.modules()]
         units = []
-        for group in self.dg.get_all_groups(ignored_layers=blocked, root_module_types=ROOT_TYPES):
+        for group in self._all_groups(blocked):
             root = group[0].dep.target.module
             name = self.names[root]
-            reason = self._unprunable(group)
+            width = self.dg.get_out_channels(root)
+            ch_groups, reason = self._channel_groups(group, width)
+            reason = self._unprunable(group) or reason
             if reason:
                 self.skipped[name] = reason
                 continue
-            units.append(self._unit(name, root, group[0].dep.handler, self.dg.get_out_channels(root), cfg.ratio))
+            units.append(self._unit(name, root, group[0].dep.handler, width // ch_groups, cfg.ratio,
+                                    ch_groups=ch_groups))
         head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
         for name, att, adapter in attention:
             parts = adapter.parts(att)
@@ -208,16 +227,99 @@ class StructuredPruner:
                                     head_dim=parts.head_dim, attention=att, adapter=adapter))
         return units
 
+    def _all_groups(self, blocked: list[nn.Module]) -> Iterator[Any]:
+        """Torch-Pruning's `get_all_groups` (each root layer's output-channel group, once), except that a root whose
+        group DepGraph cannot trace (it loses the channels inside a recurrent layer's unrolled gates) is recorded in
+        `skipped` with the error instead of aborting."""
+        visited: set[nn.Module] = set()
+        blocked = blocked + list(self.dg.IGNORED_LAYERS_IN_TRACING)
+        for module in list(self.dg.module2node):
+            pruner = self.dg.get_pruner_of_module(module)
+            if (module in blocked or module in visited or not isinstance(module, ROOT_TYPES) or pruner is None
+                    or pruner.get_out_channels(module) is None):
+                continue
+            try:
+                group = self.dg.get_pruning_group(module, pruner.prune_out_channels,
+                                                  list(range(pruner.get_out_channels(module))))
+            except Exception as exc:  # noqa: BLE001 - reported with the layer's name, the rest is still pruned
+                self.skipped[self.names[module]] = (f"Torch-Pruning cannot trace where its channels go "
+                                                    f"({type(exc).__name__}: {exc})")
+                continue
+            outs = [item.dep.target.module for item in group if self.dg.is_out_channel_pruning_fn(item.dep.handler)]
+            visited.update(outs)
+            if not any(m in blocked for m in outs):
+                yield group
+
+    @functools.cached_property
+    def _owners(self) -> dict[int, nn.Module]:
+        """id of each parameter -> the module holding it."""
+        return {id(p): m for m in self.modules.values() for p in m.parameters(recurse=False)}
+
+    def _members(self, root: nn.Module) -> list[nn.Module]:
+        """The modules whose tensors change when output channels of `root` go (its dependency group; a free
+        `nn.Parameter` in it, such as a layer scale or position embedding, counts as its module)."""
+        try:
+            group = self.dg.get_pruning_group(root, self.dg.get_pruner_of_module(root).prune_out_channels, [0])
+        except Exception:  # noqa: BLE001 - a layer DepGraph cannot prune alone is its own only member
+            return [root]
+        members = [self._owners.get(id(t)) if isinstance(t, nn.Parameter) else t  # a free Parameter: its module
+                   for t in (item.dep.target.module for item in group)]
+        return [m for m in members if m in self.names]
+
+    def _left_as_is(self, ignored: list[nn.Module]) -> list[LeftLayer]:
+        """Every module holding parameters that no pruned group changes, with why; warns about those CleanAI has
+        no rule for (their parameters are in no group), so no layer type is skipped in silence."""
+        why: dict[nn.Module, str] = {}
+        for unit in self.units:
+            why.update(dict.fromkeys(self._members(unit.root), ""))
+        owner: dict[int, str] = {}
+        for name, module in self.modules.items():
+            for param in module.parameters(recurse=False):
+                if id(param) in owner and module not in why:
+                    why[module] = f"tied to {owner[id(param)]!r} (they share a weight)"
+                owner.setdefault(id(param), name)
+        for name, reason in self.skipped.items():
+            for member in self._members(self.modules[name]):
+                why.setdefault(member, f"in the group of {name!r}, left whole: {reason}")
+        for sub in dict.fromkeys(sub for module in ignored for sub in module.modules() if isinstance(sub, ROOT_TYPES)):
+            why.setdefault(sub, "in ignored_layers")
+            for member in self._members(sub):
+                why.setdefault(member, f"in the group of {self.names[sub]!r}, which is in ignored_layers")
+        why.update({sub: "in ignored_layers" for module in ignored for sub in module.modules() if sub not in why})
+        for module in self.modules.values():
+            if isinstance(module, nn.RNNBase):  # even when its input features go with the layer feeding it
+                why[module] = f"{type(module).__name__} hidden width is not a pruning group: left whole"
+        for module in self.modules.values():
+            if isinstance(module, nn.Embedding) and module not in why:
+                why[module] = "embedding width (a transformer's hidden size) is kept"
+                for member in self._members(module):
+                    why.setdefault(member, f"coupled to the width of embedding {self.names[module]!r}, which is kept")
+        left, unknown = [], []
+        for name, module in self.modules.items():
+            if not any(True for _ in module.parameters(recurse=False)) or why.get(module, None) == "":
+                continue
+            reason = why.get(module) or "CleanAI has no pruning rule for this layer type: no group covers it"
+            left.append(LeftLayer(name=name, type=type(module).__name__, reason=reason))
+            if module not in why or isinstance(module, nn.RNNBase):
+                unknown.append(f"{name or type(module).__name__} ({type(module).__name__})")
+        if unknown:
+            message = (f"no pruning group covers the parameters of {', '.join(unknown[:10])}"
+                       f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}: left as they are")
+            self.warnings.append(message)
+            warnings.warn(message, stacklevel=5)
+        return left
+
     def _unit(self, name: str, root: nn.Module, fn: Callable[..., Any], initial: int, ratio: float,
-              head_dim: int = 0, attention: nn.Module | None = None, adapter: AttentionAdapter | None = None) -> _Unit:
+              head_dim: int = 0, attention: nn.Module | None = None, adapter: AttentionAdapter | None = None,
+              ch_groups: int = 1) -> _Unit:
         cfg = self.config
         specific = _matching_ratio(name, cfg.ratio_dict)
-        multiple = 1 if head_dim else (cfg.round_to or 1)
+        multiple = 1 if head_dim or ch_groups > 1 else (cfg.round_to or 1)
         min_keep = max(1, math.ceil(initial * (1 - cfg.max_layer_ratio) - 1e-9))
         min_keep = math.ceil(min_keep / multiple) * multiple
         return _Unit(name=name, root=root, fn=fn, initial=initial, ratio=ratio if specific is None else specific,
                      local=cfg.scope == "local" or specific is not None, min_keep=min(initial, min_keep),
-                     head_dim=head_dim, attention=attention, adapter=adapter)
+                     head_dim=head_dim, attention=attention, adapter=adapter, ch_groups=ch_groups)
 
     def _unprunable(self, group: Any) -> str | None:
         consumers = [item for item in group if self.dg.is_in_channel_pruning_fn(item.dep.handler)
@@ -237,11 +339,38 @@ class StructuredPruner:
             if isinstance(m, nn.MultiheadAttention):
                 return (f"embedding width of nn.MultiheadAttention {self.names.get(m, '?')}: torch needs head_dim x "
                         "num_heads == embed_dim, so neither heads nor this width can shrink without re-splitting heads")
-            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
-                return f"grouped convolution {self.names.get(m, '?')} (groups={m.groups}) in the group"
-            if isinstance(m, nn.GroupNorm) and m.num_groups > 1:
-                return f"GroupNorm {self.names.get(m, '?')} (num_groups={m.num_groups}) in the group"
+        recurrent = next((item.dep.target.module for item in group if isinstance(item.dep.target.module, nn.RNNBase)
+                          and self.dg.is_out_channel_pruning_fn(item.dep.handler)), None)
+        if recurrent is not None:
+            return f"coupled with the hidden width of {self.names.get(recurrent, '?')!r}, which is not pruned"
+        if isinstance(group[0].dep.target.module, (nn.Linear, HFConv1D)) and any(
+                isinstance(item.dep.target.module, tp.ops._SplitOp) for item in group):
+            return ("fused projection: its outputs are split into parts (such as GPT-2's c_attn into query, key "
+                    "and value), so features can only go as whole attention heads")
         return None
+
+    def _channel_groups(self, group: Any, width: int) -> tuple[int, str | None]:
+        """Into how many equal parts grouped convolutions and GroupNorms of `group` split its `width` channels
+        (the lcm of their groups; depthwise convolutions excepted), and why the group cannot be pruned if so.
+
+        Channels are then removed at the same positions of every part (Torch-Pruning's channel grouping), so
+        each conv group and each GroupNorm group keeps an equal share and `groups` / `num_groups` stay valid.
+        """
+        splits = {}
+        for item in group:
+            m = item.dep.target.module
+            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
+                splits[self.names.get(m, "?")] = ("groups", m.groups)
+            elif isinstance(m, nn.GroupNorm) and m.num_groups > 1:
+                splits[self.names.get(m, "?")] = ("num_groups", m.num_groups)
+        ch_groups = math.lcm(1, *(n for _, n in splits.values()))
+        if ch_groups == 1:
+            return 1, None
+        if width % ch_groups or width == ch_groups:
+            what = ", ".join(f"{n} ({a}={g})" for n, (a, g) in splits.items())
+            return 1, (f"{width} channels split by {what} leave no whole channel slot to remove while keeping "
+                       f"every group equal")
+        return ch_groups, None
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, int]:
@@ -293,12 +422,14 @@ class StructuredPruner:
             raise CleanAIError(f"criterion {self.criterion_name!r} returned {scores.numel()} scores (finite: "
                                f"{bool(torch.isfinite(scores).all())}) for group {unit.name!r} of {width} channels; "
                                "a criterion must return one finite score per channel")
+        if unit.ch_groups > 1:  # one score per slot: the mean over the slot's channel in every group
+            return scores.view(unit.ch_groups, -1).mean(0)
         return scores.view(-1, unit.head_dim).mean(1) if unit.head_dim else scores
 
     def _target_keep(self, unit: _Unit, step: int) -> int:
         """Channels (heads) unit should keep after `step`: its ratio reached linearly, rounded, capped."""
         keep = _floor(unit.initial * (1 - unit.ratio * step / self.config.iterative_steps))
-        if not unit.head_dim and self.config.round_to:
+        if unit.rounded and self.config.round_to:
             keep -= keep % self.config.round_to
         if keep <= 0:
             self._note_cap(unit, unit.min_keep)
@@ -355,7 +486,7 @@ class StructuredPruner:
             keep = len(scores) - taken[i]
             if wanted[i] >= len(scores):
                 self._note_cap(unit, keep)
-            if not unit.head_dim and self.config.round_to:
+            if unit.rounded and self.config.round_to:
                 keep = max(keep - keep % self.config.round_to, unit.min_keep)
             if len(scores) > keep:
                 plan.append((unit, torch.argsort(scores, stable=True)[:len(scores) - keep].tolist()))
@@ -367,8 +498,7 @@ class StructuredPruner:
         plan = sorted(plan, key=lambda p: bool(p[0].head_dim))
         on_pruned = getattr(self.criterion, "on_pruned", None)
         for unit, idxs in plan:
-            channels = ([h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
-                        if unit.head_dim else idxs)
+            channels = self._channels(unit, idxs)
             try:
                 group = self.dg.get_pruning_group(unit.root, unit.fn, channels)
                 unit.touched = {self.names[item.dep.target.module] for item in group
@@ -383,10 +513,19 @@ class StructuredPruner:
             except Exception as exc:  # noqa: BLE001 - a failed surgery is reported with what to ignore
                 raise self._broken(step, unit.name, f"removing its channels failed with {type(exc).__name__}: "
                                    f"{exc}", [unit.name]) from exc
-            removed[unit.name] = len(idxs)
+            removed[unit.name] = len(idxs) if unit.head_dim else len(channels)
         if any(unit.head_dim for unit, _ in plan):  # the graph recorded the old split sizes and shapes
             self.dg = self._build_graph()
         return removed
+
+    def _channels(self, unit: _Unit, idxs: list[int]) -> list[int]:
+        """The channel indices of the heads or channel slots `idxs` of `unit`."""
+        if unit.head_dim:
+            return [h * unit.head_dim + k for h in idxs for k in range(unit.head_dim)]
+        if unit.ch_groups > 1:
+            slot = self.dg.get_out_channels(unit.root) // unit.ch_groups
+            return sorted(g * slot + j for g in range(unit.ch_groups) for j in idxs)
+        return idxs
 
     def _check_forward(self, step: int, removed: dict[str, int]) -> None:
         """Run the pruned model; raise a CleanAIError naming the step, the failing layer and what to ignore."""
@@ -443,6 +582,8 @@ class StructuredPruner:
     # ---- bookkeeping -------------------------------------------------------------------------
     def count(self) -> tuple[int, int]:
         """(MACs, params) of the model on the example inputs (Torch-Pruning's op counter)."""
+        counter = tp.utils.op_counter  # HF Conv1D counted as the Linear it is (the mapping is reset after each count)
+        counter.CUSTOM_MODULES_MAPPING = dict.fromkeys(conv1d_types(self.model), counter.linear_flops_counter_hook)
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints batch-size guesses
             macs, params = tp.utils.count_ops_and_params(self.model, self.example_inputs)
         return int(macs), int(params)
@@ -454,6 +595,8 @@ class StructuredPruner:
                 widths[name] = (type(m).__name__, "channels", m.out_channels)
             elif isinstance(m, nn.Linear):
                 widths[name] = ("Linear", "features", m.out_features)
+            elif isinstance(m, HFConv1D):
+                widths[name] = (type(m).__name__, "features", m.nf)
         for unit in self.units:
             if unit.adapter is not None:
                 widths[unit.name] = (type(unit.attention).__name__, "heads", unit.adapter.parts(unit.attention).heads)
@@ -467,6 +610,7 @@ class StructuredPruner:
             criterion=self.criterion_name, config=self.config.model_dump(mode="json"),
             macs_before=before[0], params_before=before[1], macs_after=after[0], params_after=after[1],
             layers=layers, steps=steps, rewritten_modules=self.rewritten, skipped_groups=dict(self.skipped),
+            left_as_is=list(self.left_as_is),
             capped_layers=list(self.capped), warnings=list(self.warnings))
 
     def annotate_configs(self) -> None:

@@ -1,7 +1,8 @@
 """Unstructured pruning: zero individual weights by magnitude, at once or on a schedule during training.
 
 - `prune_unstructured(model, UnstructuredConfig(sparsity=0.8, scope="global"))` zeroes the smallest-magnitude
-  weights of every Linear/Conv layer at once and returns the model (a copy unless `inplace=True`) and a
+  weights of every Linear/Conv layer (HF `Conv1D`, LSTM/GRU/RNN `weight_ih`/`weight_hh`, the in-projection of
+  `nn.MultiheadAttention` included) at once and returns the model (a copy unless `inplace=True`) and a
   `SparsityReport`.
 - `SparsityScheduler(model, config)` is a Trainer `Callback` that raises the sparsity during training on the
   config's `schedule`: `ConstantSparsity` or TF-MOT's `PolynomialDecay`. Masks are recomputed from the weight
@@ -16,11 +17,14 @@ sparsity (TF-MOT's behaviour); `scope="global"` ranks all selected weights toget
 which prunes layers with small weights harder and at high sparsity can empty a small layer such as a classifier
 head (list it in `ignored_layers`).
 A layer keeps `round(n * (1 - sparsity))` of its `n` weights, TF-MOT's rounding, so sparsities are exact.
+A weight shared by several layers (tied embeddings) is pruned once, by the first layer owning it; the report's
+`left_as_is` lists every layer holding a weight matrix that was not sparsified, and why.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -29,15 +33,19 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from cleanai._conv1d import HFConv1D
 from cleanai.errors import CleanAIError, ConfigError, UnknownNameError
+from cleanai.pruning.report import LeftLayer
 from cleanai.pruning.schedules import ConstantSparsity, Schedule, check_sparsity
 from cleanai.registry import Registry
 from cleanai.training.callbacks import Callback
 
 LAYER_TYPES: Registry[type[nn.Module]] = Registry("unstructured layer type")
 for _name, _cls in (("linear", nn.Linear), ("conv1d", nn.Conv1d), ("conv2d", nn.Conv2d), ("conv3d", nn.Conv3d),
-                    ("embedding", nn.Embedding)):
+                    ("hf_conv1d", HFConv1D), ("lstm", nn.LSTM), ("gru", nn.GRU), ("rnn", nn.RNN),
+                    ("multihead_attention", nn.MultiheadAttention), ("embedding", nn.Embedding)):
     LAYER_TYPES.register(_name, _cls)
+_DEFAULT_TYPES = ["linear", "conv1d", "conv2d", "conv3d", "hf_conv1d", "lstm", "gru", "rnn", "multihead_attention"]
 
 
 def list_layer_types() -> list[str]:
@@ -54,7 +62,7 @@ class UnstructuredConfig(BaseModel):
 
     sparsity: float = 0.5
     scope: Literal["local", "global"] = "local"
-    module_types: list[str] = Field(default_factory=lambda: ["linear", "conv1d", "conv2d", "conv3d"])
+    module_types: list[str] = Field(default_factory=lambda: list(_DEFAULT_TYPES))
     ignored_layers: list[str] = Field(default_factory=list)
     schedule: Schedule = Field(default_factory=ConstantSparsity)
     inplace: bool = False
@@ -77,16 +85,57 @@ class UnstructuredConfig(BaseModel):
 # ---------------------------------------------------------------------------------------------- masks
 
 
-def select_layers(model: nn.Module, module_types: Sequence[str], ignored_layers: Sequence[str] = (),
-                  exact: bool = False) -> dict[str, nn.Module]:
-    """name -> module for the layers of `module_types` with a weight, minus `ignored_layers` (and their children).
+def layer_weights(module: nn.Module) -> dict[str, str]:
+    """Key suffix -> attribute of the weight matrices of `module` that magnitude pruning sparsifies: `weight`
+    (key suffix ""), an RNN's `weight_ih_l*` / `weight_hh_l*`, `nn.MultiheadAttention`'s in-projection(s)."""
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
+        wanted = "weight_" if isinstance(module, nn.RNNBase) else "proj_weight"
+        return {f".{n}": n for n, p in module.named_parameters(recurse=False)
+                if (n.startswith(wanted) if wanted == "weight_" else n.endswith(wanted)) and p is not None}
+    return {"": "weight"} if isinstance(getattr(module, "weight", None), torch.Tensor) else {}
 
-    `exact=True` takes only modules whose type is exactly a listed class (not subclasses).
+
+def prunable_weights(model: nn.Module, module_types: Sequence[str], ignored_layers: Sequence[str] = ()
+                     ) -> tuple[dict[str, tuple[nn.Module, str]], list[LeftLayer]]:
+    """The weight tensors magnitude pruning sparsifies, as key -> (module, attribute) (key: the layer's name, plus
+    `.<attribute>` for an RNN's or attention's weights), and every other layer holding a weight matrix with why
+    it is left as is (ignored, tied to another layer's weight, not a selected type, or of a type CleanAI has no
+    rule for). Only the first layer owning a shared (tied) weight prunes it."""
+    types = tuple(LAYER_TYPES.get(name) for name in module_types)
+    known = tuple(LAYER_TYPES.get(name) for name in list_layer_types())
+    selected = select_layers(model, module_types, ignored_layers, allow_empty=True)
+    weights: dict[str, tuple[nn.Module, str]] = {}
+    left: list[LeftLayer] = []
+    owner: dict[int, str] = {}
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        matrices = {n: p for n, p in module.named_parameters(recurse=False) if p.dim() >= 2}
+        tied = next((owner[id(p)] for p in matrices.values() if id(p) in owner), None)
+        for p in matrices.values():
+            owner.setdefault(id(p), name)
+        if not matrices:
+            continue
+        if name in selected and tied is None:
+            weights.update({f"{name}{suffix}": (module, attr) for suffix, attr in layer_weights(module).items()})
+            continue
+        reason = (f"tied to {tied!r} (they share a weight, pruned there if selected)" if tied is not None
+                  else "in ignored_layers" if isinstance(module, types)
+                  else f"type {kind} not in module_types" if isinstance(module, known)
+                  else f"CleanAI has no unstructured pruning rule for a {kind}")
+        left.append(LeftLayer(name=name, type=kind, reason=reason))
+    return weights, left
+
+
+def select_layers(model: nn.Module, module_types: Sequence[str], ignored_layers: Sequence[str] = (),
+                  exact: bool = False, allow_empty: bool = False) -> dict[str, nn.Module]:
+    """name -> module for the layers of `module_types` with weights, minus `ignored_layers` (and their children).
+
+    `exact=True` takes only modules whose type is exactly a listed class (not subclasses); `allow_empty=True`
+    returns an empty dict instead of refusing when no layer is left.
     """
     types = tuple(LAYER_TYPES.get(name) for name in module_types)
     found = {name: m for name, m in model.named_modules()
-             if (type(m) in types if exact else isinstance(m, types))
-             and isinstance(getattr(m, "weight", None), torch.Tensor)}
+             if (type(m) in types if exact else isinstance(m, types)) and layer_weights(m)}
     modules = dict(model.named_modules())
     for ignored in ignored_layers:
         if ignored not in modules:
@@ -96,7 +145,7 @@ def select_layers(model: nn.Module, module_types: Sequence[str], ignored_layers:
                                    "or any module containing them")
     kept = {name: m for name, m in found.items()
             if not any(name == ig or name.startswith(f"{ig}.") or not ig for ig in ignored_layers)}
-    if not kept:
+    if not kept and not allow_empty:
         raise CleanAIError(f"{type(model).__name__} has no layer of types {module_types} left to prune "
                            f"(found {len(found)}, all ignored); check module_types and ignored_layers")
     return kept
@@ -147,12 +196,17 @@ def prune_unstructured(model: nn.Module, config: UnstructuredConfig | Mapping[st
     `config.inplace`) and its `SparsityReport`. The result holds plain zeros (nothing to make permanent)."""
     cfg = config if isinstance(config, UnstructuredConfig) else UnstructuredConfig.model_validate(config or {})
     work = model if cfg.inplace else copy.deepcopy(model)
-    layers = select_layers(work, cfg.module_types, cfg.ignored_layers)
-    masks = magnitude_masks({name: m.weight for name, m in layers.items()}, cfg.sparsity, cfg.scope)
+    select_layers(work, cfg.module_types, cfg.ignored_layers)  # refuses a selection that leaves no layer
+    weights = {key: getattr(m, attr) for key, (m, attr) in prunable_weights(work, cfg.module_types,
+                                                                           cfg.ignored_layers)[0].items()}
+    masks = magnitude_masks(weights, cfg.sparsity, cfg.scope)
     with torch.no_grad():
-        for name, layer in layers.items():
-            layer.weight.masked_fill_(~masks[name], 0.0)
-    return work, sparsity_report(work, cfg.module_types)
+        for key, weight in weights.items():
+            weight.masked_fill_(~masks[key], 0.0)
+    report = sparsity_report(work, cfg.module_types, cfg.ignored_layers)
+    for message in report.warnings:
+        warnings.warn(message, stacklevel=2)
+    return work, report
 
 
 class SparsityScheduler(Callback):
@@ -166,6 +220,7 @@ class SparsityScheduler(Callback):
         self.config = (config if isinstance(config, UnstructuredConfig)
                        else UnstructuredConfig.model_validate(config or {}))
         self.layers = select_layers(model, self.config.module_types, self.config.ignored_layers)
+        self.weights = prunable_weights(model, self.config.module_types, self.config.ignored_layers)[0]
         self.masks: dict[str, torch.Tensor] = {}  # float 0/1 in the weight's dtype: multiplying is the fastest reset
         self.sparsity = 0.0
         self.updates: list[tuple[int, float]] = []
@@ -178,9 +233,9 @@ class SparsityScheduler(Callback):
         due = schedule.should_update(step)
         if due:
             self.sparsity = schedule.sparsity_at(step, self.config.sparsity)
-            weights = {name: m.weight for name, m in self.layers.items()}
+            weights = {key: self._weight(key) for key in self.weights}
             keep = magnitude_masks(weights, self.sparsity, self.config.scope)
-            self.masks = {name: keep[name].to(self.layers[name].weight.dtype) for name in self.layers}
+            self.masks = {key: keep[key].to(weight.dtype) for key, weight in weights.items()}
             self.updates.append((step, self.sparsity))
         self.apply_masks()
         self._step = step
@@ -190,10 +245,14 @@ class SparsityScheduler(Callback):
     def apply_masks(self) -> None:
         """Set every masked weight to zero (in place)."""
         for name, mask in self.masks.items():
-            weight = self.layers[name].weight
+            weight = self._weight(name)
             if mask.device != weight.device:
                 mask = self.masks[name] = mask.to(weight.device)
             weight.mul_(mask)
+
+    def _weight(self, key: str) -> torch.Tensor:
+        module, attr = self.weights[key]
+        return getattr(module, attr)
 
     def on_train_begin(self, trainer: Any) -> None:
         if trainer.global_step != self._step:  # after a resume, the restored state already covers this step
@@ -210,7 +269,7 @@ class SparsityScheduler(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sparsity, self._step = state["sparsity"], state["step"]
         self.updates = [(int(s), float(v)) for s, v in state["updates"]]
-        self.masks = {name: mask.to(self.layers[name].weight.device, self.layers[name].weight.dtype)
+        self.masks = {name: mask.to(self._weight(name).device, self._weight(name).dtype)
                       for name, mask in state["masks"].items()}
 
 
@@ -270,13 +329,16 @@ class LayerSparsity(BaseModel):
 
 class SparsityReport(BaseModel):
     """Per-layer and global sparsity; JSON via `to_dict()`, a table via `str()`. `params`/`zeros` count the
-    reported layers' weights; `model_params`/`model_zeros` every parameter of the model."""
+    reported layers' weights; `model_params`/`model_zeros` every parameter of the model; `left_as_is` the layers
+    holding weight matrices that are not counted among `layers`, with why."""
 
     model_config = ConfigDict(extra="forbid")
 
     layers: list[LayerSparsity]
     model_params: int
     model_zeros: int
+    left_as_is: list[LeftLayer] = []
+    warnings: list[str] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -310,26 +372,34 @@ class SparsityReport(BaseModel):
         lines.append(f"{'global':<{width}}  {'':<16} {self.params:>11,} {self.zeros:>11,} {self.sparsity:>8.1%}")
         lines.append(f"all parameters: {self.model_zeros:,} of {self.model_params:,} are zero "
                      f"({self.model_sparsity:.1%})")
+        lines += [f"left as is: {left.name} ({left.type}): {left.reason}" for left in self.left_as_is]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
 @torch.no_grad()
-def sparsity_report(model: nn.Module, module_types: list[str] | None = None) -> SparsityReport:
-    """Zeros per layer of `module_types` (default: every `list_layer_types()` type) and over the whole model;
-    masked layers are measured on the weight their forward uses."""
-    types = tuple(LAYER_TYPES.get(name) for name in (module_types or list_layer_types()))
+def sparsity_report(model: nn.Module, module_types: list[str] | None = None,
+                    ignored_layers: Sequence[str] = ()) -> SparsityReport:
+    """Zeros per weight of the layers of `module_types` (default: every `list_layer_types()` type; RNN and
+    attention weights one row each) and over the whole model, the other layers holding weight matrices (`left_as_is`,
+    with `ignored_layers` named as such) and a warning naming those of types CleanAI has no rule for; masked layers
+    are measured on the weight their forward uses."""
+    types = module_types or list_layer_types()
+    weights, left = prunable_weights(model, types)[0], prunable_weights(model, types, ignored_layers)[1]
     layers = []
-    for name, module in model.named_modules():
-        if not isinstance(module, types) or not isinstance(getattr(module, "weight", None), torch.Tensor):
-            continue
-        weight = module.masked_weight() if isinstance(module, MaskedLayer) else module.weight
-        layers.append(LayerSparsity(name=name, type=type(module).__name__, shape=list(weight.shape),
+    for key, (module, attr) in weights.items():
+        masked = isinstance(module, MaskedLayer) and attr == "weight"
+        weight = module.masked_weight() if masked else getattr(module, attr)
+        layers.append(LayerSparsity(name=key, type=type(module).__name__, shape=list(weight.shape),
                                     params=weight.numel(), zeros=int((weight == 0).sum())))
+    unknown = [f"{item.name or '<model>'} ({item.type})" for item in left if item.reason.startswith("CleanAI has no")]
+    notes = [f"no unstructured pruning rule covers the weights of {', '.join(unknown[:10])}"
+             f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}: left dense"] if unknown else []
     params, zeros = 0, 0
     for tensor in _used_parameters(model):
         params += tensor.numel()
         zeros += int((tensor == 0).sum())
-    return SparsityReport(layers=layers, model_params=params, model_zeros=zeros)
+    return SparsityReport(layers=layers, model_params=params, model_zeros=zeros, left_as_is=left, warnings=notes)
 
 
 def _used_parameters(model: nn.Module) -> Iterator[torch.Tensor]:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai._conv1d import HFConv1D, conv1d_to_linear
 from cleanai.runtime import TorchRunner
 from cleanai._batches import call_model, dynamic_dims, is_tensor_tuple, map_inputs, split_batch
 from cleanai.quantization._common import Inputs
@@ -53,7 +54,7 @@ def check_layer_names(model: nn.Module, names: Iterable[str]) -> None:
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
-        layers = [n for n, m in modules.items() if n and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        layers = [n for n, m in modules.items() if n and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, HFConv1D))]
         shown = ", ".join(layers[:20]) + (" ..." if len(layers) > 20 else "")
         raise QuantizationError(f"nodes_to_exclude names {unknown} are not modules of {type(model).__name__}; "
                                 f"its quantizable layers are: {shown}")
@@ -108,6 +109,7 @@ def dynamic_or_weight_only(model: nn.Module, config: QuantConfig) -> nn.Module:
     """An int8 copy of `model`: dynamic (legacy quantize_dynamic or torchao) or torchao weight-only."""
     check_layer_names(model, config.nodes_to_exclude)
     qmodel = copy.deepcopy(model).eval()
+    conv1d_to_linear(qmodel)  # transformers' Conv1D (GPT-2) is a Linear the quantizers would not see
     if dynamic_api(config) == "legacy":
         return _legacy_dynamic(qmodel, config)
     recurrent = sorted(set(config.op_types or ()) - {"Linear"})
@@ -304,6 +306,7 @@ def pt2e(model: nn.Module, config: QuantConfig, example: Inputs, calib_inputs: l
     )
 
     source = _fold_batchnorm(model, example)
+    conv1d_to_linear(source)  # transformers' Conv1D (GPT-2): a Linear X86InductorQuantizer would not annotate
     graph = _export(source.train(qat), example)
     try:
         prepared = (prepare_qat_pt2e if qat else prepare_pt2e)(graph, _quantizer(config, qat))

@@ -20,10 +20,16 @@ import torch
 from torch import nn
 
 from cleanai._batches import is_tensor_tuple
+from cleanai._conv1d import conv1d_types
 
 # thop rules for layers that are no multiply-accumulate products (see the module docstring): counted as zero.
 _NOT_PRODUCTS = ("count_normalization", "count_prelu", "count_softmax", "count_avgpool", "count_adap_avgpool",
                  "count_upsample", "count_embedding")
+
+
+def _count_conv1d(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+    """thop rule for transformers' Conv1D, a Linear with its weight transposed: output elements x input features."""
+    module.total_ops += torch.DoubleTensor([output.numel() * int(module.nx)])
 
 
 class _KeywordCall(nn.Module):
@@ -56,8 +62,9 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, tor
         clone, args = _KeywordCall(clone, names), tuple(example_inputs[n] for n in names)
     else:
         args = tuple(example_inputs) if is_tensor_tuple(example_inputs) else (example_inputs,)
-    not_products = {kind: zero_ops for kind, rule in register_hooks.items() if rule.__name__ in _NOT_PRODUCTS}
-    macs, _ = profile(clone, inputs=args, custom_ops=not_products, verbose=False)
+    rules = {kind: zero_ops for kind, rule in register_hooks.items() if rule.__name__ in _NOT_PRODUCTS}
+    rules.update(dict.fromkeys(conv1d_types(model), _count_conv1d))
+    macs, _ = profile(clone, inputs=args, custom_ops=rules, verbose=False)
     return int(macs) or None
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from torch_pruning.pruner import function as tpf
 
 from cleanai._batches import Batch
+from cleanai._conv1d import HFConv1D
 from cleanai.errors import CleanAIError, ConfigError
 
 NORMALIZERS = ("mean", "max", "sum", "none")
@@ -34,7 +35,8 @@ _OUT = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels)
 _IN = (tpf.prune_conv_in_channels, tpf.prune_linear_in_channels)
 _DEPTHWISE = (tpf.prune_depthwise_conv_out_channels, tpf.prune_depthwise_conv_in_channels)
 _NORM = (tpf.prune_batchnorm_out_channels, tpf.prune_layernorm_out_channels, tpf.prune_groupnorm_out_channels)
-WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
+WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D)
+_CUSTOM = {"prune_out_channels": "out", "prune_in_channels": "in"}  # a custom pruner's methods (HF Conv1D)
 
 
 def handler_kind(layer: Any, handler: Any) -> str | None:
@@ -47,6 +49,8 @@ def handler_kind(layer: Any, handler: Any) -> str | None:
         return "out"
     if handler in _IN and isinstance(layer, WEIGHTED):
         return "in"
+    if isinstance(layer, HFConv1D):
+        return _CUSTOM.get(getattr(handler, "__name__", ""))
     if handler in _NORM and getattr(layer, "weight", None) is not None:
         return "norm"
     return None
@@ -66,7 +70,7 @@ def reduce_weight_saliency(layer: nn.Module, kind: str, saliency: torch.Tensor, 
     idx = torch.as_tensor(list(idxs), dtype=torch.long, device=saliency.device)
     if saliency.dim() == 1:  # norm layers
         return saliency.index_select(0, idx)
-    transposed = bool(getattr(layer, "transposed", False))
+    transposed = bool(getattr(layer, "transposed", False)) or isinstance(layer, HFConv1D)  # weight (in, out, ...)
     if kind in ("out", "dw"):
         s = saliency.transpose(0, 1) if transposed else saliency
         return s.flatten(1).sum(1).index_select(0, idx)

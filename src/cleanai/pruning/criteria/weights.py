@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cleanai._conv1d import HFConv1D
 from cleanai.errors import ConfigError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.activations import ActivationRecorder
@@ -118,7 +119,7 @@ class WandaCriterion(WeightSaliencyCriterion):
         w = weight.detach().abs()
         if isinstance(layer, nn.Linear):
             return w * norm.to(w.device)[None, :] if norm.numel() == w.shape[1] else None
-        if getattr(layer, "transposed", False):  # (in, out/groups, k...): input channel = dim 0
+        if getattr(layer, "transposed", False) or isinstance(layer, HFConv1D):  # weight (in, ...): input = dim 0
             return w * norm.to(w.device).reshape(-1, *([1] * (w.dim() - 1))) if norm.numel() == w.shape[0] else None
         out_ch, in_per_group, groups = w.shape[0], w.shape[1], layer.groups
         if norm.numel() != in_per_group * groups:
