@@ -14,7 +14,8 @@ from cleanai.errors import CheckpointError, CleanAIError  # noqa: E402
 from cleanai.export import export_onnx  # noqa: E402
 from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, load_pruned, prune, save_pruned  # noqa: E402
-from cleanai.pruning.attention import conv1d_to_linear, find_attention, list_attention_adapters  # noqa: E402
+from cleanai._conv1d import conv1d_to_linear  # noqa: E402
+from cleanai.pruning.attention import find_attention, list_attention_adapters  # noqa: E402
 from cleanai.pruning.serialization import load_pretrained_pruned  # noqa: E402
 
 FAMILIES = list(TINY_TRANSFORMERS)

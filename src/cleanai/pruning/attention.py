@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cleanai._conv1d import HFConv1D
 from cleanai.registry import Registry
 
 
@@ -64,8 +65,7 @@ def list_attention_adapters() -> list[str]:
 
 def _linears(module: nn.Module, names: tuple[str, ...]) -> bool:
     """The named children are Linears (or HF Conv1D, which `conv1d_to_linear` turns into Linears)."""
-    kinds = (nn.Linear, _conv1d_type())
-    return all(type(getattr(module, n, None)) in kinds for n in names)
+    return all(isinstance(getattr(module, n, None), (nn.Linear, HFConv1D)) for n in names)
 
 
 def _int(module: nn.Module, name: str) -> bool:
@@ -235,19 +235,6 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def conv1d_to_linear(model: nn.Module) -> list[str]:
-    """Replace every HF `Conv1D` by an equivalent `nn.Linear` (weight transposed); returns their names."""
-    conv1d = _conv1d_type()
-    names = [] if conv1d is None else [n for n, m in model.named_modules() if type(m) is conv1d]
-    for name in names:
-        old = model.get_submodule(name)
-        new = nn.Linear(old.nx, old.nf, device=old.weight.device, dtype=old.weight.dtype)
-        new.weight = nn.Parameter(old.weight.detach().t().contiguous(), requires_grad=old.weight.requires_grad)
-        new.bias = old.bias
-        _replace(model, name, new)
-    return names
-
-
 def linear_to_conv1d(model: nn.Module, names: list[str]) -> None:
     """Turn the Linears `conv1d_to_linear` made back into HF `Conv1D`s (at their pruned widths)."""
     conv1d = _conv1d_type()
@@ -257,8 +244,3 @@ def linear_to_conv1d(model: nn.Module, names: list[str]) -> None:
         new.weight = nn.Parameter(old.weight.detach().t().contiguous(), requires_grad=old.weight.requires_grad)
         new.bias = old.bias
         _replace(model, name, new.to(old.weight.device))
-
-
-def is_conv1d(module: nn.Module) -> bool:
-    """True for a Hugging Face `Conv1D` (a Linear with its weight stored transposed)."""
-    return type(module) is _conv1d_type()

@@ -33,7 +33,7 @@ from cleanai._conv1d import HFConv1D
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model
-from cleanai.pruning.attention import attention_adapter, is_conv1d
+from cleanai.pruning.attention import attention_adapter
 from cleanai.pruning.shortcuts import ChannelSelect
 
 MANIFEST_NAME = "manifest.json"
@@ -359,7 +359,7 @@ def _shrink(name: str, module: nn.Module, entry: Mapping[str, Any]) -> None:
             raise CheckpointError(f"layer {name!r} ({kind}): the manifest has {entry['heads']} heads but the base "
                                   f"model has {base.get('heads')!r}; a pruned attention only has fewer heads")
         adapter.set_heads(module, entry["heads"])
-    if is_conv1d(module):
+    if isinstance(module, HFConv1D):
         module.nx, module.nf = module.weight.shape
     _check_widths_match_shapes(name, module)
 

@@ -52,12 +52,12 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from cleanai._conv1d import HFConv1D, conv1d_types
+from cleanai._conv1d import HFConv1D, conv1d_to_linear, conv1d_types
 from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, take_batches, to_device
-from cleanai.pruning.attention import AttentionAdapter, conv1d_to_linear, find_attention, linear_to_conv1d, remove_heads
+from cleanai.pruning.attention import AttentionAdapter, find_attention, linear_to_conv1d, remove_heads
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
