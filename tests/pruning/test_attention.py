@@ -8,15 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("transformers")
-
-from cleanai.errors import CheckpointError, CleanAIError  # noqa: E402
-from cleanai.export import export_onnx  # noqa: E402
-from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs  # noqa: E402
-from cleanai.pruning import PruneConfig, load_pruned, prune, save_pruned  # noqa: E402
-from cleanai._conv1d import conv1d_to_linear  # noqa: E402
-from cleanai.pruning.attention import find_attention, list_attention_adapters  # noqa: E402
-from cleanai.pruning.serialization import load_pretrained_pruned  # noqa: E402
+from cleanai._conv1d import conv1d_to_linear
+from cleanai.errors import CheckpointError, CleanAIError
+from cleanai.export import export_onnx
+from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs
+from cleanai.pruning import PruneConfig, load_pruned, prune, save_pruned
+from cleanai.pruning.attention import find_attention, list_attention_adapters
+from cleanai.pruning.serialization import load_pretrained_pruned
 
 FAMILIES = list(TINY_TRANSFORMERS)
 
