@@ -22,7 +22,7 @@ from cleanai.pruning.criteria import (
     requirements,
 )
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.layer_pruners import Conv1DPruner, RecurrentInputPruner, customized_pruners
+from cleanai.pruning.layer_pruners import RecurrentInputPruner, customized_pruners
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
@@ -47,7 +47,7 @@ from cleanai.pruning.unstructured import (
 
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
-    "ChannelSelectPruner", "ChannelStats", "Conv1DPruner", "CoverageCriterion", "Criterion", "HybridCriterion",
+    "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion",
     "LayerChange", "LeftLayer", "RecurrentInputPruner", "customized_pruners",
     "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "Requirements", "StepRecord",
     "StructuredPruner", "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups",
