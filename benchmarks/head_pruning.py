@@ -5,30 +5,32 @@ run on copies of one model: params and MACs removed, whether every attention kee
 unchanged, q/k/v widths = heads x head size) and the cosine similarity of the logits with the unpruned model.
 Torch-Pruning runs twice: with the hidden size kept (embeddings ignored, prune_head_dims=False: the same work as
 CleanAI's cut) and with its defaults, which also prune the hidden size and every head's dimensions.
-Raw rows: benchmarks/results/head_pruning/rows.json.   Run: python benchmarks/head_pruning.py
+Raw rows: benchmarks/results/head_pruning/<run>/rows.json; `python benchmarks/tables.py` renders the table.
+Run: python benchmarks/head_pruning.py [--run latest]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import io
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import machine, print_table  # noqa: E402
+import _report  # noqa: E402
 
 from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, prune  # noqa: E402
-from cleanai.pruning.attention import conv1d_to_linear, find_attention  # noqa: E402
+from cleanai._conv1d import conv1d_to_linear  # noqa: E402
+from cleanai.pruning.attention import find_attention  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "head_pruning"
 FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",
             "MobileBERT": "mobilebert"}
 
@@ -88,8 +90,11 @@ def _row(family: str, tool: str, model: nn.Module | None, base: tuple[int, int],
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    rows = []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="latest", help="name of the results folder")
+    args = parser.parse_args()
+    record = {**_report.provenance(args), "rows": []}
+    rows = record["rows"]
     for family, key in FAMILIES.items():
         model, inputs = tiny_transformer(key), tiny_transformer_inputs(key)
         reference = _logits(model, inputs)
@@ -111,18 +116,22 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - a failure of the other tool is a result row
                 rows.append(_row(family, tool, None, base, inputs, reference, before,
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
-    (OUT / "rows.json").write_text(json.dumps(rows, indent=1))
+    _report.finish(record, args.run, _report.machine("default threads", packages=("torch-pruning", "transformers")))
+    print(render(record))
+
+
+def render(record: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of one run, from its record."""
     table = []
-    for r in rows:
+    for r in record["rows"]:
         if r["error"]:
             table.append([r["family"], r["tool"], "fails: " + r["error"], "", "", ""])
             continue
         table.append([r["family"], r["tool"], f"{1 - r['params_after'] / r['params_before']:.1%}",
                       f"{1 - r['macs_after'] / r['macs_before']:.1%}", "yes" if r["heads_whole"] else "NO",
                       f"{r['cosine']:.3f}"])
-    print_table(["family", "tool", "params removed", "MACs removed", "whole heads", "logit cosine vs unpruned"], table)
-    print(machine("default threads", packages=("torch-pruning", "transformers")))
-
+    return "\n".join([_report.heading(record), "", _report.table(
+        ["family", "tool", "params removed", "MACs removed", "whole heads", "logit cosine vs unpruned"], table)])
 
 if __name__ == "__main__":
     main()
