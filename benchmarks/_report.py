@@ -70,17 +70,17 @@ def run_dir(script: str, run: str) -> Path:
     return RESULTS / Path(script).stem / run
 
 
-def save(record: dict[str, Any], run: str) -> Path:
-    """Write a run's record (provenance + rows) atomically to `results/<script>/<run>/rows.json`."""
-    path = run_dir(record["script"], run) / "rows.json"
+def save(record: dict[str, Any], run: str, folder: Path | None = None) -> Path:
+    """Write a run's record (provenance + rows) atomically to `results/<script>/<run>/rows.json` (or `folder`)."""
+    path = (folder or run_dir(record["script"], run)) / "rows.json"
     write_json(path, record)
     return path
 
 
-def finish(record: dict[str, Any], run: str, machine_line: str) -> Path:
-    """Add the machine line and end time, save, and print where the rows went."""
+def finish(record: dict[str, Any], run: str, machine_line: str, folder: Path | None = None) -> Path:
+    """Add the machine line and end time, save (to `folder` instead of the results tree if given), print where."""
     record.update(machine=machine_line, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path = save(record, run)
+    path = save(record, run, folder)
     print(f"\nRaw rows: {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path}")
     return path
 
@@ -94,3 +94,27 @@ def heading(record: dict[str, Any]) -> str:
     """The lines every regenerated table starts with: the command, the commit and the machine."""
     return (f"`{record['command']}` (commit `{record['commit']}`, run {record['started']})\n\n"
             f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}")
+
+
+class Resumable:
+    """A run's record saved after every row; reopened with the same `settings`, the rows already measured are
+    reused (a killed run resumes), with other settings it starts afresh."""
+
+    def __init__(self, args: argparse.Namespace, run: str, settings: dict[str, Any]) -> None:
+        self.run = run
+        script = Path(sys.argv[0]).name
+        saved = load(script, run) if (run_dir(script, run) / "rows.json").exists() else {}
+        if saved.get("settings") == settings:
+            self.record = saved
+            self.record.setdefault("resumed", []).append(provenance(args))
+            print(f"resuming: {len(saved['rows'])} row(s) already measured in {run_dir(script, run)}", flush=True)
+        else:
+            self.record = {**provenance(args), "settings": settings, "rows": {}}
+
+    def get(self, key: str, measure: Any) -> dict[str, Any]:
+        """The row `key`: measured now by `measure()` and saved at once, or the one measured before."""
+        rows = self.record["rows"]
+        if key not in rows:
+            rows[key] = measure()
+            save(self.record, self.run)
+        return rows[key]

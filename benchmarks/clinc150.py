@@ -13,8 +13,8 @@ on "What is the pin number for my account?" after `--warmup` (10), tokenising in
 Trained models are cached content-addressed by their training settings under
 `cleanai.data.default_cache_dir()/clinc150/` (outside the work tree), with Trainer checkpoints every epoch,
 so a rerun skips finished trainings and an interrupted one resumes. Teacher logits for distillation are
-cached there too, and so are the ONNX files. Rows (JSON), a summary and the bubble plot go to `--out`
-(`<out>/full/` or `<out>/quick/`).
+cached there too, and so are the ONNX files. The rows with the command, commit and machine, and the bubble
+plot, go to `--out` (`<out>/full/` or `<out>/quick/`; default benchmarks/results/clinc150/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
        [--student-lr 2e-4] [--alpha 0.5] [--temperature 2] [--no-vocab-prune] [--threads 1] [--out DIR]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
@@ -36,14 +36,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cleanai.benchmark import BenchmarkConfig, Measurement, intent_variants, measure_intent, plot_metrics, save_rows
+from cleanai.benchmark import BenchmarkConfig, Measurement, intent_variants, measure_intent, plot_metrics
 from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text_collate
 from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.training import Callback, TrainConfig, Trainer
 
-from _report import machine, print_table  # benchmarks/_report.py: scripts run from this folder
+import _report  # benchmarks/_report.py: scripts run from this folder
 
 QUERY = "What is the pin number for my account?"
 TEACHER_GOAL = 0.867
@@ -182,15 +182,31 @@ def main() -> None:
 
 def report(rows: list[Measurement], args: argparse.Namespace, work: Path, load: float, start: float,
            sources: dict[str, str]) -> None:
-    """Print the book-like table and the goals; write rows, summary and bubble plot to `work`."""
-    print(f"\n## CLINC150 `plus`, {rows[0].eval_samples:,} test queries"
-          f"{'' if rows[0].eval_whole_split else ' (a subset: --quick)'}; latency on {QUERY!r}\n")
-    print_table(["variant", "size MB", "latency ms", "accuracy", "in-scope acc", "oos recall", "acc (oos class only)",
-                 "params", "MACs", "threads"],
-                [[r.name, f"{r.size_mb:.2f}", f"{r.latency_ms_mean:.2f} ± {r.latency_ms_std:.2f}",
-                  f"{r.accuracy:.3f}", f"{r.metrics['in_scope_accuracy']:.3f}", f"{r.metrics['oos_recall']:.3f}",
-                  f"{r.metrics['accuracy_oos_class']:.3f}", f"{r.params / 1e6:.2f}M" if r.params else "-",
-                  f"{r.macs / 1e6:.1f}M" if r.macs else "-", str(r.threads)] for r in rows])
+    """Keep the rows with their provenance in `work/rows.json`, draw the bubble plot there, print the tables."""
+    record = {**_report.provenance(args), "rows": [r.model_dump(mode="json") for r in rows], "sources": sources}
+    line = _report.machine(f"threads {args.threads}", load, ("onnxruntime", "transformers")) + \
+        f" Wall time {(time.perf_counter() - start) / 60:.1f} min."
+    _report.finish(record, work.name, line, folder=work)
+    plot = plot_metrics(rows, work / "clinc150.png", title="CLINC150: accuracy vs latency")
+    print("\n" + render(record) + f"\n\nPlot: {plot}")
+
+
+def render(record: dict[str, Any]) -> str:
+    """The book-like table and the goals of issue 10, from a run's record."""
+    rows = [Measurement.model_validate(r) for r in record["rows"]]
+    first = rows[0]
+    out = [_report.heading(record), "",
+           f"CLINC150 `plus`, {first.eval_samples:,} test queries"
+           f"{'' if first.eval_whole_split else ' (a subset: --quick, not a result)'}; latency: batch 1 on {QUERY!r}, "
+           "tokenising included; out-of-scope threshold tuned on the validation split. Models: "
+           + "; ".join(f"{k} {v}" for k, v in record.get("sources", {}).items()) + ".", ""]
+    out.append(_report.table(
+        ["variant", "size MB", "latency ms", "accuracy", "in-scope acc", "oos recall", "acc (oos class only)",
+         "params", "MACs", "threads"],
+        [[r.name, f"{r.size_mb:.2f}", f"{r.latency_ms_mean:.2f} ± {r.latency_ms_std:.2f}", f"{r.accuracy:.3f}",
+          f"{r.metrics['in_scope_accuracy']:.3f}", f"{r.metrics['oos_recall']:.3f}",
+          f"{r.metrics['accuracy_oos_class']:.3f}", f"{r.params / 1e6:.2f}M" if r.params else "-",
+          f"{r.macs / 1e6:.1f}M" if r.macs else "-", str(r.threads)] for r in rows]))
     by_name = {r.name: r for r in rows}
     teacher, final = by_name["teacher"], rows[-1]
     speed, size = teacher.latency_ms_mean / final.latency_ms_mean, teacher.size_mb / final.size_mb
@@ -203,15 +219,9 @@ def report(rows: list[Measurement], args: argparse.Namespace, work: Path, load: 
         [f"accuracy drop, {final.name}", "<= 1.0 pt", f"{drop:+.2f} pt", drop <= 1.0],
         ["distilled - student without teacher", "> 0 pt", f"{gain:+.2f} pt", gain > 0],
     ]
-    print("\nGoals (issue 10):\n")
-    print_table(["goal", "target", "measured", "met"], [[*g[:3], "yes" if g[3] else "NO"] for g in goals])
-    work.mkdir(parents=True, exist_ok=True)
-    save_rows(rows, work / "rows.json")
-    plot = plot_metrics(rows, work / "clinc150.png", title="CLINC150: accuracy vs latency")
-    write_json(work / "summary.json", {"args": vars(args), "sources": sources, "goals": goals,
-                                       "minutes": (time.perf_counter() - start) / 60})
-    print("\n" + machine(f"threads {args.threads}", load, ("onnxruntime", "transformers"))
-          + f" Wall time {(time.perf_counter() - start) / 60:.1f} min. Rows: {work / 'rows.json'}, plot: {plot}")
+    out += ["", "Goals (issue 10):", "",
+            _report.table(["goal", "target", "measured", "met"], [[*g[:3], "yes" if g[3] else "NO"] for g in goals])]
+    return "\n".join(out)
 
 
 def parse_args() -> argparse.Namespace:
@@ -232,7 +242,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="default 10 (2 with --quick)")
     parser.add_argument("--runs", type=int, default=None, help="timed calls per row; default 100 (10 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "clinc150")
+    parser.add_argument("--out", type=Path, default=_report.RESULTS / "clinc150",
+                        help="rows.json and the plot go to <out>/full or <out>/quick (python benchmarks/tables.py "
+                             "renders the default folder into BENCHMARKS.md)")
     args = parser.parse_args()
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
     args.runs = args.runs if args.runs is not None else (10 if args.quick else 100)

@@ -223,28 +223,6 @@ def control(base: nn.Module, data: dict[str, Any], args: argparse.Namespace) -> 
 CONTROL = "(control)"  # the key of the unpruned control's row
 
 
-class Results:
-    """The run's record, saved after every variant; reopened with the same settings, finished rows are reused."""
-
-    def __init__(self, args: argparse.Namespace, settings: dict[str, Any]) -> None:
-        self.run = args.run
-        path = _report.run_dir("pruning_cifar.py", args.run) / "rows.json"
-        saved = _report.load("pruning_cifar.py", args.run) if path.exists() else {}
-        if saved.get("settings") == settings:
-            self.record = saved
-            self.record.setdefault("resumed", []).append(_report.provenance(args))
-            print(f"resuming: {len(saved['rows'])} variant(s) already measured in {path}", flush=True)
-        else:
-            self.record = {**_report.provenance(args), "settings": settings, "rows": {}}
-
-    def get(self, key: str, measure: Any) -> dict[str, Any]:
-        rows = self.record["rows"]
-        if key not in rows:
-            rows[key] = measure()
-            _report.save(self.record, self.run)
-        return rows[key]
-
-
 def main() -> None:
     names = [*list_criteria(), *VARIANTS, *TP_CRITERIA]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -311,7 +289,7 @@ def main() -> None:
     args.run = args.run or (f"resnet{args.depth}_ratio{args.ratio}"
                             + ("_residual-keep" if args.residual == "keep" else "")
                             + f"_ft{args.finetune_epochs}x{len(data['train'])}")
-    results = Results(args, {**settings, "weights": str(args.weights), "source": source})
+    results = _report.Resumable(args, args.run, {**settings, "weights": str(args.weights), "source": source})
     results.record.update(source=source, budget=budget, what=what, test_images=len(test.dataset),
                           val_images=len(data["val"].dataset))
 

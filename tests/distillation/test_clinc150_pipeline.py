@@ -21,7 +21,9 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
     done = subprocess.run([sys.executable, "clinc150.py", "--quick", "--out", str(out)], cwd=REPO / "benchmarks",
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads((out / "quick" / "rows.json").read_text())
+    record = json.loads((out / "quick" / "rows.json").read_text())
+    assert record["script"] == "clinc150.py" and "--quick" in record["command"] and record["machine"]
+    rows = record["rows"]
     assert [r["name"] for r in rows] == ["teacher", "student", "distilled", "distilled + torch int8",
                                         "distilled + ORT fp32", "distilled + ORT int8", "distilled + vocab + ORT int8"]
     for row in rows:

@@ -36,6 +36,28 @@ def other_encoder_model(kind: str, teacher: TextClassifier) -> TextClassifier:
     return TextClassifier(AutoModelForSequenceClassification.from_config(config), teacher.tokenizer).eval()
 
 
+@pytest.fixture()
+def roberta_bpe() -> TextClassifier:
+    """A tiny random RoBERTa with its own byte-level BPE tokenizer, trained here on the test texts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(TEXTS + ["the quick brown fox jumps over the lazy dog"], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe, **dict(zip(
+        ["bos_token", "pad_token", "eos_token", "unk_token", "mask_token"], specials)))
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=130, pad_token_id=1, hidden_dropout_prob=0.0,
+                           id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    return TextClassifier(AutoModelForSequenceClassification.from_config(config), tokenizer).eval()
+
+
 @pytest.fixture(params=["roberta", "mpnet"])
 def other_encoder(request, teacher) -> TextClassifier:
     return other_encoder_model(request.param, teacher)
@@ -92,18 +114,23 @@ def test_student_from_config_keeps_tokenizer_and_labels(which: str, field: str, 
         student_from_config(model, num_wings=2)
 
 
-@pytest.mark.parametrize("which", ["teacher", "distilbert"])
+@pytest.mark.parametrize("which", ["teacher", "distilbert", "roberta_bpe"])
 def test_vocabulary_pruning_keeps_logits_on_in_vocabulary_text_and_shrinks(which: str, request, tmp_path) -> None:
     model = request.getfixturevalue(which)
     train = TEXTS[:6]
     small = prune_vocabulary(model, train)
     assert small.config.vocab_size < model.config.vocab_size
     assert small.hf_model.get_input_embeddings().num_embeddings == small.config.vocab_size
-    held_out = ["my pin", "what is the money"]  # words made of the training texts' pieces
+    # new texts made of the training texts' words, each where it stood there (BPE merges a word differently at
+    # the start of a text, without its leading space)
+    held_out = ["i forgot my money", "what is the money"]
     with torch.no_grad():
         assert torch.allclose(small(**small.encode(held_out)), model(**model.encode(held_out)), atol=1e-5)
-    unk = small.tokenizer.unk_token_id
-    assert unk in small.tokenizer("xyz quiz")["input_ids"]  # pieces not kept map to [UNK]
+    if which == "roberta_bpe":  # BPE: text not seen in training falls back to smaller kept pieces, down to bytes
+        pieces = small.tokenizer.convert_ids_to_tokens(small.tokenizer("xyz quiz")["input_ids"])
+        assert "".join(pieces[1:-1]) == "xyzĠquiz" and small.tokenizer.unk_token not in pieces
+    else:  # WordPiece: pieces not kept map to [UNK]
+        assert small.tokenizer.unk_token_id in small.tokenizer("xyz quiz")["input_ids"]
     small.save_pretrained(tmp_path / "small")
     model.save_pretrained(tmp_path / "full")
     size = lambda d: sum(p.stat().st_size for p in d.iterdir())  # noqa: E731

@@ -7,7 +7,8 @@
 - `student_from_config(teacher, num_hidden_layers=2, ...)`: a fresh model of the teacher's family with
   config fields overridden, sharing its tokenizer and labels;
 - `prune_vocabulary(model, texts)`: keep only the embedding rows of tokens that occur in `texts` plus the
-  special tokens, and a tokenizer remapped to the new ids (other pieces become [UNK]) - a smaller artifact.
+  special tokens, and a tokenizer remapped to the new ids (WordPiece: other pieces become [UNK]; BPE: other
+  text splits into smaller kept pieces) - a smaller artifact.
 
 Every builder returns a new `TextClassifier` and leaves the teacher untouched.
 """
@@ -93,17 +94,19 @@ def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassi
 def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None) -> TextClassifier:
     """Keep only the tokens of `texts` (plus special tokens); return a smaller model with a remapped tokenizer.
 
-    Supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet). WordPiece matches the longest known
-    piece first, so text made of kept tokens is split exactly as before; any other piece maps to [UNK].
+    WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet) match the longest known piece first, so text made
+    of kept tokens is split exactly as before and any other piece maps to [UNK]. BPE tokenizers (RoBERTa,
+    GPT-2 style) also keep every single-character token and the merges that build the kept tokens, so the
+    training texts are merged exactly as before and any other text falls back to smaller kept pieces.
     The result is checked against `model` on in-vocabulary texts before it is returned.
     """
     tokenizer = model.tokenizer
     if tokenizer is None or not hasattr(tokenizer, "backend_tokenizer"):
         raise DistillationError("prune_vocabulary needs a TextClassifier with a fast (tokenizers-backed) tokenizer")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if spec["model"]["type"] != "WordPiece":
-        raise DistillationError(f"prune_vocabulary supports WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet); "
-                                f"this tokenizer is {spec['model']['type']}")
+    if spec["model"]["type"] not in ("WordPiece", "BPE"):
+        raise DistillationError(f"prune_vocabulary supports WordPiece (BERT, DistilBERT, MiniLM, MPNet) and BPE "
+                                f"(RoBERTa) tokenizers; this tokenizer is {spec['model']['type']}")
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
@@ -112,6 +115,8 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
         for ids in tokenizer(texts[start:start + 1024], truncation=max_length is not None,
                              max_length=max_length)["input_ids"]:
             used.update(ids)
+    if spec["model"]["type"] == "BPE":
+        used |= _bpe_closure(spec["model"], used)
     kept = sorted(used)
     old_to_new = {old: new for new, old in enumerate(kept)}
     new_tokenizer = _remapped_tokenizer(tokenizer, spec, old_to_new)
@@ -136,12 +141,39 @@ def _remap_optional(index: int | None, mapping: dict[int, int]) -> int | None:
     return None if index is None else mapping.get(index)
 
 
+def _merges(model: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A BPE model's merges as (left, right, the token they make), in priority order."""
+    prefix = model.get("continuing_subword_prefix") or ""
+    pairs = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return [(a, b, a + (b[len(prefix):] if prefix and b.startswith(prefix) else b)) for a, b in pairs]
+
+
+def _bpe_closure(model: dict[str, Any], used: set[int]) -> set[int]:
+    """The ids a BPE tokenizer needs to merge the `used` tokens as before: every single-character token, and
+    recursively the two pieces of each kept token's merge (each token is made by one merge)."""
+    vocab = model["vocab"]
+    made_by = {made: (a, b) for a, b, made in _merges(model)}
+    names = {i: t for t, i in vocab.items()}
+    kept = {t for t in vocab if len(t) == 1} | {names[i] for i in used if i in names}
+    todo = list(kept)
+    while todo:
+        for piece in made_by.get(todo.pop(), ()):
+            if piece not in kept:
+                kept.add(piece)
+                todo.append(piece)
+    return {vocab[t] for t in kept}
+
+
 def _remapped_tokenizer(tokenizer: Any, spec: dict[str, Any], old_to_new: dict[int, int]) -> Any:
-    """The same tokenizer with only the kept tokens, renumbered (WordPiece vocab, special tokens, post-processor)."""
+    """The same tokenizer with only the kept tokens, renumbered (vocab and BPE merges, special tokens,
+    post-processor), with the slow tokenizer's files rewritten to match."""
     from transformers import AutoTokenizer
 
-    vocab = {tok: old_to_new[i] for tok, i in spec["model"]["vocab"].items() if i in old_to_new}
-    spec["model"]["vocab"] = vocab
+    model = spec["model"]
+    vocab = {tok: old_to_new[i] for tok, i in model["vocab"].items() if i in old_to_new}
+    model["vocab"] = vocab
+    if model["type"] == "BPE":
+        model["merges"] = [[a, b] for a, b, made in _merges(model) if made in vocab]
     spec["added_tokens"] = [{**t, "id": old_to_new[t["id"]]} for t in spec.get("added_tokens", [])
                             if t["id"] in old_to_new]
     post = spec.get("post_processor") or {}
@@ -151,8 +183,13 @@ def _remapped_tokenizer(tokenizer: Any, spec: dict[str, Any], old_to_new: dict[i
         tokenizer.save_pretrained(tmp)
         folder = Path(tmp)
         (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
-        (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])),
-                                          encoding="utf-8")
+        if model["type"] == "BPE":
+            (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+            (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in model["merges"]),
+                                               encoding="utf-8")
+        else:
+            (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])),
+                                              encoding="utf-8")
         config_path = folder / "tokenizer_config.json"
         if config_path.is_file():
             config = json.loads(config_path.read_text(encoding="utf-8"))
