@@ -119,3 +119,12 @@ def test_hf_conv1d_layers_count_as_the_linear_they_are():
     # per token: c_attn 32x96, c_proj 32x32, c_fc 32x128, mlp c_proj 128x32 in each of 2 layers
     layers = 2 * 2 * 8 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)
     assert count_macs(model, ids) == count_macs(as_linear, ids) > layers
+
+
+@pytest.mark.parametrize("torch_api", ["torchao", "legacy"])
+def test_torch_dynamic_int8_linears_count_as_the_linears_they_replace(torch_api):
+    """torch.ao's int8 Linear (the legacy dynamic path) was invisible to thop: MACs of the head only, or none."""
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(2, 16)
+    runner = quantize(model, QuantConfig(mode="dynamic", backend="torch", torch_api=torch_api), example_inputs=x)
+    assert runner.macs(x) == count_macs(model, x) == 2 * (16 * 32 + 32 * 4)

@@ -27,9 +27,19 @@ _NOT_PRODUCTS = ("count_normalization", "count_prelu", "count_softmax", "count_a
                  "count_upsample", "count_embedding")
 
 
-def _count_conv1d(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-    """thop rule for transformers' Conv1D, a Linear with its weight transposed: output elements x input features."""
-    module.total_ops += torch.DoubleTensor([output.numel() * int(module.nx)])
+def _count_linear_like(features: str) -> Any:
+    """A thop rule for a Linear-like layer thop does not know (transformers' Conv1D, torch.ao's int8 Linear):
+    output elements x its input features, read from the attribute `features`."""
+    def rule(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        module.total_ops += torch.DoubleTensor([output.numel() * int(getattr(module, features))])
+    return rule
+
+
+def _int8_linears() -> tuple[type, ...]:
+    """torch.ao's quantized Linear layers (dynamic and static int8), which thop does not recognise."""
+    from torch.ao.nn import quantized
+
+    return quantized.Linear, quantized.dynamic.Linear
 
 
 class _KeywordCall(nn.Module):
@@ -49,8 +59,8 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, tor
     """MACs of one forward pass on `example_inputs` (the whole batch, not per sample), as the module docstring
     defines them.
 
-    Counted on a deep copy, so no hook, buffer or mode change can leak into `model`. None when thop
-    recognises no operation at all (e.g. `torch.ao` quantized modules): not a real zero.
+    Counted on a deep copy, so no hook, buffer or mode change can leak into `model`; torch.ao's int8 Linear
+    layers count as the Linear they replace. None when thop recognises no operation at all: not a real zero.
     """
     from thop import profile  # imported lazily: thop is only needed when MACs are asked for
     from thop.profile import register_hooks
@@ -63,7 +73,8 @@ def count_macs(model: nn.Module, example_inputs: torch.Tensor | Mapping[str, tor
     else:
         args = tuple(example_inputs) if is_tensor_tuple(example_inputs) else (example_inputs,)
     rules = {kind: zero_ops for kind, rule in register_hooks.items() if rule.__name__ in _NOT_PRODUCTS}
-    rules.update(dict.fromkeys(conv1d_types(model), _count_conv1d))
+    rules.update(dict.fromkeys(conv1d_types(model), _count_linear_like("nx")))
+    rules.update(dict.fromkeys(_int8_linears(), _count_linear_like("in_features")))
     macs, _ = profile(clone, inputs=args, custom_ops=rules, verbose=False)
     return int(macs) or None
 
