@@ -174,6 +174,9 @@ def _check_nproc(args: argparse.Namespace) -> None:
     if "WORLD_SIZE" in os.environ:
         raise ConfigError(f"--nproc {args.nproc} starts torchrun itself, but this process already runs under torchrun "
                           f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); leave --nproc out there")
+    if args.batch_size % args.nproc:
+        raise ConfigError(f"--batch-size {args.batch_size} is the global batch of one step and must divide evenly "
+                          f"among --nproc {args.nproc} processes; use a multiple of {args.nproc}")
     gpus = torch.cuda.device_count()
     have, unit = (gpus, "GPU(s)") if gpus else (len(os.sched_getaffinity(0)), "usable CPU core(s)")
     if args.nproc > have:
@@ -181,18 +184,17 @@ def _check_nproc(args: argparse.Namespace) -> None:
                           f"process per {'GPU' if gpus else 'core'}; use --nproc 2..{have}" if have > 1 else
                           f"--nproc {args.nproc}: this machine has {have} {unit}, so data-parallel training cannot "
                           "help; leave --nproc out")
-    if args.batch_size % args.nproc:
-        raise ConfigError(f"--batch-size {args.batch_size} is the global batch of one step and must divide evenly "
-                          f"among --nproc {args.nproc} processes; use a multiple of {args.nproc}")
 
 
 def _relaunch(args: argparse.Namespace) -> None:
     """Run this same `cleanai train` command (without --nproc) in `--nproc` processes through torchrun."""
+    import os
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
                "-m", "cleanai.cli", *_without_nproc(args.argv)]
-    code = subprocess.call(command)
+    # one thread per process unless the user set it (torchrun would set it too, with a banner saying so)
+    code = subprocess.call(command, env={"OMP_NUM_THREADS": "1", **os.environ})
     if code:
         raise CleanAIError(f"the {args.nproc} training processes failed (torchrun exit code {code}); their errors are "
                            "above")
