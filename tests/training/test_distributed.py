@@ -57,7 +57,7 @@ def run_processes(fn: Callable[..., None], tmp_path: Path, *args: Any) -> list[d
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.start_processes(_worker, args=(port, fn, tmp_path, *args), nprocs=WORLD, join=False, start_method="fork")
+    ctx = mp.start_processes(_worker, args=(port, fn, tmp_path, *args), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 300
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:

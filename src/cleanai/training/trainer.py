@@ -9,9 +9,10 @@ before it reaches the weights) and nothing else unless asked for: penalties, cli
 statistics and callbacks cost only when configured. Per epoch it checks every weight and buffer for
 NaN/inf (a finite loss can hide overflowed BatchNorm statistics) before the epoch is checkpointed.
 
-Under `torchrun --nproc_per_node N` the same loop runs data-parallel: the `Distributed` strategy
-(`cleanai.training.distributed`) wraps the model in DistributedDataParallel, splits the loaders, sums
-losses and metric counts over the processes, and only rank 0 writes checkpoints and shows progress.
+Under `torchrun --nproc_per_node N` the same loop runs data-parallel: its process strategy
+(`cleanai.training.distributed.DataParallel`, else `SingleProcess`, whose steps are no-ops) wraps the model
+in DistributedDataParallel, splits the loaders, sums losses and metric counts over the processes, and only
+rank 0 writes checkpoints and shows progress.
 """
 
 from __future__ import annotations
