@@ -8,6 +8,7 @@ import torch
 from cleanai.cli import main
 from cleanai.io import load_weights
 from cleanai.models import create_model
+from cleanai.training import load_checkpoint
 
 
 def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
@@ -36,6 +37,18 @@ def test_train_then_benchmark_the_saved_weights(tmp_path, capsys):
                  "--runs", "5", "--out", str(tmp_path / "bench")]) == 0
     row = json.loads((tmp_path / "bench" / "results.json").read_text())[0]
     assert row["accuracy"] == pytest.approx(json.loads((run / "test_metrics.json").read_text())["accuracy"])
+
+
+def test_train_nproc_2_runs_two_processes_through_torchrun_and_rank_0_writes_the_run(tmp_path):
+    run = tmp_path / "ddp"
+    assert main(["train", "--nproc", "2", "--epochs", "1", "--batch-size", "64", "--seed", "0", "--quiet",
+                 "--out", str(run)]) == 0
+    load_weights(create_model("small_cnn"), run / "model.safetensors", strict=True)
+    assert len(json.loads((run / "history.json").read_text())["records"]) == 1
+    assert 0 <= json.loads((run / "test_metrics.json").read_text())["accuracy"] <= 1
+    checkpoint = load_checkpoint(tmp_path / "ddp.checkpoints" / "last.pt")
+    assert checkpoint["epoch"] == 1 and len(checkpoint["rank_rng"]) == 2  # written by rank 0 for both processes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "ddp.checkpoints"]
 
 
 @pytest.mark.parametrize(

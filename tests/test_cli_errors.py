@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 import pytest
 import torch
@@ -189,3 +190,19 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_benchmark", broken)
     with pytest.raises(ZeroDivisionError):
         main(["benchmark"])
+
+
+@pytest.mark.parametrize(("argv", "environ", "message"), [
+    (["--nproc", "0"], {}, "argument --nproc: expected an integer >= 1, got '0'"),
+    (["--nproc", "2"], {"WORLD_SIZE": "2"}, "already runs under torchrun (WORLD_SIZE=2); leave --nproc out"),
+    (["--nproc", "2", "--batch-size", "63"], {}, "--batch-size 63 is the global batch of one step and must divide "
+                                                 "evenly among --nproc 2 processes; use a multiple of 2"),
+    (["--nproc", str(len(os.sched_getaffinity(0)) + 1)], {"CUDA_VISIBLE_DEVICES": ""},
+     f"this machine has {len(os.sched_getaffinity(0))} usable CPU core(s)"),
+])
+def test_a_bad_process_count_is_one_line_before_any_work(argv, environ, message, tmp_path, monkeypatch, capsys):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "out")]) == 2
+    assert message in _one_line_error(capsys, "train")
+    assert list(tmp_path.iterdir()) == []

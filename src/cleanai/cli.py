@@ -124,6 +124,7 @@ def _train(args: argparse.Namespace) -> None:
     from cleanai.training import TrainConfig, Trainer, seed_everything
     from cleanai.training.config import check_run
 
+    _check_nproc(args)
     _check_out(args)
     fields = _load_yaml(args.config)
     overrides = {"epochs": args.epochs, "lr": args.lr, "optimizer": args.optimizer, "scheduler": args.scheduler,
@@ -144,9 +145,15 @@ def _train(args: argparse.Namespace) -> None:
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.batch_size, config.seed)
     check_run(config, model, _first_batch(loaders.val))
+    if args.nproc > 1:  # every input is checked here, once, so a bad one is a one-line error, not N tracebacks
+        del model, splits, loaders
+        _relaunch(args)
+        return
     trainer = Trainer(model, config=config)
     history = trainer.fit(loaders.train, loaders.val)
     scores = trainer.evaluate(loaders.test)
+    if not trainer.distributed.is_main:  # data-parallel: rank 0 writes the run folder
+        return
     with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         save_safetensors(model, stage / "model.safetensors", metadata={"model": args.model, "dataset": args.data})
         write_json(stage / "history.json", history.to_dict())
@@ -154,6 +161,56 @@ def _train(args: argparse.Namespace) -> None:
         write_json(stage / "test_metrics.json", scores)
     print("test " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     print(f"Model and history written to {Path(args.out).resolve()}")
+
+
+def _check_nproc(args: argparse.Namespace) -> None:
+    """`--nproc N`: not under torchrun already, at most one process per usable core (GPU), a batch that splits."""
+    import os
+
+    import torch
+
+    if args.nproc == 1:
+        return
+    if "WORLD_SIZE" in os.environ:
+        raise ConfigError(f"--nproc {args.nproc} starts torchrun itself, but this process already runs under torchrun "
+                          f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); leave --nproc out there")
+    if args.batch_size % args.nproc:
+        raise ConfigError(f"--batch-size {args.batch_size} is the global batch of one step and must divide evenly "
+                          f"among --nproc {args.nproc} processes; use a multiple of {args.nproc}")
+    gpus = torch.cuda.device_count()
+    have, unit = (gpus, "GPU(s)") if gpus else (len(os.sched_getaffinity(0)), "usable CPU core(s)")
+    if args.nproc > have:
+        raise ConfigError(f"--nproc {args.nproc}: this machine has {have} {unit}, and data-parallel training runs one "
+                          f"process per {'GPU' if gpus else 'core'}; use --nproc 2..{have}" if have > 1 else
+                          f"--nproc {args.nproc}: this machine has {have} {unit}, so data-parallel training cannot "
+                          "help; leave --nproc out")
+
+
+def _relaunch(args: argparse.Namespace) -> None:
+    """Run this same `cleanai train` command (without --nproc) in `--nproc` processes through torchrun."""
+    import os
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "cleanai.cli", *_without_nproc(args.argv)]
+    # one thread per process unless the user set it (torchrun would set it too, with a banner saying so)
+    code = subprocess.call(command, env={"OMP_NUM_THREADS": "1", **os.environ})
+    if code:
+        raise CleanAIError(f"the {args.nproc} training processes failed (torchrun exit code {code}); their errors are "
+                           "above")
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """`argv` without `--nproc N` / `--nproc=N`."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            out.append(token)
+    return out
 
 
 def _measure(runners: list[Any], model: Any, splits: Any, args: argparse.Namespace, split: str = "test") -> list[Any]:
@@ -467,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_COUNT)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.checkpoints/last.pt (or from `resume: <file>` in --config)")
+    p.add_argument("--nproc", type=_COUNT, default=1,
+                   help="data-parallel processes (torchrun + DistributedDataParallel; --batch-size is the global "
+                        "batch, each process takes batch-size/N)")
     _add_out(p, Path("runs/train"), "run folder: model.safetensors, history and metrics (replaced whole at the end)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
@@ -557,8 +617,10 @@ def one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; an error CleanAI raises on purpose (or a config's validation error) becomes one line on
     stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
     except SystemExit as exc:  # a usage error (one line, printed by _Parser.error) or --help
         return exc.code if isinstance(exc.code, int) else 2
     try:

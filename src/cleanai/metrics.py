@@ -26,9 +26,14 @@ def _predictions(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 class Metric:
-    """Base class: `reset()`, `update(logits, targets)` per batch, `compute()` once per split."""
+    """Base class: `reset()`, `update(logits, targets)` per batch, `compute()` once per split.
+
+    `counts` names the attributes that add up over disjoint parts of a split; `reduce` sums them over the
+    processes of a data-parallel evaluation, so `compute()` then scores the whole split.
+    """
 
     name: str = "metric"
+    counts: tuple[str, ...] = ()
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -38,6 +43,14 @@ class Metric:
 
     def compute(self) -> float:
         raise NotImplementedError
+
+    def reduce(self, all_reduce: Callable[..., torch.Tensor]) -> None:
+        """Replace each of `counts` by its sum over the processes (`all_reduce(tensor)` returns that sum)."""
+        if not self.counts:
+            raise ConfigError(f"metric {self.name!r} ({type(self).__name__}) cannot be combined across processes: "
+                              "set its `counts` to the names of its additive state attributes, or override reduce()")
+        for attr in self.counts:
+            setattr(self, attr, all_reduce(torch.as_tensor(getattr(self, attr))))
 
 
 METRICS: Registry[Callable[..., Metric]] = Registry("metric")
@@ -49,6 +62,7 @@ class Accuracy(Metric):
     """Fraction of samples whose highest-scoring class is the target."""
 
     name = "accuracy"
+    counts = ("correct", "total")
 
     def __init__(self) -> None:
         self.reset()
@@ -63,12 +77,14 @@ class Accuracy(Metric):
         self.total += preds.numel()
 
     def compute(self) -> float:
-        return float(self.correct) / self.total if self.total else float("nan")
+        return float(self.correct) / float(self.total) if self.total else float("nan")
 
 
 @register_metric("top_k")
 class TopKAccuracy(Metric):
     """Fraction of samples whose target is among the `k` highest-scoring classes (named `top_<k>`)."""
+
+    counts = ("correct", "total")
 
     def __init__(self, k: int = 5) -> None:
         if k < 1:
@@ -90,7 +106,7 @@ class TopKAccuracy(Metric):
         self.total += logits.shape[0]
 
     def compute(self) -> float:
-        return float(self.correct) / self.total if self.total else float("nan")
+        return float(self.correct) / float(self.total) if self.total else float("nan")
 
 
 class _ConfusionMetric(Metric):
@@ -110,6 +126,14 @@ class _ConfusionMetric(Metric):
                              f"got values up to {int(targets.max())}")
         counts = counts.reshape(classes, classes)
         self.confusion = counts if self.confusion is None else self.confusion + counts
+
+    def reduce(self, all_reduce: Callable[..., torch.Tensor]) -> None:
+        """Sum the confusion matrices; a process that saw no batch adds zeros of the others' size."""
+        own = 0 if self.confusion is None else self.confusion.shape[0]
+        classes = int(all_reduce(torch.tensor(own), "max"))
+        if classes:
+            self.confusion = all_reduce(self.confusion if self.confusion is not None
+                                        else torch.zeros(classes, classes, dtype=torch.int64))
 
     def _per_class(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """True positives, predicted counts and true counts of the classes seen in targets or predictions."""
@@ -163,6 +187,7 @@ class _OutOfScopeMetric(Metric):
     class `oos_index` (default the last class, as in CLINC150)."""
 
     in_scope = True
+    counts = ("correct", "total")
 
     def __init__(self, oos_index: int = -1) -> None:
         self.oos_index = oos_index

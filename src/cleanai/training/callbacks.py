@@ -44,19 +44,24 @@ class Callback:
 
 class TensorBoardLogger(Callback):
     """Writes every numeric value of each epoch's record (losses, metrics, lr, gradient-norm
-    statistics) as TensorBoard scalars, tagged `train/loss`, `val/accuracy`, `lr`, `grad_norm/mean`, `seconds`."""
+    statistics) as TensorBoard scalars, tagged `train/loss`, `val/accuracy`, `lr`, `grad_norm/mean`, `seconds`.
+    In data-parallel training only rank 0 writes (every process holds the same record)."""
 
     def __init__(self, log_dir: PathLike) -> None:
         self.log_dir = log_dir
         self.writer: Any = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        if not trainer.distributed.is_main:
+            return
         from torch.utils.tensorboard import SummaryWriter  # imported lazily: it loads tensorboard
 
         # After a resume, drop events a crashed run wrote past the checkpoint.
         self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.epoch + 1 if trainer.epoch else None)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self.writer is None:
+            return
         for key, value in logs.items():
             if key != "epoch":
                 self.writer.add_scalar(_tag(key), value, epoch)

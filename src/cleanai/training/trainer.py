@@ -8,6 +8,11 @@ Per optimizer step the loop adds one host sync (`loss.item()`, which also catche
 before it reaches the weights) and nothing else unless asked for: penalties, clipping, gradient-norm
 statistics and callbacks cost only when configured. Per epoch it checks every weight and buffer for
 NaN/inf (a finite loss can hide overflowed BatchNorm statistics) before the epoch is checkpointed.
+
+Under `torchrun --nproc_per_node N` the same loop runs data-parallel: its process strategy
+(`cleanai.training.distributed.DataParallel`, else `SingleProcess`, whose steps are no-ops) wraps the model
+in DistributedDataParallel, splits the loaders, sums losses and metric counts over the processes, and only
+rank 0 writes checkpoints and shows progress.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DistributedSampler
 
 from cleanai._batches import batch_len, call_model, logits_of, split_batch, to_device
 from cleanai._finite import nonfinite_tensors
@@ -33,6 +40,7 @@ from cleanai.io import PathLike, load_weights
 from cleanai.training.callbacks import Callback, TensorBoardLogger
 from cleanai.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from cleanai.training.config import MetricSpec, TrainConfig, metric_name_and_kwargs
+from cleanai.training.distributed import SingleProcess, from_env
 from cleanai.training.history import History
 from cleanai.training.losses import get_loss
 from cleanai.metrics import Metric, get_metric
@@ -62,6 +70,9 @@ class Trainer:
     Each `fit()` starts a new run: a fresh optimizer and scheduler (when given by name), epoch 0 and
     a new `History`, unless `config.resume` points at a checkpoint. So one Trainer can fine-tune a
     model again after pruning has changed its shapes.
+
+    `distributed` shares the run between processes (`DataParallel`); by default it is taken from the
+    environment: data-parallel when torchrun started this process with WORLD_SIZE > 1, else one process.
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class Trainer:
         metrics: Sequence[MetricSpec | Metric] | None = None,
         config: TrainConfig | None = None,
         callbacks: Iterable[Callback] = (),
+        distributed: SingleProcess | None = None,
     ) -> None:
         config = config or TrainConfig()
         if isinstance(optimizer, torch.optim.Optimizer) and optimizer_kwargs:
@@ -93,8 +105,11 @@ class Trainer:
         self.config = TrainConfig.model_validate({**config.model_dump(), **names}) if names else config
         cfg = self.config
 
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.distributed = distributed if distributed is not None else from_env()
+        self.device = self.distributed.device(
+            torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device))
         self.model = model.to(self.device)
+        self._net = self.model  # what the training forward runs through (a DistributedDataParallel wrapper in DDP)
         # Mixed precision: fp16 with a GradScaler on CUDA, bf16 (no scaling needed) elsewhere.
         self._amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.loss_fn = get_loss(cfg.loss, **cfg.loss_kwargs) if loss is None or isinstance(loss, str) else loss
@@ -132,6 +147,7 @@ class Trainer:
         cfg = self.config
         total_epochs = cfg.epochs if epochs is None else epochs
         self._start_run(train_loader, val_loader, total_epochs)
+        train_loader = self._train_loader  # this process's share of it
         rng_state = self._resume(train_loader)
         try:
             for cb in self.callbacks:
@@ -154,7 +170,7 @@ class Trainer:
             metric.reset()
         total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
         with self._eval_mode():
-            for batch in loader:
+            for batch in self.distributed.shard(loader, train=False):
                 inputs, targets = self._split(batch)
                 with self._autocast():
                     logits = self._forward(inputs)
@@ -165,6 +181,8 @@ class Trainer:
                 logits = logits.float()
                 for metric in self.metrics:
                     metric.update(logits, targets)
+        total, count = self._sum(total, count)
+        self.distributed.reduce_metrics(self.metrics)
         if count == 0:
             raise ConfigError("evaluate() got a loader that yielded no batches")
         return {"loss": float(total) / count, **{m.name: m.compute() for m in self.metrics}}
@@ -182,12 +200,14 @@ class Trainer:
         return torch.cat(outputs)
 
     def save_checkpoint(self, path: PathLike | None = None) -> Path:
-        """Write everything a resume needs to `path` (default `checkpoint_path`), atomically."""
+        """Write everything a resume needs to `path` (default `checkpoint_path`), atomically. Data-parallel: call
+        it on every process; rank 0 writes (with every process's RNG state)."""
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ConfigError("save_checkpoint() needs a path, or config.checkpoint_dir to be set")
         if self.optimizer is None:
             raise ConfigError("save_checkpoint() needs an optimizer: call it during or after fit()")
+        rng = self.distributed.gather(capture_rng_state())
         state = {
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -195,14 +215,16 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "rng": capture_rng_state(),
+            "rng": rng[0],
             "loader_rng": [g.get_state() for g in _loader_generators(self._train_loader)],
             "history": self.history.to_dict(),
             "best_state": self._best_state,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "config": self.config.model_dump(mode="json"),
+            **({"rank_rng": rng} if len(rng) > 1 else {}),
         }
-        save_checkpoint(target, state)
+        if self.distributed.is_main:
+            save_checkpoint(target, state)
         self._last_checkpoint = (target, self.epoch)
         return target
 
@@ -212,10 +234,13 @@ class Trainer:
         cfg = self.config
         self.model.to(self.device)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.distributed.check_metrics(self.metrics)
+        self._net = self.model  # drop the previous run's wrapper before wrapping the model again
+        self._net = self.distributed.wrap(self.model)
         self.optimizer = self._given_optimizer or get_optimizer(cfg.optimizer, self._params,
                                                                 **{"lr": cfg.lr, **cfg.optimizer_kwargs})
         self.optimizer.zero_grad(set_to_none=True)
-        self._train_loader = train_loader
+        self._train_loader = self.distributed.shard(train_loader, train=True)
         self.epoch = self.global_step = 0
         self.stop_training = False
         self._stop_reason: str | None = None
@@ -224,7 +249,7 @@ class Trainer:
         mode = cfg.mode if cfg.mode != "auto" else ("min" if cfg.monitor.endswith("loss") else "max")
         produced = {"train_loss"} | ({"val_loss", *(f"val_{m.name}" for m in self.metrics)} if val_loader is not None else set())
         self.history = History(monitor=cfg.monitor if cfg.monitor in produced else None, mode=mode)
-        self.scheduler, self._interval = self._build_scheduler(train_loader, total_epochs, mode)
+        self.scheduler, self._interval = self._build_scheduler(self._train_loader, total_epochs, mode)
         needs_monitor = [what for what, on in (("early_stopping_patience", cfg.early_stopping_patience),
                                                ("restore_best_weights", cfg.restore_best_weights),
                                                ("reduce_on_plateau", isinstance(self.scheduler, ReduceLROnPlateau)))
@@ -275,7 +300,7 @@ class Trainer:
         path = self.checkpoint_path if cfg.resume is True else (Path(cfg.resume) if cfg.resume else None)
         if path is None or (cfg.resume is True and not path.is_file()):
             if cfg.seed is not None:
-                seed_everything(cfg.seed)
+                seed_everything(cfg.seed + self.distributed.rank)  # each process its own dropout/augmentation draws
             return None
         state = load_checkpoint(path)
         load_weights(self.model, state["model"])
@@ -299,7 +324,16 @@ class Trainer:
         self.history = History.from_dict(state["history"])
         self._best_state = state["best_state"]
         self._last_checkpoint = (path, self.epoch)
-        return state["rng"]
+        return self._rank_rng(path, state)
+
+    def _rank_rng(self, path: Path, state: dict[str, Any]) -> dict[str, Any]:
+        """This process's RNG state from a checkpoint; one of another world size resumes, but not bit for bit."""
+        states = state.get("rank_rng") or [state["rng"]]
+        if len(states) != self.distributed.world_size:
+            warnings.warn(f"{str(path)!r} was saved by {len(states)} process(es) and is resumed by "
+                          f"{self.distributed.world_size}: weights, optimizer and schedule continue, but dropout and "
+                          "augmentation do not draw what an uninterrupted run would", stacklevel=3)
+        return states[self.distributed.rank % len(states)]
 
     # ------------------------------------------------------------------ the loop
 
@@ -312,7 +346,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
         self.model.train()
-        loss_sum, count = self._train_batches(self._progress(train_loader, epoch, total_epochs), epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch - 1)
+        loss_sum, count = self._sum(*self._train_batches(self._progress(train_loader, epoch, total_epochs), epoch))
+        self.distributed.sync_buffers(self.model)
         bad = nonfinite_tensors(self.model)  # a finite loss can hide overflowed weights or BatchNorm statistics
         if bad:
             raise self._divergence_error(f"during epoch {epoch} weights or buffers became NaN or inf, though the loss "
@@ -340,6 +378,7 @@ class Trainer:
             self.stop_training, self._stop_reason = True, "early_stopping"
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, logs)
+        self.stop_training = bool(self.distributed.all_reduce(torch.tensor(int(self.stop_training)), "max"))
         if self.stop_training and self._stop_reason is None:
             self._stop_reason = "callback"
         if self._show_progress():
@@ -358,22 +397,24 @@ class Trainer:
         loss_sum, count, pending = 0.0, 0, 0
         for i, (batch, last) in enumerate(_mark_last(batches)):
             inputs, targets = self._split(batch)
-            with self._autocast():
-                loss = self.loss_fn(self._forward(inputs), targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise self._divergence_error(f"loss became {value} at epoch {epoch}, batch {i + 1}",
-                                             "training stopped before this update reached the weights")
-            n = batch_len(targets)
-            loss_sum += value * n
-            count += n
-            if penalised:
-                loss = loss + self._penalty()
-            if k > 1:
-                loss = loss / k
-            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            stepping = pending + 1 == k or last
+            with self.distributed.no_sync(self._net, skip=not stepping):  # gradients are exchanged once per step
+                with self._autocast():
+                    loss = self.loss_fn(logits_of(call_model(self._net, inputs)), targets)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise self._divergence_error(f"loss became {value} at epoch {epoch}, batch {i + 1}",
+                                                 "training stopped before this update reached the weights")
+                n = batch_len(targets)
+                loss_sum += value * n
+                count += n
+                if penalised:
+                    loss = loss + self._penalty()
+                if k > 1:
+                    loss = loss / k
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             pending += 1
-            if pending == k or last:
+            if stepping:
                 if pending < k:  # the epoch's last group is smaller: rescale so its gradient is a mean too
                     for p in self._params:
                         if p.grad is not None:
@@ -464,7 +505,12 @@ class Trainer:
         return logits_of(call_model(self.model, inputs))
 
     def _show_progress(self) -> bool:
-        return self.config.progress and sys.stderr.isatty()
+        return self.config.progress and self.distributed.is_main and sys.stderr.isatty()
+
+    def _sum(self, total: float | torch.Tensor, count: int) -> tuple[float, int]:
+        """A (sum, sample count) pair added up over the processes."""
+        both = self.distributed.all_reduce(torch.tensor([float(total), count], dtype=torch.float64))
+        return float(both[0]), int(both[1])
 
     def _progress(self, loader: Iterable[Any], epoch: int, total_epochs: int) -> Iterable[Any]:
         if not self._show_progress():
