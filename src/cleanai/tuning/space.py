@@ -134,7 +134,7 @@ def parse_param(name: str, spec: Any, declared: Mapping[str, Param] | None = Non
         return Param(name, "categorical", choices=choices, when=when, default=default)
     low, high, step = (_number(where, key, spec.get(key), kind) for key in ("low", "high", "step"))
     if low is None or high is None:
-        raise ConfigError(f"{where}: a {kind} parameter needs low and high, got low={low!r}, high={high!r}")
+        raise ConfigError(f"{where}: {kind} parameters need low and high, got low={low!r}, high={high!r}")
     if low > high:
         raise ConfigError(f"{where}: low ({low:g}) is greater than high ({high:g})")
     if log and low <= 0:

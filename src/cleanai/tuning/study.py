@@ -8,6 +8,7 @@ completion. The study remembers its search space and refuses another one under t
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,13 @@ def open_storage(url: str | None, config: TuneConfig) -> optuna.storages.BaseSto
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     connect: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
     try:
-        return RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None,
-                          heartbeat_interval=config.heartbeat_interval,
-                          grace_period=config.grace_period or 2 * config.heartbeat_interval,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry))
+        with warnings.catch_warnings():  # heartbeats and retries are marked experimental; they are what resumes need
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None,
+                              heartbeat_interval=config.heartbeat_interval,
+                              grace_period=config.grace_period or 2 * config.heartbeat_interval,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=config.max_retry))
     except Exception as exc:  # whatever the driver raises, the URL is what the user must check
         lines = [line.strip() for line in str(getattr(exc, "orig", None) or exc).splitlines() if line.strip()]
         reason = mask_url(lines[0]) if lines else type(exc).__name__

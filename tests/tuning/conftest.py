@@ -1,0 +1,29 @@
+"""Tiny real data and models for the tuning tests: a part of the embedded digits, an MLP built from `hp`."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cleanai.data import load_dataset, subset
+from cleanai.tuning import HyperParameters
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digit_loaders(digits):
+    """300 training and 120 validation digits (class-balanced), batches of 50."""
+    train = DataLoader(subset(digits.train, 300, seed=0), batch_size=50, shuffle=False)
+    val = DataLoader(subset(digits.val, 120, seed=0), batch_size=120)
+    return train, val
+
+
+def build_mlp(hp: HyperParameters) -> nn.Module:
+    """An 8x8 digit MLP whose hidden width is a hyperparameter."""
+    width = hp.Int("units", 8, 32, step=8)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
