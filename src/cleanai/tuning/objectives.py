@@ -184,8 +184,10 @@ class CrossValidation:
     def _labels(self) -> np.ndarray:
         if not isinstance(self.data, Dataset):
             return self._arrays()[1]
+        base, index = (self.data.dataset, self.data.indices) if isinstance(self.data, Subset) else (self.data, None)
         for attr in ("labels", "targets"):
-            found = getattr(self.data, attr, None)
+            found = getattr(base, attr, None)
             if found is not None:
-                return np.asarray(found)
+                found = np.asarray(found)
+                return found if index is None else found[np.asarray(index)]
         return np.asarray([int(self.data[i][1]) for i in range(len(self.data))])  # type: ignore[arg-type]

@@ -14,13 +14,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 from cleanai.errors import ConfigError
-from cleanai.training import TrainConfig
+from cleanai.training import Callback, TrainConfig
 from cleanai.tuning.config import TuneConfig
 from cleanai.tuning.objectives import TrainingSpec
 from cleanai.tuning.space import ModelBuilder, SearchSpace
@@ -34,8 +34,8 @@ class Tuner:
     def __init__(self, build: ModelBuilder, train: Iterable[Any], val: Iterable[Any], *,
                  objective: str = "val_accuracy", train_config: TrainConfig | None = None,
                  tune_config: TuneConfig | Mapping[str, Any] | None = None,
-                 space: SearchSpace | Mapping[str, Any] | None = None) -> None:
-        self.spec = TrainingSpec(build, train, val, train_config or TrainConfig(progress=False), objective)
+                 space: SearchSpace | Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = ()) -> None:
+        self.spec = TrainingSpec(build, train, val, train_config or TrainConfig(progress=False), objective, callbacks)
         self.tune_config = tune_config
         self.space = space
         self.result: TuneResult | None = None
