@@ -30,7 +30,7 @@ class TuneConfig(BaseModel):
       objective's own `direction` (a training spec maximises accuracy, minimises a loss), else "minimize".
     - `run_dir`: the search's folder (study.db, kept model weights); `storage` (an SQLAlchemy URL such as
       `postgresql://user:pass@host/db`) overrides the SQLite file there, `study_name` names the study in it.
-      Neither: an in-memory study and a temporary folder.
+      Neither: an in-memory study and a temporary folder, removed with the result.
     - `keep_models`: weights of the best this-many trials (the Pareto front when multi-objective) stay on disk.
     - `heartbeat_interval` / `grace_period` (seconds): a running trial whose worker stopped beating for the
       grace period is failed and retried up to `max_retry` times (persistent storages only).

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +205,8 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
         marker.write_text("Written by CleanAI (a tuning run folder).\n", encoding="utf-8")
     study = open_study(space, config, directions)
     result = TuneResult(study, run_dir, space, getattr(objective, "build", None), getattr(objective, "metric_names", None))
+    if config.run_dir is None:  # the temporary folder (kept weights) goes with the result
+        weakref.finalize(result, shutil.rmtree, run_dir, True)
 
     def run(trial: optuna.Trial) -> float | Sequence[float]:
         tune_trial = TuneTrial(trial, space, run_dir, multi=len(directions) > 1)
