@@ -82,20 +82,25 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_resumes(tmp_path)
 def test_two_workers_share_a_postgresql_study_and_a_killed_one_loses_no_trial(postgres_url, tmp_path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    config = {"storage": postgres_url, "study_name": "shared", "n_trials": 14, "seed": 0, "heartbeat_interval": 1,
+    config = {"storage": postgres_url, "study_name": "shared", "n_trials": 24, "seed": 0, "heartbeat_interval": 1,
               "grace_period": 2, "progress": False, "run_dir": str(tmp_path / "a")}
     doomed = start_worker(markers, config, seconds=2.0)
-    survivor = start_worker(markers, {**config, "run_dir": str(tmp_path / "b")}, seconds=0.5)
+    survivor = None
     try:
-        def second_trial_running() -> bool:
-            return len(list(markers.glob(f"started-*-{doomed.pid}"))) >= 2
-        wait_for(second_trial_running, 300, "the first worker's second trial", doomed)
+        wait_for(lambda: any(markers.glob(f"started-*-{doomed.pid}")), 300, "the first worker's first trial", doomed)
+        survivor = start_worker(markers, {**config, "run_dir": str(tmp_path / "b")}, seconds=0.5)
+        wait_for(lambda: any(markers.glob(f"started-*-{survivor.pid}")), 300, "the second worker's first trial",
+                 survivor)
+        seen = len(list(markers.glob(f"started-*-{doomed.pid}")))
+        wait_for(lambda: len(list(markers.glob(f"started-*-{doomed.pid}"))) > seen, 60,
+                 "the first worker's next trial, while both work", doomed)
         doomed.send_signal(signal.SIGKILL)  # mid-trial: it sleeps 2 s between its markers
         doomed.wait(10)
         assert survivor.wait(300) == 0, survivor.stderr.read().decode()
     finally:
         doomed.kill()
-        survivor.kill()
+        if survivor is not None:
+            survivor.kill()
     started = {p.name.split("-")[1] for p in markers.glob(f"started-*-{doomed.pid}")}
     finished = {p.name.split("-")[1] for p in markers.glob(f"finished-*-{doomed.pid}")}
     killed = [int(n) for n in started - finished]
@@ -103,7 +108,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_one_loses_no_trial(po
     assert any(markers.glob(f"finished-*-{survivor.pid}"))
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     check_no_trial_lost_or_run_twice(study.trials, killed=killed[0])
-    assert finished_count(study) >= 14
+    assert finished_count(study) >= 24
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 

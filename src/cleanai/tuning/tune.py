@@ -196,8 +196,6 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
     config = config if isinstance(config, TuneConfig) else TuneConfig.model_validate(config or {})
     space = load_space(space)
     directions = list(config.directions or [getattr(objective, "direction", "minimize")])
-    if len(directions) > 1 and config.pruner != "none":
-        raise ConfigError(f"pruner {config.pruner!r} needs one objective, but this search has {len(directions)}")
     run_dir = Path(config.run_dir) if config.run_dir is not None else Path(tempfile.mkdtemp(prefix="cleanai-tune-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / RUN_MARKER
@@ -209,9 +207,8 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
         weakref.finalize(result, shutil.rmtree, run_dir, True)
 
     def run(trial: optuna.Trial) -> float | Sequence[float]:
-        tune_trial = TuneTrial(trial, space, run_dir, multi=len(directions) > 1)
         try:
-            values = objective(tune_trial)
+            values = objective(TuneTrial(trial, space, run_dir, multi=len(directions) > 1))
             return _check_values(values, len(directions))
         except optuna.TrialPruned:
             raise
