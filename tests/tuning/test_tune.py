@@ -136,3 +136,16 @@ def test_dataframe_and_summary_name_the_metric(tmp_path) -> None:
     assert sorted(frame["val_accuracy"]) == [0.25, 0.5] and "params_x" in frame
     summary = result.results_summary(file=open(tmp_path / "s.txt", "w"))
     assert "val_accuracy" in summary and "x=0.5" in summary.splitlines()[4]
+
+
+def test_parallel_jobs_and_a_timeout() -> None:
+    import time
+
+    def slow(trial):
+        time.sleep(0.2)
+        return trial.params["x"]
+
+    parallel = tune(slow, {"x": {"type": "float", "low": 0.0, "high": 1.0}}, TuneConfig(n_trials=6, n_jobs=2))
+    assert len(parallel.completed()) >= 6  # two threads may each finish the trial they had started
+    timed = tune(slow, {"x": {"type": "float", "low": 0.0, "high": 1.0}}, TuneConfig(n_trials=None, timeout=1.0))
+    assert timed.trials and all(t.state.name == "COMPLETE" for t in timed.trials)  # returned: no trial limit but time
