@@ -56,10 +56,10 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_resumes(tmp_path)
     run_dir = tmp_path / "run"
     config = {"run_dir": str(run_dir), "n_trials": 5, "seed": 0, "heartbeat_interval": 1, "grace_period": 2,
               "progress": False}
-    worker = start_worker(markers, config, seconds=0.3)
+    worker = start_worker(markers, config, seconds=3.0)
     try:
-        wait_for(lambda: any(markers.glob("started-2-*")), 120, "the third trial to start", worker)
-        worker.send_signal(signal.SIGKILL)  # mid-trial: trial 2 sleeps between its markers
+        wait_for(lambda: any(markers.glob("started-2-*")), 900, "the third trial to start", worker)
+        worker.send_signal(signal.SIGKILL)  # mid-trial: trial 2 sleeps 3 s between its markers
         worker.wait(10)
     finally:
         worker.kill()
@@ -83,20 +83,20 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_one_loses_no_trial(po
     markers = tmp_path / "markers"
     markers.mkdir()
     config = {"storage": postgres_url, "study_name": "shared", "n_trials": 24, "seed": 0, "heartbeat_interval": 1,
-              "grace_period": 2, "progress": False, "run_dir": str(tmp_path / "a")}
+              "grace_period": 5, "progress": False, "run_dir": str(tmp_path / "a")}
     doomed = start_worker(markers, config, seconds=2.0)
     survivor = None
     try:
-        wait_for(lambda: any(markers.glob(f"started-*-{doomed.pid}")), 300, "the first worker's first trial", doomed)
+        wait_for(lambda: any(markers.glob(f"started-*-{doomed.pid}")), 900, "the first worker's first trial", doomed)
         survivor = start_worker(markers, {**config, "run_dir": str(tmp_path / "b")}, seconds=0.5)
-        wait_for(lambda: any(markers.glob(f"started-*-{survivor.pid}")), 300, "the second worker's first trial",
+        wait_for(lambda: any(markers.glob(f"started-*-{survivor.pid}")), 900, "the second worker's first trial",
                  survivor)
         seen = len(list(markers.glob(f"started-*-{doomed.pid}")))
-        wait_for(lambda: len(list(markers.glob(f"started-*-{doomed.pid}"))) > seen, 60,
+        wait_for(lambda: len(list(markers.glob(f"started-*-{doomed.pid}"))) > seen, 900,
                  "the first worker's next trial, while both work", doomed)
         doomed.send_signal(signal.SIGKILL)  # mid-trial: it sleeps 2 s between its markers
         doomed.wait(10)
-        assert survivor.wait(300) == 0, survivor.stderr.read().decode()
+        assert survivor.wait(900) == 0, survivor.stderr.read().decode()
     finally:
         doomed.kill()
         if survivor is not None:

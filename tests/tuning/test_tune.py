@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 
@@ -60,6 +61,8 @@ def test_multi_objective_returns_the_pareto_front() -> None:
         assert not any(a <= t.values[0] and b <= t.values[1] and (a, b) != tuple(t.values) for a, b in values)
     with pytest.raises(TuningError, match="no single best trial"):
         result.best_trial
+    summary = result.results_summary(file=io.StringIO())
+    assert "(Pareto front)" in summary and len(summary.splitlines()) == 4 + len(front)
 
 
 def test_grid_tries_every_point_once_and_stops() -> None:
