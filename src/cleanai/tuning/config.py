@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.registry import check_kwargs
@@ -65,16 +65,10 @@ class TuneConfig(BaseModel):
             raise ConfigError("directions is empty; give 'minimize', 'maximize' or a list of them")
         return value
 
-    @field_validator("sampler")
+    @field_validator("sampler", "pruner")
     @classmethod
-    def _known_sampler(cls, value: str) -> str:
-        SAMPLERS.get(value)
-        return value
-
-    @field_validator("pruner")
-    @classmethod
-    def _known_pruner(cls, value: str) -> str:
-        PRUNERS.get(value)
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        {"sampler": SAMPLERS, "pruner": PRUNERS}[info.field_name].get(value)  # names the valid ones if unknown
         return value
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from torch import nn
 from cleanai.distillation import DistillConfig, distill
 from cleanai.training import TrainConfig
 from cleanai.tuning.config import TuneConfig
-from cleanai.tuning.objectives import TrialReporter, direction_of, train_config_for
+from cleanai.tuning.objectives import MetricObjective, TrialReporter, train_config_for
 from cleanai.tuning.space import HyperParameters, SearchSpace
 from cleanai.tuning.tune import TuneResult, TuneTrial, tune
 
@@ -33,7 +33,7 @@ def _default_config() -> DistillConfig:
 
 
 @dataclass
-class DistillationSpec:
+class DistillationSpec(MetricObjective):
     """Distil `student` from `teacher` with the trial's `alpha`, `temperature` and TrainConfig fields (`epochs`,
     `lr`, ...) over `config`; score the student on `val` by `metric`, reported each epoch for the pruner."""
 
@@ -43,14 +43,6 @@ class DistillationSpec:
     val: Iterable[Any]
     config: DistillConfig = field(default_factory=_default_config)
     metric: str = "val_accuracy"
-
-    @property
-    def direction(self) -> str:
-        return direction_of(self.metric)
-
-    @property
-    def metric_names(self) -> list[str]:
-        return [self.metric]
 
     def build(self, hp: HyperParameters) -> nn.Module:
         """The student's architecture (for `TuneResult.get_best_models`); its weights come from the kept file."""

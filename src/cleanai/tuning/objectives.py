@@ -48,6 +48,20 @@ def direction_of(metric: str) -> str:
     return "minimize" if "loss" in metric and not metric.startswith("neg_") else "maximize"
 
 
+class MetricObjective:
+    """An objective scored by one named metric: minimised when it is a loss, else maximised."""
+
+    metric: str
+
+    @property
+    def direction(self) -> str:
+        return direction_of(self.metric)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [self.metric]
+
+
 class TrialReporter(Callback):
     """After each epoch, report `monitor` to the trial; raises `optuna.TrialPruned` when the pruner stops it."""
 
@@ -70,7 +84,7 @@ def fit_reporting(trial: TuneTrial, model: nn.Module, train: Iterable[Any], val:
 
 
 @dataclass
-class TrainingSpec:
+class TrainingSpec(MetricObjective):
     """Train `build(hp)` on `train`, score it on `val` by `metric` (a History key such as `val_accuracy`)."""
 
     build: ModelBuilder
@@ -79,14 +93,6 @@ class TrainingSpec:
     config: TrainConfig = field(default_factory=_quiet)
     metric: str = "val_accuracy"
     callbacks: Sequence[Callback] = ()
-
-    @property
-    def direction(self) -> str:
-        return direction_of(self.metric)
-
-    @property
-    def metric_names(self) -> list[str]:
-        return [self.metric]
 
     def __call__(self, trial: TuneTrial) -> float:
         if self.config.seed is not None:  # before the model is built: the seed fixes its initial weights too
@@ -97,7 +103,7 @@ class TrainingSpec:
 
 
 @dataclass
-class CrossValidation:
+class CrossValidation(MetricObjective):
     """k-fold cross-validation of `build(hp)`: a torch module trained by the Trainer on a `Dataset`, or a
     scikit-learn estimator on `data=(X, y)`. `metric` is a task metric name (`accuracy`, `loss`, `macro_f1`) for
     torch and a scikit-learn scorer name for estimators. The running mean is reported after each fold."""
@@ -114,10 +120,6 @@ class CrossValidation:
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ConfigError(f"folds must be >= 2 (each fold holds out 1/folds of the data), got {self.folds}")
-
-    @property
-    def direction(self) -> str:
-        return direction_of(self.metric)
 
     @property
     def metric_names(self) -> list[str]:
