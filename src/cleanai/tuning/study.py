@@ -31,6 +31,11 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def _with_driver(url: str) -> str:
+    """`postgresql://` names the pinned psycopg2 driver (SQLAlchemy 2.1 would otherwise look for psycopg 3)."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 def storage_url(config: TuneConfig) -> str | None:
     """`config.storage`, else an SQLite file in `config.run_dir`, else None (in memory)."""
     if config.storage is not None:
@@ -50,7 +55,7 @@ def open_storage(url: str | None, config: TuneConfig) -> optuna.storages.BaseSto
     try:
         with warnings.catch_warnings():  # heartbeats and retries are marked experimental; they are what resumes need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs={"connect_args": connect} if connect else None,
+            return RDBStorage(_with_driver(url), engine_kwargs={"connect_args": connect} if connect else None,
                               heartbeat_interval=config.heartbeat_interval,
                               grace_period=config.grace_period or 2 * config.heartbeat_interval,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
