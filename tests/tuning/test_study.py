@@ -106,7 +106,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_one_loses_no_trial(po
     killed = [int(n) for n in started - finished]
     assert len(killed) == 1 and finished  # the first worker finished a trial, then died in the next
     assert any(markers.glob(f"finished-*-{survivor.pid}"))
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=postgres_url.replace("postgresql:", "postgresql+psycopg2:"))
     check_no_trial_lost_or_run_twice(study.trials, killed=killed[0])
     assert finished_count(study) >= 24
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
