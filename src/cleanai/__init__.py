@@ -30,6 +30,7 @@ _PUBLIC = {
     "cleanai.runtime": ["TorchRunner", "OrtRunner", "evaluate"],
     # the verb itself is cleanai.benchmark.benchmark
     "cleanai.benchmark": ["BenchmarkConfig", "compare", "compare_runners"],
+    "cleanai.tuning": ["TuneConfig", "tune"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -101,15 +101,22 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """Load the data, then build the model for it; refuse a model that cannot take this data, before any work."""
     from cleanai._validate import check_modality, check_model_input
     from cleanai.data import load_dataset
-    from cleanai.models import MODELS, create_model
+    from cleanai.models import create_model
 
     splits = load_dataset(args.data, root=args.data_dir)
-    key = "num_labels" if "num_labels" in inspect.signature(MODELS.get(args.model)).parameters else "num_classes"
-    model = create_model(args.model, pretrained=args.weights, **{key: len(splits.label_names)})
+    model = create_model(args.model, pretrained=args.weights, **_class_count(args.model, splits))
     names = {"where": args.command, "name": f"model {args.model!r}", "source": f"dataset {args.data!r}"}
     check_modality(model, splits.task == "text", **names)
     check_model_input(model, _example(_loaders(model, splits, 1)), **names)
     return model, splits
+
+
+def _class_count(model_name: str, splits: Any) -> dict[str, int]:
+    """The model factory's keyword for the number of classes (`num_labels` for text models), set from the data."""
+    from cleanai.models import MODELS
+
+    key = "num_labels" if "num_labels" in inspect.signature(MODELS.get(model_name)).parameters else "num_classes"
+    return {key: len(splits.label_names)}
 
 
 def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) -> Any:
@@ -384,12 +391,13 @@ def _prune(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from cleanai import data, models, pruning, quantization, training
+    from cleanai import data, models, pruning, quantization, training, tuning
 
     listing: dict[str, Callable[[], list[str]]] = {
         "models": models.list_models, "datasets": data.list_datasets, "optimizers": training.list_optimizers,
         "losses": training.list_losses, "schedulers": training.list_schedulers, "metrics": training.list_metrics,
-        "criteria": pruning.list_criteria, "presets": quantization.list_presets,
+        "criteria": pruning.list_criteria, "presets": quantization.list_presets, "samplers": tuning.list_samplers,
+        "pruners": tuning.list_pruners,
     }
     print("\n".join(listing[args.what]()))
 
@@ -498,6 +506,79 @@ def _add_distill_parser(sub: Any) -> None:
     p.set_defaults(func=_distill)
 
 
+def _tune(args: argparse.Namespace) -> None:
+    """`cleanai tune`: a search over a YAML space; each trial trains the model with the Trainer (or k folds)."""
+    from cleanai.models import MODELS, create_model
+    from cleanai.registry import accepted_kwargs
+    from cleanai.training import TrainConfig
+    from cleanai.tuning import CrossValidation, SearchSpace, TrainingSpec, TuneConfig, save_result, tune
+
+    _check_out(args)
+    space = SearchSpace.from_yaml(args.space)
+    fields = _load_yaml(args.config)
+    fields.update({k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None})
+    base = TrainConfig.model_validate({**fields, "progress": False})
+    config = TuneConfig(sampler=args.sampler, pruner=args.pruner, n_trials=args.trials, timeout=args.timeout,
+                        n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
+                        storage=args.storage, study_name=args.study, keep_models=args.keep_models,
+                        progress=not args.quiet)
+    takes = accepted_kwargs(MODELS.get(args.model))
+    model_params = [n for n in space.names if n.split(".")[0] not in TrainConfig.model_fields]
+    unknown = [n for n in model_params if takes is not None and n not in takes]
+    if unknown:
+        raise ConfigError(f"parameter {unknown[0]!r} in {args.space} is neither a TrainConfig field nor an argument "
+                          f"of model {args.model!r} (it takes: {', '.join(takes or [])})")
+    model, splits = _model_and_data(args)  # checks once that the model takes this data
+    classes = _class_count(args.model, splits)
+
+    def build(hp: Any) -> Any:
+        return create_model(args.model, pretrained=args.weights, **classes, **{n: hp[n] for n in model_params if n in hp})
+
+    if args.folds is None:
+        loaders = _loaders(model, splits, args.batch_size, base.seed)
+        spec: Any = TrainingSpec(build, loaders.train, loaders.val, base, args.metric)
+    else:
+        if splits.task == "text":
+            raise ConfigError("--folds cross-validates image datasets; for text, tune on the validation split")
+        spec = CrossValidation(build, splits.train, folds=args.folds, config=base, batch_size=args.batch_size,
+                               metric=args.metric.removeprefix("val_"), seed=args.seed or 0)
+    result = tune(spec, space, config)
+    files = save_result(result, args.out)
+    print(files["summary"].read_text(encoding="utf-8"), end="")
+    print(f"Study, trials.csv, best.json, summary.txt, plots/ and the best models' weights (models/) in "
+          f"{Path(args.out).resolve()}")
+
+
+def _add_tune_parser(sub: Any) -> None:
+    p = sub.add_parser("tune", help="search hyperparameters (grid, random, TPE, ...; Hyperband pruning) with the Trainer")
+    _add_model_data(p)
+    p.add_argument("--space", type=Path, required=True,
+                   help="YAML search space; names of TrainConfig fields (lr, optimizer, epochs, optimizer_kwargs.momentum) "
+                        "set the training run, other names are arguments of the model")
+    p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields every trial starts from")
+    p.add_argument("--epochs", type=_COUNT, help="epochs per trial (the resource Hyperband and SHA allot)")
+    p.add_argument("--metric", default="val_accuracy", help="what a trial scores (a History key, e.g. val_loss)")
+    p.add_argument("--direction", choices=("maximize", "minimize"), default=None,
+                   help="default: minimize a loss, maximize anything else")
+    p.add_argument("--sampler", default="tpe", help="grid, random, tpe, gp, cmaes, nsga2 or qmc")
+    p.add_argument("--pruner", default="none", help="none, median, sha or hyperband")
+    p.add_argument("--trials", type=_COUNT, default=20, help="finished trials the study should hold")
+    p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None, help="seconds for this run")
+    p.add_argument("--n-jobs", type=_COUNT, default=1, help="trials run in parallel threads of this process")
+    p.add_argument("--folds", type=_number(int, 2), default=None,
+                   help="k-fold cross-validation on the training split instead of scoring on the validation split")
+    p.add_argument("--batch-size", type=_COUNT, default=64)
+    p.add_argument("--keep-models", type=_number(int, 0), default=3, help="weights of this many best trials are kept")
+    p.add_argument("--storage", default=None,
+                   help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study.db, SQLite)")
+    p.add_argument("--study", default="cleanai", help="study name (workers with the same URL and name share it)")
+    p.add_argument("--seed", type=_SEED, default=None)
+    _add_out(p, Path("runs/tune"), "run folder: study.db (an existing one is resumed), models/, trials.csv, best.json, "
+                                   "summary.txt, plots/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cleanai", description="Make trained networks smaller and faster, "
                      "and prove it with honest numbers.")
@@ -594,10 +675,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prune)
 
     _add_distill_parser(sub)
+    _add_tune_parser(sub)
 
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics", "criteria",
-                                    "presets"))
+                                    "presets", "samplers", "pruners"))
     p.set_defaults(func=_list)
     return parser
 
