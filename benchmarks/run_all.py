@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-QUICK = ["harness_overhead.py", "trainer_overhead.py", "fusion.py", "demo.py"]
+QUICK = ["harness_overhead.py", "trainer_overhead.py", "fusion.py", "demo.py", "ddp.py"]
 LONG = ["cifar_pretrained.py", "pruning_cifar.py", "quantization.py"]
 
 

@@ -197,7 +197,8 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch):
     (["--nproc", "2"], {"WORLD_SIZE": "2"}, "already runs under torchrun (WORLD_SIZE=2); leave --nproc out"),
     (["--nproc", "2", "--batch-size", "63"], {}, "--batch-size 63 is the global batch of one step and must divide "
                                                  "evenly among --nproc 2 processes; use a multiple of 2"),
-    (["--nproc", str(len(os.sched_getaffinity(0)) + 1)], {"CUDA_VISIBLE_DEVICES": ""},
+    (["--nproc", str(len(os.sched_getaffinity(0)) + 1), "--batch-size", str(len(os.sched_getaffinity(0)) + 1)],
+     {"CUDA_VISIBLE_DEVICES": ""},
      f"this machine has {len(os.sched_getaffinity(0))} usable CPU core(s)"),
 ])
 def test_a_bad_process_count_is_one_line_before_any_work(argv, environ, message, tmp_path, monkeypatch, capsys):
