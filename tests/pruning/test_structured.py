@@ -306,7 +306,9 @@ def test_bert_heads_and_ffn_neurons_are_removed_and_the_model_still_runs() -> No
         assert layer.attention.output.dense.in_features == 32
         assert layer.intermediate.dense.out_features == layer.output.dense.in_features == 64
         assert layer.output.dense.out_features == 64  # the hidden size is kept
-    assert pruned.bert.pooler.dense.out_features == 64 and pruned.config.hidden_size == 64
+    assert pruned.config.hidden_size == 64 and pruned.bert.pooler.dense.in_features == 64
+    # the pooler's features feed only the classifier: they go as FFN neurons do (its input, the hidden size, stays)
+    assert pruned.bert.pooler.dense.out_features == pruned.classifier.in_features == 32
     widths_saved = pruned.config.to_dict()["cleanai_pruned_widths"]
     assert widths_saved["bert.encoder.layer.0.attention.self"] == 2
     assert widths_saved["bert.encoder.layer.1.intermediate.dense"] == 64
