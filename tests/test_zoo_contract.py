@@ -25,6 +25,7 @@ Steps and their checks:
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import warnings
@@ -212,12 +213,8 @@ def _shapes(model: nn.Module) -> dict[str, list[tuple[int, ...]]]:
 
 def _heads(model: nn.Module) -> dict[str, tuple[int, int, set[int]]]:
     """Attention module -> (heads, head size, the widths of its q/k/v parts and output input)."""
-    view = model
-    if any(type(m).__name__ == "Conv1D" for m in model.modules()):
-        import copy
-
-        view = copy.deepcopy(model)
-        conv1d_to_linear(view)
+    view = copy.deepcopy(model)
+    conv1d_to_linear(view)  # GPT-2's Conv1D, as the adapters read it
     found = {}
     for name, module, adapter in find_attention(view):
         parts = adapter.parts(module)
