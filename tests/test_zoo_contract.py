@@ -264,8 +264,7 @@ def test_unstructured_pruning_sparsifies_every_weight_it_lists_and_names_the_res
     model = _model(model_name)
     example, _ = _data(model_name)
     sparse, report = prune_unstructured(model, UnstructuredConfig(sparsity=0.5))
-    assert report.layers and all(layer.zeros == math.floor(layer.params * 0.5) or layer.zeros == layer.params // 2
-                                 for layer in report.layers), report
+    assert report.layers and all(abs(layer.zeros - layer.params / 2) <= 0.5 for layer in report.layers), report
     listed = {layer.name.split(".weight_")[0].split(".in_proj")[0] for layer in report.layers}
     matrices = {n for n, m in sparse.named_modules() if any(p.dim() >= 2 for p in m.parameters(recurse=False))}
     assert matrices - listed == {left.name for left in report.left_as_is}
