@@ -133,9 +133,16 @@ def _depthwise() -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
 
 
-def _encoder() -> nn.Module:
-    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
-    return nn.Sequential(nn.Linear(6, 32), layer, nn.Flatten(), nn.Linear(5 * 32, 3))
+class Encoder(nn.Module):
+    """Linear embedding -> nn.TransformerEncoderLayer (nn.MultiheadAttention, 4 heads) -> mean over time -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.head = nn.Linear(6, 32), nn.Linear(32, 3)
+        self.layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(self.embed(x)).mean(1))
 
 
 def _image(c: int, s: int) -> Callable[[int, torch.Generator], torch.Tensor]:
@@ -165,7 +172,7 @@ ZOO: dict[str, Case] = {
     **{family: Case(lambda f=family: tiny_transformer(f), _tokens)
        for family in ("bert", "roberta", "distilbert", "gpt2", "mobilebert")},
     "vit": Case(lambda: tiny_transformer("vit"), lambda n, g: {"pixel_values": torch.randn(n, 3, 16, 16, generator=g)}),
-    "transformer_encoder": Case(_encoder, _sequence),
+    "transformer_encoder": Case(Encoder, _sequence),
     "lstm": Case(lambda: Recurrent(nn.LSTM), _sequence),
     "gru": Case(lambda: Recurrent(nn.GRU), _sequence),
     "tuple_input": Case(TwoInputs, lambda n, g: (torch.randn(n, 1, 8, 8, generator=g), torch.randn(n, 4, generator=g))),
