@@ -86,7 +86,7 @@ class RecurrentPruner(tp.pruner.BasePruningFunc):
 
 
 class MultiheadAttentionPruner(tp.pruner.function.MultiheadAttentionPruner):
-    """Removes whole heads of `nn.MultiheadAttention` with their `head_dim` channels of its stream (module docstring)."""
+    """Removes whole heads of `nn.MultiheadAttention` with their head_dim channels of its stream (see above)."""
 
     def check(self, layer: nn.MultiheadAttention, idxs: Sequence[int], to_output: bool) -> None:
         d = layer.head_dim
