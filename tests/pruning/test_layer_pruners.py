@@ -75,7 +75,8 @@ def test_recurrent_hidden_units_and_inputs_are_pruned_and_reload(cell: type[nn.R
         assert "cannot trace" in report.skipped_groups["features"] and pruned.features.out_features == 16
     assert pruned.rnn.hidden_size == pruned.fc.in_features == 12 and pruned.fc.out_features == 16
     gates = {nn.LSTM: 4, nn.GRU: 3}[cell]
-    assert pruned.rnn.weight_ih_l0.shape == (gates * 12, 8) and pruned.rnn.weight_hh_l0.shape == (gates * 12, 12)
+    assert pruned.rnn.weight_ih_l0.shape == (gates * 12, pruned.rnn.input_size)
+    assert pruned.rnn.weight_hh_l0.shape == (gates * 12, 12)
     out = pruned(x)
     assert out.shape == (2, 3) and bool(torch.isfinite(out).all())
     save_pruned(pruned, tmp_path, base=model, example_inputs=x)

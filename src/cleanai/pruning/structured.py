@@ -274,6 +274,7 @@ class StructuredPruner:
         for unit in self.units:  # heads change their q/k/v and output projections, not the out-projection's group
             parts = unit.adapter.parts(unit.attention) if unit.adapter is not None else None
             changed = [linear for linear, _ in parts.segments] + [parts.out] if parts else self._members(unit.root)
+            changed += [m.out_proj for m in changed if isinstance(m, nn.MultiheadAttention)]  # pruned with it
             why.update(dict.fromkeys(changed, ""))
         owner: dict[int, str] = {}
         for name, module in self.modules.items():
