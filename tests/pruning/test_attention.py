@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -110,18 +111,41 @@ def test_num_heads_map_is_validated_at_config_time(bad: dict) -> None:
         PruneConfig(num_heads=bad)
 
 
-@pytest.mark.parametrize("ratio", [0.2, 0.3, 0.5])
-def test_multihead_attention_keeps_its_heads_whole(ratio: float) -> None:
+class _Encoder(nn.Module):
+    """Linear embedding -> nn.TransformerEncoderLayer (4 heads of 8) -> mean over the sequence -> classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.head = nn.Linear(8, 32), nn.Linear(32, 3)
+        self.layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(self.embed(x)).mean(1))
+
+
+@pytest.mark.parametrize(("ratio", "heads"), [(0.2, 3), (0.3, 2), (0.5, 2)])
+def test_multihead_attention_loses_whole_heads_with_their_stream_channels(ratio: float, heads: int,
+                                                                         tmp_path) -> None:
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
-    net = nn.Sequential(nn.Linear(8, 32), layer, nn.Flatten(), nn.Linear(5 * 32, 3)).eval()
-    x = torch.randn(2, 5, 8)
+    net, x = _Encoder().eval(), torch.randn(2, 5, 8)
     pruned, report = prune(net, x, PruneConfig(ratio=ratio))
-    att = pruned[1].self_attn
-    assert (att.num_heads, att.head_dim, att.embed_dim) == (4, 8, 32)
-    assert any("MultiheadAttention" in reason for reason in report.skipped_groups.values())
-    assert pruned[1].linear1.out_features < 64  # the feed-forward layer is still pruned
-    assert pruned(x).shape == (2, 3)
+    att, width = pruned.layer.self_attn, heads * 8
+    assert (att.num_heads, att.head_dim, att.embed_dim) == (heads, 8, width)  # never re-split into narrower heads
+    assert att.in_proj_weight.shape == (3 * width, width) and att.out_proj.weight.shape == (width, width)
+    assert pruned.embed.out_features == pruned.layer.norm1.normalized_shape[0] == pruned.head.in_features == width
+    assert [(c.before, c.after) for c in report.layers if c.name == "layer.self_attn"] == [(4, heads)]
+    assert pruned.layer.linear1.out_features == math.floor(64 * (1 - ratio))  # the feed-forward layer too
+    out = pruned(x)
+    assert out.shape == (2, 3) and bool(torch.isfinite(out).all())
+    save_pruned(pruned, tmp_path, base=net, example_inputs=x)
+    assert torch.equal(load_pruned(tmp_path, base=net)(x), out)
+
+
+def test_multihead_attention_pruner_refuses_to_split_a_head() -> None:
+    from cleanai.pruning.layer_pruners import MultiheadAttentionPruner
+
+    with pytest.raises(CleanAIError, match=r"would split heads \[1\]"):
+        MultiheadAttentionPruner()(nn.MultiheadAttention(32, 4), [8, 9, 10])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "vit"])

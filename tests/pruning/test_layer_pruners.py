@@ -3,6 +3,7 @@ producer and their hidden width reported as left whole; every result runs, is sm
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -63,21 +64,42 @@ def test_gpt2_macs_of_the_report_count_the_conv1d_products() -> None:
 
 
 @pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
-def test_recurrent_layers_are_reported_left_whole_and_the_rest_is_pruned(cell: type[nn.RNNBase],
-                                                                        tmp_path: Path) -> None:
+def test_recurrent_hidden_units_and_inputs_are_pruned_and_reload(cell: type[nn.RNNBase], tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, x = RecurrentClassifier(cell).eval(), torch.randn(2, 5, 10)
-    with pytest.warns(UserWarning, match=r"no pruning group covers the parameters of rnn \((LSTM|GRU)\)"):
-        pruned, report = prune(model, x, PruneConfig(ratio=0.5))
-    left = {item.name: (item.type, item.reason) for item in report.left_as_is}
-    assert left["rnn"] == (cell.__name__, f"{cell.__name__} hidden width is not a pruning group: left whole")
-    assert pruned.rnn.hidden_size == 24 and pruned.fc.out_features == 16
+    pruned, report = prune(model, x, PruneConfig(ratio=0.5))
+    assert "rnn" not in {item.name for item in report.left_as_is} and "rnn" not in " ".join(report.warnings)
     if cell is nn.LSTM:  # its input features go with the layer feeding it
         assert pruned.features.out_features == pruned.rnn.input_size == 8
     else:  # DepGraph loses the channels in the GRU's unrolled gates: that group is named, not a crash
         assert "cannot trace" in report.skipped_groups["features"] and pruned.features.out_features == 16
+    assert pruned.rnn.hidden_size == pruned.fc.in_features == 12 and pruned.fc.out_features == 16
+    gates = {nn.LSTM: 4, nn.GRU: 3}[cell]
+    assert pruned.rnn.weight_ih_l0.shape == (gates * 12, pruned.rnn.input_size)
+    assert pruned.rnn.weight_hh_l0.shape == (gates * 12, 12)
     out = pruned(x)
     assert out.shape == (2, 3) and bool(torch.isfinite(out).all())
     save_pruned(pruned, tmp_path, base=model, example_inputs=x)
     assert torch.equal(load_pruned(tmp_path, base=model)(x), out)
     export_onnx(pruned, x, tmp_path / "rnn.onnx")
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.RNN])
+def test_removing_hidden_units_equals_zeroing_their_effect(cell: type[nn.RNNBase]) -> None:
+    """A stacked bidirectional layer without hidden units 1 and 4 computes what the whole one computes, on the kept
+    units, with those units' gate rows zeroed (their state then stays 0 in every cell type): the gates, the
+    recurrent columns and the next layer's inputs are sliced consistently."""
+    from cleanai.pruning.layer_pruners import GATES, RecurrentPruner
+
+    torch.manual_seed(0)
+    rnn, x = cell(6, 8, num_layers=2, bidirectional=True, batch_first=True).eval(), torch.randn(2, 5, 6)
+    keep = [u for u in range(8) if u not in (1, 4)]
+    masked = copy.deepcopy(rnn)
+    with torch.no_grad():
+        for p in masked.parameters():  # weight_ih, weight_hh, bias_ih, bias_hh of each layer and direction
+            p[[g * 8 + u for g in range(GATES.get(cell, 1)) for u in (1, 4)]] = 0
+    pruned = RecurrentPruner().prune_out_channels(copy.deepcopy(rnn), [1, 4, 9, 12])
+    assert pruned.hidden_size == 6
+    with torch.no_grad():
+        expected = masked(x)[0].view(2, 5, 2, 8)[..., keep].reshape(2, 5, 12)
+        torch.testing.assert_close(pruned(x)[0], expected)

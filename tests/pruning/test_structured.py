@@ -306,7 +306,9 @@ def test_bert_heads_and_ffn_neurons_are_removed_and_the_model_still_runs() -> No
         assert layer.attention.output.dense.in_features == 32
         assert layer.intermediate.dense.out_features == layer.output.dense.in_features == 64
         assert layer.output.dense.out_features == 64  # the hidden size is kept
-    assert pruned.bert.pooler.dense.out_features == 64 and pruned.config.hidden_size == 64
+    assert pruned.config.hidden_size == 64 and pruned.bert.pooler.dense.in_features == 64
+    # the pooler's features feed only the classifier: they go as FFN neurons do (its input, the hidden size, stays)
+    assert pruned.bert.pooler.dense.out_features == pruned.classifier.in_features == 32
     widths_saved = pruned.config.to_dict()["cleanai_pruned_widths"]
     assert widths_saved["bert.encoder.layer.0.attention.self"] == 2
     assert widths_saved["bert.encoder.layer.1.intermediate.dense"] == 64
@@ -319,7 +321,8 @@ def test_bert_global_head_ranking_and_a_separate_head_ratio() -> None:
     pruned, _ = prune(tiny_hf_bert(), TOKENS, PruneConfig(ratio=0.25, head_ratio=0.5, scope="global"))
     heads = [layer.attention.self.num_attention_heads for layer in pruned.bert.encoder.layer]
     ffn = [layer.intermediate.dense.out_features for layer in pruned.bert.encoder.layer]
-    assert sum(heads) == 4 and min(heads) >= 1 and sum(ffn) == 192
+    pooler = pruned.bert.pooler.dense.out_features  # ranked with the FFN neurons: a quarter of all 320 goes
+    assert sum(heads) == 4 and min(heads) >= 1 and sum(ffn) + pooler == 240
     assert pruned(**TOKENS).logits.shape == (2, 3)
 
 
@@ -341,6 +344,7 @@ def test_prunable_groups_lists_the_ratio_dict_names_without_touching_the_model()
     assert groups == {
         "bert.encoder.layer.0.intermediate.dense": 128, "bert.encoder.layer.1.intermediate.dense": 128,
         "bert.encoder.layer.0.attention.self": 4, "bert.encoder.layer.1.attention.self": 4,
+        "bert.pooler.dense": 64,  # its features feed only the classifier
     }
     assert prunable_groups(chain_cnn(), X, PruneConfig(ignored_layers=["3"])) == {"0": 16, "6": 24}
 

@@ -22,7 +22,7 @@ from cleanai.pruning.criteria import (
     requirements,
 )
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.layer_pruners import RecurrentInputPruner, customized_pruners
+from cleanai.pruning.layer_pruners import RecurrentPruner, customized_pruners
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS, ChannelSelect, ChannelSelectPruner, rewrite_pad_shortcuts
 from cleanai.pruning.batchnorm import recalibrate_batchnorm
 from cleanai.pruning.config import PruneConfig
@@ -48,7 +48,7 @@ from cleanai.pruning.unstructured import (
 __all__ = [
     "CRITERIA", "CUSTOMIZED_PRUNERS", "ActivationRecorder", "AdaptiveCoverageCriterion", "ChannelSelect",
     "ChannelSelectPruner", "ChannelStats", "CoverageCriterion", "Criterion", "HybridCriterion",
-    "LayerChange", "LeftLayer", "RecurrentInputPruner", "customized_pruners",
+    "LayerChange", "LeftLayer", "RecurrentPruner", "customized_pruners",
     "MagnitudeCriterion", "PruneConfig", "PruneReport", "RandomCriterion", "Requirements", "StepRecord",
     "StructuredPruner", "TaylorCriterion", "WandaCriterion", "create_criterion", "list_criteria", "prunable_groups",
     "prune", "recalibrate_batchnorm", "register_criterion", "requirements", "rewrite_pad_shortcuts",

@@ -9,9 +9,9 @@ ViT (`q_proj/k_proj/v_proj/o_proj`), GPT-2 (fused `c_attn` + `c_proj`). A model 
 of them knows can still have its heads pruned: `PruneConfig(num_heads={"name": heads})` uses the
 structural adapter (three q/k/v Linears or one fused 3x Linear, then an output Linear).
 
-`nn.MultiheadAttention` keeps its heads: torch requires `head_dim * num_heads == embed_dim`, so
-removing a head would change the hidden size; its embedding width is never pruned either (that would
-re-split the heads), and the pruner reports it as left whole.
+`nn.MultiheadAttention` needs no adapter: torch requires `head_dim * num_heads == embed_dim`, so its heads go
+with their channels of the stream it reads and writes; `prune()` removes that stream in whole heads
+(`cleanai.pruning.layer_pruners.MultiheadAttentionPruner`).
 
 Hugging Face `Conv1D` (GPT-2's transposed Linear) is swapped for `nn.Linear` during pruning
 (`conv1d_to_linear`) so the dependency graph, the criteria and the surgery see ordinary Linears, and

@@ -1,9 +1,16 @@
 """Torch-Pruning pruners for layers it lacks or mishandles, passed to every DependencyGraph CleanAI builds.
 (transformers' `Conv1D` needs none: `prune()` turns it into the equivalent Linear while it prunes.)
 
-- `RecurrentInputPruner`: LSTM / GRU / RNN. Their input features go with the layer feeding them (columns of
-  `weight_ih_l0`, both directions); their hidden width is not pruned (gates would have to stay aligned
-  across `weight_ih` and `weight_hh`), so `prune()` leaves every group reaching it whole and reports it.
+- `RecurrentPruner`: LSTM / GRU / RNN. Input features go with the layer feeding them (columns of every
+  direction's `weight_ih_l0`); hidden units go whole: their rows in every gate of `weight_ih`, `weight_hh` and the
+  biases, their columns of `weight_hh` and of the next layer's `weight_ih`, in every layer and direction (a
+  bidirectional layer's output is [forward | backward], so `prune()` removes the same units from both halves).
+  Torch-Pruning's own `LSTMPruner` slices the gates wrongly and handles neither GRU nor RNN nor stacked layers;
+  a layer with `proj_size` keeps its hidden width (`hidden_width_prunable`).
+- `MultiheadAttentionPruner`: `nn.MultiheadAttention` ties its inner width to `embed_dim` (head_dim x num_heads ==
+  embed_dim), so a head can only go with its `head_dim` channels of the stream it reads and writes. `prune()`
+  removes whole heads' blocks of that stream; this pruner refuses anything else and keeps `head_dim`, lowering
+  `num_heads` (Torch-Pruning's keeps `num_heads` and re-splits the remaining width into narrower heads).
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from cleanai.errors import CleanAIError
 from cleanai.pruning.shortcuts import CUSTOMIZED_PRUNERS
+
+GATES = {nn.LSTM: 4, nn.GRU: 3}  # rows of weight_ih / weight_hh per hidden unit (nn.RNN: 1)
 
 
 def _keep(total: int, idxs: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -23,19 +33,48 @@ def _keep(total: int, idxs: Sequence[int], device: torch.device) -> torch.Tensor
     return torch.tensor([i for i in range(total) if i not in drop], dtype=torch.long, device=device)
 
 
-class RecurrentInputPruner(tp.pruner.BasePruningFunc):
-    """Removes input features of an LSTM / GRU / RNN (columns of `weight_ih_l0` and `weight_ih_l0_reverse`)."""
+def _select(layer: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
+    tensor = getattr(layer, name, None)
+    if tensor is not None:
+        setattr(layer, name, nn.Parameter(tensor.detach().index_select(dim, index).contiguous(),
+                                          requires_grad=tensor.requires_grad))
+
+
+def hidden_width_prunable(layer: nn.RNNBase) -> bool:
+    """Whether `RecurrentPruner` can remove hidden units of `layer` (not with a projection, `proj_size`)."""
+    return not layer.proj_size
+
+
+class RecurrentPruner(tp.pruner.BasePruningFunc):
+    """Removes input features or whole hidden units of an LSTM / GRU / RNN (see the module docstring)."""
 
     def prune_out_channels(self, layer: nn.RNNBase, idxs: Sequence[int]) -> nn.Module:
-        raise NotImplementedError(f"the hidden width of a {type(layer).__name__} is not pruned")
+        if not hidden_width_prunable(layer):
+            raise CleanAIError(f"the hidden width of a {type(layer).__name__} with proj_size is not pruned")
+        hidden, directions = layer.hidden_size, 2 if layer.bidirectional else 1
+        units = sorted({int(i) % hidden for i in idxs})
+        if directions == 2 and sorted(int(i) for i in idxs) != units + [u + hidden for u in units]:
+            raise CleanAIError("a bidirectional recurrent layer loses the same hidden units in both directions")
+        device = layer.weight_hh_l0.device
+        keep = _keep(hidden, units, device)
+        gates = GATES.get(type(layer), 1)
+        rows = torch.cat([keep + g * hidden for g in range(gates)])
+        inputs = torch.cat([keep + d * hidden for d in range(directions)])
+        for k in range(layer.num_layers):
+            for suffix in ("", "_reverse")[:directions]:
+                for name in (f"weight_ih_l{k}{suffix}", f"weight_hh_l{k}{suffix}", f"bias_ih_l{k}{suffix}",
+                             f"bias_hh_l{k}{suffix}"):
+                    _select(layer, name, rows, 0)
+                _select(layer, f"weight_hh_l{k}{suffix}", keep, 1)
+                if k:
+                    _select(layer, f"weight_ih_l{k}{suffix}", inputs, 1)
+        layer.hidden_size = len(keep)
+        return layer
 
     def prune_in_channels(self, layer: nn.RNNBase, idxs: Sequence[int]) -> nn.Module:
         keep = _keep(layer.input_size, idxs, layer.weight_ih_l0.device)
         for name in ("weight_ih_l0", "weight_ih_l0_reverse"):
-            weight = getattr(layer, name, None)
-            if weight is not None:
-                setattr(layer, name, nn.Parameter(weight.detach().index_select(1, keep).contiguous(),
-                                                  requires_grad=weight.requires_grad))
+            _select(layer, name, keep, 1)
         layer.input_size = len(keep)
         return layer
 
@@ -46,8 +85,29 @@ class RecurrentInputPruner(tp.pruner.BasePruningFunc):
         return int(layer.input_size)
 
 
+class MultiheadAttentionPruner(tp.pruner.function.MultiheadAttentionPruner):
+    """Removes whole heads of `nn.MultiheadAttention` with their head_dim channels of its stream (see above)."""
+
+    def check(self, layer: nn.MultiheadAttention, idxs: Sequence[int], to_output: bool) -> None:
+        d = layer.head_dim
+        drop = set(int(i) for i in idxs)
+        split = sorted(h for h in {i // d for i in drop} if not {h * d + j for j in range(d)} <= drop)
+        if split:
+            raise CleanAIError(f"removing channels {sorted(drop)} of nn.MultiheadAttention would split heads {split} "
+                               f"(head_dim {d}); only whole heads are removed")
+
+    def prune_out_channels(self, layer: nn.MultiheadAttention, idxs: Sequence[int]) -> nn.Module:
+        head_dim = layer.head_dim
+        super().prune_out_channels(layer, list(idxs))
+        layer.num_heads, layer.head_dim = layer.embed_dim // head_dim, head_dim
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+
 def customized_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:
-    """The custom Torch-Pruning pruners for `model`: `ChannelSelect` and `RecurrentInputPruner` for each
-    recurrent layer class."""
+    """The custom Torch-Pruning pruners for `model`: `ChannelSelect`, `RecurrentPruner` for each recurrent layer
+    class and `MultiheadAttentionPruner`."""
     recurrent = {type(m) for m in model.modules() if isinstance(m, nn.RNNBase)}
-    return {**CUSTOMIZED_PRUNERS, **{kind: RecurrentInputPruner() for kind in recurrent}}
+    return {**CUSTOMIZED_PRUNERS, **{kind: RecurrentPruner() for kind in recurrent},
+            nn.MultiheadAttention: MultiheadAttentionPruner()}

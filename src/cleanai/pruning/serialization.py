@@ -50,7 +50,8 @@ _WIDTHS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.GroupNorm: ("num_groups", "num_channels"),
     nn.Embedding: ("num_embeddings", "embedding_dim"),
     nn.PReLU: ("num_parameters",),
-    nn.RNNBase: ("input_size",),
+    nn.RNNBase: ("input_size", "hidden_size"),
+    nn.MultiheadAttention: ("embed_dim", "kdim", "vdim", "num_heads"),
     HFConv1D: ("nx", "nf"),
     ChannelSelect: (),
 }
@@ -58,6 +59,7 @@ _WIDTHS: dict[type[nn.Module], tuple[str, ...]] = {
 _FIXED: dict[type[nn.Module], tuple[str, ...]] = {
     nn.modules.conv._ConvNd: ("kernel_size", "stride", "padding", "dilation"),
     ChannelSelect: ("stride",),
+    nn.MultiheadAttention: ("head_dim",),
 }
 _HEADS = ("num_attention_heads", "all_head_size")  # BERT-style self-attention, shrunk with its heads
 _HEAD_FIXED = ("attention_head_size",)

@@ -19,12 +19,14 @@ the current model when they ask to (`refresh_each_step`).
 
 Grouped convolutions (ResNeXt) and GroupNorm split a group's channels into equal parts; channels are
 then removed at the same positions of every part, so `groups` / `num_groups` stay valid. HF `Conv1D`
-(GPT-2) prunes as a Linear; LSTM/GRU inputs go with the layer feeding them (`layer_pruners.py`).
+(GPT-2) prunes as a Linear; LSTM/GRU/RNN inputs go with the layer feeding them and their hidden units are a
+group of their own (`layer_pruners.py`). `nn.MultiheadAttention` ties its heads to the stream it reads and adds
+back to (head_dim x num_heads == embed_dim), so that stream is pruned in whole heads: blocks of head_dim
+channels, `num_heads` lowered, `head_dim` kept (`head_ratio` applies).
 Layers never pruned: those whose output channels are the model's outputs (the classifier), embedding
-widths and the stream an attention reads and adds back to (a transformer's hidden size; heads go whole
-through `cleanai.pruning.attention`), the width of `nn.MultiheadAttention` (torch ties its head size to
-it), BERT poolers, recurrent hidden widths and fused projections split
-into parts (GPT-2's `c_attn`); `ignored_layers` adds more. `residual="keep"` also leaves whole every
+widths and the stream a Hugging Face attention reads and adds back to (a transformer's hidden size; heads go whole
+through `cleanai.pruning.attention`), recurrent layers with a projection (`proj_size`) and fused
+projections split into parts (GPT-2's `c_attn`); `ignored_layers` adds more. `residual="keep"` also leaves whole every
 group whose channels pass through a residual addition (a ResNet's residual stream), so only the
 channels inside the blocks are removed. The report's `left_as_is` lists every layer holding parameters
 that no pruned group changes, with why, and a warning names those CleanAI has no rule for. Option-A
@@ -63,12 +65,12 @@ from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.serialization import build_manifest
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.layer_pruners import customized_pruners
+from cleanai.pruning.layer_pruners import customized_pruners, hidden_width_prunable
 from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
-ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D)
+ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.RNNBase)
 # Modules whose input channels make them a consumer of a group (so the group is not the model's output).
-_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.LSTM, nn.MultiheadAttention, ChannelSelect)
+_CONSUMERS = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.RNNBase, nn.MultiheadAttention, ChannelSelect)
 
 StepCallback = Callable[[int, nn.Module, PruneReport], None]
 
@@ -206,21 +208,20 @@ class StructuredPruner:
             m in blocked for m in (att, *(linear for linear, _ in adapter.parts(att).segments)))]
         blocked += [m for m in self.model.modules() if isinstance(m, nn.Embedding)]
         blocked += list(self.attention_inputs)
-        if attention:
-            blocked += [sub for n, m in self.modules.items() if n.split(".")[-1] == "pooler" for sub in m.modules()]
         units = []
+        head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
         for group in self._all_groups(blocked):
             root = group[0].dep.target.module
             name = self.names[root]
             width = self.dg.get_out_channels(root)
             ch_groups, reason = self._channel_groups(group, width)
-            reason = self._unprunable(group) or reason
+            head_dim, heads_reason = self._head_blocks(group, ch_groups)
+            reason = self._unprunable(group) or reason or heads_reason
             if reason:
                 self.skipped[name] = reason
                 continue
-            units.append(self._unit(name, root, group[0].dep.handler, width // ch_groups, cfg.ratio,
-                                    ch_groups=ch_groups))
-        head_ratio = cfg.ratio if cfg.head_ratio is None else cfg.head_ratio
+            units.append(self._unit(name, root, group[0].dep.handler, width // (ch_groups * (head_dim or 1)),
+                                    head_ratio if head_dim else cfg.ratio, ch_groups=ch_groups, head_dim=head_dim))
         for name, att, adapter in attention:
             parts = adapter.parts(att)
             units.append(self._unit(name, parts.out, tp.prune_linear_in_channels, parts.heads, head_ratio,
@@ -270,8 +271,11 @@ class StructuredPruner:
         """Every module holding parameters that no pruned group changes, with why; warns about those CleanAI has
         no rule for (their parameters are in no group), so no layer type is skipped in silence."""
         why: dict[nn.Module, str] = {}
-        for unit in self.units:
-            why.update(dict.fromkeys(self._members(unit.root), ""))
+        for unit in self.units:  # heads change their q/k/v and output projections, not the out-projection's group
+            parts = unit.adapter.parts(unit.attention) if unit.adapter is not None else None
+            changed = [linear for linear, _ in parts.segments] + [parts.out] if parts else self._members(unit.root)
+            changed += [m.out_proj for m in changed if isinstance(m, nn.MultiheadAttention)]  # pruned with it
+            why.update(dict.fromkeys(changed, ""))
         owner: dict[int, str] = {}
         for name, module in self.modules.items():
             for param in module.parameters(recurse=False):
@@ -287,8 +291,8 @@ class StructuredPruner:
                 why.setdefault(member, f"in the group of {self.names[sub]!r}, which is in ignored_layers")
         why.update({sub: "in ignored_layers" for module in ignored for sub in module.modules() if sub not in why})
         for module in self.modules.values():
-            if isinstance(module, nn.RNNBase):  # even when its input features go with the layer feeding it
-                why[module] = f"{type(module).__name__} hidden width is not a pruning group: left whole"
+            if isinstance(module, nn.RNNBase) and not hidden_width_prunable(module) and module not in why:
+                why[module] = f"{type(module).__name__} with proj_size: its hidden width is not pruned"
         for module in self.modules.values():
             if isinstance(module, nn.Embedding) and module not in why:
                 why[module] = "embedding width (a transformer's hidden size) is kept"
@@ -300,7 +304,7 @@ class StructuredPruner:
                 continue
             reason = why.get(module) or "CleanAI has no pruning rule for this layer type: no group covers it"
             left.append(LeftLayer(name=name, type=type(module).__name__, reason=reason))
-            if module not in why or isinstance(module, nn.RNNBase):
+            if module not in why:
                 unknown.append(f"{name or type(module).__name__} ({type(module).__name__})")
         if unknown:
             message = (f"no pruning group covers the parameters of {', '.join(unknown[:10])}"
@@ -336,13 +340,15 @@ class StructuredPruner:
                         "(the hidden size is kept; heads are pruned whole)")
         for item in group:
             m = item.dep.target.module
-            if isinstance(m, nn.MultiheadAttention):
-                return (f"embedding width of nn.MultiheadAttention {self.names.get(m, '?')}: torch needs head_dim x "
-                        "num_heads == embed_dim, so neither heads nor this width can shrink without re-splitting heads")
+            if isinstance(m, nn.MultiheadAttention) and not m._qkv_same_embed_dim:
+                return (f"embedding width of nn.MultiheadAttention {self.names.get(m, '?')} with its own kdim/vdim "
+                        f"({m.kdim}/{m.vdim}): its key and value widths would have to shrink with its heads")
         recurrent = next((item.dep.target.module for item in group if isinstance(item.dep.target.module, nn.RNNBase)
-                          and self.dg.is_out_channel_pruning_fn(item.dep.handler)), None)
+                          and self.dg.is_out_channel_pruning_fn(item.dep.handler)
+                          and not hidden_width_prunable(item.dep.target.module)), None)
         if recurrent is not None:
-            return f"coupled with the hidden width of {self.names.get(recurrent, '?')!r}, which is not pruned"
+            return (f"coupled with the hidden width of {self.names.get(recurrent, '?')!r}, which has a projection "
+                    "(proj_size) and is not pruned")
         if isinstance(group[0].dep.target.module, (nn.Linear, HFConv1D)) and any(
                 isinstance(item.dep.target.module, tp.ops._SplitOp) for item in group):
             return ("fused projection: its outputs are split into parts (such as GPT-2's c_attn into query, key "
@@ -359,7 +365,9 @@ class StructuredPruner:
         splits = {}
         for item in group:
             m = item.dep.target.module
-            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
+            if isinstance(m, nn.RNNBase) and m.bidirectional and self.dg.is_out_channel_pruning_fn(item.dep.handler):
+                splits[self.names.get(m, "?")] = ("directions", 2)  # output [forward | backward]: the same units
+            elif isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels:
                 splits[self.names.get(m, "?")] = ("groups", m.groups)
             elif isinstance(m, nn.GroupNorm) and m.num_groups > 1:
                 splits[self.names.get(m, "?")] = ("num_groups", m.num_groups)
@@ -371,6 +379,17 @@ class StructuredPruner:
             return 1, (f"{width} channels split by {what} leave no whole channel slot to remove while keeping "
                        f"every group equal")
         return ch_groups, None
+
+    def _head_blocks(self, group: Any, ch_groups: int) -> tuple[int, str | None]:
+        """The head size when `group` is the stream of `nn.MultiheadAttention`s (its channels then go in whole
+        heads: contiguous blocks of head_dim), else 0; and why the group cannot be pruned, if so."""
+        attentions = {m for m in (item.dep.target.module for item in group) if isinstance(m, nn.MultiheadAttention)}
+        sizes = {m.head_dim for m in attentions}
+        if len(sizes) > 1 or (sizes and ch_groups > 1):
+            names = ", ".join(f"{self.names.get(m, '?')} (head_dim {m.head_dim})" for m in attentions)
+            return 0, (f"the stream of {names}{' with grouped layers' if ch_groups > 1 else ''}: no removal keeps "
+                       "every head whole")
+        return (sizes.pop() if sizes else 0), None
 
     # ---- one step ----------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, int]:
@@ -409,7 +428,7 @@ class StructuredPruner:
             self.model.train(was_training)
 
     def _scores(self, unit: _Unit, step: int) -> torch.Tensor | None:
-        width = unit.root.in_features if unit.head_dim else self.dg.get_out_channels(unit.root)
+        width = unit.root.in_features if unit.adapter is not None else self.dg.get_out_channels(unit.root)
         try:
             scores = self.criterion(self.dg.get_pruning_group(unit.root, unit.fn, list(range(width))))
         except (IndexError, RuntimeError) as exc:  # channel indices beyond a coupled layer's width
@@ -495,7 +514,7 @@ class StructuredPruner:
     def _apply(self, step: int, plan: list[tuple[_Unit, list[int]]]) -> dict[str, int]:
         """Channels through DepGraph first, then whole heads through their adapters (the graph is rebuilt after)."""
         removed = {}
-        plan = sorted(plan, key=lambda p: bool(p[0].head_dim))
+        plan = sorted(plan, key=lambda p: p[0].adapter is not None)
         on_pruned = getattr(self.criterion, "on_pruned", None)
         for unit, idxs in plan:
             channels = self._channels(unit, idxs)
@@ -514,7 +533,7 @@ class StructuredPruner:
                 raise self._broken(step, unit.name, f"removing its channels failed with {type(exc).__name__}: "
                                    f"{exc}", [unit.name]) from exc
             removed[unit.name] = len(idxs) if unit.head_dim else len(channels)
-        if any(unit.head_dim for unit, _ in plan):  # the graph recorded the old split sizes and shapes
+        if any(unit.adapter is not None for unit, _ in plan):  # the graph recorded the old split sizes and shapes
             self.dg = self._build_graph()
         return removed
 
@@ -597,6 +616,10 @@ class StructuredPruner:
                 widths[name] = ("Linear", "features", m.out_features)
             elif isinstance(m, HFConv1D):
                 widths[name] = (type(m).__name__, "features", m.nf)
+            elif isinstance(m, nn.RNNBase):
+                widths[name] = (type(m).__name__, "hidden units", m.hidden_size)
+            elif isinstance(m, nn.MultiheadAttention):
+                widths[name] = (type(m).__name__, "heads", m.num_heads)
         for unit in self.units:
             if unit.adapter is not None:
                 widths[unit.name] = (type(unit.attention).__name__, "heads", unit.adapter.parts(unit.attention).heads)
