@@ -91,8 +91,9 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join([
         _report.heading(record), "",
         f"`cleanai train --model {args['model']} --data {args['data']} --epochs {args['epochs']} --batch-size "
-        f"{args['batch_size']} --optimizer adam --lr {args['lr']} --seed 0` per variant, {args['repeats']} runs each, "
-        "interleaved; epoch time = training + validation, median over all epochs but each run's first.", "",
+        f"{args['batch_size']} --optimizer adam --lr {args['lr']} --seed 0` per variant, "
+        f"{'one run' if args['repeats'] == 1 else str(args['repeats']) + ' runs, interleaved'} each; epoch time = "
+        "training + validation, median over all epochs but each run's first.", "",
         _report.table(["variant", "s / epoch", "speed-up vs 1x1", "wall s per run (start-up incl.)",
                        "test accuracy % per run", "median acc. vs 1x1 (points)",
                        f"within {args['tolerance']} points"], table)])
