@@ -118,6 +118,7 @@ class Measurement(BaseModel):
     threads: int
     backend: str
     provider: str | None
+    precision: str | None = None  # what the runtime executes, as the runner reports it (OpenVINO: f32, bf16, int8)
     eval_samples: int
     eval_whole_split: bool
     versions: dict[str, str]
@@ -210,7 +211,7 @@ def environment() -> dict[str, Any]:
     """The machine a number was measured on: CPU model, its speed-deciding instruction sets, usable cores,
     and library versions."""
     versions = {"python": platform.python_version()}
-    for package in ("cleanai", "torch", "onnxruntime", "numpy"):
+    for package in ("cleanai", "torch", "onnxruntime", "openvino", "nncf", "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -283,6 +284,7 @@ class PerformanceBenchmark:
             threads=threads,
             backend=self.runner.backend,
             provider=self.runner.provider,
+            precision=getattr(self.runner, "precision", None),
             eval_samples=evaluation.samples,
             eval_whole_split=evaluation.whole_split,
             quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),
