@@ -107,6 +107,7 @@ class Measurement(BaseModel):
     load_average: float | None = None  # the machine's 1-min load average right after the timed calls
     timing_warning: str | None = None  # why the latencies may not mean what they say (see `timing_warning`)
     rounds: int = 1  # interleaved rounds the latencies are medians of (`compare_runners`)
+    latency_spread: float | None = None  # run-to-run noise: (max - min) / median of the rounds' p50s (rounds > 1)
     speedup: float | None = None  # median over rounds of speedup_baseline's p50 / this row's p50 (wall time)
     speedup_cpu: float | None = None  # the same from process CPU time per call
     speedup_baseline: str | None = None
