@@ -97,10 +97,10 @@ def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
         row = cells[key][name]
         return f"{row['latency_ms_p50']:.2f} ({row['speedup']:.2f}x){' !' if row['timing_warning'] else ''}"
 
-    body = [[name, r["precision"] or "fp32", f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - base['accuracy']):+.2f}",
+    body = [[name, r["precision"] or "-", f"{100 * r['accuracy']:.2f}", f"{100 * (r['accuracy'] - base['accuracy']):+.2f}",
              f"{r['parity_sqnr_db']:.1f}", f"{r['size_mb']:.2f}", *(cell(name, key) for key in cells)]
             for name, r in rows.items()]
-    out = [table(["variant", "executes", "acc %", "Δacc pp", "SQNR dB", "size MB",
+    out = [table(["variant", "OpenVINO executes", "acc %", "Δacc pp", "SQNR dB", "size MB",
                   *(f"ms {key.replace('t', 'threads ').replace(' b', ', batch ')}" for key in cells)], body)]
     samples = base["eval_samples"]
     out += ["", f"Accuracy on {samples:,} test samples{'' if base['eval_whole_split'] else ' (a seeded subset)'}; "
