@@ -62,7 +62,7 @@ class QuantConfig(BaseModel):
     - `backend`: `onnxruntime` (export to ONNX, then QDQ static or dynamic int8), `torch`
       (torchao `quantize_`, PT2E with X86InductorQuantizer, dtype casting) or `openvino` (static int8
       run by OpenVINO; an `OpenVinoRunner` saved as IR).
-    - `openvino_method` (backend openvino): `qdq` (the default, faster and as accurate in BENCHMARKS.md)
+    - `openvino_method` (backend openvino): `qdq` (the default; BENCHMARKS.md compares it with nncf)
       quantizes the exported graph as the onnxruntime backend does (same calibration, granularity and
       fp32 fallback options) and OpenVINO runs the QDQ graph in int8; `nncf` quantizes the fp32 graph
       with OpenVINO's NNCF (`nncf.quantize`, its own calibration; `nodes_to_exclude` and `reduce_range`, as
