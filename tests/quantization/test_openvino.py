@@ -9,7 +9,7 @@ import torch
 
 from cleanai.errors import ConfigError
 from cleanai.quantization import QuantConfig, quantize, quantize_with_accuracy_budget
-from cleanai.runtime import OpenVinoRunner, evaluate
+from cleanai.runtime import OpenVinoRunner, TorchRunner, evaluate
 
 
 @pytest.mark.parametrize("method", ["qdq", "nncf"])
@@ -21,7 +21,7 @@ def test_openvino_backend_returns_an_int8_openvino_artifact_close_to_fp32(digits
         runner = quantize(model, config, calib=loaders.train)
     assert isinstance(runner, OpenVinoRunner) and runner.precision == "int8"
     assert runner.quant_check.held_out and runner.quant_check.top1_agreement >= 0.95
-    fp32 = evaluate(model, loaders.test).metrics["accuracy"]
+    fp32 = evaluate(TorchRunner(model), loaders.test).metrics["accuracy"]
     assert evaluate(runner, loaders.test).metrics["accuracy"] >= fp32 - 0.03
     xml = runner.save(tmp_path)
     x = next(iter(loaders.test))[0]
