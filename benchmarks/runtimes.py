@@ -38,7 +38,6 @@ from cleanai.benchmark import (
     Runner,
     TextClassifierRunner,
     benchmark,
-    compare_runners,
     runtime_candidates,
 )
 from cleanai.data import TextDataset, load_dataset, raw_text_collate, subset, text_collate
@@ -78,15 +77,7 @@ def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any
         rows[name] = {**benchmark(runner, test, name=name, config=config).model_dump(mode="json"),
                       "parity_sqnr_db": check.sqnr_db, "parity_top1": check.top1_agreement}
         print(f"  {name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['precision']}", flush=True)
-    cells = {}
-    for threads in args.threads:
-        for batch in batches:
-            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
-                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-            found = compare_runners(runners, timing, config, repeats=args.repeats, baseline=BASELINE, show=False)
-            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in found}
-            print(f"  timed t{threads} b{batch}", flush=True)
-    return {"rows": rows, "cells": cells}
+    return {"rows": rows, "cells": _report.latency_cells(runners, timing, batches, args, BASELINE)}
 
 
 def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
