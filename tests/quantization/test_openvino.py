@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from cleanai.errors import ConfigError
+from pydantic import ValidationError
 from cleanai.quantization import QuantConfig, quantize, quantize_with_accuracy_budget
 from cleanai.runtime import OpenVinoRunner, TorchRunner, evaluate
 
@@ -59,5 +59,5 @@ def test_accuracy_budget_search_runs_on_the_openvino_backend(digits):
     ],
 )
 def test_openvino_configs_that_cannot_apply_are_refused(fields, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ValidationError, match=message):
         QuantConfig(**fields)
