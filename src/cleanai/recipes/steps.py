@@ -116,10 +116,15 @@ class PruneStep(StepConfig, PruneConfig):
     finetune: TrainConfig | None = None
     teacher: str | None = None
 
+    @field_validator("finetune")
+    @classmethod
+    def _runner_fields(cls, value: TrainConfig | None) -> TrainConfig | None:
+        if value is not None:
+            _refuse_runner_fields(value, "prune.finetune")
+        return value
+
     @model_validator(mode="after")
-    def _runner_fields(self) -> PruneStep:
-        if self.finetune is not None:
-            _refuse_runner_fields(self.finetune, "prune.finetune")
+    def _teacher_needs_finetune(self) -> PruneStep:
         if self.teacher is not None and self.finetune is None:
             raise ConfigError("teacher distils during fine-tuning, but finetune is not set; add finetune: {epochs: N}")
         return self
@@ -149,10 +154,11 @@ class DistillStep(StepConfig, DistillConfig):
     type: Literal["distill"]
     teacher: str
 
-    @model_validator(mode="after")
-    def _runner_fields(self) -> DistillStep:
-        _refuse_runner_fields(self.train, "distill.train")
-        return self
+    @field_validator("train")
+    @classmethod
+    def _runner_fields(cls, value: TrainConfig) -> TrainConfig:
+        _refuse_runner_fields(value, "distill.train")
+        return value
 
     def references(self) -> dict[str, str | None]:
         return {"teacher": self.teacher}
