@@ -425,9 +425,7 @@ def _run(args: argparse.Namespace) -> None:
     from cleanai.recipes import run_recipe
 
     recipe = _recipe(args)
-    out = args.out if args.out is not None else Path("runs") / recipe.name
-    _check_out(argparse.Namespace(out=out, overwrite=False))
-    folder = run_recipe(recipe, out, progress=not args.quiet)
+    folder = run_recipe(recipe, args.out, progress=not args.quiet)  # checks --out before any work
     print(f"Run written to {folder.resolve()}" + (f" (report.{' and report.'.join(recipe.report.formats)})"
                                                   if recipe.report.auto else ""))
 

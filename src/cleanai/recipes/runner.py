@@ -26,7 +26,7 @@ from torch import nn
 
 from cleanai.benchmark import TorchRunner
 from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
-from cleanai.io import RUN_MARKER, atomic_dir, check_destination, write_json
+from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
 from cleanai.recipes.schema import Recipe
@@ -219,7 +219,8 @@ class RecipeRun:
             (self.out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         if self.recipe.threads is not None:
             torch.set_num_threads(self.recipe.threads)
-        (self.out / "recipe.yaml").write_text(self.recipe.path.read_text(encoding="utf-8"), encoding="utf-8")
+        with atomic_open(self.out / "recipe.yaml", "w", encoding="utf-8") as fh:
+            fh.write(self.recipe.path.read_text(encoding="utf-8"))
         write_json(self.out / "recipe.json", self.recipe.raw)
         chains = self.chains()
         bench = self.recipe.benchmark
