@@ -11,8 +11,8 @@ from cleanai.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "recipes" / "digits_demo.yaml"
-# The demo recipe on tiny settings: 2 of its criteria (one data-driven), 2 epochs, a short benchmark.
-TINY_DEMO = ["steps.train.epochs=2", "steps.distill.train.epochs=1", "steps.benchmark.runs=3",
+# The demo recipe on tiny settings: 2 of its criteria (one data-driven), 3 epochs, a short benchmark.
+TINY_DEMO = ["steps.train.epochs=3", "steps.distill.train.epochs=1", "steps.benchmark.runs=3",
              "steps.benchmark.warmup=1", "steps.benchmark.repeats=1", "steps.benchmark.throughput_runs=1",
              "steps.benchmark.threads=1",
              "variants={magnitude: {prune: {criterion: magnitude}}, coverage: {prune: {criterion: coverage}}}"]

@@ -47,7 +47,8 @@ def test_the_demo_recipe_runs_as_is_on_tiny_settings_with_shared_steps(demo_run)
     rows = load_rows(demo_run / status["benchmark"]["folder"] / "results.json")
     assert [r.name for r in rows] == ["baseline (train)", "magnitude (torch)", "magnitude export",
                                       "magnitude quantize", "coverage (torch)", "coverage export", "coverage quantize"]
-    assert all(r.accuracy > 0.5 for r in rows)  # two epochs on digits learn far above chance (0.1)
+    assert rows[0].accuracy > 0.8  # three epochs on digits
+    assert rows[1].macs < 0.6 * rows[0].macs  # 30 % of the channels pruned: about half the MACs
     assert rows[3].quant_sqnr_db is not None  # the int8 artifact's check, kept with its files
     assert (demo_run / "report.pdf").is_file() and (demo_run / "report.html").is_file()
 
@@ -64,9 +65,10 @@ def test_a_rerun_skips_every_finished_step_by_its_key(demo_run, demo_args):
 def test_a_killed_run_resumes_at_the_step_it_was_in(recipe_file, cleanai_process, tmp_path):
     recipe, run = recipe_file(CHAIN % 30), tmp_path / "run"
     process = cleanai_process("run", str(recipe), "--out", str(run), "--quiet")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if (run / "run.json").is_file() and statuses(run).get("finetune") == "running":
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline and process.poll() is None:  # until fine-tuning has begun writing its folder
+        if ((run / "run.json").is_file() and statuses(run).get("finetune") == "running"
+                and any(p.name.endswith(".tmp") for p in (run / "steps").iterdir())):
             break
         time.sleep(0.05)
     assert process.poll() is None, process.stderr.read()
@@ -93,7 +95,7 @@ def test_a_step_whose_files_changed_runs_again_and_so_do_the_steps_after_it(reci
     finetune = read_status(run)["variants"]["main"][1]["folder"]
     (run / finetune / "test_metrics.json").write_text("{}")
     assert main(["run", str(recipe), "--out", str(run), "--quiet"]) == 0
-    assert statuses(run) == {"train": "cached", "finetune": "done", "export": "done"}
+    assert statuses(run)["train"] == "cached" and statuses(run)["finetune"] == "done"
 
 
 def test_a_failing_step_keeps_the_finished_ones_and_the_run_resumes(recipe_file, tmp_path, capsys):

@@ -268,6 +268,8 @@ def _steps(raws: list[dict[str, Any]], problems: _Problems) -> list[StepConfig]:
             problems.add(("steps", i), f"step id {step.key_id!r} is used by steps[{seen[step.key_id]}] too; give "
                          "each step of the same type its own `id`")
         seen.setdefault(step.key_id, i)
+        if step.type in MODEL_STEPS and any(s.type == "fuse" for s in steps[:i]):
+            problems.add(("steps", i, "type"), "a fuse step folds BatchNorm for deployment: put model steps before it")
         if step.type == "benchmark" and i != len(steps) - 1:
             problems.add(("steps", i, "type"), "the benchmark step measures every variant at the end: put it last")
         for field, ref in step.references().items():

@@ -42,7 +42,7 @@ class StepConfig(BaseModel):
     untracked: ClassVar[tuple[str, ...]] = ("id", "progress")  # fields that do not change what a step computes
 
     type: str
-    id: str | None = None
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")  # a folder name and a --set key part
 
     @property
     def key_id(self) -> str:
