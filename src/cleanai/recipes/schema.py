@@ -156,13 +156,12 @@ def _field(path: YamlPath) -> str:
 class _Problems:
     """Collects `file:line: field: message` lines; a path not in the file points at its nearest parent."""
 
-    def __init__(self, path: Path, lines: dict[YamlPath, int], sets: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, lines: dict[YamlPath, int], sets: Mapping[str, YamlPath]) -> None:
         self.path, self.lines, self.sets, self.items = path, lines, sets, []
 
     def add(self, where: YamlPath, message: str) -> None:
-        dotted = ".".join(str(p) for p in where)
-        for key in self.sets:  # a value given on the command line is named as such
-            if dotted == key or dotted.startswith(key + "."):
+        for key, place in self.sets.items():  # a value given on the command line is named as such
+            if where[:len(place)] == place:
                 self.items.append(f"--set {key}: {_field(where)}: {message}")
                 return
         probe = where
@@ -182,18 +181,23 @@ class _Problems:
             self.add((*base, *loc), message)
 
 
-def _apply_sets(data: dict[str, Any], sets: Mapping[str, Any]) -> None:
-    """Edit the loaded recipe: `steps.<id>.<field>` finds the step by id; other keys are nested mapping keys."""
+def _apply_sets(data: dict[str, Any], sets: Mapping[str, Any]) -> dict[str, YamlPath]:
+    """Edit the loaded recipe: `steps.<id>.<field>` finds the step by id; other keys are nested mapping keys.
+    Returns where each key landed (`steps.train.epochs` -> ("steps", 0, "epochs"))."""
+    places: dict[str, YamlPath] = {}
     for key, value in sets.items():
         parts = key.split(".")
         target: Any = data
+        prefix: YamlPath = ()
         if parts[0] == "steps" and len(parts) >= 3:
             steps = data.get("steps") if isinstance(data.get("steps"), list) else []
-            found = [s for s in steps if isinstance(s, dict) and s.get("id", s.get("type")) == parts[1]]
+            found = [(i, step) for i, step in enumerate(steps)
+                     if isinstance(step, dict) and step.get("id", step.get("type")) == parts[1]]
             if not found:
                 ids = [s.get("id", s.get("type")) for s in steps if isinstance(s, dict)]
                 raise RecipeError([f"--set {key}: the recipe has no step {parts[1]!r}; its steps: {', '.join(ids)}"])
-            target, parts = found[0], parts[2:]
+            index, target = found[0]
+            prefix, parts = ("steps", index), parts[2:]
         for part in parts[:-1]:
             if not isinstance(target, dict):
                 raise RecipeError([f"--set {key}: {part!r} is inside a value that is not a mapping"])
@@ -201,6 +205,8 @@ def _apply_sets(data: dict[str, Any], sets: Mapping[str, Any]) -> None:
         if not isinstance(target, dict):
             raise RecipeError([f"--set {key}: the place it names is not a mapping"])
         target[parts[-1]] = value
+        places[key] = (*prefix, *parts)
+    return places
 
 
 def load_recipe(path: str | os.PathLike[str], sets: Mapping[str, Any] | None = None) -> Recipe:
@@ -212,8 +218,7 @@ def load_recipe(path: str | os.PathLike[str], sets: Mapping[str, Any] | None = N
         raise RecipeError([f"{path}:1: the recipe must be a mapping with model, data, steps (got "
                            f"{type(data).__name__})"])
     data = copy.deepcopy(data)
-    _apply_sets(data, sets)
-    problems = _Problems(path, lines, sets)
+    problems = _Problems(path, lines, _apply_sets(data, sets))
     try:
         top = _Top.model_validate(data)
     except ValidationError as exc:
