@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import traceback
 from collections.abc import Mapping
@@ -215,6 +216,7 @@ class RecipeRun:
         """Run every step not already done; return the run folder."""
         check_destination(self.out, option="--out")
         self.out.mkdir(parents=True, exist_ok=True)
+        _remove_staging(self.out / "steps")
         if not (self.out / RUN_MARKER).is_file():
             (self.out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         if self.recipe.threads is not None:
@@ -309,6 +311,13 @@ class RecipeRun:
                     row = f"{name} {n.step.key_id}"
                     runners[row] = n.step.artifact(n.folder, row)
         return runners
+
+
+def _remove_staging(steps: Path) -> None:
+    """Remove the staging folders a killed run left (hidden, `.tmp`, holding the marker), whatever step they were."""
+    for entry in steps.glob(".*.tmp") if steps.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink() and (entry / RUN_MARKER).is_file():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _intact(folder: Path, key: str) -> dict[str, Any] | None:
