@@ -9,7 +9,7 @@ export CLEANAI_DATA   ?= $(abspath ../shared/data)
 export CLEANAI_MODELS ?= $(abspath ../shared/models)
 PIP    := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv system clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/cleanai demo
 
-test: $(STAMP)
+# Debian packages the tests use (PostgreSQL, poppler, chromium); a no-op once installed.
+system:
+	bash .ci/system-packages
+
+test: $(STAMP) system
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

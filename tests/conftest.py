@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -135,3 +136,61 @@ def texts() -> list[str]:
         "tell me a joke",
         "transfer money to my savings account please",
     ]
+
+
+# ---- rendering reports as a reader sees them: PDF pages through poppler's pdftoppm, HTML through headless Chromium
+# (Debian packages poppler-utils and chromium; .ci/system-packages installs them)
+
+
+@pytest.fixture(scope="session")
+def ink():
+    """`ink(png)` -> share of the pixels of a rendered page that are not near-white (0: a blank page)."""
+    from PIL import Image
+
+    def share(png: Path) -> float:
+        grey = Image.open(png).convert("L")
+        return float((np.asarray(grey) < 235).mean())
+
+    return share
+
+
+@pytest.fixture(scope="session")
+def pdf_pages(tmp_path_factory: pytest.TempPathFactory):
+    """`pdf_pages(pdf)` -> one PNG per page, rendered by pdftoppm."""
+    import subprocess
+
+    def render(pdf: Path) -> list[Path]:
+        out = tmp_path_factory.mktemp("pdf-pages")
+        subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(out / "page")], check=True, timeout=120)
+        return sorted(out.glob("page-*.png"))
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def html_page(tmp_path_factory: pytest.TempPathFactory):
+    """`html_page(html)` -> (screenshot PNG, DOM after load) from headless Chromium, offline. The DOM is taken from
+    a copy with a probe script appended that records, on the page, how many images decoded (naturalWidth > 0)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium is not None, "chromium is not installed: run .ci/system-packages as root"
+    probe = ("<script>window.addEventListener('load', () => { const ok = [...document.images].filter("
+             "i => i.complete && i.naturalWidth > 0).length; document.body.setAttribute('data-images-decoded', ok); "
+             "});</script>")
+
+    def render(html: Path) -> tuple[Path, str]:
+        out = tmp_path_factory.mktemp("html-page")
+        flags = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                 "--no-first-run", f"--user-data-dir={out / 'profile'}", "--proxy-server=127.0.0.1:9"]
+        shot = out / "page.png"
+        subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", html.resolve().as_uri()],
+                       check=True, timeout=120, capture_output=True)
+        probed = out / "probed.html"
+        probed.write_text(html.read_text(encoding="utf-8").replace("</body>", probe + "</body>"), encoding="utf-8")
+        dom = subprocess.run([*flags, "--dump-dom", probed.resolve().as_uri()], check=True, timeout=120,
+                             capture_output=True, text=True).stdout
+        return shot, dom
+
+    return render

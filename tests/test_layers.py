@@ -18,8 +18,7 @@ LAYERS: list[set[str]] = [
     {"training", "pruning", "quantization", "distillation", "fusion"},
     {"tuning", "benchmark", "reporting"},
     {"optimize"},
-    {"recipe", "pipeline"},
-    {"cli", "demo"},
+    {"cli", "demo", "recipes"},  # recipes compose every capability; the CLI runs them
 ]
 
 

@@ -506,6 +506,52 @@ def _distill(args: argparse.Namespace) -> None:
     print(f"Student (student/), history, results and metrics.png written to {Path(args.out).resolve()}")
 
 
+def _recipe(args: argparse.Namespace) -> Any:
+    from cleanai.recipes import load_recipe
+
+    return load_recipe(args.recipe, _key_values(args.set, "--set"))
+
+
+def _run(args: argparse.Namespace) -> None:
+    from cleanai.recipes import run_recipe
+
+    recipe = _recipe(args)
+    folder = run_recipe(recipe, args.out, progress=not args.quiet)  # checks --out before any work
+    print(f"Run written to {folder.resolve()}" + (f" (report.{' and report.'.join(recipe.report.formats)})"
+                                                  if recipe.report.auto else ""))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    recipe = _recipe(args)
+    for name, chain in recipe.variants.items():
+        print(f"{name}: " + " -> ".join(step.key_id for step in chain))
+    print(f"{args.recipe}: valid ({len(recipe.variants)} variant(s))")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from cleanai.recipes import write_report
+
+    for path in write_report(args.run, formats=args.format):
+        print(f"Report written to {path.resolve()}")
+
+
+def _add_recipe_parsers(sub: Any) -> None:
+    for command, func, help in (("run", _run, "run a recipe into a run folder (finished steps are skipped)"),
+                                ("validate", _validate, "check a recipe without running it")):
+        p = sub.add_parser(command, help=help)
+        p.add_argument("recipe", type=Path, help="recipe YAML file (see recipes/digits_demo.yaml)")
+        p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="change a field, e.g. steps.train.epochs=2 model.name=small_cnn")
+        if command == "run":
+            p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+    p = sub.add_parser("report", help="write report.pdf and report.html of a run folder")
+    p.add_argument("run", type=Path, help="a folder `cleanai run` wrote")
+    p.add_argument("--format", nargs="+", choices=("pdf", "html"), default=["pdf", "html"])
+    p.set_defaults(func=_report)
+
+
 def _add_distill_parser(sub: Any) -> None:
     p = sub.add_parser("distill", help="distil a fine-tuned text classifier into a smaller student and benchmark both")
     p.add_argument("--teacher", type=Path, required=True, help="a TextClassifier directory (save_pretrained)")
@@ -706,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_distill_parser(sub)
     _add_tune_parser(sub)
+    _add_recipe_parsers(sub)
 
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=("models", "datasets", "optimizers", "losses", "schedulers", "metrics", "criteria",
@@ -738,7 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (CleanAIError, ValidationError, FileNotFoundError, PermissionError) as exc:
-        print(f"cleanai {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        from cleanai.recipes import RecipeError  # its problems go one per line
+
+        lines = exc.problems if isinstance(exc, RecipeError) else [one_line(exc)]
+        print("\n".join(f"cleanai {args.command}: error: {line}" for line in lines), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cleanai {args.command}: interrupted", file=sys.stderr)

@@ -37,7 +37,7 @@ def build_mlp(hp: HyperParameters) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
 
 
-# ---- a private PostgreSQL server (Debian's package; `.ci/install-postgres.sh` installs it when missing)
+# ---- a private PostgreSQL server (Debian's package; `.ci/system-packages`, run by `make test`, installs it)
 
 REPO = Path(__file__).resolve().parents[2]
 PG_USER, PG_PASSWORD = "tuner", "s3cret-pw"
@@ -59,10 +59,10 @@ def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server listening on 127.0.0.1 only (a free port, password auth), its data in a temporary
     folder; stopped and removed after the session. Run as the `postgres` user when the tests run as root."""
     if _postgres_bin() is None:
-        subprocess.run(["bash", str(REPO / ".ci" / "install-postgres.sh")], check=True)
+        subprocess.run(["bash", str(REPO / ".ci" / "system-packages")], check=True)
     bindir = _postgres_bin()
     if bindir is None:
-        raise RuntimeError("PostgreSQL's initdb is not under /usr/lib/postgresql/*/bin; run .ci/install-postgres.sh")
+        raise RuntimeError("PostgreSQL's initdb is not under /usr/lib/postgresql/*/bin; run .ci/system-packages (as root)")
     base = Path(tempfile.mkdtemp(prefix="cleanai-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root

@@ -1,0 +1,308 @@
+"""The steps a recipe chains: each one a config (the public API's config plus `type`/`id`) and a `run` that calls
+the public function and writes its artifacts into a folder.
+
+Model steps (train, finetune, prune, distill, fuse) pass a torch model on; export and quantize write a
+deployable artifact from the current model; benchmark measures every variant at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
+from cleanai.distillation import DistillConfig, distill
+from cleanai.errors import ConfigError
+from cleanai.export import export_onnx, optimize_onnx
+from cleanai.fusion import fuse_conv_bn
+from cleanai.io import load_weights, save_safetensors, write_json
+from cleanai.metrics import METRICS
+from cleanai.pruning import PruneConfig, prune_and_finetune
+from cleanai.quantization import PRESETS, QuantCheck, QuantConfig, quantize
+from cleanai.registry import Registry
+from cleanai.runtime import Runner
+from cleanai.training import TrainConfig, Trainer, seed_everything
+
+if TYPE_CHECKING:
+    from cleanai.recipes.runner import StepContext
+
+MODEL_STEPS = ("train", "finetune", "prune", "distill", "fuse")
+_RUNNER_SET = ("log_dir", "checkpoint_dir", "resume", "progress")  # TrainConfig fields the runner decides
+
+
+class StepConfig(BaseModel):
+    """Fields every step has: its `type` and an optional `id` (default: the type) other steps refer to."""
+
+    model_config = ConfigDict(extra="forbid")
+    untracked: ClassVar[tuple[str, ...]] = ("id", "progress")  # fields that do not change what a step computes
+
+    type: str
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")  # a folder name and a --set key part
+
+    @property
+    def key_id(self) -> str:
+        return self.id or self.type
+
+    def references(self) -> dict[str, str | None]:
+        """Fields naming an earlier model step (a teacher, a baseline)."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """What the step's hash covers: its JSON config without fields that do not change its result."""
+        return self.model_dump(mode="json", exclude=set(self.untracked))
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        """Do the step, write its files into `out`, return a short summary (stored in step.json)."""
+        raise NotImplementedError
+
+    def load_model(self, out: Path, ctx: StepContext) -> nn.Module:
+        """The model a model step wrote into `out`."""
+        return ctx.load_saved_model(out)
+
+    def artifact(self, out: Path, name: str) -> Runner:
+        """The deployable runner an export or quantize step wrote into `out`."""
+        raise NotImplementedError
+
+
+def _train_config(fields: TrainConfig, ctx: StepContext, out: Path) -> TrainConfig:
+    """A step's TrainConfig with what the runner decides: TensorBoard logs in the step folder, no checkpoints."""
+    return fields.model_copy(update={"log_dir": out / "tensorboard", "checkpoint_dir": None, "resume": False,
+                                     "progress": ctx.progress})
+
+
+def _refuse_runner_fields(config: TrainConfig, where: str) -> None:
+    given = sorted(set(_RUNNER_SET) & config.model_fields_set - {"progress"})
+    if given:
+        raise ConfigError(f"{', '.join(given)} in {where} are set by the recipe runner (TensorBoard logs and the "
+                          "step's artifacts live in its folder of the run; a step reruns whole); remove them")
+
+
+def _train_only(config: TrainConfig) -> TrainConfig:
+    return TrainConfig.model_validate(config.model_dump(include=set(TrainConfig.model_fields)))
+
+
+class TrainStep(StepConfig, TrainConfig):
+    """`train` / `finetune`: `Trainer.fit` on the current model (TrainConfig fields), then the test split scored."""
+
+    type: Literal["train", "finetune"]
+
+    @model_validator(mode="after")
+    def _runner_fields(self) -> TrainStep:
+        _refuse_runner_fields(self, f"a {self.type} step")
+        return self
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        model = ctx.input_model()
+        seed_everything(ctx.seed)
+        trainer = Trainer(model, config=_train_config(_train_only(self), ctx, out))
+        history = trainer.fit(ctx.loaders.train, ctx.loaders.val)
+        scores = trainer.evaluate(ctx.loaders.test)
+        ctx.save_model(model, out)
+        write_json(out / "history.json", history.to_dict())
+        write_json(out / "test_metrics.json", scores)
+        return {"test": scores}
+
+
+class PruneStep(StepConfig, PruneConfig):
+    """`prune`: `prune_and_finetune` (PruneConfig fields; `finetune`: fine-tuning after each step, with KD from
+    `teacher` when given)."""
+
+    type: Literal["prune"]
+    finetune: TrainConfig | None = None
+    teacher: str | None = None
+
+    @field_validator("finetune")
+    @classmethod
+    def _runner_fields(cls, value: TrainConfig | None) -> TrainConfig | None:
+        if value is not None:
+            _refuse_runner_fields(value, "prune.finetune")
+        return value
+
+    @model_validator(mode="after")
+    def _teacher_needs_finetune(self) -> PruneStep:
+        if self.teacher is not None and self.finetune is None:
+            raise ConfigError("teacher distils during fine-tuning, but finetune is not set; add finetune: {epochs: N}")
+        return self
+
+    def references(self) -> dict[str, str | None]:
+        return {"teacher": self.teacher}
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        model = ctx.input_model()
+        config = PruneConfig.model_validate(self.model_dump(include=set(PruneConfig.model_fields)))
+        tune = None if self.finetune is None else _train_config(self.finetune, ctx, out)
+        teacher = None if self.teacher is None else ctx.model_of(self.teacher)
+        seed_everything(ctx.seed)
+        pruned, report, history = prune_and_finetune(model, ctx.example, config, ctx.loaders.train, ctx.loaders.val,
+                                                     tune, teacher=teacher)
+        scores = Trainer(pruned, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
+        ctx.save_model(pruned, out)
+        write_json(out / "prune_report.json", report.to_dict())
+        write_json(out / "prune_history.json", history.to_dict())
+        write_json(out / "test_metrics.json", scores)
+        return {"test": scores, "params_ratio": report.params_ratio, "macs_ratio": report.macs_ratio}
+
+
+class DistillStep(StepConfig, DistillConfig):
+    """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`."""
+
+    type: Literal["distill"]
+    teacher: str
+
+    @field_validator("train")
+    @classmethod
+    def _runner_fields(cls, value: TrainConfig) -> TrainConfig:
+        _refuse_runner_fields(value, "distill.train")
+        return value
+
+    def references(self) -> dict[str, str | None]:
+        return {"teacher": self.teacher}
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        student = ctx.input_model()
+        teacher = ctx.model_of(self.teacher)
+        fields = self.model_dump(include=set(DistillConfig.model_fields) - {"train"})
+        config = DistillConfig.model_validate({**fields, "train": _train_config(self.train, ctx, out)})
+        seed_everything(ctx.seed)
+        student, history = distill(student, teacher, ctx.loaders.train, ctx.loaders.val, config)
+        scores = Trainer(student, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
+        ctx.save_model(student, out)
+        write_json(out / "history.json", history.to_dict())
+        write_json(out / "test_metrics.json", scores)
+        return {"test": scores}
+
+
+class FuseStep(StepConfig):
+    """`fuse`: fold BatchNorm into the layer before it (`fuse_conv_bn`, checked on the example inputs)."""
+
+    type: Literal["fuse"]
+    atol: float = Field(1e-5, gt=0)
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        model = ctx.input_model()
+        before = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        fused = fuse_conv_bn(model, example_inputs=ctx.example, atol=self.atol)
+        after = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+        save_safetensors(fused, out / "model.safetensors")
+        summary = {"batchnorm_before": before, "batchnorm_after": after}
+        write_json(out / "fuse.json", summary)
+        return summary
+
+    def load_model(self, out: Path, ctx: StepContext) -> nn.Module:
+        """The folded structure is rebuilt from the input model, then the weights this step wrote are loaded."""
+        return load_weights(fuse_conv_bn(ctx.input_model(), example_inputs=ctx.example, atol=self.atol),
+                            out / "model.safetensors").eval()
+
+
+class ExportStep(StepConfig):
+    """`export`: the current model as one ONNX file (`export_onnx`, parity-checked), optionally ORT-optimised."""
+
+    type: Literal["export"]
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    opset: int | None = Field(None, ge=7)
+    optimize: Literal["basic", "extended", "all"] | None = None
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        result = export_onnx(ctx.input_model().eval(), ctx.example, out / "model.onnx", exporter=self.exporter,
+                             opset=self.opset, dynamic_sequence=ctx.is_text)
+        if self.optimize is not None:
+            optimize_onnx(result.path, out / "model.opt.onnx", level=self.optimize)
+        summary = {"exporter": result.exporter, "opset": result.opset, "max_abs_diff": result.max_abs_diff,
+                   "seconds": result.seconds}
+        write_json(out / "export.json", summary)
+        return summary
+
+    def artifact(self, out: Path, name: str) -> Runner:
+        return OrtRunner(out / ("model.opt.onnx" if self.optimize is not None else "model.onnx"), name=name)
+
+
+class QuantizeStep(StepConfig, QuantConfig):
+    """`quantize`: the current model through `quantize` (QuantConfig fields, or a CPU `preset` they override)."""
+
+    type: Literal["quantize"]
+    preset_name: str | None = Field(None, alias="preset")  # a field named `preset` would hide QuantConfig.preset
+
+    @field_validator("preset_name")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None:
+            PRESETS.get(value)
+        return value
+
+    @model_validator(mode="after")
+    def _deployable(self) -> QuantizeStep:
+        if self.backend != "onnxruntime":
+            raise ConfigError(f"backend {self.backend!r}: a recipe keeps what it quantizes as a file to deploy and "
+                              "measure, which is the ONNX Runtime backend's artifact; use backend: onnxruntime")
+        return self
+
+    def config(self) -> QuantConfig:
+        """The QuantConfig this step applies (the preset's, with the fields the recipe sets on top)."""
+        fields = self.model_dump(include=set(QuantConfig.model_fields) & self.model_fields_set)
+        if self.preset_name is None:
+            return QuantConfig.model_validate(fields)
+        return QuantConfig.preset(self.preset_name, is_static=self.mode != "dynamic", **fields)
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        config = self.config()
+        seed_everything(ctx.seed)
+        runner = quantize(ctx.input_model(), config, calib=ctx.loaders.train, example_inputs=ctx.example,
+                          name="model")
+        os.replace(runner.save(out), out / "model.onnx")  # one name, whatever the runner's file name says
+        check = getattr(runner, "quant_check", None)
+        write_json(out / "quant_config.json", config.model_dump(mode="json"))
+        write_json(out / "quant_check.json", None if check is None else check.to_dict())
+        return {"quant_check": None if check is None else check.to_dict()}
+
+    def artifact(self, out: Path, name: str) -> Runner:
+        """The int8 ONNX file, carrying the check `quantize` made of it against fp32."""
+        runner = OrtRunner(out / "model.onnx", name=name)
+        check = json.loads((out / "quant_check.json").read_text(encoding="utf-8"))
+        runner.quant_check = None if check is None else QuantCheck(**check)  # type: ignore[attr-defined]
+        return runner
+
+
+class BenchmarkStep(StepConfig, BenchmarkConfig):
+    """`benchmark` (last): `compare_runners` over the baseline and every variant's model and artifacts."""
+
+    type: Literal["benchmark"]
+    baseline: str | None = None  # an earlier model step (default: the first one)
+    repeats: int = Field(3, ge=1)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        for name in value:
+            METRICS.get(name)
+        return value
+
+    def references(self) -> dict[str, str | None]:
+        return {"baseline": self.baseline}
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        config = BenchmarkConfig.model_validate({**self.model_dump(include=set(BenchmarkConfig.model_fields)),
+                                                 "progress": ctx.progress})
+        runners = ctx.benchmark_runners()
+        rows = compare_runners(runners, ctx.loaders.test, config, repeats=self.repeats, metrics=self.metrics,
+                               show=False)
+        save_rows(rows, out / "results.json")
+        save_rows(rows, out / "results.csv")
+        plot_metrics(rows, out / "metrics.png", title=f"{ctx.recipe_name}: accuracy vs latency")
+        return {"rows": len(rows)}
+
+
+STEPS: Registry[type[StepConfig]] = Registry("recipe step")
+for _cls in (TrainStep, PruneStep, DistillStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
+    for _name in _cls.model_fields["type"].annotation.__args__:  # type: ignore[union-attr]
+        STEPS.register(_name, _cls)
+
+
+def list_steps() -> list[str]:
+    """Step types a recipe may use."""
+    return STEPS.names()
