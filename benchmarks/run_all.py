@@ -1,7 +1,7 @@
 """`make bench`: run the quick benchmark scripts, keep their raw rows, and regenerate BENCHMARKS.md from them.
 
 The quick ones (minutes each) run here with their default settings; the long ones (tens of minutes to hours
-of CPU: cifar_pretrained.py, pruning_cifar.py, quantization.py) are run by hand with the commands
+of CPU: see LONG) are run by hand with the commands
 BENCHMARKS.md names, and their rows are regenerated into it the same way (`python benchmarks/tables.py`).
 """
 
@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 QUICK = ["harness_overhead.py", "trainer_overhead.py", "fusion.py", "demo.py", "ddp.py"]
-LONG = ["cifar_pretrained.py", "pruning_cifar.py", "quantization.py"]
+LONG = ["cifar_pretrained.py", "pruning_cifar.py", "quantization.py", "runtimes.py", "clinc150.py", "distill_cifar.py",
+        "hpo.py", "install_time.py"]
 
 
 def main() -> int:
