@@ -12,10 +12,8 @@ from cleanai.benchmark.performance import (
     benchmark,
     environment,
 )
-from cleanai.benchmark.runtime_choice import RuntimeChoice, RuntimeChoiceError, choose_runtime, runtime_candidates
 from cleanai.runtime import (
     BenchmarkError,
-    OpenVinoRunner,
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -28,17 +26,13 @@ __all__ = [
     "BenchmarkConfig",
     "BenchmarkError",
     "Measurement",
-    "OpenVinoRunner",
     "OrtRunner",
     "PerformanceBenchmark",
     "Runner",
-    "RuntimeChoice",
-    "RuntimeChoiceError",
     "TextClassifierRunner",
     "TorchRunner",
     "as_runner",
     "benchmark",
-    "choose_runtime",
     "compare",
     "compare_runners",
     "count_macs",
@@ -48,6 +42,5 @@ __all__ = [
     "load_rows",
     "measure_intent",
     "plot_metrics",
-    "runtime_candidates",
     "save_rows",
 ]
