@@ -34,10 +34,15 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
+# Commands that resume into their own run folder on a rerun; their refusal of a user's folder is tested beside
+# them (tests/test_cli_tune.py, tests/recipes/test_runner.py). `run` has no --overwrite: a recipe run resumes.
+RESUMING = {"tune", "run"}
+
+
 def test_every_command_that_writes_takes_overwrite():
     writers = {name for name, p in _subcommands().items() if any("--out" in a.option_strings for a in p._actions)}
-    assert writers == {*WRITERS, "export"}
-    for name in writers:
+    assert writers == {*WRITERS, "export", *RESUMING}
+    for name in writers - {"run"}:
         assert any("--overwrite" in a.option_strings for a in _subcommands()[name]._actions), name
 
 
