@@ -38,7 +38,7 @@ import _report  # benchmarks/_report.py: scripts run from this folder
 from pruning_cifar import OPTIMIZER, accuracy
 
 
-def train_config(args: argparse.Namespace, epochs: int, lr: float, seed: int) -> TrainConfig:
+def train_config(epochs: int, lr: float, seed: int) -> TrainConfig:
     """The budget every model of a pair gets: SGD with nesterov momentum, cosine schedule, no checkpoints."""
     return TrainConfig(epochs=epochs, optimizer="sgd", lr=lr, optimizer_kwargs=OPTIMIZER, scheduler="cosine",
                        seed=seed, progress=False, device="cpu")
@@ -52,7 +52,7 @@ def student_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Modu
     """A ResNet student from seeded random weights, trained with cross-entropy (no teacher) or KD."""
     torch.manual_seed(seed)
     student = create_model(f"resnet{args.student_depth}")
-    config = train_config(args, args.epochs, args.lr, seed)
+    config = train_config(args.epochs, args.lr, seed)
     start = time.perf_counter()
     if teacher is None:
         Trainer(student, config=config).fit(data["train"])
@@ -64,7 +64,7 @@ def student_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Modu
 def pruned_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Module, kd: bool, seed: int) -> dict[str, Any]:
     """The teacher pruned by magnitude at `--ratio` and fine-tuned with cross-entropy, or with KD from itself unpruned."""
     start = time.perf_counter()
-    config = train_config(args, args.prune_epochs, args.prune_lr, seed)
+    config = train_config(args.prune_epochs, args.prune_lr, seed)
     model, report, _ = prune_and_finetune(
         copy.deepcopy(teacher), data["example"], PruneConfig(ratio=args.ratio, calib_batches=len(data["calib"])),
         data["train"], data["val"], config, data["calib"], teacher=teacher if kd else None,
@@ -76,7 +76,7 @@ def pruned_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Modul
 def control_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Module, seed: int) -> dict[str, Any]:
     """The unpruned teacher given the pruned models' cross-entropy fine-tune: what the fine-tune alone does."""
     model = copy.deepcopy(teacher)
-    Trainer(model, config=train_config(args, args.prune_epochs, args.prune_lr, seed)).fit(data["train"])
+    Trainer(model, config=train_config(args.prune_epochs, args.prune_lr, seed)).fit(data["train"])
     return scores(model.eval(), data)
 
 
