@@ -65,7 +65,7 @@ from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.serialization import build_manifest
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.layer_pruners import customized_pruners, hidden_width_prunable
+from cleanai.pruning.layer_pruners import customized_pruners, hidden_width_prunable, map_channels_last_flatten
 from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.RNNBase)
@@ -199,6 +199,7 @@ class StructuredPruner:
                     f"{type(exc).__name__}: {exc}. If one layer causes this, leave it out with ignored_layers=[...]"
                 ) from exc
         self.warnings += [f"dependency graph: {w.message}" for w in caught if "Unknown operation" in str(w.message)]
+        map_channels_last_flatten(dg)
         return dg
 
     def _collect_units(self, ignored: list[nn.Module]) -> list[_Unit]:
