@@ -266,6 +266,7 @@ class StructuredPruner:
             return [root]
         members = [self._owners.get(id(t)) if isinstance(t, nn.Parameter) else t  # a free Parameter: its module
                    for t in (item.dep.target.module for item in group)]
+        members += [m.out_proj for m in members if isinstance(m, nn.MultiheadAttention)]  # pruned with it
         return [m for m in members if m in self.names]
 
     def _left_as_is(self, ignored: list[nn.Module]) -> list[LeftLayer]:
@@ -275,7 +276,6 @@ class StructuredPruner:
         for unit in self.units:  # heads change their q/k/v and output projections, not the out-projection's group
             parts = unit.adapter.parts(unit.attention) if unit.adapter is not None else None
             changed = [linear for linear, _ in parts.segments] + [parts.out] if parts else self._members(unit.root)
-            changed += [m.out_proj for m in changed if isinstance(m, nn.MultiheadAttention)]  # pruned with it
             why.update(dict.fromkeys(changed, ""))
         owner: dict[int, str] = {}
         for name, module in self.modules.items():
