@@ -57,7 +57,7 @@ def student_row(args: argparse.Namespace, data: dict[str, Any], teacher: nn.Modu
     if teacher is None:
         Trainer(student, config=config).fit(data["train"])
     else:
-        distill(student, teacher, data["train"], None, kd_config(args, config))
+        student, _ = distill(student, teacher, data["train"], None, kd_config(args, config))  # a trained copy
     return {"seconds": time.perf_counter() - start, **scores(student.eval(), data)}
 
 
