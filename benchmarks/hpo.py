@@ -168,8 +168,9 @@ def render(record: dict[str, Any]) -> str:
         ratio = statistics.mean(r["epochs"] for r in hb) / grid_epochs
         met = gap <= 0.5 and ratio <= 1 / 3
         lines += ["", f"Goal (TPE + Hyperband within 0.5 point of grid's best validation accuracy with at most one "
-                      f"third of its epochs): {gap:+.2f} points behind grid, {ratio:.2f} of its epochs: "
-                      f"{'met' if met else 'not met'}."]
+                      f"third of its epochs): {abs(gap):.2f} points {'behind' if gap > 0 else 'above'} grid, {ratio:.2f} of its "
+                      "epochs: "
+                      f"{'met' if met else 'NOT met'}."]
     distill_rows = [r for r in record["rows"] if r.get("part") == "distill"]
     if distill_rows:
         lines += ["", _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"],
