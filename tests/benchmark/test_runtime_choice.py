@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -71,3 +73,16 @@ def test_without_openvino_the_other_runtimes_are_still_chosen_from(digits_cnn, m
     assert all("'openvino_not_installed_here' package" in found.skipped[n]
                for n in ("openvino fp32", "openvino int8"))
 
+
+
+def test_a_dataloader_worker_still_works_after_openvino_runners_are_gone(digits_cnn):
+    """Regression: OpenVINO's CPU plugin swaps the main thread's signal stack; plugins torn down out of order left a
+    freed one behind and the next SIGCHLD (a DataLoader worker stopping) killed the process with SIGSEGV."""
+    model, loaders = digits_cnn
+    choose_runtime(model, loaders.test, loaders.train, config=TIMING, quant=QuantConfig.auto(calibration_batches=4),
+                   repeats=1)
+    gc.collect()  # every runner and compiled model of the choice is gone
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(6.0)), batch_size=3, num_workers=1)
+    assert [batch.tolist() for (batch,) in loader] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    del loader
+    gc.collect()  # the worker is stopped and reaped here: the SIGCHLD arrives now

@@ -14,7 +14,7 @@ from typing import Any
 
 from cleanai.quantization._ort import OrtQuantizer, _quiet_ort_quantization
 from cleanai.quantization.config import QuantConfig, QuantizationError
-from cleanai.runtime.openvino_runner import OpenVinoRunner, load_openvino
+from cleanai.runtime.openvino_runner import OpenVinoRunner, openvino_core
 
 
 class OpenVinoQuantizer(OrtQuantizer):
@@ -43,7 +43,7 @@ class OpenVinoQuantizer(OrtQuantizer):
 
         if not self.feeds:
             raise QuantizationError("static quantization needs calibration batches: pass calib=<batches>")
-        model = load_openvino().Core().read_model(str(self.prepared_path))
+        model = openvino_core().read_model(str(self.prepared_path))
         ops = [op.get_friendly_name() for op in model.get_ordered_ops()]
         # OpenVINO names a Conv/Gemm with a bias "<onnx name>/WithoutBiases" (and its Add "<onnx name>").
         ignored = [op for op in ops for node in config.nodes_to_exclude if op == node or op.startswith(f"{node}/")]

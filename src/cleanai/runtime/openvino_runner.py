@@ -14,6 +14,7 @@ The `openvino` package is imported only when a runner is built: without it, buil
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -67,6 +68,14 @@ def openvino_available() -> bool:
     except OpenVinoUnavailableError:
         return False
     return True
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """The one `openvino.Core` of the process, kept alive to its end. Its CPU plugin replaces the main thread's
+    signal stack while it lives; a plugin torn down (every Core and model of it gone) leaves a freed signal
+    stack behind, and the next signal Python handles (a DataLoader worker's SIGCHLD) crashes the process."""
+    return load_openvino().Core()
 
 
 def openvino_version() -> str:
@@ -152,7 +161,7 @@ class OpenVinoRunner:
     def _read(self, ov: Any, source: Any) -> Any:
         if isinstance(source, ov.Model):
             return source
-        core = ov.Core()
+        core = openvino_core()
         try:
             if isinstance(source, (bytes, bytearray)):
                 self._onnx = bytes(source)
@@ -186,7 +195,7 @@ class OpenVinoRunner:
         if self.threads is not None:
             config[props.inference_num_threads] = self.threads
         try:
-            self._compiled = ov.Core().compile_model(self.model, "CPU", config)
+            self._compiled = openvino_core().compile_model(self.model, "CPU", config)
         except Exception as exc:  # noqa: BLE001
             raise _read_error(exc, f"runner {self.name!r}") from exc
         self._request = self._compiled.create_infer_request()
