@@ -20,7 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from cleanai.benchmark import environment
+from cleanai.benchmark import BenchmarkConfig, Runner, compare_runners, environment
 from cleanai.io import write_json
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,20 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
     load = f"{now:.2f}" if load_before is None else f"{load_before:.2f} before, {now:.2f} after"
     return (f"Machine: {env['cpu']} ({env['cpu_features'] or 'no speed-relevant CPU flags read'}), {env['cpu_count']} "
             f"usable cores, {threads}; {versions}, Python {platform.python_version()}; 1-min load average {load}.")
+
+
+def latency_cells(runners: dict[str, Runner], data: Any, batches: Sequence[int], args: argparse.Namespace,
+                  baseline: str) -> dict[str, dict[str, Any]]:
+    """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x `batches`) timed by `compare_runners`
+    against `baseline`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds."""
+    cells = {}
+    for threads in args.threads:
+        for batch in batches:
+            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
+                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
+            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=baseline, show=False)
+            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
+    return cells
 
 
 def git_commit() -> str:

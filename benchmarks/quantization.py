@@ -44,7 +44,6 @@ from cleanai.benchmark import (
     TextClassifierRunner,
     TorchRunner,
     benchmark,
-    compare_runners,
 )
 from cleanai.data import TextDataset, load_dataset, raw_text_collate, subset, text_collate
 from cleanai.models import TextClassifier, create_model
@@ -130,26 +129,14 @@ def accuracy_row(name: str, runner: Runner, test: DataLoader, args: argparse.Nam
     return benchmark(runner, test, name=name, config=config).model_dump()
 
 
-def latency_cells(runners: dict[str, Runner], data: DataLoader, batches: list[int],
-                  args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """`{"t<threads> b<batch>": {variant: row}}`: each cell timed by `compare_runners` against ORT fp32."""
-    cells = {}
-    for threads in args.threads:
-        for batch in batches:
-            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
-                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=ORT_FP32, show=False)
-            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
-    return cells
-
-
 def measure(part: str, variants: dict[str, tuple[Runner, float]], test: DataLoader, timing: DataLoader,
             batches: list[int], args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, size and the interleaved latency cells of every variant of one part."""
     rows = {name: {**accuracy_row(name, runner, test, args), "build_seconds": seconds}
             for name, (runner, seconds) in variants.items()}
     print(f"accuracy done ({part})", flush=True)
-    cells = latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args)
+    cells = _report.latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args,
+                                  ORT_FP32)
     return {"rows": rows, "cells": cells}
 
 

@@ -106,6 +106,29 @@ def test_quantize_with_an_accuracy_budget_writes_the_search_and_the_chosen_artif
     assert (out / "search.txt").read_text().startswith("fp32 accuracy") and "chosen:" in capsys.readouterr().out
 
 
+def test_quantize_runtime_auto_writes_the_chosen_artifact_and_the_table_of_candidates(trained_weights, tmp_path,
+                                                                                    capsys):
+    out = tmp_path / "auto"
+    assert main(["quantize", "--model", "small_cnn", "--weights", str(trained_weights), "--preset", "auto",
+                 "--runtime", "auto", "--batch-size", "16", "--threads", "1", "--calib-batches", "2", "--runs", "5",
+                 "--out", str(out)]) == 0
+    choice = json.loads((out / "runtime.json").read_text())
+    candidates = {c["name"]: c for c in choice["candidates"]}
+    assert set(candidates) >= {"torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino int8"}
+    chosen = candidates[choice["chosen"]]
+    assert chosen["passes_parity"]
+    assert chosen["latency_ms_p50"] == min(c["latency_ms_p50"] for c in candidates.values() if c["passes_parity"])
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["name"] for r in rows} == set(candidates) and all(r["batch_size"] == 16 for r in rows)
+    assert "chosen (fastest that passes parity)" in (out / "runtime.txt").read_text()
+    assert f"Chose {choice['chosen']}" in capsys.readouterr().out
+
+
+def test_quantize_runtime_auto_refuses_an_accuracy_budget(tmp_path, capsys):
+    assert main(["quantize", "--runtime", "auto", "--max-drop", "1", "--out", str(tmp_path / "q")]) == 2
+    assert "--runtime auto picks among runtimes" in capsys.readouterr().err
+
+
 def test_quantize_refuses_a_negative_budget(capsys):
     assert main(["quantize", "--max-drop", "-1"]) == 2
     assert "expected a number >= 0 (1.0 = one accuracy point), got '-1'" in capsys.readouterr().err

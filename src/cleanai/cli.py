@@ -317,8 +317,13 @@ def _quantize(args: argparse.Namespace) -> None:
             fields["per_channel"] = False
         config = QuantConfig.model_validate(fields)
     config = config.model_copy(update={"calibration_batches": args.calib_batches})
+    if args.runtime == "auto" and args.max_drop is not None:
+        raise ConfigError("--runtime auto picks among runtimes by speed after a parity check; --max-drop searches one "
+                          "backend's int8 variants against an accuracy budget: use one of them")
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.calib_batch_size)
+    if args.runtime == "auto":
+        return _choose_runtime(args, model, splits, loaders, config)
     search = None
     if args.max_drop is None:
         runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders), name=args.model)
@@ -400,6 +405,27 @@ def _list(args: argparse.Namespace) -> None:
         "pruners": tuning.list_pruners,
     }
     print("\n".join(listing[args.what]()))
+
+
+def _choose_runtime(args: argparse.Namespace, model: Any, splits: Any, loaders: Any, config: Any) -> None:
+    """`quantize --runtime auto`: every runtime x precision candidate checked and timed; the fastest that passes."""
+    from cleanai.benchmark import BenchmarkConfig, choose_runtime
+    from cleanai.io import atomic_dir, write_json
+
+    measure = BenchmarkConfig(batch_size=args.batch_size, throughput_batch_size=args.throughput_batch_size,
+                              runs=args.runs, threads=args.threads, progress=False)
+    choice = choose_runtime(model, _loaders(model, splits, args.eval_batch_size).test, loaders.train, config=measure,
+                            quant=config, example_inputs=_example(loaders))
+    table = choice.table()
+    print(table)
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
+        artifact = choice.runner.save(stage)
+        write_json(stage / "quant_config.json", config.model_dump(mode="json"))
+        write_json(stage / "runtime.json", choice.to_dict())
+        (stage / "runtime.txt").write_text(table + "\n", encoding="utf-8")
+        _write_rows(choice.rows, stage)
+    print(f"Chose {choice.runner.name}; artifact {artifact.name}, the table of every candidate (runtime.txt) and "
+          f"results written to {Path(args.out).resolve()}")
 
 
 def _add_model_data(p: argparse.ArgumentParser, default_model: str = "small_cnn") -> None:
@@ -674,10 +700,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p, Path("runs/model.onnx"), "the .onnx file to write")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime or torch) and benchmark against fp32")
+    p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime, OpenVINO or torch) and benchmark against fp32")
     _add_model_data(p)
     p.add_argument("--mode", choices=("dynamic", "static", "qat", "weight_only", "fp16", "bf16"), default="static")
-    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    p.add_argument("--backend", choices=("onnxruntime", "torch", "openvino"), default="onnxruntime")
+    p.add_argument("--runtime", choices=("auto",), default=None,
+                   help="auto: build torch, ONNX Runtime and OpenVINO candidates (fp32, bf16 where the CPU has it, "
+                        "int8 with these calibration settings), check each against fp32, time them at --batch-size and "
+                        "--threads, keep the fastest that passes; runtime.txt holds the table of all")
     p.add_argument("--preset", default=None, help="CPU preset: auto, avx2, avx512_vnni, arm64")
     p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None)
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")

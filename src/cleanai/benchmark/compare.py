@@ -130,7 +130,8 @@ def compare_runners(
 
     Round 1 is a full `benchmark` of each runner (accuracy, size, MACs, timing); later rounds time them
     again, in reversed order every other round, so drifts of a shared machine fall on all variants alike.
-    A row's latencies and throughput are the medians over the rounds (`rounds`); its `speedup` /
+    A row's latencies and throughput are the medians over the rounds (`rounds`), `latency_spread` their
+    run-to-run noise ((max - min) / median of the rounds' p50s); its `speedup` /
     `speedup_cpu` is the median over rounds of the baseline's p50 / its p50 within the same round; its
     `timing_warning` says in how many rounds the timing was unreliable, and why. `runners` may be named by
     a mapping; `baseline` is a name or an index. Prints the `compare` table unless `show` is False.
@@ -179,6 +180,8 @@ def _merge(first: Measurement, timings: list[dict[str, Any]], base: list[dict[st
     for key in _TIMING:
         values = [t[key] for t in timings if t[key] is not None]
         merged[key] = statistics.median(values) if values else None
+    p50s = [t["latency_ms_p50"] for t in timings]
+    merged["latency_spread"] = (max(p50s) - min(p50s)) / statistics.median(p50s) if len(p50s) > 1 else None
     warned = [t["timing_warning"] for t in timings if t["timing_warning"]]
     warning = None
     if warned:

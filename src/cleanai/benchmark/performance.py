@@ -107,6 +107,7 @@ class Measurement(BaseModel):
     load_average: float | None = None  # the machine's 1-min load average right after the timed calls
     timing_warning: str | None = None  # why the latencies may not mean what they say (see `timing_warning`)
     rounds: int = 1  # interleaved rounds the latencies are medians of (`compare_runners`)
+    latency_spread: float | None = None  # run-to-run noise: (max - min) / median of the rounds' p50s (rounds > 1)
     speedup: float | None = None  # median over rounds of speedup_baseline's p50 / this row's p50 (wall time)
     speedup_cpu: float | None = None  # the same from process CPU time per call
     speedup_baseline: str | None = None
@@ -118,6 +119,7 @@ class Measurement(BaseModel):
     threads: int
     backend: str
     provider: str | None
+    precision: str | None = None  # what the runtime executes, as the runner reports it (OpenVINO: f32, bf16, int8)
     eval_samples: int
     eval_whole_split: bool
     versions: dict[str, str]
@@ -210,7 +212,7 @@ def environment() -> dict[str, Any]:
     """The machine a number was measured on: CPU model, its speed-deciding instruction sets, usable cores,
     and library versions."""
     versions = {"python": platform.python_version()}
-    for package in ("cleanai", "torch", "onnxruntime", "numpy"):
+    for package in ("cleanai", "torch", "onnxruntime", "openvino", "nncf", "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -283,6 +285,7 @@ class PerformanceBenchmark:
             threads=threads,
             backend=self.runner.backend,
             provider=self.runner.provider,
+            precision=getattr(self.runner, "precision", None),
             eval_samples=evaluation.samples,
             eval_whole_split=evaluation.whole_split,
             quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),
