@@ -50,6 +50,18 @@ def test_accuracy_budget_search_runs_on_the_openvino_backend(digits):
     assert result.chosen.drop <= 0.02 and result.chosen.config.backend == "openvino"
 
 
+def test_auto_route_takes_nncf_for_a_transformer_and_the_qdq_graph_for_a_cnn(digits, tiny_bert, bert_calib):
+    model, loaders = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cnn = quantize(model, QuantConfig.auto(backend="openvino", calibration_batches=4), calib=loaders.train)
+        bert = quantize(tiny_bert, QuantConfig.auto(backend="openvino"), calib=bert_calib)
+        pinned = quantize(tiny_bert, QuantConfig.auto(backend="openvino", per_channel=False), calib=bert_calib)
+    assert QuantConfig(backend="openvino").openvino_method == "auto"
+    assert "nncf" not in cnn.name and "nncf" in bert.name and bert.precision == "int8"
+    assert "nncf" not in pinned.name and "per-tensor" in pinned.name  # a setting NNCF fixes keeps the QDQ graph
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

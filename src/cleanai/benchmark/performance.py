@@ -191,7 +191,8 @@ def timing_warning(wall_ns: np.ndarray, cpu_ns: np.ndarray, threads: int, cores:
 
 
 def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
-    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers."""
+    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers, less
+    one-value infinite ones: fill values such as a transformer's attention-mask -inf, not broken weights."""
     inner = getattr(runner, "inner", runner)  # a TextClassifierRunner wraps the runner that holds the weights
     model = getattr(inner, "model", None)
     if isinstance(model, nn.Module):
@@ -199,7 +200,8 @@ def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
     if isinstance(inner, OrtRunner):
         from onnx import numpy_helper
 
-        return {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+        arrays = {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+        return {name: a for name, a in arrays.items() if not (a.size == 1 and np.isinf(a).all())}
     return {}
 
 

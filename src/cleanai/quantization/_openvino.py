@@ -4,7 +4,8 @@ Export, pre-processing and calibration batches are the ONNX Runtime backend's (`
 `openvino_method="qdq"` quantizes the graph exactly as the onnxruntime backend does, kept in the
 portable QDQ form, and OpenVINO compiles it to int8 kernels; `openvino_method="nncf"` hands the
 fp32 graph and the same calibration batches to `nncf.quantize`. Either way the result is an
-`OpenVinoRunner` whose compiled model is checked to execute in int8.
+`OpenVinoRunner` whose compiled model is checked to execute in int8. `openvino_method="auto"` takes NNCF
+for a transformer graph (one with a Softmax) unless the config sets what NNCF fixes, else the QDQ graph.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class OpenVinoQuantizer(OrtQuantizer):
         return OpenVinoRunner(self.fp32_path.read_bytes(), name=f"{self.name} openvino fp32")
 
     def build(self, config: QuantConfig) -> OpenVinoRunner:
+        config = self.resolve(config)
         name = f"{self.name} {config.describe()}"
         if config.openvino_method == "qdq":
             runner = OpenVinoRunner(self.quantized_graph(config).read_bytes(), name=name)
@@ -35,6 +37,18 @@ class OpenVinoQuantizer(OrtQuantizer):
                                     "(no convolution or matrix product runs on int8 kernels); keep fewer layers in "
                                     "fp32 (nodes_to_exclude) or use backend='onnxruntime'")
         return runner
+
+    def resolve(self, config: QuantConfig) -> QuantConfig:
+        """`config` with `openvino_method="auto"` made concrete: nncf for a transformer graph, else qdq."""
+        if config.openvino_method != "auto":
+            return config
+        nncf = self._is_transformer(openvino_core().read_model(str(self.prepared_path))) and not config.nncf_conflicts()
+        return config.model_copy(update={"openvino_method": "nncf" if nncf else "qdq"})
+
+    @staticmethod
+    def _is_transformer(model: Any) -> bool:
+        """A graph with a Softmax: attention, which NNCF quantizes with its transformer scheme."""
+        return any(op.get_type_name() == "Softmax" for op in model.get_ordered_ops())
 
     def _nncf(self, config: QuantConfig) -> Any:
         """`nncf.quantize` on the pre-processed fp32 graph, calibrated on the same batches as the QDQ path."""
@@ -47,7 +61,7 @@ class OpenVinoQuantizer(OrtQuantizer):
         ops = [op.get_friendly_name() for op in model.get_ordered_ops()]
         # OpenVINO names a Conv/Gemm with a bias "<onnx name>/WithoutBiases" (and its Add "<onnx name>").
         ignored = [op for op in ops for node in config.nodes_to_exclude if op == node or op.startswith(f"{node}/")]
-        transformer = any(op.get_type_name() == "Softmax" for op in model.get_ordered_ops())
+        transformer = self._is_transformer(model)
         nncf_logger = logging.getLogger("nncf")
         level = nncf_logger.level
         nncf_logger.setLevel(logging.ERROR)  # its per-step INFO lines and progress bars

@@ -62,11 +62,12 @@ class QuantConfig(BaseModel):
     - `backend`: `onnxruntime` (export to ONNX, then QDQ static or dynamic int8), `torch`
       (torchao `quantize_`, PT2E with X86InductorQuantizer, dtype casting) or `openvino` (static int8
       run by OpenVINO; an `OpenVinoRunner` saved as IR).
-    - `openvino_method` (backend openvino): `qdq` (the default; BENCHMARKS.md compares it with nncf)
-      quantizes the exported graph as the onnxruntime backend does (same calibration, granularity and
-      fp32 fallback options) and OpenVINO runs the QDQ graph in int8; `nncf` quantizes the fp32 graph
-      with OpenVINO's NNCF (`nncf.quantize`, its own calibration; `nodes_to_exclude` and `reduce_range`, as
-      NNCF's overflow fix, apply).
+    - `openvino_method` (backend openvino): `qdq` quantizes the exported graph as the onnxruntime
+      backend does (same calibration, granularity and fp32 fallback options) and OpenVINO runs the QDQ
+      graph in int8; `nncf` quantizes the fp32 graph with OpenVINO's NNCF (`nncf.quantize`, its own
+      calibration; `nodes_to_exclude` and `reduce_range`, as NNCF's overflow fix, apply). `auto` (the
+      default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: the
+      QDQ route broke the CLINC150 MiniLM), `qdq` otherwise or when the config sets what NNCF fixes.
     - `torch_api` (torch dynamic): `legacy` is `torch.ao.quantization.quantize_dynamic` (fbgemm
       kernels, fast on CPU, deprecated by torch), `torchao` is
       `quantize_(Int8DynamicActivationInt8WeightConfig())`, which needs int8 matmul hardware (VNNI,
@@ -102,7 +103,7 @@ class QuantConfig(BaseModel):
 
     mode: Literal["dynamic", "static", "qat", "weight_only", "fp16", "bf16"] = "static"
     backend: Literal["onnxruntime", "torch", "openvino"] = "onnxruntime"
-    openvino_method: Literal["qdq", "nncf"] = "qdq"
+    openvino_method: Literal["auto", "qdq", "nncf"] = "auto"
     calibration: Literal["minmax", "entropy", "percentile"] | None = None
     percentile: float = 99.999
     calibration_batches: int | None = None
@@ -192,20 +193,22 @@ class QuantConfig(BaseModel):
             if self.op_types is not None and not set(self.op_types) <= set(PT2E_TYPES):
                 raise ConfigError(f"op_types={self.op_types!r}: mode={self.mode!r} on backend={self.backend!r} "
                                  f"quantizes torch.nn layer types {', '.join(PT2E_TYPES)} (None: both)")
-        if self.openvino_method != "qdq" and self.backend != "openvino":
+        if self.openvino_method != "auto" and self.backend != "openvino":
             raise ConfigError(f"openvino_method={self.openvino_method!r} chooses how backend='openvino' quantizes; "
                               f"got backend={self.backend!r}")
-        if self.backend == "openvino" and self.openvino_method == "nncf":
-            fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
-                     "activation_symmetric": False, "weight_symmetric": True, "op_types": None}
-            bad = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
-            if bad:
-                raise ConfigError(f"openvino_method='nncf' calibrates with NNCF's own settings, so {bad} cannot "
-                                  "apply; use openvino_method='qdq' to choose calibration, granularity and dtypes")
+        if self.backend == "openvino" and self.openvino_method == "nncf" and self.nncf_conflicts():
+            raise ConfigError(f"openvino_method='nncf' calibrates with NNCF's own settings, so {self.nncf_conflicts()} "
+                              "cannot apply; use openvino_method='qdq' to choose calibration, granularity and dtypes")
         if self.torch_api != "auto" and not (self.backend == "torch" and self.mode == "dynamic"):
             raise ConfigError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
                              f"backend='torch' and mode='dynamic', got backend={self.backend!r} mode={self.mode!r}")
         return self
+
+    def nncf_conflicts(self) -> dict[str, Any]:
+        """The fields set away from what NNCF's quantizer fixes (its own calibration, per-channel u8/i8)."""
+        fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
+                 "activation_symmetric": False, "weight_symmetric": True, "op_types": None}
+        return {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
 
     @property
     def is_static(self) -> bool:
