@@ -1,7 +1,8 @@
 """Does knowledge distillation beat plain cross-entropy on CIFAR-10, for a small student and for a pruned model?
 
-Issue 10's vision goals, each a pair trained side by side with the same budget (same images in the same
-order, same initial weights, same optimizer and schedule); only the loss differs:
+Issue 10's vision goals, each a pair trained side by side with the same budget (same images, each model
+drawing its own shuffle from one seeded generator; same initial weights, optimizer and schedule); only the
+loss differs:
 1. student: a ResNet-`--student-depth` from random weights (seeded), trained `--epochs` epochs on
    `--train-subset` training images with cross-entropy alone, and the same with KD from the pretrained
    ResNet-`--teacher-depth` (`cleanai.distillation.distill`, `--alpha` on the hard labels, `--temperature`).
