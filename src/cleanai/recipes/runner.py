@@ -31,7 +31,7 @@ from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, w
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
 from cleanai.recipes.schema import Recipe
-from cleanai.recipes.steps import MODEL_STEPS, StepConfig
+from cleanai.recipes.steps import MODEL_STEPS, SOURCE_MODEL, StepConfig
 from cleanai.runtime import Runner
 
 STEP_FILE = "step.json"
@@ -106,7 +106,9 @@ class StepContext:
         return self.run.model_after(self.node.model_input)
 
     def model_of(self, step_id: str) -> nn.Module:
-        """The model an earlier step of this chain wrote (a teacher)."""
+        """The model an earlier step of this chain wrote (a teacher), or the recipe's own model for `model`."""
+        if step_id == SOURCE_MODEL:
+            return self.run.model_after(None).eval()
         assert self.node.teacher is not None and self.node.teacher.step.key_id == step_id
         return self.run.model_after(self.node.teacher).eval()
 
@@ -150,10 +152,14 @@ class RecipeRun:
 
     @cached_property
     def loaders(self) -> Loaders:
+        return self.loaders_of(self.splits)
+
+    def loaders_of(self, splits: DataSplits) -> Loaders:
+        """Loaders of `splits` (these splits or parts of them) as the recipe's steps read them."""
         data = self.recipe.data
-        collate = text_collate(self.source_model.tokenizer) if self.splits.task == "text" else None
-        return self.splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
-                                   collate_fn=collate, seed=self.recipe.seed)
+        collate = text_collate(self.source_model.tokenizer) if splits.task == "text" else None
+        return splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
+                              collate_fn=collate, seed=self.recipe.seed)
 
     @cached_property
     def example(self) -> Any:
@@ -291,6 +297,8 @@ class RecipeRun:
     def _baseline(self, chains: dict[str, list[Node]], bench: StepConfig) -> Node | None:
         first = next(iter(chains.values()))
         wanted = bench.references()["baseline"]
+        if wanted == SOURCE_MODEL:
+            return None
         models = [n for n in first if n.step.type in MODEL_STEPS]
         return next((n for n in models if n.step.key_id == wanted), models[0] if models else None)
 
