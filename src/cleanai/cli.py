@@ -633,8 +633,7 @@ def _optimize(args: argparse.Namespace) -> None:
 
     check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
     fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout), ("threads", args.threads),
-                                ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
-                                ("train_samples", args.train_samples), ("val_samples", args.val_samples))
+                                ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -642,7 +641,7 @@ def _optimize(args: argparse.Namespace) -> None:
     model = ModelSpec(name=args.model, weights=args.weights)
     _model_and_data(args)  # refuses a model that cannot take this data, before any work
     data = DataSpec(name=args.data, root=None if args.data_dir is None else str(args.data_dir),
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, train_samples=args.train_samples, val_samples=args.val_samples)
     result = optimize(model, data, config)
     print(result.summary())
     print(f"Study, trials.json, pareto_front.png, recipe.yaml, final/, artifact/ and report.pdf/html in "
@@ -668,8 +667,8 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
     p.add_argument("--final-epochs", type=_number(int, 0), default=None,
                    help="fine-tuning epochs of the chosen pipeline's final run")
-    p.add_argument("--train-samples", type=_COUNT, default=None, help="training samples per trial (default: all)")
-    p.add_argument("--val-samples", type=_COUNT, default=None, help="validation samples per trial (default: all)")
+    p.add_argument("--train-samples", type=_COUNT, default=None, help="a seeded part of the training split, for the search and the final run (default: all)")
+    p.add_argument("--val-samples", type=_COUNT, default=None, help="a seeded part of the validation split the choices are made on (default: all)")
     p.add_argument("--batch-size", type=_COUNT, default=64)
     p.add_argument("--storage", default=None,
                    help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study/study.db)")

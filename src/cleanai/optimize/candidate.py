@@ -116,9 +116,8 @@ class Candidate:
 
     def recipe_steps(self, config: OptimizeConfig, scan: SensitivityResult | None, *, onnx: bool,
                      fp32_layers: list[str] | None = None) -> list[dict[str, Any]]:
-        """The recipe steps that rerun this candidate with the final fine-tune (`final_epochs` on the whole
-        training split), then benchmark it against the original model; `onnx` False: the torch model is the
-        artifact (no export, no quantization)."""
+        """The recipe steps that rerun this candidate with the final fine-tune (`final_epochs`), then benchmark it
+        against the original model; `onnx` False: the torch model is the artifact (no export, no quantization)."""
         steps: list[dict[str, Any]] = []
         teacher = {"teacher": SOURCE_MODEL} if self.kd else {}
         if self.prunes:

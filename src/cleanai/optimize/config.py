@@ -37,8 +37,9 @@ class OptimizeConfig(BaseModel):
       without KD from the original, BatchNorm folding, and ONNX Runtime quantization (`quant_modes`,
       `calibrations`, per-channel or not; up to `max_fp32_layers` layers kept in fp32 when the budget needs it).
     - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
-      granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline gets `final_epochs`
-      on the whole training split. `train_samples` / `val_samples` bound the data of each trial.
+      granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
+      The data is what the `DataSpec` names (its `train_samples` / `val_samples` bound the search and the rerun
+      alike; the test split is read only by the rerun's benchmark).
     - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact.
     - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such
       as postgresql://...) names a shared one; `timeout` (seconds) bounds the search's wall time.
@@ -79,8 +80,6 @@ class OptimizeConfig(BaseModel):
     search_epochs: int = Field(3, ge=0)
     eta: int = Field(3, ge=2)
     final_epochs: int = Field(6, ge=0)
-    train_samples: int | None = Field(None, ge=1)
-    val_samples: int | None = Field(None, ge=1)
     threads: int = Field(1, ge=1)
     latency_runs: int = Field(50, ge=5)
     progress: bool = True

@@ -55,8 +55,8 @@ def _choice(result: OptimizeResult) -> Section:
         text.append(f"No candidate meets the budget: {result.gap}.")
     final = result.final
     if final:
-        text.append(f"Final pipeline (rerun from recipe.yaml with {cfg.final_epochs} fine-tuning epoch(s) on the whole "
-                    f"training split): validation accuracy {100 * final['val_accuracy']:.2f} % ("
+        text.append(f"Final pipeline (rerun from recipe.yaml with {cfg.final_epochs} fine-tuning epoch(s)): "
+                    f"validation accuracy {100 * final['val_accuracy']:.2f} % ("
                     f"{'within' if final['meets_budget_on_val'] else 'OUTSIDE'} the budget); test accuracy "
                     f"{100 * final['test_accuracy']:.2f} % against the original's {100 * final['test_accuracy_original']:.2f} %; "
                     f"{final['speedup_vs_torch']:.2f}x faster than torch fp32 at batch 1, {final['size_mb']:.3f} MB "

@@ -9,7 +9,7 @@
    artifact's accuracy, batch-1 latency (the user's threads) and size are what the study sees. A model ONNX
    cannot export is measured as its torch artifact, and the trial names the operator.
 3. Among the trials within budget, the objective chooses; the choice is written as a recipe YAML and rerun by
-   the recipe runner with the final, longer fine-tune on the whole training split; its benchmark on the test
+   the recipe runner with the final, longer fine-tune; its benchmark on the (whole) test
    split and the report (the recipe report, with the search's sections in front) close the run. When no
    trial meets the budget, the best candidates and the gap are the result, and the recipe of the most
    accurate one is written for a longer rerun.
@@ -20,7 +20,6 @@ Choices use the validation split only; the test split is read once, by the chose
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -35,12 +34,11 @@ import yaml
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
-from cleanai.data import subset
 from cleanai.distillation import distill
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
-from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, save_safetensors, write_json
+from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.optimize.candidate import Candidate, search_space
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
@@ -150,10 +148,7 @@ class _Search:
         self.run = RecipeRun(Recipe(path=out / "recipe.yaml", name=f"optimize_{model.name}", seed=config.seed,
                                     threads=config.threads, model=model, data=data, steps=(), variants={},
                                     report=ReportOptions(), raw={}), out / "final", progress=False)
-        splits = self.run.splits
-        self.splits = dataclasses.replace(splits, train=subset(splits.train, config.train_samples, config.seed),
-                                          val=subset(splits.val, config.val_samples, config.seed))
-        self.loaders = self.run.loaders_of(self.splits)
+        self.splits, self.loaders = self.run.splits, self.run.loaders
         self.source = self.run.source_model.eval()
         self.example = self.run.example
         self.key = _fingerprint(model, data, config)

@@ -10,6 +10,7 @@ common. `run.json` says, after every step, which steps are done, cached, failed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, subset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
@@ -133,7 +134,9 @@ class RecipeRun:
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
-        return load_dataset(data.name, root=data.root, **data.options)
+        splits = load_dataset(data.name, root=data.root, **data.options)
+        return dataclasses.replace(splits, train=subset(splits.train, data.train_samples, self.recipe.seed),
+                                   val=subset(splits.val, data.val_samples, self.recipe.seed))
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
@@ -152,14 +155,10 @@ class RecipeRun:
 
     @cached_property
     def loaders(self) -> Loaders:
-        return self.loaders_of(self.splits)
-
-    def loaders_of(self, splits: DataSplits) -> Loaders:
-        """Loaders of `splits` (these splits or parts of them) as the recipe's steps read them."""
         data = self.recipe.data
-        collate = text_collate(self.source_model.tokenizer) if splits.task == "text" else None
-        return splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
-                              collate_fn=collate, seed=self.recipe.seed)
+        collate = text_collate(self.source_model.tokenizer) if self.splits.task == "text" else None
+        return self.splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
+                                   collate_fn=collate, seed=self.recipe.seed)
 
     @cached_property
     def example(self) -> Any:

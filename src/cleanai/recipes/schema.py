@@ -61,6 +61,8 @@ class DataSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
+    train_samples: int | None = Field(None, ge=1)  # a seeded, class-balanced part of the training split (None: all)
+    val_samples: int | None = Field(None, ge=1)  # the same for the validation split; the test split is always whole
 
     @field_validator("name")
     @classmethod
