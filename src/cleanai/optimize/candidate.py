@@ -109,9 +109,10 @@ class Candidate:
         if self.quant == "none":
             return None
         fields: dict[str, Any] = {"mode": self.quant, "backend": "onnxruntime", "per_channel": self.per_channel,
-                                  "nodes_to_exclude": list(fp32_layers or [])}
+                                  "nodes_to_exclude": list(fp32_layers or []),
+                                  "calibration_batches": config.calibration_batches}  # also bounds the checks' data
         if self.quant == "static":
-            fields.update(calibration=self.calibration, calibration_batches=config.calibration_batches)
+            fields["calibration"] = self.calibration
         return QuantConfig(**fields)
 
     def recipe_steps(self, config: OptimizeConfig, scan: SensitivityResult | None, *, onnx: bool,

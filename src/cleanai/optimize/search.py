@@ -222,6 +222,7 @@ class _Search:
                 done, accuracy = epochs, self._accuracy(TorchRunner(model))
             trial.set("epochs", done)
         trial.set("val_accuracy_torch", accuracy)
+        model.eval()
         if candidate.fold_bn:
             model = fuse_conv_bn(model, example_inputs=self.example)
         runner, details = self._artifact(model, candidate, accuracy)
