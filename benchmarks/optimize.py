@@ -86,8 +86,8 @@ def search_config(args: argparse.Namespace, out: Path, **fields: Any) -> Optimiz
         "out": out, "max_accuracy_drop": args.max_drop, "objective": "latency", "n_trials": args.trials,
         "timeout": args.timeout, "threads": args.threads, "search_epochs": args.search_epochs,
         "final_epochs": args.final_epochs, "progress": False,
-        "finetune": TrainConfig(epochs=1, optimizer="sgd", lr=0.01, optimizer_kwargs={"momentum": 0.9, "nesterov": True},
-                                progress=False, device="cpu")}
+        "finetune": TrainConfig(epochs=1, optimizer="sgd", lr=0.01, progress=False, device="cpu",
+                                optimizer_kwargs={"momentum": 0.9, "nesterov": True})}
     if args.quick:
         return OptimizeConfig.quick(**{**settings, **fields})
     return OptimizeConfig(**{**settings, **fields})

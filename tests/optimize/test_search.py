@@ -15,7 +15,7 @@ from cleanai.errors import OutputError
 from cleanai.optimize import optimize
 from cleanai.optimize import search as search_module
 from cleanai.pruning import load_pruned
-from cleanai.recipes import load_recipe, read_status, run_recipe
+from cleanai.recipes import load_recipe, read_status
 from cleanai.runtime import OrtRunner, TorchRunner, evaluate
 
 from .conftest import tiny
@@ -76,16 +76,17 @@ def test_report_front_plot_and_result_files_are_written(searched):
     assert (result.out / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_the_written_recipe_validates_and_reruns_into_the_same_pipeline(searched, tmp_path):
+def test_the_written_recipe_is_the_pipeline_the_final_run_ran(searched):
     _, result = searched
-    recipe = load_recipe(result.recipe)
+    recipe = load_recipe(result.recipe)  # validates (`cleanai validate`); tests/test_cli_optimize.py reruns one
     assert recipe.steps[-1].type == "benchmark" and recipe.steps[-1].baseline == "model"
-    first = read_status(result.out / "final")
-    again = run_recipe(recipe, tmp_path / "rerun", progress=False)
-    status = read_status(again)
-    assert [e["type"] for e in status["variants"]["main"]] == [e["type"] for e in first["variants"]["main"]]
-    assert [e["key"] for e in status["variants"]["main"]] == [e["key"] for e in first["variants"]["main"]]
-    assert all(e["status"] == "done" for e in status["variants"]["main"])
+    assert (result.out / "final" / "recipe.yaml").read_text() == result.recipe.read_text()
+    status = read_status(result.out / "final")
+    assert [e["type"] for e in status["variants"]["main"]] == [s.type for s in recipe.steps[:-1]]
+    assert all(e["status"] == "done" for e in status["variants"]["main"]) and status["benchmark"]["status"] == "done"
+    params = result.chosen["params"]
+    assert ("prune" in [s.type for s in recipe.steps]) == (params["ratio"] > 0)
+    assert ("quantize" in [s.type for s in recipe.steps]) == (params["quant"] != "none")
 
 
 def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):

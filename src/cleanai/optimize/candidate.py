@@ -38,7 +38,8 @@ def search_space(config: OptimizeConfig) -> dict[str, Any]:
     if config.max_scale == 0:
         space["scale"] = {"type": "categorical", "choices": [0.0]}
     if "static" in config.quant_modes:
-        space["calibration"] = {"type": "categorical", "choices": list(config.calibrations), "when": {"quant": ["static"]}}
+        space["calibration"] = {"type": "categorical", "choices": list(config.calibrations),
+                                "when": {"quant": ["static"]}}
     quantized = [m for m in config.quant_modes if m != "none"]
     if quantized:
         space["per_channel"] = {"type": "categorical", "choices": [True, False], "when": {"quant": quantized}}
@@ -139,7 +140,7 @@ class Candidate:
             if quant is not None:
                 steps.append({"type": "quantize", **quant.model_dump(mode="json", exclude_defaults=True)})
         steps.append({"type": "benchmark", "baseline": SOURCE_MODEL, "batch_size": 1, "threads": config.threads,
-                      "runs": config.latency_runs, "repeats": 3})
+                      "runs": config.latency_runs, "throughput_runs": 0, "repeats": 3})
         return steps
 
 

@@ -46,11 +46,12 @@ def _choice(result: OptimizeResult) -> Section:
             "pareto": "the lowest product of latency and size, each relative to the fp32 ONNX model"}[cfg.objective]
     row = result.chosen
     if row is not None and result.met:
+        kept = ", ".join(row["fp32_layers"])
         text.append(f"Chosen: trial #{row['number']}, {row['candidate']}; among the "
                     f"{sum(r['meets_budget'] for r in result.trials)} candidate(s) within budget it has {rule} "
                     f"({row['latency_ms']:.3f} ms, {row['size_mb']:.3f} MB, validation accuracy "
-                    f"{100 * row['val_accuracy']:.2f} %)." + (f" Layers kept in fp32 by the accuracy-budget search: "
-                                                              f"{', '.join(row['fp32_layers'])}." if row['fp32_layers'] else ""))
+                    f"{100 * row['val_accuracy']:.2f} %)." +
+                    (f" Layers kept in fp32 by the accuracy-budget search: {kept}." if kept else ""))
     else:
         text.append(f"No candidate meets the budget: {result.gap}.")
     final = result.final
@@ -58,7 +59,8 @@ def _choice(result: OptimizeResult) -> Section:
         text.append(f"Final pipeline (rerun from recipe.yaml with {cfg.final_epochs} fine-tuning epoch(s)): "
                     f"validation accuracy {100 * final['val_accuracy']:.2f} % ("
                     f"{'within' if final['meets_budget_on_val'] else 'OUTSIDE'} the budget); test accuracy "
-                    f"{100 * final['test_accuracy']:.2f} % against the original's {100 * final['test_accuracy_original']:.2f} %; "
+                    f"{100 * final['test_accuracy']:.2f} % against the original's "
+                    f"{100 * final['test_accuracy_original']:.2f} %; "
                     f"{final['speedup_vs_torch']:.2f}x faster than torch fp32 at batch 1, {final['size_mb']:.3f} MB "
                     f"against {final['size_mb_original']:.3f} MB. The test split was read by this benchmark only.")
     return Section("Optimize: budget and choice", [Paragraph(t) for t in text])

@@ -84,7 +84,8 @@ class OptimizeResult:
     def summary(self) -> str:
         """Plain text: the budget, the front, the choice or the gap, and where the files are."""
         base = self.baseline
-        lines = [f"original: val accuracy {base['val_accuracy']:.4f}, batch-1 latency {base['latency_ms_torch']:.3f} ms "
+        lines = [f"original: val accuracy {base['val_accuracy']:.4f}, batch-1 latency "
+                 f"{base['latency_ms_torch']:.3f} ms "
                  f"(torch fp32, {self.config.threads} thread(s)); budget: val accuracy >= {self.floor:.4f} "
                  f"(drop <= {self.config.max_accuracy_drop:g} point(s))",
                  f"{sum(r['state'] == 'complete' for r in self.trials)} of {len(self.trials)} trial(s) complete; "
@@ -95,13 +96,15 @@ class OptimizeResult:
             lines.append(f"chosen ({self.config.objective}): #{self.chosen['number']} {self.chosen['candidate']}")
         else:
             lines.append(f"no candidate meets the budget: {self.gap}")
-        if self.final:
-            lines.append(f"final artifact ({self.final['backend']}): val accuracy {self.final['val_accuracy']:.4f}, "
-                         f"test accuracy {self.final['test_accuracy']:.4f} (original {self.final['test_accuracy_original']:.4f}), "
-                         f"latency {self.final['latency_ms']:.3f} ms = {self.final['speedup_vs_torch']:.2f}x faster than "
-                         f"torch fp32, {self.final['size_mb']:.3f} MB")
+        final = self.final
+        if final:
+            lines.append(f"final artifact ({final['backend']}): val accuracy {final['val_accuracy']:.4f}, test accuracy "
+                         f"{final['test_accuracy']:.4f} (original {final['test_accuracy_original']:.4f}), latency "
+                         f"{final['latency_ms']:.3f} ms = {final['speedup_vs_torch']:.2f}x faster than torch fp32, "
+                         f"{final['size_mb']:.3f} MB")
         if self.recipe is not None:
-            lines.append(f"recipe: {self.recipe}" + ("" if self.met else " (the most accurate candidate, for a longer rerun)"))
+            lines.append(f"recipe: {self.recipe}" + ("" if self.met else
+                                                     " (the most accurate candidate, for a longer rerun)"))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,7 +364,8 @@ class _Search:
                                                     "pareto": "lowest latency x size"}[self.config.objective]
                if result.met else "no candidate met the budget; this is the most accurate one, to rerun longer")
         header = (f"# Written by `cleanai optimize` (trial #{row['number']}: {row['candidate']}).\n# {why}; "
-                  f"search: val accuracy {row['val_accuracy']:.4f}, {row['latency_ms']:.3f} ms, {row['size_mb']:.3f} MB.\n"
+                  f"search: val accuracy {row['val_accuracy']:.4f}, {row['latency_ms']:.3f} ms, "
+                  f"{row['size_mb']:.3f} MB.\n"
                   f"# Rerun or edit it: cleanai run {self.out / 'recipe.yaml'} --out runs/<name>\n")
         path = self.out / "recipe.yaml"
         with atomic_open(path, "w", encoding="utf-8") as fh:
@@ -391,7 +395,8 @@ class _Search:
 
     def _final(self, folder: Path, artifact: dict[str, Path]) -> dict[str, Any]:
         """The final artifact's validation accuracy (same split as the choice) and its test-split benchmark rows."""
-        runner: Runner = OrtRunner(artifact["onnx"]) if "onnx" in artifact else TorchRunner(load_pruned(artifact["torch"]))
+        runner: Runner = (OrtRunner(artifact["onnx"]) if "onnx" in artifact
+                          else TorchRunner(load_pruned(artifact["torch"])))
         entry = read_status(folder)["benchmark"]
         rows = load_rows(folder / entry["folder"] / "results.json")
         original, final = rows[0], rows[-1]
