@@ -88,7 +88,7 @@ def build_document(result: OptimizeResult) -> Document:
     sections = [_choice(result), front, trials]
     final = result.out / "final"
     title = f"cleanai optimize: {result.out.name}"
-    if (final / "run.json").is_file():
+    if result.met and (final / "run.json").is_file():
         run_report = build_report(final)
         return Document(title, f"{result.recipe} -> {final}", [*sections, *run_report.sections])
     return Document(title, str(result.out), sections)
