@@ -25,7 +25,9 @@ from .conftest import tiny
 def searched(tmp_path_factory: pytest.TempPathFactory, digits_weights: Path):
     out = tmp_path_factory.mktemp("optimize") / "run"
     model = {"name": "small_cnn", "weights": str(digits_weights)}
-    return model, optimize(model, "digits", tiny(out, max_accuracy_drop=3.0))
+    # mild pruning and a loose budget: the test is of the search's mechanics, not of how far a CNN trained for
+    # 4 epochs can be pruned after one epoch of fine-tuning
+    return model, optimize(model, "digits", tiny(out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5))
 
 
 def test_every_trial_is_listed_and_the_front_holds_complete_trials_only(searched):
@@ -46,7 +48,7 @@ def test_the_choice_meets_the_budget_and_is_the_fastest_within_it(searched):
     assert result.chosen["val_accuracy"] >= result.floor
     within = [r for r in result.trials if r["meets_budget"]]
     assert result.chosen["latency_ms"] == min(r["latency_ms"] for r in within)
-    assert result.floor == pytest.approx(result.baseline["val_accuracy"] - 0.03)
+    assert result.floor == pytest.approx(result.baseline["val_accuracy"] - 0.10)
 
 
 def test_the_final_artifact_reloads_and_scores_what_the_benchmark_measured(searched):
@@ -93,7 +95,8 @@ def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):
     model, result = searched
     before = optuna.load_study(study_name="optimize", storage=f"sqlite:///{result.out / 'study' / 'study.db'}")
     starts = {t.number: t.datetime_start for t in before.trials}
-    again = optimize(model, "digits", tiny(result.out, max_accuracy_drop=3.0, n_trials=4))
+    again = optimize(model, "digits", tiny(result.out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5,
+                                           n_trials=4))
     assert len(again.trials) == 4
     after = optuna.load_study(study_name="optimize", storage=f"sqlite:///{result.out / 'study' / 'study.db'}")
     assert {t.number: t.datetime_start for t in after.trials if t.number in starts} == starts

@@ -60,7 +60,7 @@ class OptimizeConfig(BaseModel):
     study_name: str = "optimize"
     criteria: list[str] = Field(default_factory=lambda: ["magnitude", "taylor", "wanda", "coverage"], min_length=1)
     max_ratio: float = Field(0.6, ge=0, lt=1)
-    max_scale: float = Field(2.0, ge=0)
+    max_scale: float = Field(1.0, ge=0)
     max_steps: int = Field(3, ge=1)
     kd: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     kd_alpha: float = Field(0.5, ge=0, le=1)
@@ -75,7 +75,7 @@ class OptimizeConfig(BaseModel):
     prune: PruneConfig = Field(default_factory=PruneConfig)
     sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
     sensitivity_batches: int = Field(4, ge=1)
-    max_layer_ratio: float = Field(0.9, gt=0, lt=1)
+    max_layer_ratio: float = Field(0.8, gt=0, lt=1)
     finetune: TrainConfig = Field(default_factory=_finetune_default)
     search_epochs: int = Field(3, ge=0)
     eta: int = Field(3, ge=2)

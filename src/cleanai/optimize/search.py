@@ -429,7 +429,8 @@ def _export_problem(exc: ExportError) -> str:
 def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> str:
     """What the measurements kept in the out folder depend on (not the trial count, time limit or progress)."""
     settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "progress", "out", "final_epochs",
-                                                       "objective", "target_latency_ms", "target_size_mb"})
+                                                       "objective", "max_accuracy_drop", "target_latency_ms",
+                                                       "target_size_mb"})
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
                        "config": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
