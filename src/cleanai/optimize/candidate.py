@@ -49,15 +49,16 @@ def search_space(config: OptimizeConfig) -> dict[str, Any]:
 def layer_ratios(scan: SensitivityResult | None, ratio: float, scale: float, cap: float) -> dict[str, float]:
     """Per-layer ratios around `ratio`: layer l gets ratio * w_l / mean(w), w_l = sensitivity_l ** -scale.
 
-    A layer's sensitivity is its mean accuracy drop over the scanned ratios (at least a small floor), so
-    scale 0 prunes every layer alike and a larger scale moves pruning from sensitive layers to robust ones;
-    no layer exceeds `cap`. Without a scan (or at ratio 0) there is no per-layer split: {}.
+    A layer's sensitivity is its mean accuracy drop over the scanned ratios, floored at a tenth of the layers'
+    mean (so one layer that measured no drop does not take all the pruning); scale 0 prunes every layer alike
+    and a larger scale moves pruning from sensitive layers to robust ones; no layer exceeds `cap`. Without a
+    scan (or at ratio 0) there is no per-layer split: {}.
     """
     if scan is None or ratio == 0 or not scan.layers:
         return {}
-    sensitivity = {layer.name: max(_EPSILON, sum(max(0.0, p.drop) for p in layer.points) / len(layer.points))
-                   for layer in scan.layers}
-    weights = {name: s ** -scale for name, s in sensitivity.items()}
+    drops = {layer.name: sum(max(0.0, p.drop) for p in layer.points) / len(layer.points) for layer in scan.layers}
+    floor = max(_EPSILON, sum(drops.values()) / len(drops) / 10)
+    weights = {name: max(floor, s) ** -scale for name, s in drops.items()}
     mean = sum(weights.values()) / len(weights)
     return {name: round(min(cap, ratio * w / mean), 4) for name, w in weights.items()}
 
@@ -78,7 +79,8 @@ class Candidate:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Candidate:
-        return cls(criterion=params["criterion"], ratio=float(params["ratio"]), scale=float(params["scale"]),
+        return cls(criterion=params["criterion"], ratio=round(float(params["ratio"]), 4),
+                   scale=round(float(params["scale"]), 4),
                    steps=int(params["steps"]), kd=bool(params["kd"]), fold_bn=bool(params["fold_bn"]),
                    quant=params["quant"], calibration=params.get("calibration"),
                    per_channel=bool(params.get("per_channel", True)))

@@ -358,7 +358,8 @@ class _Search:
                                        fp32_layers=row.get("fp32_layers"))
         recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed, "threads": self.config.threads,
                   "model": self.model_spec.model_dump(mode="json", exclude_defaults=True),
-                  "data": self.data_spec.model_dump(mode="json", exclude_defaults=True), "steps": steps,
+                  "data": {"name": self.data_spec.name, **self.data_spec.model_dump(mode="json", exclude_defaults=True)},
+                  "steps": steps,
                   "report": {"title": f"cleanai optimize: {self.model_spec.name}, trial #{row['number']}"}}
         why = ("chosen: within the budget, the " + {"latency": "lowest latency", "size": "smallest artifact",
                                                     "pareto": "lowest latency x size"}[self.config.objective]
