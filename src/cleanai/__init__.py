@@ -31,6 +31,7 @@ _PUBLIC = {
     # the verb itself is cleanai.benchmark.benchmark
     "cleanai.benchmark": ["BenchmarkConfig", "compare", "compare_runners"],
     "cleanai.tuning": ["TuneConfig", "tune"],
+    "cleanai.optimize": ["OptimizeConfig", "optimize"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -651,6 +651,61 @@ def _add_tune_parser(sub: Any) -> None:
     p.set_defaults(func=_tune)
 
 
+def _optimize(args: argparse.Namespace) -> None:
+    """`cleanai optimize`: search prune x distill x fold x quantize pipelines within an accuracy budget."""
+    from cleanai.io import check_destination
+    from cleanai.optimize import OptimizeConfig, optimize
+    from cleanai.recipes import DataSpec, ModelSpec
+
+    check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
+    fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout), ("threads", args.threads),
+                                ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs))
+              if v is not None}
+    fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
+                  target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
+    config = OptimizeConfig.quick(**fields) if args.quick else OptimizeConfig(**fields)
+    model = ModelSpec(name=args.model, weights=args.weights)
+    _model_and_data(args)  # refuses a model that cannot take this data, before any work
+    data = DataSpec(name=args.data, root=None if args.data_dir is None else str(args.data_dir),
+                    batch_size=args.batch_size, train_samples=args.train_samples, val_samples=args.val_samples)
+    result = optimize(model, data, config)
+    print(result.summary())
+    print(f"Study, trials.json, pareto_front.png, recipe.yaml, final/, artifact/ and report.pdf/html in "
+          f"{Path(args.out).resolve()}")
+
+
+def _add_optimize_parser(sub: Any) -> None:
+    p = sub.add_parser("optimize", help="search pruning, KD, BN folding and int8 pipelines for the fastest artifact "
+                                        "within an accuracy budget")
+    _add_model_data(p)
+    p.add_argument("--max-drop", type=_points, default=1.0, metavar="POINTS",
+                   help="accuracy points the artifact may lose on the validation split (default 1.0)")
+    p.add_argument("--objective", choices=("latency", "size", "pareto"), default="latency",
+                   help="among candidates within budget: lowest batch-1 latency, smallest artifact, or lowest "
+                        "latency x size")
+    p.add_argument("--target-latency", type=_number(float, 0, low_open=True), default=None, metavar="MS",
+                   help="also require at most this batch-1 latency")
+    p.add_argument("--target-size", type=_number(float, 0, low_open=True), default=None, metavar="MB",
+                   help="also require at most this artifact size")
+    p.add_argument("--quick", action="store_true", help="a first look: 6 trials, short fine-tuning")
+    p.add_argument("--trials", type=_COUNT, default=None, help="finished trials the study should hold")
+    p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None, help="seconds for the search")
+    p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
+    p.add_argument("--final-epochs", type=_number(int, 0), default=None,
+                   help="fine-tuning epochs of the chosen pipeline's final run")
+    p.add_argument("--train-samples", type=_COUNT, default=None, help="a seeded part of the training split, for the search and the final run (default: all)")
+    p.add_argument("--val-samples", type=_COUNT, default=None, help="a seeded part of the validation split the choices are made on (default: all)")
+    p.add_argument("--batch-size", type=_COUNT, default=64)
+    p.add_argument("--storage", default=None,
+                   help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study/study.db)")
+    p.add_argument("--seed", type=_SEED, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/optimize"),
+                   help="run folder: study/, trials.json, pareto_front.png, recipe.yaml, final/, artifact/, "
+                        "report.pdf/html; an earlier search there is resumed, a folder CleanAI did not write is refused")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_optimize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cleanai", description="Make trained networks smaller and faster, "
                      "and prove it with honest numbers.")
@@ -752,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_distill_parser(sub)
     _add_tune_parser(sub)
+    _add_optimize_parser(sub)
     _add_recipe_parsers(sub)
 
     p = sub.add_parser("list", help="list registered names")

@@ -6,6 +6,7 @@ import pytest
 
 from cleanai.cli import main
 from cleanai.recipes import RecipeError, load_recipe
+from cleanai.recipes.runner import RecipeRun
 from cleanai.recipes.steps import PruneStep
 
 
@@ -80,3 +81,21 @@ def test_validate_and_run_refuse_a_bad_recipe_before_any_work(recipe_file, tiny_
     assert not (tmp_path / "run").exists()
     assert main(["validate", str(recipe_file())]) == 0
     assert "a: train -> prune -> export -> benchmark" in capsys.readouterr().out
+
+
+def test_model_names_the_recipes_own_model_as_teacher_and_baseline_and_is_no_step_id(recipe_file, tiny_text):
+    text = tiny_text.replace("    ratio: 0.3", "    ratio: 0.3\n    finetune: {epochs: 1}\n    teacher: model").replace(
+        "    runs: 3", "    runs: 3\n    baseline: model")
+    recipe = load_recipe(recipe_file(text))
+    assert recipe.steps[1].teacher == "model" and recipe.benchmark.baseline == "model"
+    found = problems(recipe_file(tiny_text.replace("  - type: export", "  - type: export\n    id: model")))
+    assert len(found) == 1 and "id 'model' is reserved" in found[0]
+
+
+def test_data_may_name_seeded_parts_of_the_training_and_validation_splits(recipe_file, tiny_text):
+    recipe = load_recipe(recipe_file(tiny_text.replace("  name: digits", "  name: digits\n  train_samples: 300\n"
+                                                                           "  val_samples: 100")))
+    splits = RecipeRun(recipe, recipe.path.parent / "run").splits
+    assert (len(splits.train), len(splits.val)) == (300, 100)
+    assert len(splits.test) == len(RecipeRun(load_recipe(recipe_file(tiny_text, "whole.yaml")),
+                                             recipe.path.parent / "run2").splits.test)

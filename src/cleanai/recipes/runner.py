@@ -10,6 +10,7 @@ common. `run.json` says, after every step, which steps are done, cached, failed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,12 +27,12 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, subset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
 from cleanai.recipes.schema import Recipe
-from cleanai.recipes.steps import MODEL_STEPS, StepConfig
+from cleanai.recipes.steps import MODEL_STEPS, SOURCE_MODEL, StepConfig
 from cleanai.runtime import Runner
 
 STEP_FILE = "step.json"
@@ -106,7 +107,9 @@ class StepContext:
         return self.run.model_after(self.node.model_input)
 
     def model_of(self, step_id: str) -> nn.Module:
-        """The model an earlier step of this chain wrote (a teacher)."""
+        """The model an earlier step of this chain wrote (a teacher), or the recipe's own model for `model`."""
+        if step_id == SOURCE_MODEL:
+            return self.run.model_after(None).eval()
         assert self.node.teacher is not None and self.node.teacher.step.key_id == step_id
         return self.run.model_after(self.node.teacher).eval()
 
@@ -131,7 +134,9 @@ class RecipeRun:
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
-        return load_dataset(data.name, root=data.root, **data.options)
+        splits = load_dataset(data.name, root=data.root, **data.options)
+        return dataclasses.replace(splits, train=subset(splits.train, data.train_samples, self.recipe.seed),
+                                   val=subset(splits.val, data.val_samples, self.recipe.seed))
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
@@ -291,6 +296,8 @@ class RecipeRun:
     def _baseline(self, chains: dict[str, list[Node]], bench: StepConfig) -> Node | None:
         first = next(iter(chains.values()))
         wanted = bench.references()["baseline"]
+        if wanted == SOURCE_MODEL:
+            return None
         models = [n for n in first if n.step.type in MODEL_STEPS]
         return next((n for n in models if n.step.key_id == wanted), models[0] if models else None)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cleanai.data import DATASETS
 from cleanai.errors import ConfigError
 from cleanai.models import MODELS, PRETRAINED
-from cleanai.recipes.steps import STEPS, MODEL_STEPS, StepConfig
+from cleanai.recipes.steps import MODEL_STEPS, SOURCE_MODEL, STEPS, StepConfig
 
 YamlPath = tuple[str | int, ...]
 
@@ -61,6 +61,8 @@ class DataSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
+    train_samples: int | None = Field(None, ge=1)  # a seeded, class-balanced part of the training split (None: all)
+    val_samples: int | None = Field(None, ge=1)  # the same for the validation split; the test split is always whole
 
     @field_validator("name")
     @classmethod
@@ -278,10 +280,10 @@ def _steps(raws: list[dict[str, Any]], problems: _Problems) -> list[StepConfig]:
         if step.type == "benchmark" and i != len(steps) - 1:
             problems.add(("steps", i, "type"), "the benchmark step measures every variant at the end: put it last")
         for field, ref in step.references().items():
-            earlier = [s.key_id for s in steps[:i] if s.type in MODEL_STEPS]
+            earlier = [SOURCE_MODEL, *(s.key_id for s in steps[:i] if s.type in MODEL_STEPS)]
             if ref is not None and ref not in earlier:
                 problems.add(("steps", i, field), f"{ref!r} is not an earlier step that makes a model; choose one "
-                             f"of: {', '.join(earlier) or '(none: add a train step before it)'}")
+                             f"of: {', '.join(earlier)} ({SOURCE_MODEL!r}: the recipe's own model)")
     return steps
 
 

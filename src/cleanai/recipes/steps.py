@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cleanai.recipes.runner import StepContext
 
 MODEL_STEPS = ("train", "finetune", "prune", "distill", "fuse")
+SOURCE_MODEL = "model"  # what a teacher or baseline field names to mean the recipe's own model (before any step)
 _RUNNER_SET = ("log_dir", "checkpoint_dir", "resume", "progress")  # TrainConfig fields the runner decides
 
 
@@ -44,12 +45,20 @@ class StepConfig(BaseModel):
     type: str
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")  # a folder name and a --set key part
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value == SOURCE_MODEL:
+            raise ConfigError(f"id {SOURCE_MODEL!r} is reserved: a teacher or baseline naming it means the recipe's "
+                              "own model; choose another id")
+        return value
+
     @property
     def key_id(self) -> str:
         return self.id or self.type
 
     def references(self) -> dict[str, str | None]:
-        """Fields naming an earlier model step (a teacher, a baseline)."""
+        """Fields naming an earlier model step (a teacher, a baseline), or `model`: the recipe's own model."""
         return {}
 
     def settings(self) -> dict[str, Any]:
