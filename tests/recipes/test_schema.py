@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import pytest
 
 from cleanai.cli import main
@@ -80,3 +83,34 @@ def test_validate_and_run_refuse_a_bad_recipe_before_any_work(recipe_file, tiny_
     assert not (tmp_path / "run").exists()
     assert main(["validate", str(recipe_file())]) == 0
     assert "a: train -> prune -> export -> benchmark" in capsys.readouterr().out
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+
+
+def documented_sets(path: Path) -> list[list[str]]:
+    """The `--set` arguments of each `cleanai run` command in the recipe's header comments."""
+    header = "".join(line.removeprefix("#").rstrip("\\\n") + (" " if line.rstrip().endswith("\\") else "\n")
+                     for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    commands = [shlex.split(line.strip(), comments=False) for line in header.splitlines()
+                if line.strip().startswith("cleanai run") and "--set" in line]
+    out = []
+    for command in commands:
+        rest = command[command.index("--set") + 1:]
+        out.append([arg for i, arg in enumerate(rest) if not any(a.startswith("--") for a in rest[:i + 1])])
+    return out
+
+
+def test_the_scenario_recipes_are_all_here():
+    assert {p.name for p in RECIPES} >= {"digits_demo.yaml", "cifar10_ts1.yaml", "cifar10_ts3_ts4.yaml",
+                                         "resnet50_ts3_ts4.yaml", "clinc150_distill_quantize.yaml"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates_as_shipped_and_with_its_documented_small_run(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{path}: valid ({len(load_recipe(path).variants)} variant(s))")
+    sets = documented_sets(path)
+    assert sets, f"{path.name} documents no `cleanai run ... --set` for a small run"
+    for args in sets:
+        assert main(["validate", str(path), "--set", *args]) == 0, capsys.readouterr().err

@@ -58,11 +58,12 @@ def _missing(status: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summary(run: Path, status: dict[str, Any], missing: list[str]) -> Section:
+def _summary(run: Path, status: dict[str, Any], missing: list[str], notes: str | None) -> Section:
     state = "complete" if not missing else f"incomplete: {len(missing)} step(s) missing"
-    section = Section("Run summary", [Paragraph(
+    section = Section("Run summary", [Paragraph(" ".join(notes.split()))] if notes else [])
+    section.blocks.append(Paragraph(
         f"Recipe {status['recipe']!r} ({status['recipe_file']}), run folder {run.resolve()}; started "
-        f"{status['started']}, finished {status['finished'] or '-'}; {state}.")])
+        f"{status['started']}, finished {status['finished'] or '-'}; {state}."))
     rows = [[variant, e["id"], e["type"], e["status"], e.get("key", "-"),
              f"{e['seconds']:.1f}" if "seconds" in e else "-"]
             for variant, entries in status["variants"].items() for e in entries]
@@ -232,7 +233,7 @@ def build_report(run_dir: str | os.PathLike[str], title: str | None = None) -> D
     missing = _missing(status)
     steps = list(_steps(run, status))
     variants, rows = _variants(run, status)
-    sections = [_summary(run, status, missing),
+    sections = [_summary(run, status, missing, (recipe.get("report") or {}).get("notes")),
                 Section("Configuration", [Code(yaml.safe_dump(recipe, sort_keys=False).strip())]),
                 variants, _pruning(run, steps), _curves(run, steps), _tuning(run, steps), _quantization(run, steps),
                 _environment(rows)]

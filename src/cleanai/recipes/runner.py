@@ -10,6 +10,7 @@ common. `run.json` says, after every step, which steps are done, cached, failed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, subset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
@@ -131,7 +132,9 @@ class RecipeRun:
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
-        return load_dataset(data.name, root=data.root, **data.options)
+        splits = load_dataset(data.name, root=data.root, **data.options)
+        parts = {name: subset(getattr(splits, name), n, seed=self.recipe.seed) for name, n in data.subset.items()}
+        return dataclasses.replace(splits, **parts)
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
@@ -294,6 +297,8 @@ class RecipeRun:
         first = next(iter(chains.values()))
         wanted = bench.references()["baseline"]
         models = [n for n in first if n.step.type in MODEL_STEPS]
+        if bench.baseline == "model":  # type: ignore[attr-defined]
+            return None  # the recipe's model as loaded (e.g. a pretrained checkpoint)
         return next((n for n in models if n.step.key_id == wanted), models[0] if models else None)
 
     def benchmark_runners(self, node: Node, chains: dict[str, list[Node]]) -> dict[str, Runner]:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -61,6 +61,8 @@ class DataSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
+    subset: dict[Literal["train", "val", "test"], Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    # a seeded, class-balanced part of a split (cleanai.data.subset), e.g. {train: 2000} for a short run
 
     @field_validator("name")
     @classmethod
@@ -75,6 +77,7 @@ class ReportOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = None
+    notes: str | None = None  # shown first in the report (what the numbers can and cannot say)
     formats: list[Literal["pdf", "html"]] = Field(default_factory=lambda: ["pdf", "html"])
     auto: bool = True  # write the report when a run completes
 

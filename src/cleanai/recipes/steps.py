@@ -16,13 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
-from cleanai.distillation import DistillConfig, distill
+from cleanai.distillation import DistillConfig, distill, keep_layers
 from cleanai.errors import ConfigError
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
 from cleanai.io import load_weights, save_safetensors, write_json
 from cleanai.metrics import METRICS
-from cleanai.pruning import PruneConfig, prune_and_finetune
+from cleanai.pruning import PruneConfig, load_pruned, prune_and_finetune, save_pruned
 from cleanai.quantization import PRESETS, QuantCheck, QuantConfig, quantize
 from cleanai.registry import Registry
 from cleanai.runtime import Runner
@@ -208,10 +208,12 @@ class PruneStep(StepConfig, PruneConfig):
 
 
 class DistillStep(StepConfig, DistillConfig):
-    """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`."""
+    """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`; with
+    `student_layers`, the student is those encoder layers of the current model (`keep_layers`, text models)."""
 
     type: Literal["distill"]
     teacher: str
+    student_layers: list[int] | None = Field(None, min_length=1)
 
     @field_validator("train")
     @classmethod
@@ -222,18 +224,30 @@ class DistillStep(StepConfig, DistillConfig):
     def references(self) -> dict[str, str | None]:
         return {"teacher": self.teacher}
 
+    def _student(self, ctx: StepContext) -> nn.Module:
+        model = ctx.input_model()
+        return model if self.student_layers is None else keep_layers(model, self.student_layers)
+
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
-        student = ctx.input_model()
+        student = self._student(ctx)
         teacher = ctx.model_of(self.teacher)
         fields = self.model_dump(include=set(DistillConfig.model_fields) - {"train"})
         config = DistillConfig.model_validate({**fields, "train": _train_config(self.train, ctx, out)})
         seed_everything(ctx.seed)
         student, history = distill(student, teacher, ctx.loaders.train, ctx.loaders.val, config)
         scores = Trainer(student, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
-        ctx.save_model(student, out)
+        if self.student_layers is None:
+            ctx.save_model(student, out)
+        else:  # fewer layers than the recipe's model: the structure is cut again from the input model on reading
+            save_pruned(student, out, base=self._student(ctx), example_inputs=ctx.example)
         write_json(out / "history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
         return {"test": scores}
+
+    def load_model(self, out: Path, ctx: StepContext) -> nn.Module:
+        if self.student_layers is None:
+            return ctx.load_saved_model(out)
+        return load_pruned(out, base=self._student(ctx))
 
 
 class FuseStep(StepConfig):
@@ -330,7 +344,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
     """`benchmark` (last): `compare_runners` over the baseline and every variant's model and artifacts."""
 
     type: Literal["benchmark"]
-    baseline: str | None = None  # an earlier model step (default: the first one)
+    baseline: str | None = None  # an earlier model step (default: the first one), or "model": the recipe's model
     repeats: int = Field(3, ge=1)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
 
@@ -342,7 +356,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
         return value
 
     def references(self) -> dict[str, str | None]:
-        return {"baseline": self.baseline}
+        return {"baseline": None if self.baseline == "model" else self.baseline}
 
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
         config = BenchmarkConfig.model_validate({**self.model_dump(include=set(BenchmarkConfig.model_fields)),
