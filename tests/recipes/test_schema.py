@@ -34,7 +34,7 @@ def test_a_valid_recipe_gives_each_variant_its_chain(recipe_file):
     ("    ratio: 0.3", "    ratio: 1.5", ":10: steps[1].ratio: ratio must be in [0, 1)"),
     ("    epochs: 1", "    epoch: 1", ":8: steps[0].epoch: unknown field"),
     ("  name: small_cnn", "  name: small_cnn\n  weights: missing.safetensors",
-     ":4: model.weights: 'missing.safetensors' is neither a file nor a registered weights tag"),
+     ":4: model.weights: 'missing.safetensors' is neither a file nor a weights tag of small_cnn (it has none)"),
     ("  name: digits", "  name: digits\n  root: /no/such/folder", ":6: data.root: '/no/such/folder' is not a folder"),
     ("  a: {prune: {criterion: magnitude}}", "  a: {prune: {ratio: 2}}", ":15: variants.a.prune.ratio: ratio must be"),
     ("  a: {prune: {criterion: magnitude}}", "  a: {pruning: {ratio: 0.5}}",

@@ -1,5 +1,5 @@
 """Recipe steps on tiny settings: the tune step searches and trains its best parameters; every step that trains
-logs TensorBoard scalars in its folder of the run."""
+logs TensorBoard scalars in its folder of the run; a distilled student may be layers cut from the model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cleanai.benchmark import load_rows
 from cleanai.cli import main
 from cleanai.recipes import build_report, read_status
 
@@ -104,3 +105,47 @@ def test_a_bad_tune_step_is_one_line_naming_file_line_and_field_and_nothing_runs
     assert line.startswith(f"cleanai run: error: {path}:{line_of(text, where[0])}: {where[1]}: ")
     assert message in line
     assert not (tmp_path / "run").exists()
+
+
+STUDENT = """\
+name: student
+model:
+  name: tiny_bert_classifier
+  kwargs: {num_hidden_layers: 2}
+data:
+  name: clinc150
+  options: {config: small, include_oos: false}
+  subset: {train: 300, val: 150, test: 150}
+  batch_size: 32
+steps:
+  - type: train
+    id: teacher
+    epochs: 1
+    lr: 0.003
+  - type: distill
+    teacher: teacher
+    student_layers: [1]
+    train: {epochs: 1, lr: 0.003}
+  - type: export
+  - type: quantize
+    mode: dynamic
+  - type: benchmark
+    baseline: teacher
+    runs: 3
+    warmup: 1
+    repeats: 1
+    throughput_runs: 1
+report: {auto: false}
+"""
+
+
+def test_a_distill_step_with_student_layers_cuts_the_student_and_later_steps_read_it_back(recipe_file, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", str(recipe_file(STUDENT)), "--out", str(run), "--quiet"]) == 0
+    status = read_status(run)
+    assert [e["status"] for e in status["variants"]["main"]] == ["done"] * 4
+    rows = load_rows(run / status["benchmark"]["folder"] / "results.json")
+    assert [r.name for r in rows] == ["baseline (teacher)", "main (torch)", "main export", "main quantize"]
+    assert all(r.eval_samples == 150 for r in rows)  # data.subset: the test split is 150 queries
+    assert rows[1].params < rows[0].params  # one of the teacher's two layers
+    assert rows[3].size_mb < rows[2].size_mb  # dynamic int8 beside the fp32 ONNX file

@@ -240,10 +240,11 @@ def load_recipe(path: str | os.PathLike[str], sets: Mapping[str, Any] | None = N
 
 
 def _check_paths(top: _Top, problems: _Problems) -> None:
-    weights = top.model.weights
-    if weights is not None and weights not in PRETRAINED.names() and not Path(weights).is_file():
-        problems.add(("model", "weights"), f"{weights!r} is neither a file nor a registered weights tag "
-                     f"({', '.join(PRETRAINED.names())})")
+    weights, tags = top.model.weights, [n.partition(".")[2] for n in PRETRAINED.names()
+                                        if n.partition(".")[0] == top.model.name]
+    if weights is not None and weights not in tags and not Path(weights).is_file():
+        problems.add(("model", "weights"), f"{weights!r} is neither a file nor a weights tag of {top.model.name} "
+                     f"({', '.join(tags) or 'it has none'})")
     if top.data.root is not None and not Path(top.data.root).is_dir():
         problems.add(("data", "root"), f"{top.data.root!r} is not a folder; give the dataset's folder")
 
