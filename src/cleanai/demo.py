@@ -44,6 +44,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int | Non
     folder = run_recipe(recipe, out_dir, progress=progress, overwrite=overwrite)
     rows = load_rows(folder / read_status(folder)["benchmark"]["folder"] / "results.json")
     compare(rows, columns=TABLE_COLUMNS, width=TABLE_WIDTH)
-    reports = [folder / f"report.{kind}" for kind in recipe.report.formats]
-    print(f"Run written to {folder.resolve()}\nReport: " + ", ".join(str(p.resolve()) for p in reports))
+    print(f"Run written to {folder.resolve()}")
+    for kind in recipe.report.formats:
+        print(f"Report ({kind.upper()}): {(folder / f'report.{kind}').resolve()}")
     return rows
