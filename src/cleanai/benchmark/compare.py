@@ -105,8 +105,9 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
     if unknown:
         raise UnknownNameError(f"column(s) {unknown} are not compare columns; choose from: {', '.join(COLUMNS)}")
     table = Table(title=f"CleanAI benchmark (baseline: {base.name})")
-    for header in headers:
-        table.add_column(header, justify="left" if header in ("variant", "backend") else "right")
+    for header in headers:  # a narrow `width` wraps the other cells, never a variant's name
+        table.add_column(header, justify="left" if header in ("variant", "backend") else "right",
+                         no_wrap=header == "variant")
     for r in rows:
         cells = _cells(base, r)
         table.add_row(*(cells[h] for h in headers))
