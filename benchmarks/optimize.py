@@ -114,7 +114,7 @@ def artifact_runner(row: dict[str, Any], name: str) -> Any:
 
 def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
     model = ModelSpec(name=f"resnet{args.depth}", weights="akamaster")
-    data = DataSpec(name="cifar10", batch_size=128, train_samples=args.train_samples, val_samples=args.val_samples)
+    data = DataSpec(name="cifar10", batch_size=128, subset={"train": args.train_samples, "val": args.val_samples})
     prune = PruneConfig(residual="keep", calib_batches=4)  # in-block channels only: residual widths stay whole
     for name, fields in SEARCHES.items():
         def measure(name: str = name, fields: dict[str, Any] = fields) -> dict[str, Any]:

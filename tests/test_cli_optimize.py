@@ -29,7 +29,7 @@ def test_optimize_quick_writes_the_search_the_choice_and_a_recipe_run_reruns(wei
     assert result["config"]["objective"] == "size" and result["config"]["n_trials"] == 2
     assert len(result["trials"]) == 2 and result["met"]
     assert f"chosen (size): #{result['chosen']['number']}" in printed
-    assert load_recipe(out / "recipe.yaml").data.val_samples == 200
+    assert load_recipe(out / "recipe.yaml").data.subset["val"] == 200
     assert {"report.pdf", "report.html", "artifact", "final", "study"} <= {p.name for p in out.iterdir()}
     assert main(["run", str(out / "recipe.yaml"), "--out", str(tmp_path / "rerun"), "--quiet"]) == 0
 

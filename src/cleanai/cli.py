@@ -21,7 +21,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     _check_out(args)
     run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, sets=_key_values(args.set, "--set"))
 
 
 def _check_out(args: argparse.Namespace, kind: str = "dir") -> None:
@@ -667,7 +667,8 @@ def _optimize(args: argparse.Namespace) -> None:
     model = ModelSpec(name=args.model, weights=args.weights)
     _model_and_data(args)  # refuses a model that cannot take this data, before any work
     data = DataSpec(name=args.data, root=None if args.data_dir is None else str(args.data_dir),
-                    batch_size=args.batch_size, train_samples=args.train_samples, val_samples=args.val_samples)
+                    batch_size=args.batch_size,
+                    subset={k: n for k, n in (("train", args.train_samples), ("val", args.val_samples)) if n})
     result = optimize(model, data, config)
     print(result.summary())
     print(f"Study, trials.json, pareto_front.png, recipe.yaml, final/, artifact/ and report.pdf/html in "
@@ -711,10 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "and prove it with honest numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train, evaluate and benchmark a small CNN on the embedded digits data")
-    _add_out(p, Path("runs/demo"), "run folder (replaced whole at the end)")
-    p.add_argument("--epochs", type=_COUNT, default=20)
-    p.add_argument("--threads", type=_COUNT, default=None)
+    p = sub.add_parser("demo", help="the whole loop on the embedded digits data: train a CNN, prune it with every "
+                       "criterion, distil, export, int8, benchmark, report.pdf + report.html (recipe digits_demo.yaml)")
+    _add_out(p, Path("runs/demo"), "run folder (a rerun skips the finished steps; --overwrite starts afresh)")
+    p.add_argument("--epochs", type=_COUNT, default=None,
+                   help="training epochs of the CNN (default: the recipe's 20); distillation runs a quarter as long")
+    p.add_argument("--threads", type=_COUNT, default=None, help="torch threads of every step and of the timing")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change a field of the recipe, as `cleanai run` does, e.g. steps.benchmark.runs=20")
     p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)

@@ -38,7 +38,7 @@ class OptimizeConfig(BaseModel):
       `calibrations`, per-channel or not; up to `max_fp32_layers` layers kept in fp32 when the budget needs it).
     - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
-      The data is what the `DataSpec` names (its `train_samples` / `val_samples` bound the search and the rerun
+      The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
       alike; the test split is read only by the rerun's benchmark).
     - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact.
     - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such

@@ -127,16 +127,16 @@ class StepContext:
 class RecipeRun:
     """One execution of a recipe into a run folder (see the module docstring)."""
 
-    def __init__(self, recipe: Recipe, out: Path, *, progress: bool = True) -> None:
-        self.recipe, self.out, self.progress = recipe, out, progress
+    def __init__(self, recipe: Recipe, out: Path, *, progress: bool = True, overwrite: bool = False) -> None:
+        self.recipe, self.out, self.progress, self.overwrite = recipe, out, progress, overwrite
         self.status: dict[str, Any] = {}
 
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
         splits = load_dataset(data.name, root=data.root, **data.options)
-        return dataclasses.replace(splits, train=subset(splits.train, data.train_samples, self.recipe.seed),
-                                   val=subset(splits.val, data.val_samples, self.recipe.seed))
+        parts = {name: subset(getattr(splits, name), n, seed=self.recipe.seed) for name, n in data.subset.items()}
+        return dataclasses.replace(splits, **parts)
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
@@ -219,7 +219,9 @@ class RecipeRun:
 
     def execute(self) -> Path:
         """Run every step not already done; return the run folder."""
-        check_destination(self.out, option="--out")
+        check_destination(self.out, option="--out", overwrite=self.overwrite)
+        if self.overwrite and self.out.is_dir():  # start from scratch: nothing of what was there is reused
+            shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         _remove_staging(self.out / "steps")
         if not (self.out / RUN_MARKER).is_file():
@@ -342,11 +344,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_recipe(recipe: Recipe, out: str | Path | None = None, *, progress: bool = True) -> Path:
+def run_recipe(recipe: Recipe, out: str | Path | None = None, *, progress: bool = True,
+               overwrite: bool = False) -> Path:
     """Execute `recipe` into `out` (default `runs/<recipe name>`), skipping the steps already done there;
-    write its report at the end when `recipe.report.auto`. Returns the run folder."""
+    write its report at the end when `recipe.report.auto`. Returns the run folder. `overwrite`: whatever
+    folder is at `out` (also one CleanAI did not write) is removed first and every step runs again."""
     folder = RecipeRun(recipe, Path(out) if out is not None else Path("runs") / recipe.name,
-                       progress=progress).execute()
+                       progress=progress, overwrite=overwrite).execute()
     if recipe.report.auto:
         from cleanai.recipes.report import write_report
 
