@@ -365,7 +365,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
         return value
 
     def references(self) -> dict[str, str | None]:
-        return {"baseline": None if self.baseline == "model" else self.baseline}
+        return {"baseline": self.baseline}
 
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
         config = BenchmarkConfig.model_validate({**self.model_dump(include=set(BenchmarkConfig.model_fields)),
