@@ -137,7 +137,7 @@ def part(key: str, args: argparse.Namespace, url: str, folder: Path) -> dict[str
     workers = Workers(args, url, key, folder)
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    killed_at = None
+    killed_at, orphaned = None, 0
     try:
         workers.start(1 if key == "one" else 2)
         if key == "kill":
@@ -157,6 +157,7 @@ def part(key: str, args: argparse.Namespace, url: str, folder: Path) -> dict[str
                     killed_at = time.perf_counter() - start
                 time.sleep(0.2)
             workers.procs[0].wait()
+            orphaned = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) if study else 0
         workers.wait([1] if key == "kill" else list(range(len(workers.procs))))
     finally:
         workers.stop()
@@ -165,7 +166,7 @@ def part(key: str, args: argparse.Namespace, url: str, folder: Path) -> dict[str
     row = {"part": key, "workers": 1 if key == "one" else 2, "wall_s": wall, "load_before": load,
            "load_after": os.getloadavg()[0], **describe(study, key)}
     if key == "kill":
-        row.update(killed_after_s=killed_at, **kill_checks(study))
+        row.update(killed_after_s=killed_at, running_after_kill=orphaned, **kill_checks(study))
     return row
 
 
@@ -231,6 +232,14 @@ def render(record: dict[str, Any]) -> str:
                                                         for r in rs) for n, rs in kill["retries"].items())
         ok = kill["numbers_once"] and kill["killed_trial_retried_and_completed"] and kill["none_completed_twice"] \
             and kill["none_left_running"] and kill["finished_count"] >= args["trials"]
+        if not failed:  # the signal landed between two of worker 0's trials: nothing was interrupted
+            lines += ["", f"Kill: worker 0 SIGKILLed {kill['killed_after_s']:.1f} s after the start, when the study "
+                          f"showed both workers mid-trial, but no trial was failed as stale: most likely worker 0 had finished its "
+                          f"trial before the signal landed (the poll and the kill ran on a starved CPU), so this run "
+                          f"did not test the retry of a killed trial. The study holds {kill['complete']} complete "
+                          f"trials, every number once: {_yes(kill['numbers_once'])}; none left running: "
+                          f"{_yes(kill['none_left_running'])}."]
+            return "\n".join(lines)
         lines += ["", f"Kill: worker 0 SIGKILLed {kill['killed_after_s']:.1f} s after the start, while both workers "
                       f"were mid-trial. Failed trial(s): {failed or 'none'} ({retried or 'no retry'}). Every trial "
                       f"number once: {_yes(kill['numbers_once'])}; finished trials (a retried one counted once) "
