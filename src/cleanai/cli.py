@@ -593,7 +593,7 @@ def _tune(args: argparse.Namespace) -> None:
     config = TuneConfig(sampler=args.sampler, pruner=args.pruner, n_trials=args.trials, timeout=args.timeout,
                         n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
                         storage=args.storage, study_name=args.study, keep_models=args.keep_models,
-                        progress=not args.quiet)
+                        heartbeat_interval=args.heartbeat, grace_period=args.grace_period, progress=not args.quiet)
     takes = accepted_kwargs(MODELS.get(args.model))
     model_params = [n for n in space.names if n.split(".")[0] not in TrainConfig.model_fields]
     unknown = [n for n in model_params if takes is not None and n not in takes]
@@ -644,6 +644,10 @@ def _add_tune_parser(sub: Any) -> None:
     p.add_argument("--storage", default=None,
                    help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study.db, SQLite)")
     p.add_argument("--study", default="cleanai", help="study name (workers with the same URL and name share it)")
+    p.add_argument("--heartbeat", type=_COUNT, default=30, help="seconds between a running trial's heartbeats")
+    p.add_argument("--grace-period", type=_COUNT, default=None,
+                   help="seconds without a heartbeat after which a dead worker's trial is failed and retried "
+                        "(default: twice --heartbeat)")
     p.add_argument("--seed", type=_SEED, default=None)
     _add_out(p, Path("runs/tune"), "run folder: study.db (an existing one is resumed), models/, trials.csv, best.json, "
                                    "summary.txt, plots/")
