@@ -14,7 +14,8 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -89,6 +90,18 @@ def save(record: dict[str, Any], run: str, folder: Path | None = None) -> Path:
     path = (folder or run_dir(record["script"], run)) / "rows.json"
     write_json(path, record)
     return path
+
+
+def run_parts(args: argparse.Namespace, parts: dict[str, Callable[[argparse.Namespace], dict[str, Any]]],
+              packages: Sequence[str]) -> dict[str, Any]:
+    """Run the parts `args.part` names (`all`: every one) into one record and save it under `args.run` (default
+    `<part>_resnet<depth>`) with the machine line; returns the record."""
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    record = provenance(args)
+    record.update({part: run(args) for part, run in parts.items() if args.part in (part, "all")})
+    line = machine(f"threads {args.threads}", load, packages) + f" Wall time {(time.perf_counter() - start) / 60:.1f} min."
+    finish(record, args.run or f"{args.part}_resnet{args.depth}", line)
+    return record
 
 
 def finish(record: dict[str, Any], run: str, machine_line: str, folder: Path | None = None) -> Path:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -228,13 +227,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/quantization"), help="where the artifacts go")
     parser.add_argument("--run", default=None, help="name of the results folder (default: <part>_resnet<depth>)")
     args = parser.parse_args()
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    record = _report.provenance(args)
-    record.update({part: run(args) for part, run in (("cifar", run_cifar), ("text", run_text))
-                   if args.part in (part, "all")})
-    line = (_report.machine(f"threads {args.threads}", load, ("onnxruntime", "torchao"))
-            + f" Wall time {(time.perf_counter() - start) / 60:.1f} min.")
-    _report.finish(record, args.run or f"{args.part}_resnet{args.depth}", line)
+    record = _report.run_parts(args, {"cifar": run_cifar, "text": run_text}, ("onnxruntime", "torchao"))
     print(render(record))
 
 
