@@ -11,6 +11,7 @@ for a transformer graph (one with a Softmax) unless the config sets what NNCF fi
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any
 
 from cleanai.quantization._ort import OrtQuantizer, _quiet_ort_quantization
@@ -42,12 +43,14 @@ class OpenVinoQuantizer(OrtQuantizer):
         """`config` with `openvino_method="auto"` made concrete: nncf for a transformer graph, else qdq."""
         if config.openvino_method != "auto":
             return config
-        nncf = self._is_transformer(openvino_core().read_model(str(self.prepared_path))) and not config.nncf_conflicts()
+        nncf = self.is_transformer and not config.nncf_conflicts()
         return config.model_copy(update={"openvino_method": "nncf" if nncf else "qdq"})
 
-    @staticmethod
-    def _is_transformer(model: Any) -> bool:
-        """A graph with a Softmax: attention, which NNCF quantizes with its transformer scheme."""
+    @cached_property
+    def is_transformer(self) -> bool:
+        """The exported graph has a Softmax: attention, which NNCF quantizes with its transformer scheme. Read
+        once: the accuracy-budget search builds many configs from the same graph."""
+        model = openvino_core().read_model(str(self.prepared_path))
         return any(op.get_type_name() == "Softmax" for op in model.get_ordered_ops())
 
     def _nncf(self, config: QuantConfig) -> Any:
@@ -61,7 +64,6 @@ class OpenVinoQuantizer(OrtQuantizer):
         ops = [op.get_friendly_name() for op in model.get_ordered_ops()]
         # OpenVINO names a Conv/Gemm with a bias "<onnx name>/WithoutBiases" (and its Add "<onnx name>").
         ignored = [op for op in ops for node in config.nodes_to_exclude if op == node or op.startswith(f"{node}/")]
-        transformer = self._is_transformer(model)
         nncf_logger = logging.getLogger("nncf")
         level = nncf_logger.level
         nncf_logger.setLevel(logging.ERROR)  # its per-step INFO lines and progress bars
@@ -69,7 +71,7 @@ class OpenVinoQuantizer(OrtQuantizer):
             with _quiet_ort_quantization():
                 return nncf.quantize(
                     model, nncf.Dataset(self.feeds), subset_size=len(self.feeds),
-                    model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                    model_type=nncf.ModelType.TRANSFORMER if self.is_transformer else None,
                     ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
                     advanced_parameters=AdvancedQuantizationParameters(
                         overflow_fix=OverflowFix.ENABLE if config.reduce_range else OverflowFix.DISABLE))

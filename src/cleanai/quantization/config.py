@@ -196,9 +196,10 @@ class QuantConfig(BaseModel):
         if self.openvino_method != "auto" and self.backend != "openvino":
             raise ConfigError(f"openvino_method={self.openvino_method!r} chooses how backend='openvino' quantizes; "
                               f"got backend={self.backend!r}")
-        if self.backend == "openvino" and self.openvino_method == "nncf" and self.nncf_conflicts():
-            raise ConfigError(f"openvino_method='nncf' calibrates with NNCF's own settings, so {self.nncf_conflicts()} "
-                              "cannot apply; use openvino_method='qdq' to choose calibration, granularity and dtypes")
+        conflicts = self.nncf_conflicts() if self.backend == "openvino" and self.openvino_method == "nncf" else {}
+        if conflicts:
+            raise ConfigError(f"openvino_method='nncf' calibrates with NNCF's own settings, so {conflicts} cannot "
+                              "apply; use openvino_method='qdq' to choose calibration, granularity and dtypes")
         if self.torch_api != "auto" and not (self.backend == "torch" and self.mode == "dynamic"):
             raise ConfigError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
                              f"backend='torch' and mode='dynamic', got backend={self.backend!r} mode={self.mode!r}")
