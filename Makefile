@@ -23,14 +23,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/cleanai demo
 
-# Debian packages the tests use (PostgreSQL, poppler, chromium); a no-op once installed.
+# Debian packages the tests and benchmarks/shared_study.py use (PostgreSQL, poppler, chromium); a no-op once
+# installed.
 system:
 	bash .ci/system-packages
 
 test: $(STAMP) system
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) system
 	$(PY) benchmarks/run_all.py
 
 clean:

@@ -14,13 +14,14 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from cleanai.benchmark import environment
+from cleanai.benchmark import BenchmarkConfig, Runner, compare_runners, environment
 from cleanai.io import write_json
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +47,20 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
     load = f"{now:.2f}" if load_before is None else f"{load_before:.2f} before, {now:.2f} after"
     return (f"Machine: {env['cpu']} ({env['cpu_features'] or 'no speed-relevant CPU flags read'}), {env['cpu_count']} "
             f"usable cores, {threads}; {versions}, Python {platform.python_version()}; 1-min load average {load}.")
+
+
+def latency_cells(runners: dict[str, Runner], data: Any, batches: Sequence[int], args: argparse.Namespace,
+                  baseline: str) -> dict[str, dict[str, Any]]:
+    """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x `batches`) timed by `compare_runners`
+    against `baseline`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds."""
+    cells = {}
+    for threads in args.threads:
+        for batch in batches:
+            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
+                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
+            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=baseline, show=False)
+            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
+    return cells
 
 
 def git_commit() -> str:
@@ -75,6 +90,18 @@ def save(record: dict[str, Any], run: str, folder: Path | None = None) -> Path:
     path = (folder or run_dir(record["script"], run)) / "rows.json"
     write_json(path, record)
     return path
+
+
+def run_parts(args: argparse.Namespace, parts: dict[str, Callable[[argparse.Namespace], dict[str, Any]]],
+              packages: Sequence[str]) -> dict[str, Any]:
+    """Run the parts `args.part` names (`all`: every one) into one record and save it under `args.run` (default
+    `<part>_resnet<depth>`) with the machine line; returns the record."""
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    record = provenance(args)
+    record.update({part: run(args) for part, run in parts.items() if args.part in (part, "all")})
+    line = machine(f"threads {args.threads}", load, packages) + f" Wall time {(time.perf_counter() - start) / 60:.1f} min."
+    finish(record, args.run or f"{args.part}_resnet{args.depth}", line)
+    return record
 
 
 def finish(record: dict[str, Any], run: str, machine_line: str, folder: Path | None = None) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from cleanai.data import load_dataset
+from cleanai.data import load_dataset, subset
 from cleanai.models import create_model
 from cleanai.training import TrainConfig, Trainer
 from cleanai.tuning import SearchSpace, TrainingSpec, TuneConfig, search_distillation, tune
@@ -68,7 +68,7 @@ def digits_cell(method: str, seed: int, args: argparse.Namespace, loaders: Any) 
 
 def distill_cell(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The book's search on CLINC150 and the untuned defaults, each scored on the validation split."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader
 
     from cleanai.data import text_collate
     from cleanai.distillation import DistillConfig, distill, keep_layers
@@ -78,8 +78,7 @@ def distill_cell(args: argparse.Namespace) -> list[dict[str, Any]]:
     teacher = TextClassifier.from_pretrained(args.distill_teacher).eval()
     student = keep_layers(teacher, [0, 2, 5])
     collate = text_collate(teacher.tokenizer, 64)
-    train_part = splits.train if args.distill_train_subset is None else Subset(
-        splits.train, range(min(args.distill_train_subset, len(splits.train))))
+    train_part = subset(splits.train, args.distill_train_subset, seed=0)  # class-balanced; None keeps all
     train = DataLoader(train_part, batch_size=32, shuffle=True, collate_fn=collate,
                        generator=torch.Generator().manual_seed(0))
     val = DataLoader(splits.val, batch_size=128, collate_fn=collate)
@@ -169,8 +168,9 @@ def render(record: dict[str, Any]) -> str:
         ratio = statistics.mean(r["epochs"] for r in hb) / grid_epochs
         met = gap <= 0.5 and ratio <= 1 / 3
         lines += ["", f"Goal (TPE + Hyperband within 0.5 point of grid's best validation accuracy with at most one "
-                      f"third of its epochs): {gap:+.2f} points behind grid, {ratio:.2f} of its epochs: "
-                      f"{'met' if met else 'not met'}."]
+                      f"third of its epochs): {abs(gap):.2f} points {'behind' if gap > 0 else 'above'} grid, {ratio:.2f} of its "
+                      "epochs: "
+                      f"{'met' if met else 'NOT met'}."]
     distill_rows = [r for r in record["rows"] if r.get("part") == "distill"]
     if distill_rows:
         lines += ["", _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"],

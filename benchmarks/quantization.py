@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from cleanai.benchmark import (
     TextClassifierRunner,
     TorchRunner,
     benchmark,
-    compare_runners,
 )
 from cleanai.data import TextDataset, load_dataset, raw_text_collate, subset, text_collate
 from cleanai.models import TextClassifier, create_model
@@ -130,26 +128,14 @@ def accuracy_row(name: str, runner: Runner, test: DataLoader, args: argparse.Nam
     return benchmark(runner, test, name=name, config=config).model_dump()
 
 
-def latency_cells(runners: dict[str, Runner], data: DataLoader, batches: list[int],
-                  args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """`{"t<threads> b<batch>": {variant: row}}`: each cell timed by `compare_runners` against ORT fp32."""
-    cells = {}
-    for threads in args.threads:
-        for batch in batches:
-            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
-                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=ORT_FP32, show=False)
-            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
-    return cells
-
-
 def measure(part: str, variants: dict[str, tuple[Runner, float]], test: DataLoader, timing: DataLoader,
             batches: list[int], args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, size and the interleaved latency cells of every variant of one part."""
     rows = {name: {**accuracy_row(name, runner, test, args), "build_seconds": seconds}
             for name, (runner, seconds) in variants.items()}
     print(f"accuracy done ({part})", flush=True)
-    cells = latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args)
+    cells = _report.latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args,
+                                  ORT_FP32)
     return {"rows": rows, "cells": cells}
 
 
@@ -241,13 +227,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/quantization"), help="where the artifacts go")
     parser.add_argument("--run", default=None, help="name of the results folder (default: <part>_resnet<depth>)")
     args = parser.parse_args()
-    start, load = time.perf_counter(), os.getloadavg()[0]
-    record = _report.provenance(args)
-    record.update({part: run(args) for part, run in (("cifar", run_cifar), ("text", run_text))
-                   if args.part in (part, "all")})
-    line = (_report.machine(f"threads {args.threads}", load, ("onnxruntime", "torchao"))
-            + f" Wall time {(time.perf_counter() - start) / 60:.1f} min.")
-    _report.finish(record, args.run or f"{args.part}_resnet{args.depth}", line)
+    record = _report.run_parts(args, {"cifar": run_cifar, "text": run_text}, ("onnxruntime", "torchao"))
     print(render(record))
 
 

@@ -1,4 +1,4 @@
-"""The `cleanai` command end to end: the demo run, train -> benchmark, and failures with clear reasons."""
+"""The `cleanai` command end to end: train -> benchmark, and failures with clear reasons (the demo: test_demo.py)."""
 
 import json
 
@@ -9,22 +9,6 @@ from cleanai.cli import main
 from cleanai.io import load_weights
 from cleanai.models import create_model
 from cleanai.training import load_checkpoint
-
-
-def test_demo_writes_a_complete_run_folder(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "3", "--quiet"]) == 0
-    assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "metrics.png", "model.safetensors",
-                                                "history.json", "train_config.json", "prune_report.json", "pruned"}
-    rows = json.loads((out / "results.json").read_text())
-    assert [r["backend"] for r in rows] == ["torch", "torch", "onnxruntime"]
-    assert all(r["eval_samples"] == 359 for r in rows) and rows[0]["accuracy"] > 0.8
-    assert rows[1]["macs"] < 0.6 * rows[0]["macs"]  # 30 % of channels pruned: about half the MACs
-    assert rows[2]["size_mb"] < rows[1]["size_mb"] < rows[0]["size_mb"]
-    assert any(p.suffix == ".onnx" for p in out.iterdir())
-    assert (out / "metrics.png").read_bytes().startswith(b"\x89PNG")
-    assert "small_cnn" in capsys.readouterr().out
-    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no staging folders left behind
 
 
 def test_train_then_benchmark_the_saved_weights(tmp_path, capsys):
@@ -104,6 +88,29 @@ def test_quantize_with_an_accuracy_budget_writes_the_search_and_the_chosen_artif
     assert json.loads((out / "quant_config.json").read_text()) == chosen["config"]
     assert any(p.suffix == ".onnx" for p in out.iterdir())
     assert (out / "search.txt").read_text().startswith("fp32 accuracy") and "chosen:" in capsys.readouterr().out
+
+
+def test_quantize_runtime_auto_writes_the_chosen_artifact_and_the_table_of_candidates(trained_weights, tmp_path,
+                                                                                    capsys):
+    out = tmp_path / "auto"
+    assert main(["quantize", "--model", "small_cnn", "--weights", str(trained_weights), "--preset", "auto",
+                 "--runtime", "auto", "--batch-size", "16", "--threads", "1", "--calib-batches", "2", "--runs", "5",
+                 "--out", str(out)]) == 0
+    choice = json.loads((out / "runtime.json").read_text())
+    candidates = {c["name"]: c for c in choice["candidates"]}
+    assert set(candidates) >= {"torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino int8"}
+    chosen = candidates[choice["chosen"]]
+    assert chosen["passes_parity"]
+    assert chosen["latency_ms_p50"] == min(c["latency_ms_p50"] for c in candidates.values() if c["passes_parity"])
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["name"] for r in rows} == set(candidates) and all(r["batch_size"] == 16 for r in rows)
+    assert "chosen (fastest that passes parity)" in (out / "runtime.txt").read_text()
+    assert f"Chose {choice['chosen']}" in capsys.readouterr().out
+
+
+def test_quantize_runtime_auto_refuses_an_accuracy_budget(tmp_path, capsys):
+    assert main(["quantize", "--runtime", "auto", "--max-drop", "1", "--out", str(tmp_path / "q")]) == 2
+    assert "--runtime auto picks among runtimes" in capsys.readouterr().err
 
 
 def test_quantize_refuses_a_negative_budget(capsys):

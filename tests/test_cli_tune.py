@@ -53,6 +53,7 @@ def test_tune_cross_validates_with_folds(space, tmp_path, capsys):
     ("width: [8, 16]\n", [], "parameter 'width' in"),
     ("lr: [0.1]\n", ["--sampler", "bayes"], "unknown sampler 'bayes'"),
     ("lr: {type: float, low: 0.001, high: 0.1}\n", ["--sampler", "grid"], "the grid sampler needs a finite set"),
+    ("lr: [0.1]\n", ["--heartbeat", "5", "--grace-period", "5"], "grace_period (5) must exceed heartbeat_interval (5)"),
 ])
 def test_tune_refuses_bad_input_in_one_line(space_text, extra, message, tmp_path, capsys):
     path = tmp_path / "bad.yaml"

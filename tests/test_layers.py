@@ -17,8 +17,9 @@ LAYERS: list[set[str]] = [
     {"runtime"},  # deployable runners (built from exported graphs), evaluate()
     {"training", "pruning", "quantization", "distillation", "fusion"},
     {"tuning", "benchmark", "reporting"},
-    {"optimize"},
-    {"cli", "demo", "recipes"},  # recipes compose every capability; the CLI runs them
+    {"recipes"},  # recipes compose every capability
+    {"optimize"},  # searches pipelines, writes the choice as a recipe and reruns it
+    {"cli", "demo"},  # the CLI runs them
 ]
 
 

@@ -31,6 +31,8 @@ _PUBLIC = {
     # the verb itself is cleanai.benchmark.benchmark
     "cleanai.benchmark": ["BenchmarkConfig", "compare", "compare_runners"],
     "cleanai.tuning": ["TuneConfig", "tune"],
+    # the verb itself is cleanai.optimize.optimize (the name `cleanai.optimize` is its subpackage)
+    "cleanai.optimize": ["OptimizeConfig"],
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -21,7 +21,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     _check_out(args)
     run_demo(args.out, epochs=args.epochs, threads=args.threads, seed=args.seed, progress=not args.quiet,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, sets=_key_values(args.set, "--set"))
 
 
 def _check_out(args: argparse.Namespace, kind: str = "dir") -> None:
@@ -317,8 +317,13 @@ def _quantize(args: argparse.Namespace) -> None:
             fields["per_channel"] = False
         config = QuantConfig.model_validate(fields)
     config = config.model_copy(update={"calibration_batches": args.calib_batches})
+    if args.runtime == "auto" and args.max_drop is not None:
+        raise ConfigError("--runtime auto picks among runtimes by speed after a parity check; --max-drop searches one "
+                          "backend's int8 variants against an accuracy budget: use one of them")
     model, splits = _model_and_data(args)
     loaders = _loaders(model, splits, args.calib_batch_size)
+    if args.runtime == "auto":
+        return _choose_runtime(args, model, splits, loaders, config)
     search = None
     if args.max_drop is None:
         runner = quantize(model, config, calib=loaders.train, example_inputs=_example(loaders), name=args.model)
@@ -400,6 +405,27 @@ def _list(args: argparse.Namespace) -> None:
         "pruners": tuning.list_pruners,
     }
     print("\n".join(listing[args.what]()))
+
+
+def _choose_runtime(args: argparse.Namespace, model: Any, splits: Any, loaders: Any, config: Any) -> None:
+    """`quantize --runtime auto`: every runtime x precision candidate checked and timed; the fastest that passes."""
+    from cleanai.benchmark import BenchmarkConfig, choose_runtime
+    from cleanai.io import atomic_dir, write_json
+
+    measure = BenchmarkConfig(batch_size=args.batch_size, throughput_batch_size=args.throughput_batch_size,
+                              runs=args.runs, threads=args.threads, progress=False)
+    choice = choose_runtime(model, _loaders(model, splits, args.eval_batch_size).test, loaders.train, config=measure,
+                            quant=config, example_inputs=_example(loaders))
+    table = choice.table()
+    print(table)
+    with atomic_dir(args.out, overwrite=args.overwrite) as stage:
+        artifact = choice.runner.save(stage)
+        write_json(stage / "quant_config.json", config.model_dump(mode="json"))
+        write_json(stage / "runtime.json", choice.to_dict())
+        (stage / "runtime.txt").write_text(table + "\n", encoding="utf-8")
+        _write_rows(choice.rows, stage)
+    print(f"Chose {choice.runner.name}; artifact {artifact.name}, the table of every candidate (runtime.txt) and "
+          f"results written to {Path(args.out).resolve()}")
 
 
 def _add_model_data(p: argparse.ArgumentParser, default_model: str = "small_cnn") -> None:
@@ -567,7 +593,7 @@ def _tune(args: argparse.Namespace) -> None:
     config = TuneConfig(sampler=args.sampler, pruner=args.pruner, n_trials=args.trials, timeout=args.timeout,
                         n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
                         storage=args.storage, study_name=args.study, keep_models=args.keep_models,
-                        progress=not args.quiet)
+                        heartbeat_interval=args.heartbeat, grace_period=args.grace_period, progress=not args.quiet)
     takes = accepted_kwargs(MODELS.get(args.model))
     model_params = [n for n in space.names if n.split(".")[0] not in TrainConfig.model_fields]
     unknown = [n for n in model_params if takes is not None and n not in takes]
@@ -618,6 +644,10 @@ def _add_tune_parser(sub: Any) -> None:
     p.add_argument("--storage", default=None,
                    help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study.db, SQLite)")
     p.add_argument("--study", default="cleanai", help="study name (workers with the same URL and name share it)")
+    p.add_argument("--heartbeat", type=_COUNT, default=30, help="seconds between a running trial's heartbeats")
+    p.add_argument("--grace-period", type=_COUNT, default=None,
+                   help="seconds without a heartbeat after which a dead worker's trial is failed and retried "
+                        "(default: twice --heartbeat)")
     p.add_argument("--seed", type=_SEED, default=None)
     _add_out(p, Path("runs/tune"), "run folder: study.db (an existing one is resumed), models/, trials.csv, best.json, "
                                    "summary.txt, plots/")
@@ -625,15 +655,75 @@ def _add_tune_parser(sub: Any) -> None:
     p.set_defaults(func=_tune)
 
 
+def _optimize(args: argparse.Namespace) -> None:
+    """`cleanai optimize`: search prune x distill x fold x quantize pipelines within an accuracy budget."""
+    from cleanai.io import check_destination
+    from cleanai.optimize import OptimizeConfig, optimize
+    from cleanai.recipes import DataSpec, ModelSpec
+
+    check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
+    fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout), ("threads", args.threads),
+                                ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs))
+              if v is not None}
+    fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
+                  target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
+    config = OptimizeConfig.quick(**fields) if args.quick else OptimizeConfig(**fields)
+    model = ModelSpec(name=args.model, weights=args.weights)
+    _model_and_data(args)  # refuses a model that cannot take this data, before any work
+    data = DataSpec(name=args.data, root=None if args.data_dir is None else str(args.data_dir),
+                    batch_size=args.batch_size,
+                    subset={k: n for k, n in (("train", args.train_samples), ("val", args.val_samples)) if n})
+    result = optimize(model, data, config)
+    print(result.summary())
+    print(f"Study, trials.json, pareto_front.png, recipe.yaml, final/, artifact/ and report.pdf/html in "
+          f"{Path(args.out).resolve()}")
+
+
+def _add_optimize_parser(sub: Any) -> None:
+    p = sub.add_parser("optimize", help="search pruning, KD, BN folding and int8 pipelines for the fastest artifact "
+                                        "within an accuracy budget")
+    _add_model_data(p)
+    p.add_argument("--max-drop", type=_points, default=1.0, metavar="POINTS",
+                   help="accuracy points the artifact may lose on the validation split (default 1.0)")
+    p.add_argument("--objective", choices=("latency", "size", "pareto"), default="latency",
+                   help="among candidates within budget: lowest batch-1 latency, smallest artifact, or lowest "
+                        "latency x size")
+    p.add_argument("--target-latency", type=_number(float, 0, low_open=True), default=None, metavar="MS",
+                   help="also require at most this batch-1 latency")
+    p.add_argument("--target-size", type=_number(float, 0, low_open=True), default=None, metavar="MB",
+                   help="also require at most this artifact size")
+    p.add_argument("--quick", action="store_true", help="a first look: 6 trials, short fine-tuning")
+    p.add_argument("--trials", type=_COUNT, default=None, help="finished trials the study should hold")
+    p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None, help="seconds for the search")
+    p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
+    p.add_argument("--final-epochs", type=_number(int, 0), default=None,
+                   help="fine-tuning epochs of the chosen pipeline's final run")
+    p.add_argument("--train-samples", type=_COUNT, default=None, help="a seeded part of the training split, for the search and the final run (default: all)")
+    p.add_argument("--val-samples", type=_COUNT, default=None, help="a seeded part of the validation split the choices are made on (default: all)")
+    p.add_argument("--batch-size", type=_COUNT, default=64)
+    p.add_argument("--storage", default=None,
+                   help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study/study.db)")
+    p.add_argument("--seed", type=_SEED, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/optimize"),
+                   help="run folder: study/, trials.json, pareto_front.png, recipe.yaml, final/, artifact/, "
+                        "report.pdf/html; an earlier search there is resumed, a folder CleanAI did not write is refused")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_optimize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cleanai", description="Make trained networks smaller and faster, "
                      "and prove it with honest numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train, evaluate and benchmark a small CNN on the embedded digits data")
-    _add_out(p, Path("runs/demo"), "run folder (replaced whole at the end)")
-    p.add_argument("--epochs", type=_COUNT, default=20)
-    p.add_argument("--threads", type=_COUNT, default=None)
+    p = sub.add_parser("demo", help="the whole loop on the embedded digits data: train a CNN, prune it with every "
+                       "criterion, distil, export, int8, benchmark, report.pdf + report.html (recipe digits_demo.yaml)")
+    _add_out(p, Path("runs/demo"), "run folder (a rerun skips the finished steps; --overwrite starts afresh)")
+    p.add_argument("--epochs", type=_COUNT, default=None,
+                   help="training epochs of the CNN (default: the recipe's 20); distillation runs a quarter as long")
+    p.add_argument("--threads", type=_COUNT, default=None, help="torch threads of every step and of the timing")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change a field of the recipe, as `cleanai run` does, e.g. steps.benchmark.runs=20")
     p.add_argument("--seed", type=_SEED, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
@@ -674,10 +764,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p, Path("runs/model.onnx"), "the .onnx file to write")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime or torch) and benchmark against fp32")
+    p = sub.add_parser("quantize", help="quantize to int8 (ONNX Runtime, OpenVINO or torch) and benchmark against fp32")
     _add_model_data(p)
     p.add_argument("--mode", choices=("dynamic", "static", "qat", "weight_only", "fp16", "bf16"), default="static")
-    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime")
+    p.add_argument("--backend", choices=("onnxruntime", "torch", "openvino"), default="onnxruntime")
+    p.add_argument("--runtime", choices=("auto",), default=None,
+                   help="auto: build torch, ONNX Runtime and OpenVINO candidates (fp32, bf16 where the CPU has it, "
+                        "int8 with these calibration settings), check each against fp32, time them at --batch-size and "
+                        "--threads, keep the fastest that passes; runtime.txt holds the table of all")
     p.add_argument("--preset", default=None, help="CPU preset: auto, avx2, avx512_vnni, arm64")
     p.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default=None)
     p.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
@@ -722,6 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_distill_parser(sub)
     _add_tune_parser(sub)
+    _add_optimize_parser(sub)
     _add_recipe_parsers(sub)
 
     p = sub.add_parser("list", help="list registered names")

@@ -1,73 +1,50 @@
-"""`cleanai demo`: the end-to-end main job on the embedded digits data.
+"""`cleanai demo`: the recipe digits_demo.yaml, shipped inside the package, run by the recipe runner.
 
-Train the small CNN; prune 30 % of its channels by activation coverage and fine-tune it; quantize
-the pruned model to int8 with ONNX Runtime; benchmark the three variants the same way on the whole
-test split (timed in interleaved rounds); and write `results.json`, `results.csv`, `metrics.png`, `history.json`,
-`prune_report.json`, `model.safetensors`, the pruned model and the int8 ONNX file into the run
-folder. The folder is replaced whole at the end, so a crash never leaves a half-written run.
+On the embedded digits data: train the small CNN; prune 30 % of its channels with every criterion (one
+variant each, sharing the trained model); fine-tune each with knowledge distillation from the unpruned
+model; export it to ONNX and quantize it to int8 for ONNX Runtime; benchmark every variant; write
+report.pdf and report.html. `recipes/digits_demo.yaml` is a link to the same file, so `cleanai run
+recipes/digits_demo.yaml` does the same thing; a rerun into the same folder skips the finished steps.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import torch
+from cleanai.benchmark import Measurement, compare, load_rows
+from cleanai.recipes import load_recipe, read_status, run_recipe
 
-from cleanai.benchmark import (
-    BenchmarkConfig,
-    Measurement,
-    TorchRunner,
-    compare,
-    compare_runners,
-    plot_metrics,
-    save_rows,
-)
-from cleanai.data import load_dataset
-from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
-from cleanai.models import create_model
-from cleanai.pruning import PruneConfig, prune, save_pruned
-from cleanai.quantization import QuantConfig, quantize
-from cleanai.training import TrainConfig, Trainer, seed_everything
+DEMO_RECIPE = Path(__file__).resolve().parent / "recipes" / "digits_demo.yaml"
+# What the closing table shows: it fits a 100-column terminal (report.pdf / report.html hold every column).
+TABLE_COLUMNS = ("variant", "acc %", "Δacc pp", "size MB", "× smaller", "p50 ms", "speed-up", "MACs")
+TABLE_WIDTH = 100
 
 
-def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int = 20, threads: int | None = None,
-             seed: int = 0, progress: bool = True, overwrite: bool = False) -> list[Measurement]:
-    """Run the demo and return its benchmark rows; results land in `out_dir`, checked before any work
-    (`cleanai.io.check_destination`: a folder not written by CleanAI is replaced only with `overwrite`)."""
-    check_destination(out_dir, overwrite=overwrite)
+def run_demo(out_dir: str | os.PathLike[str] = "runs/demo", *, epochs: int | None = None, threads: int | None = None,
+             seed: int = 0, progress: bool = True, overwrite: bool = False,
+             sets: Mapping[str, Any] | None = None) -> list[Measurement]:
+    """Run the demo recipe into `out_dir` and return its benchmark rows, after printing their table and the
+    reports' paths.
+
+    `epochs` trains the CNN that long (the recipe's 20 by default) and distils each pruned model a quarter
+    as long; `threads` sets the torch threads of every step and of the benchmark (the recipe's: the machine's
+    for training, 1 for timing). `out_dir` is checked before any work (`cleanai.io.check_destination`); a
+    rerun into it resumes, `overwrite` starts it afresh (replacing also a folder CleanAI did not write).
+    `sets` changes more fields, as `cleanai run --set` does (`{"steps.benchmark.runs": 20}`).
+    """
+    fields: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        fields.update({"steps.train.epochs": epochs, "steps.distill.train.epochs": max(1, epochs // 4)})
     if threads is not None:
-        torch.set_num_threads(threads)
-    seed_everything(seed)  # before the model is built: the seed fixes its initial weights too
-    splits = load_dataset("digits", seed=seed)
-    loaders = splits.loaders(batch_size=64, seed=seed)
-    model = create_model("small_cnn", num_classes=len(splits.label_names))
-    config = TrainConfig(epochs=epochs, optimizer="adamw", lr=3e-3, scheduler="cosine",
-                         metrics=["accuracy", "macro_f1"], seed=seed, progress=progress)
-    history = Trainer(model, config=config).fit(loaders.train, loaders.val)
-
-    example = next(iter(loaders.val))[0][:1]
-    pruned, report = prune(model, example, PruneConfig(criterion="coverage", ratio=0.3), calib=loaders.train)
-    Trainer(pruned, config=config.model_copy(update={"epochs": max(1, epochs // 4)})).fit(loaders.train, loaders.val)
-    int8 = quantize(pruned, QuantConfig.auto(), calib=loaders.train, example_inputs=example,
-                    name="small_cnn pruned 30% +")
-
-    with atomic_dir(out_dir, overwrite=overwrite) as stage:
-        save_safetensors(model, stage / "model.safetensors", metadata={"model": "small_cnn", "dataset": "digits"})
-        save_pruned(pruned, stage / "pruned", base="small_cnn", base_kwargs={"num_classes": len(splits.label_names)},
-                    example_inputs=example)
-        write_json(stage / "history.json", history.to_dict())
-        write_json(stage / "train_config.json", config.model_dump(mode="json"))
-        write_json(stage / "prune_report.json", report.to_dict())
-        bench = BenchmarkConfig(batch_size=1, throughput_batch_size=64, threads=torch.get_num_threads(),
-                                progress=progress)
-        variants = [TorchRunner(model, name="small_cnn fp32 (torch)"),
-                    TorchRunner(pruned, name="small_cnn pruned 30% (torch)"), int8]
-        rows = compare_runners(variants, loaders.test, bench, metrics=("accuracy", "macro_f1"), show=False)
-        int8.save(stage)
-        save_rows(rows, stage / "results.json")
-        save_rows(rows, stage / "results.csv")
-        plot_metrics(rows, stage / "metrics.png", title="CleanAI demo: digits, small CNN")
-    compare(rows)
-    print(f"Run written to {Path(out_dir).resolve()}")
+        fields.update({"threads": threads, "steps.benchmark.threads": threads})
+    recipe = load_recipe(DEMO_RECIPE, {**fields, **(sets or {})})
+    folder = run_recipe(recipe, out_dir, progress=progress, overwrite=overwrite)
+    rows = load_rows(folder / read_status(folder)["benchmark"]["folder"] / "results.json")
+    compare(rows, columns=TABLE_COLUMNS, width=TABLE_WIDTH)
+    print(f"Run written to {folder.resolve()}")
+    for kind in recipe.report.formats:
+        print(f"Report ({kind.upper()}): {(folder / f'report.{kind}').resolve()}")
     return rows

@@ -59,6 +59,15 @@ def test_compare_shows_ratios_against_the_first_row(rows, capsys):
     assert "pruned-50%" in capsys.readouterr().out  # also printed
 
 
+def test_compare_shows_the_columns_asked_for_within_the_width_asked_for(rows, capsys):
+    table = compare(rows, columns=["variant", "acc %", "p50 ms", "speed-up"], width=70)
+    assert _line(table, "resnet20") == ["resnet20", "91.60", "4.000", "1.00x"]
+    assert "MACs" not in table and max(len(line) for line in table.splitlines()) <= 70
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 70
+    with pytest.raises(UnknownNameError, match=r"\['latency'\] are not compare columns; choose from: variant, acc %"):
+        compare(rows, columns=["variant", "latency"], show=False)
+
+
 def test_compare_shows_cpu_time_per_call_where_measured(rows):
     rows[1] = rows[1].model_copy(update={"latency_cpu_ms_p50": 1.25})
     table = compare(rows, show=False)

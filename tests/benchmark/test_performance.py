@@ -272,6 +272,24 @@ def test_non_finite_weights_are_benchmarked_with_a_warning_naming_them(cnn, cnn_
         benchmark(OrtRunner(tmp_path / "broken.onnx", name="broken onnx"), cnn_loader, config=FAST)
 
 
+def test_a_one_value_infinite_fill_constant_is_not_reported_as_a_broken_weight(cnn_onnx, cnn_loader, tmp_path):
+    """An attention mask's -inf fill value (a one-value initializer in exported transformers) is not a weight."""
+    import warnings
+
+    import onnx
+    from onnx import numpy_helper
+
+    from cleanai._finite import NonFiniteWarning
+
+    graph = onnx.load(str(cnn_onnx))
+    graph.graph.initializer.append(numpy_helper.from_array(np.array(-np.inf, dtype=np.float32), "mask_fill_value"))
+    onnx.save(graph, str(tmp_path / "masked.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteWarning)
+        row = benchmark(OrtRunner(tmp_path / "masked.onnx", name="masked"), cnn_loader, config=FAST)
+    assert row.accuracy is not None
+
+
 def test_time_alone_gives_the_timing_fields_of_a_row_on_the_first_batch(cnn, cnn_loader):
     runner = RecordingRunner(cnn)
     config = BenchmarkConfig(batch_size=2, warmup=1, runs=3, throughput_batch_size=5, throughput_runs=1, threads=1,

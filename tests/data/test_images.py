@@ -89,3 +89,14 @@ def test_dataloader_fetches_whole_batches_and_augments_only_when_asked():
 def test_dataset_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) with one label each, got \(4, 8, 8\) and 3 labels"):
         ImageDataset(torch.zeros(4, 8, 8), torch.zeros(3))
+
+
+def test_image_size_resizes_each_batch_bilinearly_and_keeps_the_stored_pixels():
+    x = _images(4)
+    ds = ImageDataset(x, torch.arange(4), scale=1.0, image_size=24)
+    batch, _ = ds.batch([0, 1])
+    assert batch.shape == (2, 3, 24, 24) and ds[3][0].shape == (3, 24, 24) and x.shape == (4, 3, 8, 8)
+    expected = F.interpolate(x[[0, 1]].float(), size=(24, 24), mode="bilinear", align_corners=False)
+    assert torch.allclose(batch, expected)
+    with pytest.raises(ValueError, match="image_size must be a positive number of pixels"):
+        ImageDataset(x, torch.arange(4), image_size=0)

@@ -11,7 +11,7 @@ from cleanai.errors import MissingFileError
 from cleanai.recipes import build_report, write_report
 
 SECTIONS = ("Run summary", "Configuration", "Variants", "Pruning: channels per layer",
-            "Training and fine-tuning curves", "Quantization check", "Environment")
+            "Training and fine-tuning curves", "Hyperparameter search", "Quantization check", "Environment")
 
 
 def test_the_report_holds_every_section_and_one_figure_per_result(demo_run):
@@ -24,7 +24,7 @@ def test_the_report_holds_every_section_and_one_figure_per_result(demo_run):
     variants = document.sections[2].blocks[0]
     assert variants.header[:5] == ["variant", "accuracy %", "size MB", "latency ms mean ± std", "p99 ms"]
     assert len(variants.rows) == 7 and variants.rows[0][-2:] == ["1.00x", "1.00x"]
-    quant = document.sections[5].blocks[0]
+    quant = document.sections[6].blocks[0]
     assert len(quant.rows) == 2 and all(float(row[2]) > 0 for row in quant.rows)  # SQNR in dB for each variant
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import pytest
 
 from cleanai.cli import main
 from cleanai.recipes import RecipeError, load_recipe
+from cleanai.recipes.runner import RecipeRun
 from cleanai.recipes.steps import PruneStep
 
 
@@ -31,7 +35,7 @@ def test_a_valid_recipe_gives_each_variant_its_chain(recipe_file):
     ("    ratio: 0.3", "    ratio: 1.5", ":10: steps[1].ratio: ratio must be in [0, 1)"),
     ("    epochs: 1", "    epoch: 1", ":8: steps[0].epoch: unknown field"),
     ("  name: small_cnn", "  name: small_cnn\n  weights: missing.safetensors",
-     ":4: model.weights: 'missing.safetensors' is neither a file nor a registered weights tag"),
+     ":4: model.weights: 'missing.safetensors' is neither a file nor a weights tag of small_cnn (it has none)"),
     ("  name: digits", "  name: digits\n  root: /no/such/folder", ":6: data.root: '/no/such/folder' is not a folder"),
     ("  a: {prune: {criterion: magnitude}}", "  a: {prune: {ratio: 2}}", ":15: variants.a.prune.ratio: ratio must be"),
     ("  a: {prune: {criterion: magnitude}}", "  a: {pruning: {ratio: 0.5}}",
@@ -80,3 +84,43 @@ def test_validate_and_run_refuse_a_bad_recipe_before_any_work(recipe_file, tiny_
     assert not (tmp_path / "run").exists()
     assert main(["validate", str(recipe_file())]) == 0
     assert "a: train -> prune -> export -> benchmark" in capsys.readouterr().out
+
+
+def test_model_names_the_recipes_own_model_as_teacher_and_baseline_and_is_no_step_id(recipe_file, tiny_text):
+    text = tiny_text.replace("    ratio: 0.3", "    ratio: 0.3\n    finetune: {epochs: 1}\n    teacher: model").replace(
+        "    runs: 3", "    runs: 3\n    baseline: model")
+    recipe = load_recipe(recipe_file(text))
+    assert recipe.steps[1].teacher == "model" and recipe.benchmark.baseline == "model"
+    found = problems(recipe_file(tiny_text.replace("  - type: export", "  - type: export\n    id: model")))
+    assert len(found) == 1 and "id 'model' is reserved" in found[0]
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+
+
+def documented_sets(path: Path) -> list[list[str]]:
+    """The `--set` arguments of each `cleanai run` command in the recipe's header comments."""
+    header = "".join(line.removeprefix("#").rstrip("\\\n") + (" " if line.rstrip().endswith("\\") else "\n")
+                     for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    commands = [shlex.split(line.strip(), comments=False) for line in header.splitlines()
+                if line.strip().startswith("cleanai run") and "--set" in line]
+    out = []
+    for command in commands:
+        rest = command[command.index("--set") + 1:]
+        out.append([arg for i, arg in enumerate(rest) if not any(a.startswith("--") for a in rest[:i + 1])])
+    return out
+
+
+def test_the_scenario_recipes_are_all_here():
+    assert {p.name for p in RECIPES} >= {"digits_demo.yaml", "cifar10_ts1.yaml", "cifar10_ts3_ts4.yaml",
+                                         "resnet50_ts3_ts4.yaml", "clinc150_distill_quantize.yaml"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates_as_shipped_and_with_its_documented_small_run(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{path}: valid ({len(load_recipe(path).variants)} variant(s))")
+    sets = documented_sets(path)
+    assert sets, f"{path.name} documents no `cleanai run ... --set` for a small run"
+    for args in sets:
+        assert main(["validate", str(path), "--set", *args]) == 0, capsys.readouterr().err

@@ -12,8 +12,10 @@ from cleanai.benchmark.performance import (
     benchmark,
     environment,
 )
+from cleanai.benchmark.runtime_choice import RuntimeChoice, RuntimeChoiceError, choose_runtime, runtime_candidates
 from cleanai.runtime import (
     BenchmarkError,
+    OpenVinoRunner,
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -26,13 +28,17 @@ __all__ = [
     "BenchmarkConfig",
     "BenchmarkError",
     "Measurement",
+    "OpenVinoRunner",
     "OrtRunner",
     "PerformanceBenchmark",
     "Runner",
+    "RuntimeChoice",
+    "RuntimeChoiceError",
     "TextClassifierRunner",
     "TorchRunner",
     "as_runner",
     "benchmark",
+    "choose_runtime",
     "compare",
     "compare_runners",
     "count_macs",
@@ -42,5 +48,6 @@ __all__ = [
     "load_rows",
     "measure_intent",
     "plot_metrics",
+    "runtime_candidates",
     "save_rows",
 ]

@@ -62,7 +62,31 @@ def _speedup(base: Measurement, row: Measurement) -> str:
     return f"{ratio:.2f}x" + (" SLOWER" if ratio < 1 else "") + unreliable
 
 
-def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = True) -> str:
+COLUMNS = ("variant", "acc %", "Δacc pp", "size MB", "× smaller", "p50 ms", "± std", "CPU ms", "speed-up",
+           "samples/s", "params", "MACs", "backend", "threads")
+
+
+def _cells(base: Measurement, r: Measurement) -> dict[str, str]:
+    return {
+        "variant": r.name + ("" if r.eval_whole_split else f" (acc on {r.eval_samples} samples)"),
+        "acc %": f"{100 * r.accuracy:.2f}",
+        "Δacc pp": f"{100 * (r.accuracy - base.accuracy):+.2f}",
+        "size MB": f"{r.size_mb:.3f}",
+        "× smaller": f"{base.size_mb / r.size_mb:.2f}x" if r.size_mb else "-",
+        "p50 ms": f"{r.latency_ms_p50:.3f}" + (" !" if r.timing_warning else ""),
+        "± std": f"{r.latency_ms_std:.3f}",
+        "CPU ms": "-" if r.latency_cpu_ms_p50 is None else f"{r.latency_cpu_ms_p50:.3f}",
+        "speed-up": _speedup(base, r),
+        "samples/s": "-" if r.throughput is None else f"{r.throughput:.1f}",
+        "params": _human(r.params),
+        "MACs": _human(r.macs),
+        "backend": r.backend + (f" ({r.provider})" if r.provider else ""),
+        "threads": str(r.threads),
+    }
+
+
+def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = True,
+            columns: Sequence[str] | None = None, width: int | None = None) -> str:
     """Render rows as a table with speed-up (baseline p50 / p50) and size ratio (baseline MB / MB); print it.
 
     `baseline` is a row name or index (default: the first row). A row slower than the baseline is
@@ -70,31 +94,23 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
     so is a row whose timing is unreliable (`timing_warning`: its p50 gets a "!", every speed-up computed
     from it "(unreliable)", the caption the reason). Rows from `compare_runners` carry their speed-up, the
     median of per-round ratios, which is shown instead of the ratio of medians. `CPU ms` is the process CPU
-    time per call (see `cleanai.benchmark.performance`). Returns the plain-text table.
+    time per call (see `cleanai.benchmark.performance`). `columns` picks some of `COLUMNS` (default: all);
+    `width` bounds the table's width in characters, cells and caption wrapping inside it (default: as wide as
+    the table needs). Returns the plain-text table.
     """
     rows = _rows(rows)
     base = _baseline(rows, baseline)
+    headers = list(COLUMNS if columns is None else columns)
+    unknown = [h for h in headers if h not in COLUMNS]
+    if unknown:
+        raise UnknownNameError(f"column(s) {unknown} are not compare columns; choose from: {', '.join(COLUMNS)}")
     table = Table(title=f"CleanAI benchmark (baseline: {base.name})")
-    for header in ("variant", "acc %", "Δacc pp", "size MB", "× smaller", "p50 ms", "± std", "CPU ms", "speed-up",
-                   "samples/s", "params", "MACs", "backend", "threads"):
-        table.add_column(header, justify="left" if header in ("variant", "backend") else "right")
+    for header in headers:  # a narrow `width` wraps the other cells, never a variant's name
+        table.add_column(header, justify="left" if header in ("variant", "backend") else "right",
+                         no_wrap=header == "variant")
     for r in rows:
-        table.add_row(
-            r.name + ("" if r.eval_whole_split else f" (acc on {r.eval_samples} samples)"),
-            f"{100 * r.accuracy:.2f}",
-            f"{100 * (r.accuracy - base.accuracy):+.2f}",
-            f"{r.size_mb:.3f}",
-            f"{base.size_mb / r.size_mb:.2f}x" if r.size_mb else "-",
-            f"{r.latency_ms_p50:.3f}" + (" !" if r.timing_warning else ""),
-            f"{r.latency_ms_std:.3f}",
-            "-" if r.latency_cpu_ms_p50 is None else f"{r.latency_cpu_ms_p50:.3f}",
-            _speedup(base, r),
-            "-" if r.throughput is None else f"{r.throughput:.1f}",
-            _human(r.params),
-            _human(r.macs),
-            r.backend + (f" ({r.provider})" if r.provider else ""),
-            str(r.threads),
-        )
+        cells = _cells(base, r)
+        table.add_row(*(cells[h] for h in headers))
     notes = []
     slower = [r.name for r in rows if r.latency_ms_p50 > base.latency_ms_p50]
     if slower:
@@ -109,10 +125,10 @@ def compare(rows: RowsLike, baseline: str | int | None = None, *, show: bool = T
     if table.rows and notes:
         table.caption = "\n".join(notes)
     buffer = io.StringIO()
-    Console(file=buffer, width=240, no_color=True).print(table)
+    Console(file=buffer, width=width or 240, no_color=True).print(table)
     text = buffer.getvalue()
-    if show:  # as wide as the table needs, so no cell is cut on a narrow terminal
-        Console(width=max(len(line) for line in text.splitlines())).print(table)
+    if show:  # as wide as the table needs (or `width`), so no cell is cut on a narrow terminal
+        Console(width=width or max(len(line) for line in text.splitlines())).print(table)
     return text
 
 
@@ -130,7 +146,8 @@ def compare_runners(
 
     Round 1 is a full `benchmark` of each runner (accuracy, size, MACs, timing); later rounds time them
     again, in reversed order every other round, so drifts of a shared machine fall on all variants alike.
-    A row's latencies and throughput are the medians over the rounds (`rounds`); its `speedup` /
+    A row's latencies and throughput are the medians over the rounds (`rounds`), `latency_spread` their
+    run-to-run noise ((max - min) / median of the rounds' p50s); its `speedup` /
     `speedup_cpu` is the median over rounds of the baseline's p50 / its p50 within the same round; its
     `timing_warning` says in how many rounds the timing was unreliable, and why. `runners` may be named by
     a mapping; `baseline` is a name or an index. Prints the `compare` table unless `show` is False.
@@ -179,6 +196,8 @@ def _merge(first: Measurement, timings: list[dict[str, Any]], base: list[dict[st
     for key in _TIMING:
         values = [t[key] for t in timings if t[key] is not None]
         merged[key] = statistics.median(values) if values else None
+    p50s = [t["latency_ms_p50"] for t in timings]
+    merged["latency_spread"] = (max(p50s) - min(p50s)) / statistics.median(p50s) if len(p50s) > 1 else None
     warned = [t["timing_warning"] for t in timings if t["timing_warning"]]
     warning = None
     if warned:

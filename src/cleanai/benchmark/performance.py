@@ -107,6 +107,7 @@ class Measurement(BaseModel):
     load_average: float | None = None  # the machine's 1-min load average right after the timed calls
     timing_warning: str | None = None  # why the latencies may not mean what they say (see `timing_warning`)
     rounds: int = 1  # interleaved rounds the latencies are medians of (`compare_runners`)
+    latency_spread: float | None = None  # run-to-run noise: (max - min) / median of the rounds' p50s (rounds > 1)
     speedup: float | None = None  # median over rounds of speedup_baseline's p50 / this row's p50 (wall time)
     speedup_cpu: float | None = None  # the same from process CPU time per call
     speedup_baseline: str | None = None
@@ -118,6 +119,7 @@ class Measurement(BaseModel):
     threads: int
     backend: str
     provider: str | None
+    precision: str | None = None  # what the runtime executes, as the runner reports it (OpenVINO: f32, bf16, int8)
     eval_samples: int
     eval_whole_split: bool
     versions: dict[str, str]
@@ -189,7 +191,8 @@ def timing_warning(wall_ns: np.ndarray, cpu_ns: np.ndarray, threads: int, cores:
 
 
 def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
-    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers."""
+    """What a runner computes with: a torch module (parameters and buffers) or an ONNX graph's initializers, less
+    one-value infinite ones: fill values such as a transformer's attention-mask -inf, not broken weights."""
     inner = getattr(runner, "inner", runner)  # a TextClassifierRunner wraps the runner that holds the weights
     model = getattr(inner, "model", None)
     if isinstance(model, nn.Module):
@@ -197,7 +200,8 @@ def _weights(runner: Runner) -> nn.Module | dict[str, Any]:
     if isinstance(inner, OrtRunner):
         from onnx import numpy_helper
 
-        return {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+        arrays = {t.name: numpy_helper.to_array(t) for t in inner.onnx_model().graph.initializer}
+        return {name: a for name, a in arrays.items() if not (a.size == 1 and np.isinf(a).all())}
     return {}
 
 
@@ -210,7 +214,7 @@ def environment() -> dict[str, Any]:
     """The machine a number was measured on: CPU model, its speed-deciding instruction sets, usable cores,
     and library versions."""
     versions = {"python": platform.python_version()}
-    for package in ("cleanai", "torch", "onnxruntime", "numpy"):
+    for package in ("cleanai", "torch", "onnxruntime", "openvino", "nncf", "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -283,6 +287,7 @@ class PerformanceBenchmark:
             threads=threads,
             backend=self.runner.backend,
             provider=self.runner.provider,
+            precision=getattr(self.runner, "precision", None),
             eval_samples=evaluation.samples,
             eval_whole_split=evaluation.whole_split,
             quant_sqnr_db=getattr(getattr(self.runner, "quant_check", None), "sqnr_db", None),

@@ -93,12 +93,15 @@ def _file_digest(path: Path) -> str:
 
 @DATASETS.register("cifar10")
 def load_cifar10(root: str | Path | None = None, val_size: int | float = 5000, augment: bool = True,
-                 normalize: Normalize = "imagenet", seed: int = 0, cache_dir: str | Path | None = None) -> DataSplits:
+                 normalize: Normalize = "imagenet", seed: int = 0, cache_dir: str | Path | None = None,
+                 image_size: int | None = None) -> DataSplits:
     """CIFAR-10 (JPEG copy): 50,000 train images minus a stratified `val_size` held out, 10,000 test.
 
     `root` holds both zips (default `$CLEANAI_DATA/cifar10-jpeg` or `$CLEANAI_DATA/cifar10`).
     Training items are randomly cropped (4-pixel padding) and flipped when `augment`. `normalize`
     is "imagenet" (what the akamaster checkpoints expect), "cifar", None or a (mean, std) pair.
+    `image_size` resizes every batch (bilinear, after cropping) for models of another input size, e.g. 224 for
+    the ImageNet-layout ResNets; the images stay 32x32 in memory.
     """
     stats = resolve_normalize(normalize, channels=3)
     folder = resolve_data_dir(root, DATA_SUBDIRS, list(ZIP_FILES.values()), "CIFAR-10")
@@ -110,12 +113,13 @@ def load_cifar10(root: str | Path | None = None, val_size: int | float = 5000, a
         images, labels = torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(y)  # NCHW views, no copy
         if idx is not None:
             images, labels = images[torch.from_numpy(idx)], labels[torch.from_numpy(idx)]
-        return ImageDataset(images.contiguous(), labels, scale=1 / 255, normalize=stats, augment=augment)
+        return ImageDataset(images.contiguous(), labels, scale=1 / 255, normalize=stats, augment=augment,
+                            image_size=image_size)
 
     return DataSplits(
         name="cifar10",
         train=part(x_train, y_train, train_idx, augment),
         val=part(x_train, y_train, val_idx, False),
         test=part(x_test, y_test, None, False),
-        label_names=list(CLASSES), task="image", input_shape=(3, 32, 32),
+        label_names=list(CLASSES), task="image", input_shape=(3, image_size or 32, image_size or 32),
     )

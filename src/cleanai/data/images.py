@@ -87,11 +87,16 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float = 1 / 255,
-                 normalize: tuple[Sequence[float], Sequence[float]] | None = None, augment: bool = False) -> None:
+                 normalize: tuple[Sequence[float], Sequence[float]] | None = None, augment: bool = False,
+                 image_size: int | None = None) -> None:
         if images.ndim != 4 or len(images) != len(labels):
             raise DataError(f"images must be (N, C, H, W) with one label each, got {tuple(images.shape)} "
                              f"and {len(labels)} labels")
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                       or image_size < 1):
+            raise DataError(f"image_size must be a positive number of pixels (or None), got {image_size!r}")
         self.images = images
+        self.image_size = image_size  # each batch resized (bilinear) to image_size x image_size, e.g. 224
         self.labels = labels.long()
         self.scale = scale
         self.augment = augment
@@ -112,6 +117,9 @@ class ImageDataset(Dataset):
             if self.augment:
                 x = random_crop_flip(x)
             x = x.float().mul_(self._mul).sub_(self._sub)  # x is a fresh copy: indexing copies
+            if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+                x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                                    align_corners=False)
         return x, self.labels[idx]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:

@@ -125,6 +125,10 @@ class OrtQuantizer:
 
     def build(self, config: QuantConfig) -> OrtRunner:
         """Quantize the exported graph as `config` says (static QDQ or dynamic) and load it in an `OrtRunner`."""
+        return ort_artifact(self.quantized_graph(config), config, f"{self.name} {config.describe()}")
+
+    def quantized_graph(self, config: QuantConfig) -> Path:
+        """Quantize the exported graph as `config` says (static QDQ or dynamic); the path of the int8 ONNX file."""
         self._built += 1
         out = self.workdir / f"int8-{self._built}.onnx"
         if config.mode == "dynamic":
@@ -134,7 +138,7 @@ class OrtQuantizer:
         else:
             raise QuantizationError(f"OrtQuantizer builds static and dynamic graphs, not mode={config.mode!r}")
         self._check_quantized(out, config)
-        return ort_artifact(out, config, f"{self.name} {config.describe()}")
+        return out
 
     def _static(self, config: QuantConfig, out: Path) -> None:
         from onnxruntime.quantization import (

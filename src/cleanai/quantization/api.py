@@ -26,6 +26,7 @@ from cleanai.quantization._common import (
     example_from,
 )
 from cleanai.quantization.check import Probe, hold_back, make_probe, verify
+from cleanai.quantization._openvino import OpenVinoQuantizer
 from cleanai.quantization._ort import OrtQuantizer, ort_artifact
 from cleanai.quantization.config import QuantConfig, has_int8_dot
 
@@ -35,8 +36,8 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, calib: Iterabl
              train_data: Iterable[Any] | None = None, name: str | None = None) -> Runner:
     """Quantize `model` as `config` says and return the artifact to measure and deploy.
 
-    Returns an `OrtRunner` (backend "onnxruntime": the model exported to ONNX, then quantized) or a
-    `TorchRunner` (backend "torch"). `calib` yields `(inputs, targets)` batches (or bare inputs):
+    Returns an `OrtRunner` (backend "onnxruntime": the model exported to ONNX, then quantized), an
+    `OpenVinoRunner` (backend "openvino": int8 executed by OpenVINO) or a `TorchRunner` (backend "torch"). `calib` yields `(inputs, targets)` batches (or bare inputs):
     required for static calibration, optional otherwise (it also supplies the example inputs for
     export). Inputs are a Tensor, a tuple of Tensors (a model with several inputs) or a dict of
     Tensors (keyword inputs). `train_data` feeds quantization-aware training (default: `calib`).
@@ -65,7 +66,7 @@ def quantize(model: nn.Module, config: QuantConfig | None = None, calib: Iterabl
 
 def make_quantizer(model: nn.Module, config: QuantConfig, calib: Iterable[Any] | None, example_inputs: Inputs | None,
                    workdir: str | os.PathLike[str] | None, *, train_data: Iterable[Any] | None = None,
-                   name: str | None = None) -> OrtQuantizer | _torch.TorchQuantizer:
+                   name: str | None = None) -> OrtQuantizer | OpenVinoQuantizer | _torch.TorchQuantizer:
     """The backend object that builds variants of `model`: export and calibration data are prepared once, and
     the fp32 logits the result is checked against are computed first (a model without logits is refused here)."""
     who = f"quantize ({config.describe()})"
@@ -76,13 +77,15 @@ def make_quantizer(model: nn.Module, config: QuantConfig, calib: Iterable[Any] |
     check_finite(inputs, f"{who}: the calibration batches", DataError, "activation ranges need finite inputs")
     inputs, check_inputs, held_out = hold_back(inputs, config) if inputs else ([], [], False)
     held_out = held_out and not (config.mode == "qat" and train_data is None)  # QAT then trains on all of calib
-    traced = config.backend == "onnxruntime" or config.mode in ("static", "qat")  # exported or torch.export-ed
+    traced = config.backend in ("onnxruntime", "openvino") or config.mode in ("static", "qat")  # exported or torch.export-ed
     if traced and not inputs and example_inputs is None and train_data is not None:
         example_inputs = calibration_inputs(train_data, 1, who)[0]  # QAT given training data only
     example = example_from(model, inputs, example_inputs, who) if traced else None
     probe = _probe(model, config, check_inputs, held_out, example_inputs, who)
     if config.backend == "onnxruntime":
         warn_if_int8_saturates(config)
+    if config.backend == "openvino":
+        return OpenVinoQuantizer(model, example, inputs, workdir=workdir, opset=config.opset, name=name, probe=probe)
     if config.backend == "onnxruntime" and config.mode != "qat":
         return OrtQuantizer(model, example, inputs, workdir=workdir, opset=config.opset, name=name, probe=probe)
     return _torch.TorchQuantizer(model, example, inputs, name=name, probe=probe,

@@ -22,7 +22,11 @@ CALIBRATIONS = ("minmax", "entropy", "percentile")
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("dynamic", "static", "qat"),
     "torch": ("dynamic", "static", "qat", "weight_only", "fp16", "bf16"),
+    "openvino": ("static",),
 }
+# How backend="openvino" makes its int8 model: CleanAI's ONNX Runtime QDQ graph read by OpenVINO ("qdq"), or
+# OpenVINO's own post-training quantizer NNCF on the fp32 graph ("nncf"). BENCHMARKS.md compares them.
+OPENVINO_METHODS = ("qdq", "nncf")
 # torch.nn layer types the torch backend's dynamic modes can quantize (LSTM/GRU only with torch_api="legacy").
 TORCH_DYNAMIC_TYPES = ("Linear", "LSTM", "GRU")
 # torch.nn layer types X86InductorQuantizer annotates (torch static and qat).
@@ -55,8 +59,15 @@ class QuantConfig(BaseModel):
       fine-tuning with the Trainer as `qat_training` says, then convert; the onnxruntime backend
       exports the result as a QDQ graph), `weight_only` (int8 weights, float compute; torch),
       `fp16` / `bf16` (weight casting; torch).
-    - `backend`: `onnxruntime` (export to ONNX, then QDQ static or dynamic int8) or `torch`
-      (torchao `quantize_`, PT2E with X86InductorQuantizer, dtype casting).
+    - `backend`: `onnxruntime` (export to ONNX, then QDQ static or dynamic int8), `torch`
+      (torchao `quantize_`, PT2E with X86InductorQuantizer, dtype casting) or `openvino` (static int8
+      run by OpenVINO; an `OpenVinoRunner` saved as IR).
+    - `openvino_method` (backend openvino): `qdq` quantizes the exported graph as the onnxruntime
+      backend does (same calibration, granularity and fp32 fallback options) and OpenVINO runs the QDQ
+      graph in int8; `nncf` quantizes the fp32 graph with OpenVINO's NNCF (`nncf.quantize`, its own
+      calibration; `nodes_to_exclude` and `reduce_range`, as NNCF's overflow fix, apply). `auto` (the
+      default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: the
+      QDQ route broke the CLINC150 MiniLM), `qdq` otherwise or when the config sets what NNCF fixes.
     - `torch_api` (torch dynamic): `legacy` is `torch.ao.quantization.quantize_dynamic` (fbgemm
       kernels, fast on CPU, deprecated by torch), `torchao` is
       `quantize_(Int8DynamicActivationInt8WeightConfig())`, which needs int8 matmul hardware (VNNI,
@@ -91,7 +102,8 @@ class QuantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["dynamic", "static", "qat", "weight_only", "fp16", "bf16"] = "static"
-    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    backend: Literal["onnxruntime", "torch", "openvino"] = "onnxruntime"
+    openvino_method: Literal["auto", "qdq", "nncf"] = "auto"
     calibration: Literal["minmax", "entropy", "percentile"] | None = None
     percentile: float = 99.999
     calibration_batches: int | None = None
@@ -181,10 +193,23 @@ class QuantConfig(BaseModel):
             if self.op_types is not None and not set(self.op_types) <= set(PT2E_TYPES):
                 raise ConfigError(f"op_types={self.op_types!r}: mode={self.mode!r} on backend={self.backend!r} "
                                  f"quantizes torch.nn layer types {', '.join(PT2E_TYPES)} (None: both)")
+        if self.openvino_method != "auto" and self.backend != "openvino":
+            raise ConfigError(f"openvino_method={self.openvino_method!r} chooses how backend='openvino' quantizes; "
+                              f"got backend={self.backend!r}")
+        conflicts = self.nncf_conflicts() if self.backend == "openvino" and self.openvino_method == "nncf" else {}
+        if conflicts:
+            raise ConfigError(f"openvino_method='nncf' calibrates with NNCF's own settings, so {conflicts} cannot "
+                              "apply; use openvino_method='qdq' to choose calibration, granularity and dtypes")
         if self.torch_api != "auto" and not (self.backend == "torch" and self.mode == "dynamic"):
             raise ConfigError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
                              f"backend='torch' and mode='dynamic', got backend={self.backend!r} mode={self.mode!r}")
         return self
+
+    def nncf_conflicts(self) -> dict[str, Any]:
+        """The fields set away from what NNCF's quantizer fixes (its own calibration, per-channel u8/i8)."""
+        fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
+                 "activation_symmetric": False, "weight_symmetric": True, "op_types": None}
+        return {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
 
     @property
     def is_static(self) -> bool:
@@ -204,7 +229,10 @@ class QuantConfig(BaseModel):
         if self.mode in ("static", "qat"):
             parts.append(f"{self.activation_dtype}/{self.weight_dtype}")
         parts.append("per-channel" if self.per_channel else "per-tensor")
-        if self.mode == "static" and self.backend == "onnxruntime":
+        if self.backend == "openvino" and self.openvino_method == "nncf":
+            return " ".join(["openvino static nncf", *([f"{len(self.nodes_to_exclude)} fp32"]
+                                                        if self.nodes_to_exclude else [])])
+        if self.mode == "static" and self.backend in ("onnxruntime", "openvino"):
             method = self.calibration or "minmax"
             parts.append(method + (f"@{self.percentile:g}" if method == "percentile" else ""))
         if self.reduce_range:

@@ -237,7 +237,8 @@ def _outputs(runner: Runner, inputs: list[Inputs]) -> torch.Tensor:
 
 def _variants(config: QuantConfig, calibrations: Sequence[str], granularities: Sequence[bool]) -> list[QuantConfig]:
     """The other calibration x granularity settings the backend lets `config` change, the given one left out."""
-    if config.backend == "onnxruntime" and config.mode == "static":
+    if config.mode == "static" and (config.backend == "onnxruntime" or config.backend == "openvino"
+                                    and config.openvino_method != "nncf"):
         grid = [{"calibration": c, "per_channel": g} for g in granularities for c in calibrations]
     elif config.mode in ("dynamic", "weight_only"):
         grid = [{"per_channel": g} for g in granularities]

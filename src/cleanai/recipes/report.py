@@ -58,11 +58,12 @@ def _missing(status: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summary(run: Path, status: dict[str, Any], missing: list[str]) -> Section:
+def _summary(run: Path, status: dict[str, Any], missing: list[str], notes: str | None) -> Section:
     state = "complete" if not missing else f"incomplete: {len(missing)} step(s) missing"
-    section = Section("Run summary", [Paragraph(
+    section = Section("Run summary", [Paragraph(" ".join(notes.split()))] if notes else [])
+    section.blocks.append(Paragraph(
         f"Recipe {status['recipe']!r} ({status['recipe_file']}), run folder {run.resolve()}; started "
-        f"{status['started']}, finished {status['finished'] or '-'}; {state}.")])
+        f"{status['started']}, finished {status['finished'] or '-'}; {state}."))
     rows = [[variant, e["id"], e["type"], e["status"], e.get("key", "-"),
              f"{e['seconds']:.1f}" if "seconds" in e else "-"]
             for variant, entries in status["variants"].items() for e in entries]
@@ -165,6 +166,26 @@ def _curves(run: Path, steps: list[tuple[dict[str, Any], list[str]]]) -> Section
     return section
 
 
+def _tuning(run: Path, steps: list[tuple[dict[str, Any], list[str]]]) -> Section:
+    section = Section("Hyperparameter search")
+    for entry, variants in steps:
+        if entry["type"] != "tune":
+            continue
+        folder = run / entry["folder"]
+        best = _read(folder, "best.json")
+        trial = best["best"][0]
+        section.blocks.append(Paragraph(
+            f"{entry['id']} ({', '.join(variants)}): best trial {trial['number']}, "
+            f"{', '.join(best['metrics']) or 'value'} {', '.join(f'{v:.4g}' for v in trial['values'])}; "
+            f"its parameters trained the step's model: " + ", ".join(f"{k}={v}" for k, v in trial["params"].items())))
+        section.blocks.append(Code((folder / "summary.txt").read_text(encoding="utf-8").strip()))
+        for png in sorted((folder / "plots").glob("*.png")):
+            section.blocks.append(Figure(png.read_bytes(), f"{entry['id']}: {png.stem.replace('_', ' ')}."))
+    if not section.blocks:
+        section.blocks.append(Paragraph("No finished tune step."))
+    return section
+
+
 def _quantization(run: Path, steps: list[tuple[dict[str, Any], list[str]]]) -> Section:
     section = Section("Quantization check")
     rows = []
@@ -201,8 +222,8 @@ def _environment(rows: list[Measurement]) -> Section:
 
 
 def build_report(run_dir: str | os.PathLike[str], title: str | None = None) -> Document:
-    """The report of a run folder as a `Document` (summary, config, variants, pruning, curves, quantization,
-    environment)."""
+    """The report of a run folder as a `Document` (summary, config, variants, pruning, curves, tuning,
+    quantization, environment)."""
     run = Path(run_dir)
     if not (run / RUN_FILE).is_file():
         raise MissingFileError(f"{str(run)!r} holds no {RUN_FILE}: give a folder `cleanai run` wrote")
@@ -212,9 +233,10 @@ def build_report(run_dir: str | os.PathLike[str], title: str | None = None) -> D
     missing = _missing(status)
     steps = list(_steps(run, status))
     variants, rows = _variants(run, status)
-    sections = [_summary(run, status, missing),
+    sections = [_summary(run, status, missing, (recipe.get("report") or {}).get("notes")),
                 Section("Configuration", [Code(yaml.safe_dump(recipe, sort_keys=False).strip())]),
-                variants, _pruning(run, steps), _curves(run, steps), _quantization(run, steps), _environment(rows)]
+                variants, _pruning(run, steps), _curves(run, steps), _tuning(run, steps), _quantization(run, steps),
+                _environment(rows)]
     return Document(title, f"{status['recipe_file']} -> {run}", sections)
 
 

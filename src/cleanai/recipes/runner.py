@@ -10,6 +10,7 @@ common. `run.json` says, after every step, which steps are done, cached, failed 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,12 +27,12 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, subset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
 from cleanai.recipes.schema import Recipe
-from cleanai.recipes.steps import MODEL_STEPS, StepConfig
+from cleanai.recipes.steps import MODEL_STEPS, SOURCE_MODEL, StepConfig
 from cleanai.runtime import Runner
 
 STEP_FILE = "step.json"
@@ -106,7 +107,9 @@ class StepContext:
         return self.run.model_after(self.node.model_input)
 
     def model_of(self, step_id: str) -> nn.Module:
-        """The model an earlier step of this chain wrote (a teacher)."""
+        """The model an earlier step of this chain wrote (a teacher), or the recipe's own model for `model`."""
+        if step_id == SOURCE_MODEL:
+            return self.run.model_after(None).eval()
         assert self.node.teacher is not None and self.node.teacher.step.key_id == step_id
         return self.run.model_after(self.node.teacher).eval()
 
@@ -124,14 +127,16 @@ class StepContext:
 class RecipeRun:
     """One execution of a recipe into a run folder (see the module docstring)."""
 
-    def __init__(self, recipe: Recipe, out: Path, *, progress: bool = True) -> None:
-        self.recipe, self.out, self.progress = recipe, out, progress
+    def __init__(self, recipe: Recipe, out: Path, *, progress: bool = True, overwrite: bool = False) -> None:
+        self.recipe, self.out, self.progress, self.overwrite = recipe, out, progress, overwrite
         self.status: dict[str, Any] = {}
 
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
-        return load_dataset(data.name, root=data.root, **data.options)
+        splits = load_dataset(data.name, root=data.root, **data.options)
+        parts = {name: subset(getattr(splits, name), n, seed=self.recipe.seed) for name, n in data.subset.items()}
+        return dataclasses.replace(splits, **parts)
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
@@ -214,7 +219,9 @@ class RecipeRun:
 
     def execute(self) -> Path:
         """Run every step not already done; return the run folder."""
-        check_destination(self.out, option="--out")
+        check_destination(self.out, option="--out", overwrite=self.overwrite)
+        if self.overwrite and self.out.is_dir():  # start from scratch: nothing of what was there is reused
+            shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         _remove_staging(self.out / "steps")
         if not (self.out / RUN_MARKER).is_file():
@@ -291,6 +298,8 @@ class RecipeRun:
     def _baseline(self, chains: dict[str, list[Node]], bench: StepConfig) -> Node | None:
         first = next(iter(chains.values()))
         wanted = bench.references()["baseline"]
+        if wanted == SOURCE_MODEL:
+            return None
         models = [n for n in first if n.step.type in MODEL_STEPS]
         return next((n for n in models if n.step.key_id == wanted), models[0] if models else None)
 
@@ -335,11 +344,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_recipe(recipe: Recipe, out: str | Path | None = None, *, progress: bool = True) -> Path:
+def run_recipe(recipe: Recipe, out: str | Path | None = None, *, progress: bool = True,
+               overwrite: bool = False) -> Path:
     """Execute `recipe` into `out` (default `runs/<recipe name>`), skipping the steps already done there;
-    write its report at the end when `recipe.report.auto`. Returns the run folder."""
+    write its report at the end when `recipe.report.auto`. Returns the run folder. `overwrite`: whatever
+    folder is at `out` (also one CleanAI did not write) is removed first and every step runs again."""
     folder = RecipeRun(recipe, Path(out) if out is not None else Path("runs") / recipe.name,
-                       progress=progress).execute()
+                       progress=progress, overwrite=overwrite).execute()
     if recipe.report.auto:
         from cleanai.recipes.report import write_report
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cleanai.data import DATASETS
 from cleanai.errors import ConfigError
 from cleanai.models import MODELS, PRETRAINED
-from cleanai.recipes.steps import STEPS, MODEL_STEPS, StepConfig
+from cleanai.recipes.steps import MODEL_STEPS, SOURCE_MODEL, STEPS, StepConfig
 
 YamlPath = tuple[str | int, ...]
 
@@ -61,6 +61,8 @@ class DataSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
+    subset: dict[Literal["train", "val", "test"], Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    # a seeded, class-balanced part of a split (cleanai.data.subset), e.g. {train: 2000} for a short run
 
     @field_validator("name")
     @classmethod
@@ -75,6 +77,7 @@ class ReportOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = None
+    notes: str | None = None  # shown first in the report (what the numbers can and cannot say)
     formats: list[Literal["pdf", "html"]] = Field(default_factory=lambda: ["pdf", "html"])
     auto: bool = True  # write the report when a run completes
 
@@ -237,10 +240,11 @@ def load_recipe(path: str | os.PathLike[str], sets: Mapping[str, Any] | None = N
 
 
 def _check_paths(top: _Top, problems: _Problems) -> None:
-    weights = top.model.weights
-    if weights is not None and weights not in PRETRAINED.names() and not Path(weights).is_file():
-        problems.add(("model", "weights"), f"{weights!r} is neither a file nor a registered weights tag "
-                     f"({', '.join(PRETRAINED.names())})")
+    weights, tags = top.model.weights, [n.partition(".")[2] for n in PRETRAINED.names()
+                                        if n.partition(".")[0] == top.model.name]
+    if weights is not None and weights not in tags and not Path(weights).is_file():
+        problems.add(("model", "weights"), f"{weights!r} is neither a file nor a weights tag of {top.model.name} "
+                     f"({', '.join(tags) or 'it has none'})")
     if top.data.root is not None and not Path(top.data.root).is_dir():
         problems.add(("data", "root"), f"{top.data.root!r} is not a folder; give the dataset's folder")
 
@@ -278,10 +282,10 @@ def _steps(raws: list[dict[str, Any]], problems: _Problems) -> list[StepConfig]:
         if step.type == "benchmark" and i != len(steps) - 1:
             problems.add(("steps", i, "type"), "the benchmark step measures every variant at the end: put it last")
         for field, ref in step.references().items():
-            earlier = [s.key_id for s in steps[:i] if s.type in MODEL_STEPS]
+            earlier = [SOURCE_MODEL, *(s.key_id for s in steps[:i] if s.type in MODEL_STEPS)]
             if ref is not None and ref not in earlier:
                 problems.add(("steps", i, field), f"{ref!r} is not an earlier step that makes a model; choose one "
-                             f"of: {', '.join(earlier) or '(none: add a train step before it)'}")
+                             f"of: {', '.join(earlier)} ({SOURCE_MODEL!r}: the recipe's own model)")
     return steps
 
 

@@ -1,7 +1,7 @@
 """The steps a recipe chains: each one a config (the public API's config plus `type`/`id`) and a `run` that calls
 the public function and writes its artifacts into a folder.
 
-Model steps (train, finetune, prune, distill, fuse) pass a torch model on; export and quantize write a
+Model steps (train, finetune, tune, prune, distill, fuse) pass a torch model on; export and quantize write a
 deployable artifact from the current model; benchmark measures every variant at the end.
 """
 
@@ -16,22 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
-from cleanai.distillation import DistillConfig, distill
+from cleanai.distillation import DistillConfig, distill, keep_layers
 from cleanai.errors import ConfigError
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
 from cleanai.io import load_weights, save_safetensors, write_json
 from cleanai.metrics import METRICS
-from cleanai.pruning import PruneConfig, prune_and_finetune
+from cleanai.pruning import PruneConfig, load_pruned, prune_and_finetune, save_pruned
 from cleanai.quantization import PRESETS, QuantCheck, QuantConfig, quantize
 from cleanai.registry import Registry
 from cleanai.runtime import Runner
 from cleanai.training import TrainConfig, Trainer, seed_everything
+from cleanai.tuning import SearchSpace, TrainingSpec, TuneConfig, save_result, train_config_for, tune
 
 if TYPE_CHECKING:
     from cleanai.recipes.runner import StepContext
 
-MODEL_STEPS = ("train", "finetune", "prune", "distill", "fuse")
+MODEL_STEPS = ("train", "finetune", "tune", "prune", "distill", "fuse")
+SOURCE_MODEL = "model"  # what a teacher or baseline field names to mean the recipe's own model (before any step)
 _RUNNER_SET = ("log_dir", "checkpoint_dir", "resume", "progress")  # TrainConfig fields the runner decides
 
 
@@ -44,12 +46,20 @@ class StepConfig(BaseModel):
     type: str
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")  # a folder name and a --set key part
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value == SOURCE_MODEL:
+            raise ConfigError(f"id {SOURCE_MODEL!r} is reserved: a teacher or baseline naming it means the recipe's "
+                              "own model; choose another id")
+        return value
+
     @property
     def key_id(self) -> str:
         return self.id or self.type
 
     def references(self) -> dict[str, str | None]:
-        """Fields naming an earlier model step (a teacher, a baseline)."""
+        """Fields naming an earlier model step (a teacher, a baseline), or `model`: the recipe's own model."""
         return {}
 
     def settings(self) -> dict[str, Any]:
@@ -108,6 +118,64 @@ class TrainStep(StepConfig, TrainConfig):
         return {"test": scores}
 
 
+class TuneStep(StepConfig, TuneConfig):
+    """`tune`: `tune()` the training of the current model (TuneConfig fields; `space` names TrainConfig fields,
+    every trial trains a fresh copy from `train`), then train it once more with the best parameters: the step's
+    model. The study, trials.csv, best.json, summary.txt and plots/ stay in the step's folder."""
+
+    type: Literal["tune"]
+    space: dict[str, Any]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # what every trial starts from
+    metric: str = "val_accuracy"  # a History key, reported each epoch (pruners stop bad trials on it)
+
+    @field_validator("space")
+    @classmethod
+    def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        SearchSpace.from_dict(value)  # names the first bad parameter
+        other = [name for name in value if name.split(".")[0] not in TrainConfig.model_fields]
+        if other:
+            raise ConfigError(f"{', '.join(map(repr, other))} are not TrainConfig fields; a recipe's tune step "
+                              "searches how the current model is trained (lr, optimizer, epochs, "
+                              "optimizer_kwargs.momentum, ...); search model arguments with `cleanai tune`")
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _runner_fields(cls, value: TrainConfig) -> TrainConfig:
+        _refuse_runner_fields(value, "tune.train")
+        return value
+
+    @model_validator(mode="after")
+    def _study_in_step(self) -> TuneStep:
+        given = sorted({"run_dir", "storage", "keep_models"} & self.model_fields_set)
+        if given:
+            raise ConfigError(f"{', '.join(given)} are set by the recipe runner (the study lives in the step's "
+                              "folder and the best parameters are trained again as its model); remove them")
+        return self
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        base = _train_only(self.train).model_copy(update={"seed": ctx.seed if self.train.seed is None
+                                                          else self.train.seed, "progress": False})
+        fields = self.model_dump(include=set(TuneConfig.model_fields) & self.model_fields_set)
+        config = TuneConfig.model_validate({**fields, "run_dir": out / "study", "keep_models": 0,
+                                            "seed": ctx.seed if self.seed is None else self.seed,
+                                            "progress": ctx.progress})
+        spec = TrainingSpec(lambda hp: ctx.input_model(), ctx.loaders.train, ctx.loaders.val, base, self.metric)
+        result = tune(spec, self.space, config)
+        save_result(result, out)
+        model = ctx.input_model()
+        seed_everything(base.seed)
+        refit = _train_config(train_config_for(base, result.best_params), ctx, out)
+        trainer = Trainer(model, config=refit)
+        history = trainer.fit(ctx.loaders.train, ctx.loaders.val)
+        scores = trainer.evaluate(ctx.loaders.test)
+        ctx.save_model(model, out)
+        write_json(out / "history.json", history.to_dict())
+        write_json(out / "test_metrics.json", scores)
+        return {"test": scores, "best_params": result.best_params, "best_value": result.best_value,
+                "trials": len(result.trials)}
+
+
 class PruneStep(StepConfig, PruneConfig):
     """`prune`: `prune_and_finetune` (PruneConfig fields; `finetune`: fine-tuning after each step, with KD from
     `teacher` when given)."""
@@ -149,10 +217,12 @@ class PruneStep(StepConfig, PruneConfig):
 
 
 class DistillStep(StepConfig, DistillConfig):
-    """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`."""
+    """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`; with
+    `student_layers`, the student is those encoder layers of the current model (`keep_layers`, text models)."""
 
     type: Literal["distill"]
     teacher: str
+    student_layers: list[int] | None = Field(None, min_length=1)
 
     @field_validator("train")
     @classmethod
@@ -163,18 +233,30 @@ class DistillStep(StepConfig, DistillConfig):
     def references(self) -> dict[str, str | None]:
         return {"teacher": self.teacher}
 
+    def _student(self, ctx: StepContext) -> nn.Module:
+        model = ctx.input_model()
+        return model if self.student_layers is None else keep_layers(model, self.student_layers)
+
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
-        student = ctx.input_model()
+        student = self._student(ctx)
         teacher = ctx.model_of(self.teacher)
         fields = self.model_dump(include=set(DistillConfig.model_fields) - {"train"})
         config = DistillConfig.model_validate({**fields, "train": _train_config(self.train, ctx, out)})
         seed_everything(ctx.seed)
         student, history = distill(student, teacher, ctx.loaders.train, ctx.loaders.val, config)
         scores = Trainer(student, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
-        ctx.save_model(student, out)
+        if self.student_layers is None:
+            ctx.save_model(student, out)
+        else:  # fewer layers than the recipe's model: the structure is cut again from the input model on reading
+            save_pruned(student, out, base=self._student(ctx), example_inputs=ctx.example)
         write_json(out / "history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
         return {"test": scores}
+
+    def load_model(self, out: Path, ctx: StepContext) -> nn.Module:
+        if self.student_layers is None:
+            return ctx.load_saved_model(out)
+        return load_pruned(out, base=self._student(ctx))
 
 
 class FuseStep(StepConfig):
@@ -271,7 +353,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
     """`benchmark` (last): `compare_runners` over the baseline and every variant's model and artifacts."""
 
     type: Literal["benchmark"]
-    baseline: str | None = None  # an earlier model step (default: the first one)
+    baseline: str | None = None  # an earlier model step (default: the first one), or "model": the recipe's model
     repeats: int = Field(3, ge=1)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
 
@@ -298,7 +380,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
 
 
 STEPS: Registry[type[StepConfig]] = Registry("recipe step")
-for _cls in (TrainStep, PruneStep, DistillStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
+for _cls in (TrainStep, TuneStep, PruneStep, DistillStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
     for _name in _cls.model_fields["type"].annotation.__args__:  # type: ignore[union-attr]
         STEPS.register(_name, _cls)
 

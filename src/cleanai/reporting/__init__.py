@@ -4,7 +4,7 @@ one self-contained HTML page, plus the figures reports share (training curves, w
 from cleanai.reporting.document import Code, Document, Figure, Paragraph, Section, Table
 from cleanai.reporting.html import render_html
 from cleanai.reporting.pdf import render_pdf
-from cleanai.reporting.plots import curves_png, widths_png
+from cleanai.reporting.plots import curves_png, pareto_png, widths_png
 
-__all__ = ["Code", "Document", "Figure", "Paragraph", "Section", "Table", "curves_png", "render_html", "render_pdf",
-           "widths_png"]
+__all__ = ["Code", "Document", "Figure", "Paragraph", "Section", "Table", "curves_png", "pareto_png", "render_html",
+           "render_pdf", "widths_png"]

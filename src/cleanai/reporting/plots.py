@@ -58,3 +58,30 @@ def widths_png(layers: Sequence[tuple[str, int, int]], title: str) -> bytes:
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(title, fontsize=10)
     return _png(fig)
+
+
+def pareto_png(points: Sequence[tuple[float, float, float, bool]], title: str, *, xlabel: str, ylabel: str,
+               floor: float | None = None, chosen: tuple[float, float] | None = None) -> bytes:
+    """Scatter of candidates (x, y, bubble area, on the Pareto front): the front drawn as a step line, an
+    accuracy `floor` as a dashed line and the `chosen` point starred."""
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for on_front, color, label in ((False, "lightgray", "candidate"), (True, "tab:blue", "Pareto front")):
+        chosen_points = [p for p in points if p[3] == on_front]
+        if chosen_points:
+            ax.scatter([p[0] for p in chosen_points], [p[1] for p in chosen_points],
+                       s=[max(12.0, p[2]) for p in chosen_points], color=color, edgecolor="k", alpha=0.8, label=label)
+    front = sorted((p[0], p[1]) for p in points if p[3])
+    if len(front) > 1:
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:blue", linewidth=0.8)
+    if floor is not None:
+        ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label="accuracy floor (budget)")
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=260, color="gold", edgecolor="k", zorder=5, label="chosen")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

@@ -1,4 +1,5 @@
-"""Runtime: the deployable Runners (torch module, ONNX Runtime session, tokenizer + model) and how to evaluate them.
+"""Runtime: the deployable Runners (torch module, ONNX Runtime session, OpenVINO
+compiled model, tokenizer + model) and how to evaluate them.
 
 What compression returns, what the benchmark measures and what a user ships are the same objects:
 
@@ -9,6 +10,12 @@ What compression returns, what the benchmark measures and what a user ships are 
 
 from cleanai.runtime.evaluate import Evaluation, checked_logits, evaluate
 from cleanai.runtime.flops import count_macs
+from cleanai.runtime.openvino_runner import (
+    OpenVinoError,
+    OpenVinoRunner,
+    OpenVinoUnavailableError,
+    openvino_available,
+)
 from cleanai.runtime.runners import (
     BenchmarkError,
     OrtRunner,
@@ -22,6 +29,9 @@ from cleanai.runtime.runners import (
 __all__ = [
     "BenchmarkError",
     "Evaluation",
+    "OpenVinoError",
+    "OpenVinoRunner",
+    "OpenVinoUnavailableError",
     "OrtRunner",
     "Runner",
     "TextClassifierRunner",
@@ -31,4 +41,5 @@ __all__ = [
     "checked_logits",
     "count_macs",
     "evaluate",
+    "openvino_available",
 ]

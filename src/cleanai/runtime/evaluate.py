@@ -49,7 +49,7 @@ def evaluate(runner: Runner, batches: Iterable[Any], metrics: Sequence[str] = ("
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
     n_eval, first, whole = 0, None, True
     bar = tqdm(batches, total=min(filter(None, (total, max_batches)), default=None), desc=f"evaluating {name}",
-               disable=not progress, leave=False)
+               disable=None if progress else True, leave=False)  # None: shown only on a terminal
     for i, batch in enumerate(bar):
         if max_batches is not None and i >= max_batches:
             whole = False

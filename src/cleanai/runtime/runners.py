@@ -70,6 +70,33 @@ def _as_logits(out: Any, name: str) -> torch.Tensor:
         raise BenchmarkError(f"runner {name!r} returned a {type(out).__name__}; expected a logits Tensor") from None
 
 
+def graph_feed(name: str, kind: str, input_names: Sequence[str], inputs: Inputs) -> dict[str, Any]:
+    """The inputs of a graph with `input_names`, by name: from a dict, a tuple in graph order, or one Tensor."""
+    if is_tensor_tuple(inputs) and len(inputs) == len(input_names):
+        inputs = dict(zip(input_names, inputs))  # positional inputs, in the graph's input order
+    if isinstance(inputs, Mapping):
+        missing = [n for n in input_names if n not in inputs]
+        if missing:
+            raise InputError(
+                f"runner {name!r}: inputs lack {missing}; the {kind} graph takes {list(input_names)}, "
+                f"got {list(inputs)}"
+            )
+        return {n: inputs[n] for n in input_names}
+    if len(input_names) == 1:
+        return {input_names[0]: inputs}
+    raise InputError(
+        f"runner {name!r}: the {kind} graph takes {list(input_names)}; pass a dict with those "
+        f"names or a tuple of {len(input_names)} Tensors in that order, not "
+        + (f"{len(inputs)} values" if isinstance(inputs, (tuple, list)) else f"a single {type(inputs).__name__}")
+    )
+
+
+def as_numpy(value: Any, dtype: Any) -> np.ndarray:
+    """`value` (a Tensor or array-like) as a numpy array of `dtype` (None: as it is)."""
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return array if dtype is None or array.dtype == dtype else array.astype(dtype)
+
+
 class TorchRunner:
     """Runs an `nn.Module` in eval mode under `torch.inference_mode`; deploys as safetensors.
 
@@ -185,31 +212,9 @@ class OrtRunner:
                               providers=self.providers)
 
     def __call__(self, inputs: Inputs) -> torch.Tensor:
-        if is_tensor_tuple(inputs) and len(inputs) == len(self.input_names):
-            inputs = dict(zip(self.input_names, inputs))  # positional inputs, in the graph's input order
-        if isinstance(inputs, Mapping):
-            missing = [n for n in self.input_names if n not in inputs]
-            if missing:
-                raise InputError(
-                    f"runner {self.name!r}: inputs lack {missing}; the ONNX graph takes {list(self.input_names)}, "
-                    f"got {list(inputs)}"
-                )
-            feed = {n: inputs[n] for n in self.input_names}
-        elif len(self.input_names) == 1:
-            feed = {self.input_names[0]: inputs}
-        else:
-            raise InputError(
-                f"runner {self.name!r}: the ONNX graph takes {list(self.input_names)}; pass a dict with those "
-                f"names or a tuple of {len(self.input_names)} Tensors in that order, not "
-                + (f"{len(inputs)} values" if isinstance(inputs, (tuple, list)) else f"a single {type(inputs).__name__}")
-            )
-        arrays = {n: self._to_numpy(n, v) for n, v in feed.items()}
+        feed = graph_feed(self.name, "ONNX", self.input_names, inputs)
+        arrays = {n: as_numpy(v, self._inputs[n]) for n, v in feed.items()}
         return torch.from_numpy(self._session.run(None, arrays)[0])
-
-    def _to_numpy(self, name: str, value: Any) -> np.ndarray:
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-        dtype = self._inputs[name]
-        return array if dtype is None or array.dtype == dtype else array.astype(dtype)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Copy the model into `directory` as one file; weights kept as external data are folded in."""
@@ -295,6 +300,7 @@ class TextClassifierRunner:
         self.oos_index = oos_index
         self.oos_threshold = oos_threshold
         self.quant_check = getattr(inner, "quant_check", None)  # how close a quantized inner runner is to fp32
+        self.precision = getattr(inner, "precision", None)  # what the inner runtime executes (OpenVINO)
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenizer tensors for `texts`, restricted to the names the inner runner accepts."""
@@ -381,7 +387,8 @@ def as_runner(obj: Runner | nn.Module) -> Runner:
 
 
 def artifact_bytes(runner: Runner) -> int:
-    """Bytes of what `runner` deploys: everything its `save()` writes (a file, or a folder's files)."""
+    """Bytes of what `runner` deploys: every file its `save()` writes (one file, a folder's files, or an OpenVINO
+    IR's .xml and .bin)."""
     with tempfile.TemporaryDirectory(prefix="cleanai-size-") as tmp:
-        path = Path(runner.save(tmp))
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+        runner.save(tmp)
+        return sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())

@@ -10,12 +10,14 @@
 
 Samplers (grid, random, tpe, gp, cmaes, nsga2, qmc) and pruners (none, median, sha, hyperband) are chosen by
 name. A study lives in `<run_dir>/study.db` (SQLite) and resumes after a crash; workers on many machines share
-one through a PostgreSQL URL (`storage=`). `Tuner` is the Keras-Tuner-like API (`hp.Int`, `hp.Float`,
-`hp.Choice`), `CrossValidation` scores k folds, `search_distillation` tunes epochs, alpha and T.
+one through a PostgreSQL URL (`storage=`; `local_postgres()` starts a throw-away server on this machine to try
+it). `Tuner` is the Keras-Tuner-like API (`hp.Int`, `hp.Float`, `hp.Choice`), `CrossValidation` scores k folds,
+`search_distillation` tunes epochs, alpha and T.
 """
 
 from cleanai.tuning.config import TuneConfig, TuningError
 from cleanai.tuning.distillation import DISTILLATION_SPACE, DistillationSpec, search_distillation
+from cleanai.tuning.local_postgres import local_postgres
 from cleanai.tuning.objectives import CrossValidation, TrainingSpec, TrialReporter, train_config_for
 from cleanai.tuning.plots import plot_study, save_result
 from cleanai.tuning.samplers import (
@@ -29,6 +31,7 @@ from cleanai.tuning.tuner import Tuner
 __all__ = [
     "DISTILLATION_SPACE", "PRUNERS", "SAMPLERS", "CrossValidation", "DistillationSpec", "HyperParameters", "Param",
     "SearchSpace", "TrainingSpec", "TrialReporter", "TuneConfig", "TuneResult", "TuneTrial", "Tuner", "TuningError",
-    "create_pruner", "create_sampler", "list_pruners", "list_samplers", "load_space", "mask_url", "plot_study",
-    "register_pruner", "register_sampler", "save_result", "search_distillation", "train_config_for", "tune",
+    "create_pruner", "create_sampler", "list_pruners", "list_samplers", "load_space", "local_postgres", "mask_url",
+    "plot_study", "register_pruner", "register_sampler", "save_result", "search_distillation", "train_config_for",
+    "tune",
 ]

@@ -54,6 +54,11 @@ def plot_study(result: TuneResult, directory: str | Path) -> dict[str, Path]:
     return written
 
 
+def _kept(weights: str | None) -> str | None:
+    """A trial's weights file if it is still on disk (`keep_models` deletes all but the best few)."""
+    return weights if weights and Path(weights).is_file() else None
+
+
 def save_result(result: TuneResult, directory: str | Path) -> dict[str, Path]:
     """Write `trials.csv`, `best.json` (best trial(s), their parameters and weights files), `summary.txt` and the
     plots into `directory`, each atomically; return {what: file}."""
@@ -61,7 +66,7 @@ def save_result(result: TuneResult, directory: str | Path) -> dict[str, Path]:
     files = {"trials": out / "trials.csv", "best": out / "best.json", "summary": out / "summary.txt"}
     with atomic_open(files["trials"], "w", encoding="utf-8", newline="") as fh:
         result.dataframe().to_csv(fh, index=False)
-    best = [{"number": t.number, "values": t.values, "params": t.params, "weights": t.user_attrs.get("weights"),
+    best = [{"number": t.number, "values": t.values, "params": t.params, "weights": _kept(t.user_attrs.get("weights")),
              **{k: v for k, v in t.user_attrs.items() if k.startswith("cv_")}} for t in result.best_trials]
     write_json(files["best"], {"study": result.study.study_name, "directions": result.directions,
                                "metrics": list(result.metric_names or []), "best": best})

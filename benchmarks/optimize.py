@@ -1,0 +1,231 @@
+"""`cleanai optimize` against single-technique searches (issue 14's goals), measured side by side in one run.
+
+Part `cifar`: the pretrained akamaster CIFAR-10 ResNet-`--depth` (default 56), budget `--max-drop` (1.0) point
+on the validation split. Three searches with the same settings, trial count and seed:
+  combined           every choice (criterion, ratio, per-layer scale, steps, KD, BN folding, int8 modes)
+  pruning only       the same without quantization (the fp32 ONNX artifact)
+  quantization only  no pruning (BN folding and ONNX Runtime int8 modes only)
+Each chosen pipeline is rerun with its final fine-tune (the recipe the search writes), then the original fp32
+torch model and the three final artifacts are timed at batch 1 in interleaved rounds (`compare_runners`,
+`--threads`) and scored on the whole 10,000-image test split. Goals: the combined artifact within budget, at
+most 1/4 of the fp32 torch latency, and faster than both single-technique artifacts.
+Part `clinc`: the fine-tuned MiniLM teacher of `benchmarks/clinc150.py` (its cache), budget 1.0 point, one
+combined search (head and neuron pruning, KD, dynamic int8); its final artifact next to the hand-built rows of
+benchmarks/results/clinc150/full/rows.json (accuracy with "oos" as a plain class, which is what the search
+measures; batch-1 latency on token tensors here, tokenising included there: compare sizes directly, latencies
+only as ratios to each run's own teacher).
+Each search lives in `<cache>/optimize_bench/<run>/<name>/` and resumes; rows go to
+benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the same settings reuses them).
+`--quick`: ResNet-20, 2,000 training / 1,000 validation images, 3 trials per search, 1 epoch, no CLINC part:
+a first look in about 10 minutes on a quiet 2-core machine, not a result.
+Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
+       [--threads 1] [--run NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cleanai.benchmark import BenchmarkConfig, compare_runners
+from cleanai.data import default_cache_dir, load_dataset
+from cleanai.io import save_safetensors
+from cleanai.models import TextClassifier, create_model
+from cleanai.optimize import OptimizeConfig, OptimizeResult, optimize
+from cleanai.pruning import PruneConfig, load_pruned
+from cleanai.recipes import DataSpec, ModelSpec
+from cleanai.runtime import OrtRunner, TorchRunner
+from cleanai.training import TrainConfig
+
+import _report  # benchmarks/_report.py: scripts run from this folder
+
+SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
+            "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
+CLINC_ROWS = _report.RESULTS / "clinc150" / "full" / "rows.json"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-20, small subsets, 3 trials: a first look")
+    parser.add_argument("--part", nargs="+", choices=["cifar", "clinc"], default=None,
+                        help="default: both (cifar only with --quick)")
+    parser.add_argument("--depth", type=int, default=None, choices=[20, 56], help="default 56 (20 with --quick)")
+    parser.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the artifact may lose")
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default 24; 3 with --quick)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per search (default: no limit)")
+    parser.add_argument("--train-samples", type=int, default=None, help="default 10,000 (2,000 with --quick)")
+    parser.add_argument("--val-samples", type=int, default=None, help="default 2,000 (1,000 with --quick)")
+    parser.add_argument("--search-epochs", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--final-epochs", type=int, default=None, help="default 6 (1 with --quick)")
+    parser.add_argument("--threads", type=int, default=1, help="latency threads")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the final comparison")
+    parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="CLINC150 teacher (TextClassifier folder); default: the one benchmarks/clinc150.py cached")
+    parser.add_argument("--run", default=None, help="results folder name (default: quick or full)")
+    args = parser.parse_args()
+    quick = args.quick
+    defaults = {"part": ["cifar"] if quick else ["cifar", "clinc"], "depth": 20 if quick else 56,
+                "trials": 3 if quick else 24, "train_samples": 2000 if quick else 10000,
+                "val_samples": 1000 if quick else 2000, "search_epochs": 1 if quick else 3,
+                "final_epochs": 1 if quick else 6, "run": "quick" if quick else "full"}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def search_config(args: argparse.Namespace, out: Path, **fields: Any) -> OptimizeConfig:
+    settings: dict[str, Any] = {
+        "out": out, "max_accuracy_drop": args.max_drop, "objective": "latency", "n_trials": args.trials,
+        "timeout": args.timeout, "threads": args.threads, "search_epochs": args.search_epochs,
+        "final_epochs": args.final_epochs, "progress": False,
+        "finetune": TrainConfig(epochs=1, optimizer="sgd", lr=0.01, progress=False, device="cpu",
+                                optimizer_kwargs={"momentum": 0.9, "nesterov": True})}
+    if args.quick:
+        return OptimizeConfig.quick(**{**settings, **fields})
+    return OptimizeConfig(**{**settings, **fields})
+
+
+def summary(result: OptimizeResult, seconds: float) -> dict[str, Any]:
+    """What a search row keeps: the choice, the front, the final artifact, the trial states and the time."""
+    states: dict[str, int] = {}
+    for r in result.trials:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    final = {k: v for k, v in result.final.items() if k != "rows"}
+    return {"seconds": seconds, "met": result.met, "gap": result.gap, "floor": result.floor,
+            "baseline": result.baseline, "chosen": result.chosen, "front": result.front, "states": states,
+            "final": final, "artifact": {k: str(v) for k, v in result.artifact.items()},
+            "recipe": None if result.recipe is None else str(result.recipe)}
+
+
+def artifact_runner(row: dict[str, Any], name: str) -> Any:
+    files = row["artifact"]
+    if "onnx" in files:
+        return OrtRunner(files["onnx"], name=name)
+    return TorchRunner(load_pruned(files["torch"]).eval(), name=name)
+
+
+def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
+    model = ModelSpec(name=f"resnet{args.depth}", weights="akamaster")
+    data = DataSpec(name="cifar10", batch_size=128, subset={"train": args.train_samples, "val": args.val_samples})
+    prune = PruneConfig(residual="keep", calib_batches=4)  # in-block channels only: residual widths stay whole
+    for name, fields in SEARCHES.items():
+        def measure(name: str = name, fields: dict[str, Any] = fields) -> dict[str, Any]:
+            start = time.perf_counter()
+            result = optimize(model, data, search_config(args, work / name.replace(" ", "_"), prune=prune, **fields))
+            print(result.summary(), flush=True)
+            return summary(result, time.perf_counter() - start)
+        results.get(f"cifar|{name}", measure)
+
+    def compare() -> dict[str, Any]:
+        original = create_model(model.name, pretrained="akamaster").eval()
+        runners: dict[str, Any] = {"fp32 torch (original)": TorchRunner(original, name="fp32 torch (original)")}
+        for name in SEARCHES:
+            row = results.record["rows"][f"cifar|{name}"]
+            if row["artifact"]:
+                runners[name] = artifact_runner(row, name)
+        test = load_dataset("cifar10").loaders(batch_size=128, eval_batch_size=256).test
+        rows = compare_runners(runners, test, BenchmarkConfig(batch_size=1, runs=args.runs, threads=args.threads,
+                                                              throughput_runs=0, progress=False),
+                               repeats=args.repeats, show=True)
+        return {"rows": [r.model_dump(mode="json") for r in rows]}
+    results.get("cifar|compare", compare)
+
+
+def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
+    teacher_dir = args.teacher or next(iter(sorted((default_cache_dir() / "clinc150").glob("teacher-*/model"))), None)
+    if teacher_dir is None or not (teacher_dir / "config.json").is_file():
+        raise SystemExit("no CLINC150 teacher: run benchmarks/clinc150.py first, or pass --teacher DIR")
+
+    def measure() -> dict[str, Any]:
+        teacher = TextClassifier.from_pretrained(teacher_dir).eval()
+        weights = work / "clinc_teacher.safetensors"
+        save_safetensors(teacher, weights)
+        model = ModelSpec(name="text_classifier", kwargs={"checkpoint": str(teacher_dir)}, weights=str(weights))
+        data = DataSpec(name="clinc150", options={"config": "plus"}, batch_size=32, eval_batch_size=128)
+        start = time.perf_counter()
+        result = optimize(model, data, search_config(args, work / "clinc", quant_modes=["none", "dynamic"],
+                                                     fold_bn=[False], criteria=["magnitude", "taylor"],
+                                                     finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
+                                                                          progress=False, device="cpu")))
+        print(result.summary(), flush=True)
+        return summary(result, time.perf_counter() - start)
+    results.get("clinc|combined", measure)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    load = os.getloadavg()[0]
+    settings = {k: v for k, v in vars(args).items() if k not in ("run",)}
+    results = _report.Resumable(args, args.run, json.loads(json.dumps(settings, default=str)))
+    work = default_cache_dir() / "optimize_bench" / args.run
+    work.mkdir(parents=True, exist_ok=True)
+    if "cifar" in args.part:
+        cifar(args, results, work)
+    if "clinc" in args.part:
+        clinc(args, results, work)
+    _report.finish(results.record, args.run, _report.machine(f"{args.threads} latency thread(s)", load))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def render(record: dict[str, Any]) -> str:
+    """The tables of one run: per search its choice and final artifact; the interleaved test comparison; CLINC."""
+    args, rows = record["args"], record["rows"]
+    out = [_report.heading(record), "",
+           f"Budget {args['max_drop']} point(s) on the validation split ({args['val_samples']:,} images); "
+           f"{args['trials']} trials per search, {args['train_samples']:,} training images, {args['search_epochs']} "
+           f"search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, {args['threads']} "
+           "thread(s)."]
+    body = []
+    for name in SEARCHES:
+        row = rows.get(f"cifar|{name}")
+        if row is None:
+            continue
+        chosen = row["chosen"] or {}
+        body.append([name, chosen.get("candidate", "-"), "yes" if row["met"] else f"no: {row['gap']}",
+                     _pct(chosen.get("val_accuracy")), _pct(row["final"].get("val_accuracy")),
+                     f"{row['seconds'] / 60:.0f}", ", ".join(f"{v} {k}" for k, v in sorted(row["states"].items()))])
+    if body:
+        out += ["", _report.table(["search", "chosen pipeline", "within budget", "val acc % (search)",
+                                   "val acc % (final)", "minutes", "trials"], body)]
+    compare = rows.get("cifar|compare")
+    if compare is not None:
+        measured = compare["rows"]
+        base = measured[0]
+        table = [[r["name"], _pct(r["accuracy"]), f"{r['latency_ms_p50']:.3f}",
+                  f"{base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x", f"{r['size_mb']:.3f}",
+                  "yes" if r["timing_warning"] else ""] for r in measured]
+        out += ["", f"ResNet-{args['depth']}, whole test split, median of {args['repeats']} interleaved rounds:", "",
+                _report.table(["artifact", "test acc %", "latency ms p50", "speed-up vs fp32 torch", "size MB",
+                               "timing flagged"], table)]
+    clinc_row = rows.get("clinc|combined")
+    if clinc_row is not None:
+        final, chosen = clinc_row["final"], clinc_row["chosen"] or {}
+        hand = {r["name"]: r for r in json.loads(CLINC_ROWS.read_text())["rows"]} if CLINC_ROWS.is_file() else {}
+        table = [[f"hand-built: {name}", _pct(r["metrics"].get("accuracy_oos_class")), f"{r['size_mb']:.2f}",
+                  f"{hand['teacher']['latency_ms_p50'] / r['latency_ms_p50']:.2f}x"] for name, r in hand.items()]
+        if final:
+            table.append([f"optimize: {chosen.get('candidate', '-')}", _pct(final["test_accuracy"]),
+                          f"{final['size_mb']:.2f}", f"{final['speedup_vs_torch']:.2f}x"])
+        out += ["", "CLINC150 (plus), test split, accuracy with \"oos\" as a plain class; speed-up against each run's "
+                "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
+        if not clinc_row["met"]:
+            out += ["", f"No CLINC150 candidate met the budget: {clinc_row['gap']}"]
+    if "finished" not in record:
+        out += ["", "**Run not finished** when this table was rendered."]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""One candidate pipeline (prune -> fine-tune -> fold BN -> export or quantize) as data: the search space it is
+sampled from, the per-layer ratios one scale parameter derives from the sensitivity scan, and the recipe steps
+that rerun it. The trials and the written recipe use these same configs, so what was measured is what reruns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cleanai.distillation import DistillConfig
+from cleanai.optimize.config import OptimizeConfig
+from cleanai.pruning import PruneConfig, SensitivityResult
+from cleanai.quantization import QuantConfig
+from cleanai.recipes.steps import SOURCE_MODEL
+from cleanai.training import TrainConfig
+
+_EPSILON = 1e-3  # floor of a layer's sensitivity, so an insensitive layer gets a finite weight
+_RUNNER_FIELDS = {"log_dir", "checkpoint_dir", "resume", "progress"}  # a recipe's runner sets these
+
+
+def search_space(config: OptimizeConfig) -> dict[str, Any]:
+    """The tune() space: pruning, fine-tuning, folding and quantization choices (quantization options only
+    when a quantization mode is sampled)."""
+    space: dict[str, Any] = {
+        "criterion": {"type": "categorical", "choices": list(config.criteria)},
+        "ratio": {"type": "float", "low": 0.0, "high": config.max_ratio,
+                  "step": config.max_ratio / max(1, round(config.max_ratio / 0.05)) if config.max_ratio else None},
+        "scale": {"type": "float", "low": 0.0, "high": config.max_scale,
+                  "step": config.max_scale / 8 if config.max_scale else None},
+        "steps": {"type": "int", "low": 1, "high": config.max_steps},
+        "kd": {"type": "categorical", "choices": list(config.kd)},
+        "fold_bn": {"type": "categorical", "choices": list(config.fold_bn)},
+        "quant": {"type": "categorical", "choices": list(config.quant_modes)},
+    }
+    if config.max_ratio == 0:
+        space["ratio"] = {"type": "categorical", "choices": [0.0]}
+    if config.max_scale == 0:
+        space["scale"] = {"type": "categorical", "choices": [0.0]}
+    if "static" in config.quant_modes:
+        space["calibration"] = {"type": "categorical", "choices": list(config.calibrations),
+                                "when": {"quant": ["static"]}}
+    quantized = [m for m in config.quant_modes if m != "none"]
+    if quantized:
+        space["per_channel"] = {"type": "categorical", "choices": [True, False], "when": {"quant": quantized}}
+    return space
+
+
+def layer_ratios(scan: SensitivityResult | None, ratio: float, scale: float, cap: float) -> dict[str, float]:
+    """Per-layer ratios around `ratio`: layer l gets ratio * w_l / mean(w), w_l = sensitivity_l ** -scale.
+
+    A layer's sensitivity is its mean accuracy drop over the scanned ratios, floored at a tenth of the layers'
+    mean (so one layer that measured no drop does not take all the pruning); scale 0 prunes every layer alike
+    and a larger scale moves pruning from sensitive layers to robust ones; no layer exceeds `cap`. Without a
+    scan (or at ratio 0) there is no per-layer split: {}.
+    """
+    if scan is None or ratio == 0 or not scan.layers:
+        return {}
+    drops = {layer.name: sum(max(0.0, p.drop) for p in layer.points) / len(layer.points) for layer in scan.layers}
+    floor = max(_EPSILON, sum(drops.values()) / len(drops) / 10)
+    weights = {name: max(floor, s) ** -scale for name, s in drops.items()}
+    mean = sum(weights.values()) / len(weights)
+    return {name: round(min(cap, ratio * w / mean), 4) for name, w in weights.items()}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The choices of one trial, and the configs that carry them out."""
+
+    criterion: str
+    ratio: float
+    scale: float
+    steps: int
+    kd: bool
+    fold_bn: bool
+    quant: str
+    calibration: str | None = None
+    per_channel: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Candidate:
+        return cls(criterion=params["criterion"], ratio=round(float(params["ratio"]), 4),
+                   scale=round(float(params["scale"]), 4),
+                   steps=int(params["steps"]), kd=bool(params["kd"]), fold_bn=bool(params["fold_bn"]),
+                   quant=params["quant"], calibration=params.get("calibration"),
+                   per_channel=bool(params.get("per_channel", True)))
+
+    @property
+    def prunes(self) -> bool:
+        return self.ratio > 0
+
+    def describe(self) -> str:
+        parts = [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
+                 f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
+        if self.fold_bn:
+            parts.append("fold BN")
+        parts.append({"none": "fp32 ONNX", "static": f"int8 static ({self.calibration}, "
+                      f"{'per-channel' if self.per_channel else 'per-tensor'})",
+                      "dynamic": f"int8 dynamic ({'per-channel' if self.per_channel else 'per-tensor'})"}[self.quant])
+        return " -> ".join(parts)
+
+    def prune_config(self, config: OptimizeConfig, scan: SensitivityResult | None) -> PruneConfig:
+        ratios = layer_ratios(scan, self.ratio, self.scale, config.max_layer_ratio)
+        return config.prune.model_copy(update={"criterion": self.criterion, "criterion_kwargs": {},
+                                               "ratio": self.ratio, "ratio_dict": ratios,
+                                               "iterative_steps": self.steps, "inplace": False})
+
+    def distill_config(self, config: OptimizeConfig) -> DistillConfig:
+        return DistillConfig(alpha=config.kd_alpha, temperature=config.kd_temperature)
+
+    def quant_config(self, config: OptimizeConfig, fp32_layers: list[str] | None = None) -> QuantConfig | None:
+        if self.quant == "none":
+            return None
+        fields: dict[str, Any] = {"mode": self.quant, "backend": "onnxruntime", "per_channel": self.per_channel,
+                                  "nodes_to_exclude": list(fp32_layers or []),
+                                  "calibration_batches": config.calibration_batches}  # also bounds the checks' data
+        if self.quant == "static":
+            fields["calibration"] = self.calibration
+        return QuantConfig(**fields)
+
+    def recipe_steps(self, config: OptimizeConfig, scan: SensitivityResult | None, *, onnx: bool,
+                     fp32_layers: list[str] | None = None) -> list[dict[str, Any]]:
+        """The recipe steps that rerun this candidate with the final fine-tune (`final_epochs`), then benchmark it
+        against the original model; `onnx` False: the torch model is the artifact (no export, no quantization)."""
+        steps: list[dict[str, Any]] = []
+        teacher = {"teacher": SOURCE_MODEL} if self.kd else {}
+        if self.prunes:
+            prune = self.prune_config(config, scan).model_dump(mode="json", exclude_defaults=True,
+                                                               exclude={"inplace"})
+            steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(config.finetune),
+                          **teacher})
+            if config.final_epochs:
+                tune = {**_train(config.finetune), "epochs": config.final_epochs}
+                steps.append({"type": "distill", **teacher, "alpha": config.kd_alpha,
+                              "temperature": config.kd_temperature, "train": tune} if self.kd
+                             else {"type": "finetune", **tune})
+        if self.fold_bn:
+            steps.append({"type": "fuse"})
+        if onnx:
+            steps.append({"type": "export"})
+            quant = self.quant_config(config, fp32_layers)
+            if quant is not None:
+                steps.append({"type": "quantize", **quant.model_dump(mode="json", exclude_defaults=True)})
+        steps.append({"type": "benchmark", "baseline": SOURCE_MODEL, "batch_size": 1, "threads": config.threads,
+                      "runs": config.latency_runs, "throughput_runs": 0, "repeats": 3})
+        return steps
+
+
+def _train(config: TrainConfig) -> dict[str, Any]:
+    """A TrainConfig as recipe fields: what differs from the defaults, without the fields the runner sets."""
+    return config.model_dump(mode="json", exclude_defaults=True, exclude=_RUNNER_FIELDS)

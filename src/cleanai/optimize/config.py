@@ -1,0 +1,128 @@
+"""`OptimizeConfig`: the accuracy budget, the objective and what the search may try, validated when it is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cleanai.errors import CleanAIError, ConfigError
+from cleanai.pruning import CRITERIA, PruneConfig
+from cleanai.quantization.config import CALIBRATIONS
+from cleanai.training import TrainConfig
+from cleanai.tuning import SAMPLERS
+
+QUANT_MODES = ("none", "static", "dynamic")
+
+
+class OptimizeError(CleanAIError, RuntimeError):
+    """The search cannot give what was asked (no trial finished, the chosen pipeline failed to rerun)."""
+
+
+def _finetune_default() -> TrainConfig:
+    return TrainConfig(epochs=1, optimizer="adamw", lr=1e-3, progress=False)
+
+
+class OptimizeConfig(BaseModel):
+    """What `optimize()` searches and how it chooses.
+
+    - `max_accuracy_drop` (points: 1.0 = one accuracy point) below the original model's accuracy on the
+      validation split; `target_latency_ms` / `target_size_mb` add limits a candidate must also meet.
+    - `objective`: among the candidates within budget, the lowest batch-1 latency of the deployed artifact,
+      the smallest artifact, or (`pareto`) the lowest product of both relative to the fp32 ONNX model.
+    - The search (a multi-objective `tune()` study: validation accuracy, latency, size) samples the pruning
+      `criteria`, an overall ratio up to `max_ratio` (0: no pruning), one `max_scale`-bounded exponent that
+      spreads it over the layers by their sensitivity, 1..`max_steps` iterative steps, fine-tuning with or
+      without KD from the original, BatchNorm folding, and ONNX Runtime quantization (`quant_modes`,
+      `calibrations`, per-channel or not; up to `max_fp32_layers` layers kept in fp32 when the budget needs it).
+    - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
+      granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
+      The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
+      alike; the test split is read only by the rerun's benchmark).
+    - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact.
+    - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such
+      as postgresql://...) names a shared one; `timeout` (seconds) bounds the search's wall time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_accuracy_drop: float = Field(1.0, ge=0)
+    objective: Literal["latency", "size", "pareto"] = "latency"
+    target_latency_ms: float | None = Field(None, gt=0)
+    target_size_mb: float | None = Field(None, gt=0)
+    out: Path = Path("runs/optimize")
+    n_trials: int | None = Field(30, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    sampler: str = "tpe"
+    seed: int = Field(0, ge=0)
+    storage: str | None = None
+    study_name: str = "optimize"
+    criteria: list[str] = Field(default_factory=lambda: ["magnitude", "taylor", "wanda", "coverage"], min_length=1)
+    max_ratio: float = Field(0.6, ge=0, lt=1)
+    max_scale: float = Field(1.0, ge=0)
+    max_steps: int = Field(3, ge=1)
+    kd: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    kd_alpha: float = Field(0.5, ge=0, le=1)
+    kd_temperature: float = Field(2.0, gt=0)
+    fold_bn: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    quant_modes: list[Literal["none", "static", "dynamic"]] = Field(default_factory=lambda: list(QUANT_MODES),
+                                                                     min_length=1)
+    calibrations: list[Literal["minmax", "entropy", "percentile"]] = Field(
+        default_factory=lambda: list(CALIBRATIONS), min_length=1)
+    calibration_batches: int = Field(8, ge=1)
+    max_fp32_layers: int = Field(3, ge=0)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    sensitivity_batches: int = Field(4, ge=1)
+    max_layer_ratio: float = Field(0.8, gt=0, lt=1)
+    finetune: TrainConfig = Field(default_factory=_finetune_default)
+    search_epochs: int = Field(3, ge=0)
+    eta: int = Field(3, ge=2)
+    final_epochs: int = Field(6, ge=0)
+    threads: int = Field(1, ge=1)
+    latency_runs: int = Field(50, ge=5)
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **fields: Any) -> OptimizeConfig:
+        """A first look in minutes: 6 trials, two criteria, at most 2 steps, one search epoch, one final epoch."""
+        preset: dict[str, Any] = {"n_trials": 6, "criteria": ["magnitude", "taylor"], "max_steps": 2,
+                                  "search_epochs": 1, "final_epochs": 1, "latency_runs": 20,
+                                  "sensitivity_ratios": [0.3, 0.6], "sensitivity_batches": 2, "max_fp32_layers": 1,
+                                  "calibrations": ["minmax", "percentile"]}
+        return cls.model_validate({**preset, **fields})
+
+    @field_validator("criteria")
+    @classmethod
+    def _known_criteria(cls, value: list[str]) -> list[str]:
+        for name in value:
+            CRITERIA.get(name)  # names the registered ones if unknown
+        return value
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        SAMPLERS.get(value)
+        return value
+
+    @field_validator("sensitivity_ratios")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < r < 1 for r in value):
+            raise ConfigError(f"sensitivity_ratios must be fractions in (0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizeConfig:
+        if self.n_trials is None and self.timeout is None:
+            raise ConfigError("n_trials and timeout are both unset, so the search would never end; set one of them")
+        if self.final_epochs < self.search_epochs:
+            raise ConfigError(f"final_epochs ({self.final_epochs}) is below search_epochs ({self.search_epochs}): the "
+                              "chosen pipeline's final fine-tune must be at least as long as a trial's")
+        return self
+
+    @property
+    def accuracy_budget(self) -> float:
+        """The budget as a fraction of accuracy (1.0 point -> 0.01)."""
+        return self.max_accuracy_drop / 100.0

@@ -1,0 +1,437 @@
+"""`optimize(model, data, OptimizeConfig(...))`: the fastest (or smallest) artifact that keeps the accuracy.
+
+1. The original model is measured once (validation accuracy, batch-1 latency in torch and ONNX Runtime) and
+   its layers scanned for sensitivity (`cleanai.pruning.sensitivity_scan`); both are kept in the out folder.
+2. A multi-objective `tune()` study (validation accuracy up, artifact latency down, artifact size down)
+   samples candidate pipelines (`cleanai.optimize.candidate`). Each trial prunes with fine-tuning, is granted
+   more fine-tuning epochs by successive halving (`halving.py`: poor candidates stop early), folds BatchNorm,
+   and is exported or quantized (calibration and fp32 fallbacks from the accuracy-budget search); the
+   artifact's accuracy, batch-1 latency (the user's threads) and size are what the study sees. A model ONNX
+   cannot export is measured as its torch artifact, and the trial names the operator.
+3. Among the trials within budget, the objective chooses; the choice is written as a recipe YAML and rerun by
+   the recipe runner with the final, longer fine-tune; its benchmark on the (whole) test
+   split and the report (the recipe report, with the search's sections in front) close the run. When no
+   trial meets the budget, the best candidates and the gap are the result, and the recipe of the most
+   accurate one is written for a longer rerun.
+
+Choices use the validation split only; the test split is read once, by the chosen pipeline's benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from torch import nn
+
+from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
+from cleanai.distillation import distill
+from cleanai.errors import CleanAIError, ConfigError
+from cleanai.export import ExportError
+from cleanai.fusion import fuse_conv_bn
+from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
+from cleanai.optimize.candidate import Candidate, search_space
+from cleanai.optimize.config import OptimizeConfig, OptimizeError
+from cleanai.optimize.halving import SuccessiveHalving, rungs
+from cleanai.pruning import SensitivityResult, load_pruned, prune_and_finetune, save_pruned, sensitivity_scan
+from cleanai.quantization import quantize, quantize_with_accuracy_budget
+from cleanai.recipes import DataSpec, ModelSpec, Recipe, ReportOptions, load_recipe, read_status, run_recipe
+from cleanai.recipes.runner import RecipeRun
+from cleanai.runtime import OrtRunner, Runner, TorchRunner, artifact_bytes, evaluate
+from cleanai.training import Trainer, seed_everything
+from cleanai.tuning import TuneConfig, TuneResult, TuneTrial, tune
+
+log = logging.getLogger("cleanai.optimize")
+METRICS = ("val_accuracy", "latency_ms", "size_mb")
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+_MARKER_TEXT = "Written by CleanAI (cleanai optimize): a search's folder; a rerun resumes it.\n"
+_MODEL_STEPS = ("prune", "finetune", "distill")  # recipe steps whose folder holds the torch artifact
+
+
+@dataclass
+class OptimizeResult:
+    """The search's outcome: every trial, the Pareto front, the choice and (when the budget is met) the artifact.
+
+    `trials` / `front` are rows (dicts: number, state, candidate, val_accuracy, latency_ms, size_mb, ...);
+    `chosen` is the chosen row (None without a finished trial); `met` says whether it meets the budget, else
+    `gap` says by how much the closest candidate misses it. `artifact` maps "onnx" / "torch" to the saved
+    files of the final pipeline, `final` holds its validation accuracy and test-split rows.
+    """
+
+    out: Path
+    config: OptimizeConfig
+    baseline: dict[str, Any]
+    floor: float
+    trials: list[dict[str, Any]]
+    front: list[dict[str, Any]]
+    chosen: dict[str, Any] | None
+    met: bool
+    gap: str | None = None
+    recipe: Path | None = None
+    artifact: dict[str, Path] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    report: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Plain text: the budget, the front, the choice or the gap, and where the files are."""
+        base = self.baseline
+        lines = [f"original: val accuracy {base['val_accuracy']:.4f}, batch-1 latency "
+                 f"{base['latency_ms_torch']:.3f} ms "
+                 f"(torch fp32, {self.config.threads} thread(s)); budget: val accuracy >= {self.floor:.4f} "
+                 f"(drop <= {self.config.max_accuracy_drop:g} point(s))",
+                 f"{sum(r['state'] == 'complete' for r in self.trials)} of {len(self.trials)} trial(s) complete; "
+                 f"Pareto front ({len(self.front)}):"]
+        lines += [f"  #{r['number']:<3} acc {r['val_accuracy']:.4f}  {r['latency_ms']:.3f} ms  {r['size_mb']:.3f} MB"
+                  f"  {r['candidate']}" for r in self.front]
+        if self.chosen is not None and self.met:
+            lines.append(f"chosen ({self.config.objective}): #{self.chosen['number']} {self.chosen['candidate']}")
+        else:
+            lines.append(f"no candidate meets the budget: {self.gap}")
+        final = self.final
+        if final:
+            lines.append(f"final artifact ({final['backend']}): val accuracy {final['val_accuracy']:.4f}, test accuracy "
+                         f"{final['test_accuracy']:.4f} (original {final['test_accuracy_original']:.4f}), latency "
+                         f"{final['latency_ms']:.3f} ms = {final['speedup_vs_torch']:.2f}x faster than torch fp32, "
+                         f"{final['size_mb']:.3f} MB")
+        if self.recipe is not None:
+            lines.append(f"recipe: {self.recipe}" + ("" if self.met else
+                                                     " (the most accurate candidate, for a longer rerun)"))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.model_dump(mode="json"), "baseline": self.baseline, "floor": self.floor,
+                "met": self.met, "gap": self.gap, "chosen": self.chosen, "front": self.front, "trials": self.trials,
+                "recipe": None if self.recipe is None else str(self.recipe),
+                "artifact": {k: str(v) for k, v in self.artifact.items()}, "final": self.final}
+
+
+def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mapping[str, Any] | str = "digits",
+             config: OptimizeConfig | Mapping[str, Any] | None = None) -> OptimizeResult:
+    """Search prune x distill x fold x quantize pipelines for `model` on `data` within the accuracy budget;
+    write everything into `config.out` (resumed when it holds an earlier search of the same settings).
+
+    `model` is what a recipe names: a registered model name or a `ModelSpec` / mapping (name, kwargs,
+    weights: a checkpoint file or a tag such as 'akamaster'); `data` a dataset name or a `DataSpec` / mapping.
+    """
+    config = config if isinstance(config, OptimizeConfig) else OptimizeConfig.model_validate(config or {})
+    spec = ModelSpec(name=model) if isinstance(model, str) else ModelSpec.model_validate(
+        model.model_dump() if isinstance(model, ModelSpec) else model)
+    if spec.weights is not None and Path(spec.weights).is_file():
+        spec = spec.model_copy(update={"weights": str(Path(spec.weights).resolve())})  # the recipe reruns anywhere
+    data_spec = DataSpec(name=data) if isinstance(data, str) else DataSpec.model_validate(
+        data.model_dump() if isinstance(data, DataSpec) else data)
+    out = check_destination(config.out, option="out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).is_file():
+        (out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+    search = _Search(config, spec, data_spec, out)
+    study = tune(search.trial, search_space(config), TuneConfig(
+        sampler=config.sampler, n_trials=config.n_trials, timeout=config.timeout, directions=DIRECTIONS,
+        seed=config.seed, run_dir=out / "study", storage=config.storage, study_name=config.study_name,
+        keep_models=0, progress=config.progress))
+    result = search.result(study)
+    return search.finish(result)
+
+
+class _Search:
+    """The search's shared state: data, the original model's measurements, the sensitivity scan, the trials."""
+
+    def __init__(self, config: OptimizeConfig, model: ModelSpec, data: DataSpec, out: Path) -> None:
+        self.config, self.out = config, out
+        self.model_spec, self.data_spec = model, data
+        self.run = RecipeRun(Recipe(path=out / "recipe.yaml", name=f"optimize_{model.name}", seed=config.seed,
+                                    threads=config.threads, model=model, data=data, steps=(), variants={},
+                                    report=ReportOptions(), raw={}), out / "final", progress=False)
+        self.splits, self.loaders = self.run.splits, self.run.loaders
+        self.source = self.run.source_model.eval()
+        self.example = self.run.example
+        self.key = _fingerprint(model, data, config)
+        self.baseline = self._cached("baseline.json", self._measure_baseline)
+        self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
+        scan = self._cached("sensitivity.json", self._scan)
+        self.scan = None if scan.get("result") is None else SensitivityResult.model_validate(scan["result"])
+        self.halving = SuccessiveHalving(config.eta, self.floor)
+
+    # ------------------------------------------------------------------ measured once, kept in the out folder
+
+    def _cached(self, name: str, compute: Any) -> dict[str, Any]:
+        path = self.out / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") != self.key:
+                raise ConfigError(f"out {str(self.out)!r} holds a search of another model, data or settings ({name} "
+                                  "differs); choose a new out folder, or rerun with the settings it was made with")
+            return data
+        data = {"key": self.key, **compute()}
+        write_json(path, data)
+        return data
+
+    def _measure_baseline(self) -> dict[str, Any]:
+        torch_runner = TorchRunner(self.source, name="original (torch fp32)")
+        row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self.latency(torch_runner),
+               "size_mb_torch": artifact_bytes(torch_runner) / 1e6}
+        try:
+            onnx = OrtRunner.from_model(self.source, self.example, name="original (onnx fp32)",
+                                        dynamic_sequence=self.splits.task == "text")
+            row.update(latency_ms_onnx=self.latency(onnx), size_mb_onnx=artifact_bytes(onnx) / 1e6)
+        except ExportError as exc:
+            row.update(latency_ms_onnx=None, size_mb_onnx=None, onnx_error=_export_problem(exc))
+        return row
+
+    def _scan(self) -> dict[str, Any]:
+        cfg = self.config
+        if cfg.max_ratio == 0 or cfg.max_scale == 0:
+            return {"result": None, "reason": "no per-layer ratios asked (max_ratio or max_scale is 0)"}
+        try:
+            scan = sensitivity_scan(self.source, self.example, self.loaders.val, cfg.sensitivity_ratios, "magnitude",
+                                    max_batches=cfg.sensitivity_batches, calib=self.loaders.train, config=cfg.prune,
+                                    progress=cfg.progress)
+        except CleanAIError as exc:  # nothing to scan: the scale parameter then has no effect
+            log.warning("sensitivity scan not possible, every layer gets the overall ratio: %s", exc)
+            return {"result": None, "reason": str(exc)}
+        return {"result": scan.to_dict()}
+
+    # ------------------------------------------------------------------ one trial
+
+    def trial(self, trial: TuneTrial) -> tuple[float, float, float]:
+        """Build, fine-tune (with successive halving), export or quantize and measure one candidate."""
+        cfg = self.config
+        candidate = Candidate.from_params(trial.params)
+        trial.set("candidate", candidate.describe())
+        seed_everything(cfg.seed + trial.number)
+        model = copy.deepcopy(self.source)
+        accuracy = self.baseline["val_accuracy"]
+        teacher = self.source if candidate.kd else None
+        if candidate.prunes:
+            model, report, history = prune_and_finetune(
+                model, self.example, candidate.prune_config(cfg, self.scan), self.loaders.train, self.loaders.val,
+                cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
+                distill_config=candidate.distill_config(cfg))
+            trial.set("macs_ratio", report.macs_ratio)
+            accuracy = history.final["accuracy"]
+            done = 0
+            for rung, epochs in enumerate(rungs(cfg.search_epochs, cfg.eta)):
+                self.halving.check(trial, rung, accuracy)  # raises optuna.TrialPruned for a poor candidate
+                self._finetune(model, teacher, candidate, epochs - done)
+                done, accuracy = epochs, self._accuracy(TorchRunner(model))
+            trial.set("epochs", done)
+        trial.set("val_accuracy_torch", accuracy)
+        model.eval()
+        if candidate.fold_bn:
+            model = fuse_conv_bn(model, example_inputs=self.example)
+        runner, details = self._artifact(model, candidate, accuracy)
+        for key, value in details.items():
+            trial.set(key, value)
+        values = (self._accuracy(runner), self.latency(runner), artifact_bytes(runner) / 1e6)
+        for name, value in zip(METRICS, values):
+            trial.set(name, value)
+        return values
+
+    def _finetune(self, model: nn.Module, teacher: nn.Module | None, candidate: Candidate, epochs: int) -> None:
+        train = self.config.finetune.model_copy(update={"epochs": epochs, "progress": False})
+        if teacher is None:
+            Trainer(model, config=train).fit(self.loaders.train)
+        else:
+            kd = candidate.distill_config(self.config).model_copy(update={"train": train, "inplace": True})
+            distill(model, teacher, self.loaders.train, None, kd)
+
+    def _artifact(self, model: nn.Module, candidate: Candidate, accuracy: float) -> tuple[Runner, dict[str, Any]]:
+        """The deployable artifact: fp32 ONNX, or int8 ONNX within what is left of the budget (fp32 fallbacks by
+        the accuracy-budget search); the torch model when ONNX cannot export it (the operator is named)."""
+        cfg, text = self.config, self.splits.task == "text"
+        quant = candidate.quant_config(cfg)
+        try:
+            if quant is None:
+                return OrtRunner.from_model(model, self.example, name="candidate", dynamic_sequence=text), \
+                    {"backend": "onnxruntime", "fp32_layers": []}
+            room = accuracy - self.floor
+            if room >= 0:
+                found = quantize_with_accuracy_budget(
+                    model, quant, self.loaders.train, self.loaders.val, room, example_inputs=self.example,
+                    calibrations=[quant.calibration or "minmax"], granularities=[quant.per_channel],
+                    max_fp32_layers=cfg.max_fp32_layers)
+                if found.runner is not None and found.chosen is not None:
+                    return found.runner, {"backend": "onnxruntime", "fp32_layers": found.chosen.fp32_layers}
+                quant = found.best.config if found.best is not None else quant  # the closest to the budget
+            runner = quantize(model, quant, calib=self.loaders.train, example_inputs=self.example, name="candidate")
+            return runner, {"backend": "onnxruntime", "fp32_layers": list(quant.nodes_to_exclude)}
+        except ExportError as exc:
+            problem = _export_problem(exc)
+            log.warning("trial artifact falls back to torch: %s", problem)
+            return TorchRunner(model, name="candidate (torch)"), {"backend": "torch", "fallback": problem,
+                                                                   "fp32_layers": []}
+
+    def _accuracy(self, runner: Runner) -> float:
+        return float(evaluate(runner, self.loaders.val, ("accuracy",)).metrics["accuracy"])
+
+    def latency(self, runner: Runner) -> float:
+        """Median batch-1 latency (ms) of `runner` on the user's threads."""
+        bench = BenchmarkConfig(batch_size=1, warmup=5, runs=self.config.latency_runs, throughput_runs=0,
+                                threads=self.config.threads, progress=False)
+        return float(PerformanceBenchmark(runner, self.loaders.val, config=bench).time()["latency_ms_p50"])
+
+    # ------------------------------------------------------------------ choice, final run, files
+
+    def result(self, study: TuneResult) -> OptimizeResult:
+        """Every trial as a row, the Pareto front, and the choice (or the gap when nothing meets the budget)."""
+        rows = [_row(t) for t in study.trials]
+        complete = [r for r in rows if r["state"] == "complete"]
+        if not complete:
+            study.completed()  # raises TuningError naming why no trial completed
+        front_numbers = {t.number for t in study.best_trials}
+        front = sorted((r for r in complete if r["number"] in front_numbers), key=lambda r: -r["val_accuracy"])
+        for r in rows:
+            r["pareto"] = r["number"] in front_numbers
+            r["meets_budget"] = r["state"] == "complete" and self._meets(r)
+        within = [r for r in complete if r["meets_budget"]]
+        if within:
+            chosen = min(within, key=self._objective)
+            return OptimizeResult(self.out, self.config, self.baseline, self.floor, rows, front, chosen, True)
+        closest = max(complete, key=lambda r: (r["val_accuracy"], -r["latency_ms"]))
+        return OptimizeResult(self.out, self.config, self.baseline, self.floor, rows, front, closest, False,
+                              gap=self._gap(closest))
+
+    def _meets(self, row: dict[str, Any]) -> bool:
+        cfg = self.config
+        return (row["val_accuracy"] >= self.floor - 1e-12
+                and (cfg.target_latency_ms is None or row["latency_ms"] <= cfg.target_latency_ms)
+                and (cfg.target_size_mb is None or row["size_mb"] <= cfg.target_size_mb))
+
+    def _objective(self, row: dict[str, Any]) -> tuple[float, ...]:
+        objective = self.config.objective
+        if objective == "latency":
+            return row["latency_ms"], row["size_mb"]
+        if objective == "size":
+            return row["size_mb"], row["latency_ms"]
+        base = self.baseline
+        latency = base["latency_ms_onnx"] or base["latency_ms_torch"]
+        size = base["size_mb_onnx"] or base["size_mb_torch"]
+        return (row["latency_ms"] / latency) * (row["size_mb"] / size), row["latency_ms"]
+
+    def _gap(self, row: dict[str, Any]) -> str:
+        cfg = self.config
+        parts = []
+        if row["val_accuracy"] < self.floor:
+            parts.append(f"the most accurate candidate (#{row['number']}: {row['candidate']}) reaches val accuracy "
+                         f"{row['val_accuracy']:.4f}, {100 * (self.floor - row['val_accuracy']):.2f} point(s) below "
+                         f"the floor {self.floor:.4f}")
+        if cfg.target_latency_ms is not None and row["latency_ms"] > cfg.target_latency_ms:
+            parts.append(f"its latency {row['latency_ms']:.3f} ms exceeds target_latency_ms {cfg.target_latency_ms:g}")
+        if cfg.target_size_mb is not None and row["size_mb"] > cfg.target_size_mb:
+            parts.append(f"its size {row['size_mb']:.3f} MB exceeds target_size_mb {cfg.target_size_mb:g}")
+        return "; ".join(parts) + ("; try a larger budget, more trials or more fine-tuning (search_epochs, "
+                                   "final_epochs)")
+
+    def finish(self, result: OptimizeResult) -> OptimizeResult:
+        """Write the trials, the front plot and the recipe; rerun the choice with its final fine-tune when it meets
+        the budget; save the artifact; write result.json and the report."""
+        from cleanai.optimize.report import front_png, write_report
+
+        write_json(self.out / "trials.json", result.trials)
+        with atomic_open(self.out / "pareto_front.png", "wb") as fh:
+            fh.write(front_png(result))
+        if result.chosen is not None:
+            result.recipe = self._write_recipe(result)
+        if result.met and result.recipe is not None:
+            recipe = load_recipe(result.recipe)
+            folder = run_recipe(recipe, self.out / "final", progress=self.config.progress)
+            result.artifact = self._save_artifact(folder)
+            result.final = self._final(folder, result.artifact)
+        write_json(self.out / "result.json", result.to_dict())
+        result.report = write_report(result)
+        return result
+
+    def _write_recipe(self, result: OptimizeResult) -> Path:
+        row = result.chosen
+        assert row is not None
+        candidate = Candidate.from_params(row["params"])
+        steps = candidate.recipe_steps(self.config, self.scan, onnx=row["backend"] == "onnxruntime",
+                                       fp32_layers=row.get("fp32_layers"))
+        recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed, "threads": self.config.threads,
+                  "model": self.model_spec.model_dump(mode="json", exclude_defaults=True),
+                  "data": {"name": self.data_spec.name, **self.data_spec.model_dump(mode="json", exclude_defaults=True)},
+                  "steps": steps,
+                  "report": {"title": f"cleanai optimize: {self.model_spec.name}, trial #{row['number']}"}}
+        why = ("chosen: within the budget, the " + {"latency": "lowest latency", "size": "smallest artifact",
+                                                    "pareto": "lowest latency x size"}[self.config.objective]
+               if result.met else "no candidate met the budget; this is the most accurate one, to rerun longer")
+        header = (f"# Written by `cleanai optimize` (trial #{row['number']}: {row['candidate']}).\n# {why}; "
+                  f"search: val accuracy {row['val_accuracy']:.4f}, {row['latency_ms']:.3f} ms, "
+                  f"{row['size_mb']:.3f} MB.\n"
+                  f"# Rerun or edit it: cleanai run {self.out / 'recipe.yaml'} --out runs/<name>\n")
+        path = self.out / "recipe.yaml"
+        with atomic_open(path, "w", encoding="utf-8") as fh:
+            fh.write(header + yaml.safe_dump(recipe, sort_keys=False))
+        load_recipe(path)  # what is written validates
+        return path
+
+    def _save_artifact(self, folder: Path) -> dict[str, Path]:
+        """The final run's ONNX file and its pickle-free torch model (widths manifest + safetensors), copied into
+        `<out>/artifact`."""
+        entries = read_status(folder)["variants"]["main"]
+        onnx = next((e for e in reversed(entries) if e["type"] in ("quantize", "export")), None)
+        model_step = next((e for e in reversed(entries) if e["type"] in _MODEL_STEPS), None)
+        with atomic_dir(self.out / "artifact") as stage:
+            if onnx is not None:
+                shutil.copyfile(folder / onnx["folder"] / "model.onnx", stage / "model.onnx")
+            if model_step is not None:
+                for name in ("manifest.json", "model.safetensors"):
+                    shutil.copyfile(folder / model_step["folder"] / name, stage / name)
+            else:  # nothing was pruned: the original model is the torch artifact
+                save_pruned(self.source, stage, base=self.model_spec.name, base_kwargs=self.run.base_kwargs,
+                            example_inputs=self.example)
+        files = {"torch": self.out / "artifact"}
+        if onnx is not None:
+            files["onnx"] = self.out / "artifact" / "model.onnx"
+        return files
+
+    def _final(self, folder: Path, artifact: dict[str, Path]) -> dict[str, Any]:
+        """The final artifact's validation accuracy (same split as the choice) and its test-split benchmark rows."""
+        runner: Runner = (OrtRunner(artifact["onnx"]) if "onnx" in artifact
+                          else TorchRunner(load_pruned(artifact["torch"])))
+        entry = read_status(folder)["benchmark"]
+        rows = load_rows(folder / entry["folder"] / "results.json")
+        original, final = rows[0], rows[-1]
+        val = self._accuracy(runner)
+        return {"backend": runner.backend, "val_accuracy": val, "meets_budget_on_val": val >= self.floor - 1e-12,
+                "test_accuracy": final.accuracy, "test_accuracy_original": original.accuracy,
+                "latency_ms": final.latency_ms_p50, "latency_ms_original": original.latency_ms_p50,
+                "speedup_vs_torch": original.latency_ms_p50 / final.latency_ms_p50, "size_mb": final.size_mb,
+                "size_mb_original": original.size_mb, "rows": [r.model_dump(mode="json") for r in rows]}
+
+
+def _row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
+            "candidate": attrs.get("candidate", "-"),
+            **{name: attrs.get(name) for name in METRICS},
+            "val_accuracy_torch": attrs.get("val_accuracy_torch"), "backend": attrs.get("backend"),
+            "fp32_layers": attrs.get("fp32_layers", []), "fallback": attrs.get("fallback"),
+            "macs_ratio": attrs.get("macs_ratio"), "epochs": attrs.get("epochs"),
+            "rungs": {k: v for k, v in attrs.items() if k.startswith("rung_")},
+            "fail_reason": attrs.get("fail_reason"),
+            "seconds": None if trial.duration is None else trial.duration.total_seconds()}
+
+
+def _export_problem(exc: ExportError) -> str:
+    what = f"operator {exc.operator}" if exc.operator else "the export"
+    return f"ONNX export failed ({what}{f' in module {exc.module}' if exc.module else ''}): {exc}"
+
+
+def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> str:
+    """What the measurements kept in the out folder depend on (not the trial count, time limit or progress)."""
+    settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "progress", "out", "final_epochs",
+                                                       "objective", "max_accuracy_drop", "target_latency_ms",
+                                                       "target_size_mb"})
+    blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
+                       "config": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

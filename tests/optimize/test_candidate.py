@@ -1,0 +1,61 @@
+"""Candidate pipelines: the space sampled, per-layer ratios from one scale, and the recipe steps that rerun them."""
+
+from __future__ import annotations
+
+import yaml
+
+from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space
+from cleanai.pruning import LayerSensitivity, SensitivityPoint, SensitivityResult
+from cleanai.recipes import load_recipe
+
+
+def _scan(drops: dict[str, float]) -> SensitivityResult:
+    layers = [LayerSensitivity(name=name, width=8, points=[SensitivityPoint(ratio=0.5, width=4, score=0.9 - d, drop=d,
+                                                                            macs=100, params=10)])
+              for name, drop in drops.items() for d in [drop]]
+    return SensitivityResult(criterion="magnitude", metric="accuracy", ratios=[0.5], baseline=0.9, macs_before=200,
+                             params_before=20, eval_batches=1, config={}, layers=layers)
+
+
+def test_search_space_holds_every_choice_of_the_issue_and_quantization_options_only_when_quantizing():
+    space = search_space(OptimizeConfig())
+    assert set(space) == {"criterion", "ratio", "scale", "steps", "kd", "fold_bn", "quant", "calibration", "per_channel"}
+    assert space["calibration"]["when"] == {"quant": ["static"]}
+    assert space["per_channel"]["when"] == {"quant": ["static", "dynamic"]}
+    assert space["ratio"]["low"] == 0.0 and space["ratio"]["high"] == 0.6
+
+
+def test_scale_zero_prunes_every_layer_alike_and_a_larger_scale_spares_the_sensitive_layer():
+    scan = _scan({"robust": 0.01, "sensitive": 0.2})
+    assert layer_ratios(scan, 0.4, 0.0, 0.9) == {"robust": 0.4, "sensitive": 0.4}
+    spread = layer_ratios(scan, 0.4, 1.0, 0.9)
+    assert spread["robust"] > 0.4 > spread["sensitive"]
+    assert abs((spread["robust"] + spread["sensitive"]) / 2 - 0.4) < 1e-3  # the mean stays the overall ratio
+    assert max(layer_ratios(scan, 0.4, 2.0, 0.5).values()) == 0.5  # capped
+    assert layer_ratios(None, 0.4, 1.0, 0.9) == {} and layer_ratios(scan, 0.0, 1.0, 0.9) == {}
+
+
+def test_recipe_steps_of_a_candidate_validate_as_a_recipe(tmp_path):
+    config = OptimizeConfig(final_epochs=4)
+    candidate = Candidate(criterion="taylor", ratio=0.3, scale=1.0, steps=2, kd=True, fold_bn=True, quant="static",
+                          calibration="entropy", per_channel=False)
+    steps = candidate.recipe_steps(config, _scan({"conv1": 0.05, "conv2": 0.1}), onnx=True, fp32_layers=["/fc/Gemm"])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "small_cnn"}, "steps": steps}), encoding="utf-8")
+    recipe = load_recipe(path)
+    chain = {s.type: s for s in recipe.steps}
+    assert [s.type for s in recipe.steps] == ["prune", "distill", "fuse", "export", "quantize", "benchmark"]
+    assert chain["prune"].criterion == "taylor" and chain["prune"].iterative_steps == 2
+    assert set(chain["prune"].ratio_dict) == {"conv1", "conv2"} and chain["prune"].teacher == "model"
+    assert chain["distill"].teacher == "model" and chain["distill"].train.epochs == 4
+    assert chain["quantize"].calibration == "entropy" and chain["quantize"].per_channel is False
+    assert chain["quantize"].nodes_to_exclude == ["/fc/Gemm"]
+    assert chain["benchmark"].baseline == "model"
+
+
+def test_a_candidate_without_pruning_or_onnx_keeps_only_what_it_does(tmp_path):
+    candidate = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=False, fold_bn=False, quant="dynamic")
+    assert [s["type"] for s in candidate.recipe_steps(OptimizeConfig(), None, onnx=True)] == \
+        ["export", "quantize", "benchmark"]
+    assert [s["type"] for s in candidate.recipe_steps(OptimizeConfig(), None, onnx=False)] == ["benchmark"]
+    assert candidate.describe() == "no pruning -> int8 dynamic (per-channel)"

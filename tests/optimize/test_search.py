@@ -1,0 +1,148 @@
+"""`optimize()` end to end on the digits CNN (quick settings): search, choice, artifact, report, recipe, resume,
+and the budget nobody meets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from cleanai.data import load_dataset
+from cleanai.errors import OutputError
+from cleanai.optimize import optimize
+from cleanai.optimize import search as search_module
+from cleanai.pruning import load_pruned
+from cleanai.recipes import load_recipe, read_status
+from cleanai.runtime import OrtRunner, TorchRunner, evaluate
+
+from .conftest import tiny
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, digits_weights: Path):
+    out = tmp_path_factory.mktemp("optimize") / "run"
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    # mild pruning and a loose budget: the test is of the search's mechanics, not of how far a CNN trained for
+    # 4 epochs can be pruned after one epoch of fine-tuning
+    return model, optimize(model, "digits", tiny(out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5))
+
+
+def test_every_trial_is_listed_and_the_front_holds_complete_trials_only(searched):
+    _, result = searched
+    assert len(result.trials) == 3
+    assert {r["number"] for r in result.trials} == {0, 1, 2}
+    assert result.front and all(r["state"] == "complete" and r["pareto"] for r in result.front)
+    for row in result.trials:
+        if row["state"] == "complete":
+            assert 0 <= row["val_accuracy"] <= 1 and row["latency_ms"] > 0 and row["size_mb"] > 0
+    saved = json.loads((result.out / "trials.json").read_text())
+    assert [r["number"] for r in saved] == [r["number"] for r in result.trials]
+
+
+def test_the_choice_meets_the_budget_and_is_the_fastest_within_it(searched):
+    _, result = searched
+    assert result.met and result.chosen is not None
+    assert result.chosen["val_accuracy"] >= result.floor
+    within = [r for r in result.trials if r["meets_budget"]]
+    assert result.chosen["latency_ms"] == min(r["latency_ms"] for r in within)
+    assert result.floor == pytest.approx(result.baseline["val_accuracy"] - 0.10)
+
+
+def test_the_final_artifact_reloads_and_scores_what_the_benchmark_measured(searched):
+    _, result = searched
+    assert set(result.artifact) >= {"torch"}
+    loaders = load_dataset("digits").loaders(batch_size=64)
+    rows = {r["name"]: r for r in result.final["rows"]}
+    torch_model = load_pruned(result.artifact["torch"]).eval()
+    torch_acc = evaluate(TorchRunner(torch_model), loaders.test).metrics["accuracy"]
+    measured = rows.get("main (torch)", rows["baseline (recipe model)"])  # unpruned: the original is the torch artifact
+    assert torch_acc == pytest.approx(measured["accuracy"])
+    if "onnx" in result.artifact:
+        onnx = OrtRunner(result.artifact["onnx"])
+        assert evaluate(onnx, loaders.test).metrics["accuracy"] == pytest.approx(result.final["test_accuracy"])
+        if result.chosen["params"]["quant"] == "none" and not result.chosen["params"]["fold_bn"]:
+            x = next(iter(loaders.test))[0][:8]
+            assert torch.allclose(onnx(x), torch_model(x), atol=1e-4)
+
+
+def test_report_front_plot_and_result_files_are_written(searched):
+    _, result = searched
+    for name in ("report.pdf", "report.html", "pareto_front.png", "result.json", "recipe.yaml", "study/study.db",
+                 "baseline.json", "sensitivity.json"):
+        assert (result.out / name).is_file(), name
+    html = (result.out / "report.html").read_text()
+    assert "Optimize: budget and choice" in html and "Every trial" in html and "Variants" in html
+    assert (result.out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_the_written_recipe_is_the_pipeline_the_final_run_ran(searched):
+    _, result = searched
+    recipe = load_recipe(result.recipe)  # validates (`cleanai validate`); tests/test_cli_optimize.py reruns one
+    assert recipe.steps[-1].type == "benchmark" and recipe.steps[-1].baseline == "model"
+    assert (result.out / "final" / "recipe.yaml").read_text() == result.recipe.read_text()
+    status = read_status(result.out / "final")
+    assert [e["type"] for e in status["variants"]["main"]] == [s.type for s in recipe.steps[:-1]]
+    assert all(e["status"] == "done" for e in status["variants"]["main"]) and status["benchmark"]["status"] == "done"
+    params = result.chosen["params"]
+    assert ("prune" in [s.type for s in recipe.steps]) == (params["ratio"] > 0)
+    assert ("quantize" in [s.type for s in recipe.steps]) == (params["quant"] != "none")
+
+
+def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):
+    model, result = searched
+    before = optuna.load_study(study_name="optimize", storage=f"sqlite:///{result.out / 'study' / 'study.db'}")
+    starts = {t.number: t.datetime_start for t in before.trials}
+    again = optimize(model, "digits", tiny(result.out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5,
+                                           n_trials=4))
+    assert len(again.trials) == 4
+    after = optuna.load_study(study_name="optimize", storage=f"sqlite:///{result.out / 'study' / 'study.db'}")
+    assert {t.number: t.datetime_start for t in after.trials if t.number in starts} == starts
+
+
+def test_an_interrupted_search_resumes_where_it_stopped(digits_weights, tmp_path, monkeypatch):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    calls = {"n": 0}
+    original = search_module._Search.latency
+
+    def interrupt_second_trial(self, runner):
+        calls["n"] += 1
+        if calls["n"] == 4:  # 2 for the baseline (torch, ONNX), then trial 0, then trial 1 is interrupted
+            raise KeyboardInterrupt
+        return original(self, runner)
+
+    monkeypatch.setattr(search_module._Search, "latency", interrupt_second_trial)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        optimize(model, "digits", tiny(out, n_trials=2, quant_modes=["none"], max_ratio=0.0))
+    storage = f"sqlite:///{out / 'study' / 'study.db'}"
+    first = optuna.load_study(study_name="optimize", storage=storage).trials
+    assert [t.state.name for t in first] == ["COMPLETE", "FAIL"]
+    monkeypatch.setattr(search_module._Search, "latency", original)
+    result = optimize(model, "digits", tiny(out, n_trials=3, quant_modes=["none"], max_ratio=0.0))
+    assert [r["state"] for r in result.trials] == ["complete", "fail", "complete"]
+    after = optuna.load_study(study_name="optimize", storage=storage).trials
+    assert after[0].datetime_start == first[0].datetime_start  # the finished trial was kept, not rerun
+    assert result.met and (out / "recipe.yaml").is_file() and (out / "artifact" / "model.onnx").is_file()
+
+
+def test_a_budget_nobody_meets_returns_the_best_candidates_and_the_gap(digits_weights, tmp_path):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    result = optimize(model, "digits", tiny(tmp_path / "run", n_trials=2, target_latency_ms=1e-6,
+                                            quant_modes=["none"], max_ratio=0.0))
+    assert not result.met and result.front
+    assert "exceeds target_latency_ms" in result.gap
+    assert result.artifact == {} and not (tmp_path / "run" / "final").exists()
+    assert (tmp_path / "run" / "recipe.yaml").is_file() and (tmp_path / "run" / "report.html").is_file()
+    assert "No candidate meets the budget" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_folder_cleanai_did_not_write_is_refused_before_any_work(digits_weights, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="did not write"):
+        optimize({"name": "small_cnn", "weights": str(digits_weights)}, "digits", tiny(foreign))
+    assert (foreign / "notes.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
