@@ -30,7 +30,7 @@ import _report  # noqa: E402
 from cleanai._batches import call_model, logits_of  # noqa: E402
 from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, prune  # noqa: E402
-from cleanai._conv1d import conv1d_to_linear  # noqa: E402
+from cleanai._hf import conv1d_to_linear  # noqa: E402
 from cleanai.pruning.attention import find_attention  # noqa: E402
 
 FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",

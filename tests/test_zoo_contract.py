@@ -13,7 +13,7 @@ Steps and their checks:
 - save_pruned / load_pruned: the reloaded model gives identical outputs;
 - unstructured pruning: every weight it lists is 50 % zeros, every other weight matrix is in `left_as_is`;
 - quantization: every config (ONNX Runtime: each static preset, dynamic, QAT; torch: dynamic legacy and torchao,
-  weight-only, static, QAT, fp16, bf16) x every model. `strict=True`: a result is returned only if it is close to
+  weight-only, static, QAT, fp16, bf16; OpenVINO int8) x every model. `strict=True`: a result is returned only if it is close to
   fp32 on the held-back batch, and it is checked again here on inputs no step saw. A refusal is either listed in
   REFUSED with its reason, or, for int8 activations (static, QAT), the numbers that missed the bar;
 - export_onnx (parity with torch checked inside) and benchmark (accuracy, MACs, size, latency of a row).
@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cleanai._batches import call_model, logits_of
-from cleanai._conv1d import conv1d_to_linear
+from cleanai._hf import conv1d_to_linear
 from cleanai.benchmark import BenchmarkConfig, benchmark
 from cleanai.errors import CleanAIError
 from cleanai.export import export_onnx
@@ -317,6 +317,7 @@ CONFIGS = {
     "torch qat": QuantConfig(backend="torch", mode="qat", compile=False),
     "torch fp16": QuantConfig(backend="torch", mode="fp16"),
     "torch bf16": QuantConfig(backend="torch", mode="bf16"),
+    "openvino static": QuantConfig(backend="openvino", mode="static"),
 }
 QUANT_GRID = [(m, c) for m in MODELS for c in CONFIGS]
 # (model, config) -> why it is refused (a regex of the CleanAIError's message); every other pair must pass.
@@ -351,9 +352,20 @@ def test_quantized_close_to_fp32_or_refused_with_its_reason(zoo: Callable[[str],
         assert (model_name, config_name) not in REFUSED, "listed as refused but quantized"
         out = runner(built.fresh)
     assert runner.quant_check.sqnr_db >= config.min_sqnr_db
+    assert runner.quant_check.held_out == (config.mode != "qat")  # QAT trains on all of calib (no train_data given)
     reference = _logits(built.model, built.fresh).double()
     sqnr = 10 * math.log10(float(reference.square().sum()) / float((reference - out.double()).square().sum()))
     assert sqnr >= config.min_sqnr_db - 3  # output SQNR (dB) on inputs no step saw
+
+
+def test_the_benchmark_row_of_a_quantized_model_shows_its_check(zoo: Callable[[str], Built]) -> None:
+    built = zoo("tuple_input")
+    runner = quantize(built.model, QuantConfig.avx2(), calib=built.calib)
+    row = benchmark(runner, DataLoader(built.calib, batch_size=None),
+                    config=BenchmarkConfig(runs=2, warmup=0, throughput_runs=0, progress=False))
+    assert row.quant_sqnr_db == runner.quant_check.sqnr_db and math.isfinite(row.quant_sqnr_db)
+    assert row.quant_top1_agreement == runner.quant_check.top1_agreement
+    assert row.eval_samples == 16 and row.macs is not None  # the tuple batches were read as 2 x 8 samples
 
 
 # ---------------------------------------------------------------------------------------------- export, benchmark

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from cleanai._conv1d import HFConv1D, conv1d_to_linear, conv1d_types
+from cleanai._hf import HFConv1D, conv1d_to_linear, conv1d_types, no_kv_cache
 from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
@@ -107,19 +107,6 @@ def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
 def _is_residual_add(node: Any) -> bool:
     """True for the dependency graph's node of a tensor addition (`x + shortcut`), as traced by Torch-Pruning."""
     return isinstance(node, tp.ops._ElementWiseOp) and str(node._grad_fn).startswith("AddBackward")
-
-
-@contextlib.contextmanager
-def _no_kv_cache(model: nn.Module) -> Iterator[None]:
-    """Trace HF decoders without their key/value cache: its concatenation is not a channel dimension."""
-    configs = {id(c): c for m in model.modules() if getattr(c := getattr(m, "config", None), "use_cache", None)}
-    for c in configs.values():
-        c.use_cache = False
-    try:
-        yield
-    finally:
-        for c in configs.values():
-            c.use_cache = True
 
 
 def _floor(x: float) -> int:
@@ -187,7 +174,7 @@ class StructuredPruner:
         return [self.modules[n] for n in names]
 
     def _build_graph(self) -> tp.DependencyGraph:
-        with warnings.catch_warnings(record=True) as caught, torch.enable_grad(), _no_kv_cache(self.model):
+        with warnings.catch_warnings(record=True) as caught, torch.enable_grad(), no_kv_cache(self.model):
             warnings.simplefilter("always")
             try:
                 dg = tp.DependencyGraph().build_dependency(
