@@ -1,6 +1,7 @@
 """Head + FFN pruning per transformer family: CleanAI's 50 % cut vs plain Torch-Pruning with `num_heads`.
 
-Tiny random-weight models from each family's HF config (2 layers, hidden 32, 4 heads), both tools in one
+Tiny random-weight models from each family's HF config (2 layers, hidden 32, 4 heads), and the same shape built
+from `nn.TransformerEncoderLayer` (`nn.MultiheadAttention`, fed by a Linear embedding), both tools in one
 run on copies of one model: params and MACs removed, whether every attention keeps whole heads (head size
 unchanged, q/k/v widths = heads x head size) and the cosine similarity of the logits with the unpruned model.
 Torch-Pruning runs twice: with the hidden size kept (embeddings ignored, prune_head_dims=False: the same work as
@@ -26,47 +27,76 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import _report  # noqa: E402
 
+from cleanai._batches import call_model, logits_of  # noqa: E402
 from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
 from cleanai.pruning import PruneConfig, prune  # noqa: E402
-from cleanai._conv1d import conv1d_to_linear  # noqa: E402
+from cleanai._hf import conv1d_to_linear  # noqa: E402
 from cleanai.pruning.attention import find_attention  # noqa: E402
 
 FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",
-            "MobileBERT": "mobilebert"}
+            "MobileBERT": "mobilebert", "nn.MultiheadAttention": "mha"}
+
+
+class MHAClassifier(nn.Module):
+    """Linear embedding (16 -> 32) -> 2 nn.TransformerEncoderLayer (4 heads of 8, FFN 64) -> mean -> classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.classifier = nn.Linear(16, 32), nn.Linear(32, 2)
+        self.layers = nn.Sequential(*(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True) for _ in range(2)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layers(self.embed(features)).mean(1))
+
+
+def _build(key: str) -> tuple[nn.Module, dict]:
+    if key == "mha":
+        torch.manual_seed(0)
+        return MHAClassifier().eval(), {"features": torch.randn(2, 8, 16)}
+    return tiny_transformer(key), tiny_transformer_inputs(key)
 
 
 def _logits(model: nn.Module, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
-        return model(**inputs).logits
+        return logits_of(call_model(model.eval(), inputs))
 
 
-def _heads_whole(model: nn.Module, before: dict[str, tuple[int, int]]) -> bool:
-    """Every attention has whole heads of the original size: its q/k/v/out widths are heads x head size."""
+def _heads(model: nn.Module) -> dict[str, tuple[int, int, set[int]]]:
+    """Attention module -> (heads, head size, the widths of its q/k/v parts and output input)."""
     view = copy.deepcopy(model)
     conv1d_to_linear(view)
-    found = {n: (a, m) for n, m, a in find_attention(view)}
-    for name, (heads, dim) in before.items():
-        adapter, module = found[name]
+    found = {}
+    for name, module, adapter in find_attention(view):
         parts = adapter.parts(module)
-        widths = {parts.out.in_features} | {lin.out_features // (3 if len({id(l) for l, _ in parts.segments}) == 1
-                                                                  else 1) for lin, _ in parts.segments}
-        if parts.head_dim != dim or widths != {parts.heads * dim}:
-            return False
-    return True
+        fused = len({id(lin) for lin, _ in parts.segments}) == 1
+        widths = {parts.out.in_features} | {lin.out_features // (3 if fused else 1) for lin, _ in parts.segments}
+        found[name] = (parts.heads, parts.head_dim, widths)
+    for name, module in view.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            found[name] = (module.num_heads, module.head_dim,
+                           {module.embed_dim, module.in_proj_weight.shape[0] // 3, module.out_proj.in_features})
+    return found
+
+
+def _heads_whole(model: nn.Module, before: dict[str, tuple[int, int, set[int]]]) -> bool:
+    """Every attention has whole heads of the original size: its q/k/v/out widths are heads x head size."""
+    after = _heads(model)
+    return all(after[n][1] == dim and after[n][2] == {after[n][0] * dim} for n, (_, dim, _) in before.items())
 
 
 def _plain_tp(model: nn.Module, inputs: dict, attention: list, keep_hidden: bool) -> nn.Module:
     """Torch-Pruning's MetaPruner with num_heads on q/k/v, prune_num_heads, ratio 0.5 and head ratio 0.5;
     `keep_hidden`: also prune_head_dims=False and the embeddings ignored (the hidden size stays, as in CleanAI)."""
     num_heads = {lin: a.parts(m).heads for _, m, a in attention for lin, _ in a.parts(m).segments}
+    num_heads.update({m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)})
     ignored = [m for n, m in model.named_modules() if n.split(".")[-1] in ("classifier", "score", "out_proj")
-               and isinstance(m, nn.Linear)]
+               and isinstance(m, nn.Linear) and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)]
     if keep_hidden:
         ignored += [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.Conv2d))]
     pruner = tp.pruner.MetaPruner(model, inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
                                   pruning_ratio=0.5, num_heads=num_heads, prune_num_heads=True,
                                   prune_head_dims=not keep_hidden, head_pruning_ratio=0.5, ignored_layers=ignored,
-                                  output_transform=lambda out: out.logits)
+                                  output_transform=logits_of)
     pruner.step()
     for _, m, a in attention:  # plain Torch-Pruning leaves the modules' head counts to the user
         segment = a.parts(m).segments[0][0]
@@ -96,18 +126,19 @@ def main() -> None:
     record = {**_report.provenance(args), "rows": []}
     rows = record["rows"]
     for family, key in FAMILIES.items():
-        model, inputs = tiny_transformer(key), tiny_transformer_inputs(key)
+        model, inputs = _build(key)
         reference = _logits(model, inputs)
         view = copy.deepcopy(model)
         conv1d_to_linear(view)
-        before = {n: (a.parts(m).heads, a.parts(m).head_dim) for n, m, a in find_attention(view)}
+        before = _heads(view)
         with contextlib.redirect_stdout(io.StringIO()):
             base = tuple(int(v) for v in tp.utils.count_ops_and_params(view, inputs))
         pruned, _ = prune(model, inputs, PruneConfig(ratio=0.5))
         rows.append(_row(family, "CleanAI", pruned, base, inputs, reference, before))
         for keep_hidden, tool in ((True, "Torch-Pruning, hidden kept"), (False, "Torch-Pruning, hidden pruned too")):
             plain = copy.deepcopy(view)  # Torch-Pruning needs Linears (HF Conv1D breaks its graph)
-            plain.config.use_cache = False
+            if hasattr(plain, "config"):
+                plain.config.use_cache = False
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     plain = _plain_tp(plain, inputs, list(find_attention(plain)), keep_hidden)

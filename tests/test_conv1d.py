@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from cleanai._conv1d import HFConv1D, conv1d_to_linear, conv1d_types
+from cleanai._hf import HFConv1D, conv1d_to_linear, conv1d_types
 
 
 class Block(nn.Module):

@@ -7,20 +7,19 @@ concatenation), Hugging Face BERT, RoBERTa, DistilBERT, ViT, GPT-2 (HF Conv1D) a
 `nn.TransformerEncoderLayer` (`nn.MultiheadAttention`), LSTM, GRU, and a model taking a tuple and one taking a dict.
 
 Steps and their checks:
-- prune (ratio 0.3), three criteria per model round-robin, the scope alternating, so every registered criterion
-  runs on about seven families in both scopes and every family in both scopes: fewer parameters, same output
-  shape, finite; every layer with parameters either changed or listed in `left_as_is` (local scope; under a global
-  ranking a ranked group may lose nothing); attention heads whole (head size unchanged, widths = heads x size);
+- prune (ratio 0.3), every registered criterion x both scopes x every model: fewer parameters, same output shape,
+  finite; every layer with parameters either changed or listed in `left_as_is` (local scope; under a global ranking
+  a ranked group may lose nothing); attention heads whole (head size unchanged, widths = heads x size);
 - save_pruned / load_pruned: the reloaded model gives identical outputs;
 - unstructured pruning: every weight it lists is 50 % zeros, every other weight matrix is in `left_as_is`;
-- quantization: the cheap torch paths (dynamic legacy and torchao, weight-only, fp16, bf16) on every model; ONNX
-  Runtime (every static preset, dynamic) spread over the zoo so that every input kind and every family meets it,
-  torch static on the DenseNet pattern. QAT (torch and ONNX Runtime) trains for minutes on a loaded machine and
-  is left to tests/quantization/test_contract.py, which runs every config on each input kind (tensor, tuple,
-  dict, token ids, the DenseNet pattern). `strict=True`: a result is returned only if it is close to fp32 on the
-  held-back batch, and it is checked again here on inputs no step saw. A refusal is either listed in REFUSED with
-  its reason, or, for int8 activations (static), the numbers that missed the bar;
+- quantization: every config (ONNX Runtime: each static preset, dynamic, QAT; torch: dynamic legacy and torchao,
+  weight-only, static, QAT, fp16, bf16; OpenVINO int8) x every model. `strict=True`: a result is returned only if it is close to
+  fp32 on the held-back batch, and it is checked again here on inputs no step saw. A refusal is either listed in
+  REFUSED with its reason, or, for int8 activations (static, QAT), the numbers that missed the bar;
 - export_onnx (parity with torch checked inside) and benchmark (accuracy, MACs, size, latency of a row).
+
+Models and data are built once per module (`zoo`); every step works on a copy, and the prune test checks that the
+shared model still gives its reference outputs.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cleanai._batches import call_model, logits_of
-from cleanai._conv1d import conv1d_to_linear
+from cleanai._hf import conv1d_to_linear
 from cleanai.benchmark import BenchmarkConfig, benchmark
 from cleanai.errors import CleanAIError
 from cleanai.export import export_onnx
@@ -51,6 +50,7 @@ from cleanai.pruning import (
 )
 from cleanai.pruning.attention import find_attention
 from cleanai.quantization import QuantConfig, list_presets, quantize
+from cleanai.quantization.config import SUPPORTED
 from cleanai.runtime import TorchRunner
 
 # ---------------------------------------------------------------------------------------------- the zoo
@@ -203,14 +203,35 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass(frozen=True)
+class Built:
+    model: nn.Module
+    example: Any
+    calib: list[tuple[Any, torch.Tensor]]
+    fresh: Any  # inputs no step saw
+    reference: torch.Tensor  # the model's logits on `example`
+
+
+@pytest.fixture(scope="module")
+def zoo() -> Callable[[str], Built]:
+    """name -> the model, its data and reference logits, built at first use and shared by the module's tests."""
+    cache: dict[str, Built] = {}
+
+    def get(name: str) -> Built:
+        if name not in cache:
+            model = _model(name)
+            example, calib = _data(name)
+            cache[name] = Built(model, example, calib, _data(name, seed=7)[0], _logits(model, example))
+        return cache[name]
+
+    return get
+
+
 # ---------------------------------------------------------------------------------------------- prune
 
 SCOPES = ("local", "global")
 CRITERIA = list_criteria()
-# Three criteria per model, taken round-robin, the scope alternating: each criterion meets about seven models in both
-# scopes, each model both scopes (tests/pruning/test_criteria_contract.py runs every criterion x scope on three).
-PRUNE_GRID = [(m, CRITERIA[(3 * i + k) % len(CRITERIA)], SCOPES[(i + k) % 2]) for i, m in enumerate(MODELS)
-              for k in range(3)]
+PRUNE_GRID = [(m, c, s) for m in MODELS for c in CRITERIA for s in SCOPES]
 
 
 def _shapes(model: nn.Module) -> dict[str, list[tuple[int, ...]]]:
@@ -236,40 +257,42 @@ def _heads(model: nn.Module) -> dict[str, tuple[int, int, set[int]]]:
 
 
 @pytest.mark.parametrize(("model_name", "criterion", "scope"), PRUNE_GRID)
-def test_prune_shrinks_runs_and_reports_every_layer_it_left(model_name: str, criterion: str, scope: str) -> None:
-    model = _model(model_name)
-    example, calib = _data(model_name)
-    reference = _logits(model, example)
+def test_prune_shrinks_runs_and_reports_every_layer_it_left(zoo: Callable[[str], Built], model_name: str,
+                                                           criterion: str, scope: str) -> None:
+    built = zoo(model_name)
+    model, example = built.model, built.example
     pruned, report = prune(model, example, PruneConfig(criterion=criterion, scope=scope, ratio=0.3),
-                           calib=calib[:1])
+                           calib=built.calib[:1])
+    assert torch.equal(_logits(model, example), built.reference)  # the shared model is untouched
     out = _logits(pruned, example)
-    assert out.shape == reference.shape and bool(torch.isfinite(out).all())
+    assert out.shape == built.reference.shape and bool(torch.isfinite(out).all())
     assert report.params_after == _params(pruned) < report.params_before == _params(model)
     before, after = _shapes(model), _shapes(pruned)
     unchanged, left = {n for n in before if before[n] == after[n]}, {layer.name for layer in report.left_as_is}
     assert left <= unchanged  # a global ranking may also take nothing from a group it ranked
     assert scope == "global" or unchanged == left, "a layer left as it was must be reported"
+    heads_before = _heads(model)
     for name, (heads, dim, widths) in _heads(pruned).items():
-        assert dim == _heads(model)[name][1] and widths == {heads * dim}, f"{name}: heads re-split"
+        assert dim == heads_before[name][1] and widths == {heads * dim}, f"{name}: heads re-split"
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-def test_a_pruned_model_saves_and_reloads_identically(model_name: str, tmp_path: Path) -> None:
-    model = _model(model_name)
-    example, calib = _data(model_name)
-    pruned, _ = prune(model, example, PruneConfig(ratio=0.3))
+def test_a_pruned_model_saves_and_reloads_identically(zoo: Callable[[str], Built], model_name: str,
+                                                       tmp_path: Path) -> None:
+    built = zoo(model_name)
+    pruned, _ = prune(built.model, built.example, PruneConfig(ratio=0.3))
     save_pruned(pruned, tmp_path / "pruned")
-    reloaded = load_pruned(tmp_path / "pruned", base=_model(model_name))
-    assert torch.equal(_logits(reloaded, calib[0][0]), _logits(pruned, calib[0][0]))
+    reloaded = load_pruned(tmp_path / "pruned", base=_model(model_name))  # load_pruned reshapes the base it is given
+    assert torch.equal(_logits(reloaded, built.fresh), _logits(pruned, built.fresh))
 
 
 # ---------------------------------------------------------------------------------------------- unstructured
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-def test_unstructured_pruning_sparsifies_every_weight_it_lists_and_names_the_rest(model_name: str) -> None:
-    model = _model(model_name)
-    example, _ = _data(model_name)
+def test_unstructured_pruning_sparsifies_every_weight_it_lists_and_names_the_rest(zoo: Callable[[str], Built],
+                                                                                 model_name: str) -> None:
+    model, example = zoo(model_name).model, zoo(model_name).example
     sparse, report = prune_unstructured(model, UnstructuredConfig(sparsity=0.5))
     assert report.layers and all(abs(layer.zeros - layer.params / 2) <= 0.5 for layer in report.layers), report
     listed = {layer.name.split(".weight_")[0].split(".in_proj")[0] for layer in report.layers}
@@ -283,30 +306,20 @@ def test_unstructured_pruning_sparsifies_every_weight_it_lists_and_names_the_res
 
 # ---------------------------------------------------------------------------------------------- quantization
 
-CHEAP = {
+CONFIGS = {
+    **{f"onnxruntime preset {p}": QuantConfig.preset(p) for p in list_presets()},  # static QDQ
+    "onnxruntime dynamic": QuantConfig.auto(is_static=False),
+    "onnxruntime qat": QuantConfig.auto(mode="qat", reduce_range=True),
     "torch dynamic legacy": QuantConfig(backend="torch", mode="dynamic", torch_api="legacy"),
     "torch dynamic torchao": QuantConfig(backend="torch", mode="dynamic", torch_api="torchao"),
     "torch weight_only": QuantConfig(backend="torch", mode="weight_only"),
+    "torch static": QuantConfig(backend="torch", mode="static", compile=False),
+    "torch qat": QuantConfig(backend="torch", mode="qat", compile=False),
     "torch fp16": QuantConfig(backend="torch", mode="fp16"),
     "torch bf16": QuantConfig(backend="torch", mode="bf16"),
+    "openvino static": QuantConfig(backend="openvino", mode="static"),
 }
-COSTLY = {
-    **{f"onnxruntime preset {p}": QuantConfig.preset(p) for p in list_presets()},  # static QDQ
-    "onnxruntime dynamic": QuantConfig.auto(is_static=False),
-    "torch static": QuantConfig(backend="torch", mode="static", compile=False),
-}
-# Each costly config on a few models, so that every input kind (tensor, tuple, dict, token ids) and every family
-# (each attention family, the recurrent layers, the encoder) meets ONNX Runtime, and torch static the DenseNet
-# pattern it once got silently wrong.
-COSTLY_ON = {
-    "onnxruntime preset arm64": ["cnn", "roberta"],
-    "onnxruntime preset auto": ["resnext", "vit", "lstm"],
-    "onnxruntime preset avx2": ["depthwise", "bert", "tuple_input"],
-    "onnxruntime preset avx512_vnni": ["groupnorm", "densenet", "dict_input"],
-    "onnxruntime dynamic": ["distilbert", "gpt2", "mobilebert", "transformer_encoder", "gru"],
-    "torch static": ["densenet"],
-}
-QUANT_GRID = [(m, c) for m in MODELS for c in CHEAP] + [(m, c) for c, ms in COSTLY_ON.items() for m in ms]
+QUANT_GRID = [(m, c) for m in MODELS for c in CONFIGS]
 # (model, config) -> why it is refused (a regex of the CleanAIError's message); every other pair must pass.
 REFUSED: dict[tuple[str, str], str] = {
     # torch's fast path of TransformerEncoderLayer reads linear1.weight.device, a method on a dynamic int8 Linear
@@ -315,20 +328,21 @@ REFUSED: dict[tuple[str, str], str] = {
 INT8_ACTIVATIONS = ("static", "qat")
 
 
-def test_the_costly_quantization_plan_covers_every_config_and_names_only_zoo_models() -> None:
-    assert set(COSTLY_ON) == set(COSTLY) and {m for ms in COSTLY_ON.values() for m in ms} <= set(MODELS)
+def test_every_quantization_mode_and_preset_is_in_the_grid() -> None:
+    modes = {(c.backend, c.mode) for c in CONFIGS.values()}
+    assert modes == {(b, m) for b, ms in SUPPORTED.items() for m in ms}
+    assert {f"onnxruntime preset {p}" for p in list_presets()} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize(("model_name", "config_name"), QUANT_GRID)
-def test_quantized_close_to_fp32_or_refused_with_its_reason(model_name: str, config_name: str) -> None:
-    model = _model(model_name)
-    _, calib = _data(model_name)
-    fresh, _ = _data(model_name, seed=7)
-    config = {**CHEAP, **COSTLY}[config_name].model_copy(update={"strict": True, "check_batches": 1})
+def test_quantized_close_to_fp32_or_refused_with_its_reason(zoo: Callable[[str], Built], model_name: str,
+                                                           config_name: str) -> None:
+    built = zoo(model_name)
+    config = CONFIGS[config_name].model_copy(update={"strict": True, "check_batches": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecations and advice; the outcome is what is checked
         try:
-            runner = quantize(model, config, calib=calib)
+            runner = quantize(built.model, config, calib=built.calib)
         except CleanAIError as exc:
             reason = REFUSED.get((model_name, config_name))
             if reason is None and config.mode in INT8_ACTIVATIONS:  # int8 activations may miss the bar, by numbers
@@ -336,20 +350,31 @@ def test_quantized_close_to_fp32_or_refused_with_its_reason(model_name: str, con
             assert reason is not None and re.search(reason, str(exc)), f"unexpected refusal: {exc}"
             return
         assert (model_name, config_name) not in REFUSED, "listed as refused but quantized"
-        out = runner(fresh)
+        out = runner(built.fresh)
     assert runner.quant_check.sqnr_db >= config.min_sqnr_db
-    reference = _logits(model, fresh).double()
+    assert runner.quant_check.held_out == (config.mode != "qat")  # QAT trains on all of calib (no train_data given)
+    reference = _logits(built.model, built.fresh).double()
     sqnr = 10 * math.log10(float(reference.square().sum()) / float((reference - out.double()).square().sum()))
     assert sqnr >= config.min_sqnr_db - 3  # output SQNR (dB) on inputs no step saw
+
+
+def test_the_benchmark_row_of_a_quantized_model_shows_its_check(zoo: Callable[[str], Built]) -> None:
+    built = zoo("tuple_input")
+    runner = quantize(built.model, QuantConfig.avx2(), calib=built.calib)
+    row = benchmark(runner, DataLoader(built.calib, batch_size=None),
+                    config=BenchmarkConfig(runs=2, warmup=0, throughput_runs=0, progress=False))
+    assert row.quant_sqnr_db == runner.quant_check.sqnr_db and math.isfinite(row.quant_sqnr_db)
+    assert row.quant_top1_agreement == runner.quant_check.top1_agreement
+    assert row.eval_samples == 16 and row.macs is not None  # the tuple batches were read as 2 x 8 samples
 
 
 # ---------------------------------------------------------------------------------------------- export, benchmark
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-def test_export_agrees_with_torch_and_the_benchmark_measures_the_model(model_name: str, tmp_path: Path) -> None:
-    model = _model(model_name)
-    example, calib = _data(model_name)
+def test_export_agrees_with_torch_and_the_benchmark_measures_the_model(zoo: Callable[[str], Built], model_name: str,
+                                                                      tmp_path: Path) -> None:
+    model, example, calib = zoo(model_name).model, zoo(model_name).example, zoo(model_name).calib
     result = export_onnx(model, example, tmp_path / "model.onnx")  # raises unless ONNX Runtime agrees with torch
     assert Path(result.path).stat().st_size > 0
     row = benchmark(TorchRunner(model), DataLoader(calib, batch_size=None),

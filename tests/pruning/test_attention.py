@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleanai._conv1d import conv1d_to_linear
+from cleanai._hf import conv1d_to_linear
 from cleanai.errors import CheckpointError, CleanAIError
 from cleanai.export import export_onnx
 from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs

@@ -103,3 +103,19 @@ def test_removing_hidden_units_equals_zeroing_their_effect(cell: type[nn.RNNBase
     with torch.no_grad():
         expected = masked(x)[0].view(2, 5, 2, 8)[..., keep].reshape(2, 5, 12)
         torch.testing.assert_close(pruned(x)[0], expected)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_a_channels_last_flatten_loses_each_pruned_channel_at_every_step(attention: bool) -> None:
+    torch.manual_seed(0)  # (batch, 5 steps, 32 channels) flattened to 160 features: channel c is every t * 32 + c
+    middle = (nn.TransformerEncoderLayer(32, 4, 64, batch_first=True) if attention else nn.ReLU())
+    net, x = nn.Sequential(nn.Linear(8, 32), middle, nn.Flatten(), nn.Linear(5 * 32, 3)).eval(), torch.randn(2, 5, 8)
+    pruned, _ = prune(net, x, PruneConfig(ratio=0.5, criterion="random"))
+    kept = [next(i for i in range(32) if torch.equal(row, net[0].weight[i])) for row in pruned[0].weight]
+    assert len(kept) == pruned[0].out_features < 32
+    columns = [t * 32 + c for t in range(5) for c in kept]
+    assert torch.equal(pruned[3].weight, net[3].weight[:, columns])  # the classifier reads the kept channels
+    if attention:
+        assert pruned[1].self_attn.num_heads * 8 == len(kept)  # whole heads of the stream
+    out = pruned(x)
+    assert out.shape == (2, 3) and bool(torch.isfinite(out).all())

@@ -109,7 +109,7 @@ def test_a_graph_with_a_product_the_counter_does_not_cover_leaves_the_column_emp
 def test_hf_conv1d_layers_count_as_the_linear_they_are():
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from cleanai._conv1d import conv1d_to_linear
+    from cleanai._hf import conv1d_to_linear
 
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16, num_labels=3, pad_token_id=0)

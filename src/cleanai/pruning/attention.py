@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cleanai._conv1d import HFConv1D
+from cleanai._hf import HFConv1D
 from cleanai.registry import Registry
 
 

@@ -11,6 +11,10 @@
   embed_dim), so a head can only go with its `head_dim` channels of the stream it reads and writes. `prune()`
   removes whole heads' blocks of that stream; this pruner refuses anything else and keeps `head_dim`, lowering
   `num_heads` (Torch-Pruning's keeps `num_heads` and re-splits the remaining width into narrower heads).
+- `map_channels_last_flatten`: a (batch, steps, channels) tensor flattened to (batch, steps x channels), such as
+  a Linear's or an attention's output read whole by a classifier, holds channel c at every t x channels + c.
+  Torch-Pruning maps only channels-first flattens (c x steps + t) and leaves this one unmapped, so the consumer
+  lost the wrong number of inputs; the mapping is added to the graph after it is built.
 """
 
 from __future__ import annotations
@@ -103,6 +107,40 @@ class MultiheadAttentionPruner(tp.pruner.function.MultiheadAttentionPruner):
         return layer
 
     prune_in_channels = prune_out_channels
+
+
+class _ChannelsLastFlatten:
+    """Index mapping of a channels-last flatten: channel c <-> features t x channels + c (reverse: feature % channels)."""
+
+    def __init__(self, channels: int, steps: int, reverse: bool) -> None:
+        self.channels, self.steps, self.reverse = channels, steps, reverse
+
+    def __call__(self, idxs: list) -> list:
+        index = tp._helpers._HybridIndex
+        if self.reverse:
+            return list(dict.fromkeys(index(idx=i.idx % self.channels, root_idx=i.root_idx) for i in idxs))
+        return [index(idx=t * self.channels + i.idx, root_idx=i.root_idx) for t in range(self.steps) for i in idxs]
+
+
+def map_channels_last_flatten(dg: tp.DependencyGraph) -> None:
+    """Give each unmapped flatten of a (batch, steps, channels) tensor whose channels are last its index mapping."""
+    infer = tp.dependency.shape_infer
+    for node in list(dg.module2node.values()):
+        size = tuple(getattr(node.grad_fn, "_saved_self_sym_sizes", ()) or ())
+        if node.type != tp.ops.OPTYPE.RESHAPE or len(size) != 3:
+            continue
+        ins = [infer.infer_out_channels_recursively(dg, n, [0]) for n in node.inputs]
+        outs = [infer.infer_in_channels_recursively(dg, n, [0]) for n in node.outputs]
+        steps, channels = int(size[1]), int(size[2])
+        if ins != [channels] or not outs or any(o != steps * channels for o in outs) or steps == 1:
+            continue
+        for source in node.inputs:
+            deps = [d for d in node.dependencies if d.target == source] + [
+                d for d in source.dependencies if d.target == node]
+            if any(d.index_mapping[0] is not None for d in deps):
+                continue  # Torch-Pruning mapped it (channels first)
+            for dep in deps:
+                dep.index_mapping[0] = _ChannelsLastFlatten(channels, steps, reverse=dep.target == source)
 
 
 def customized_pruners(model: nn.Module) -> dict[type[nn.Module], tp.pruner.BasePruningFunc]:

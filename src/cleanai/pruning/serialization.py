@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import call_model, logits_of
-from cleanai._conv1d import HFConv1D
+from cleanai._hf import HFConv1D
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
 from cleanai.models import PadShortcut, create_model

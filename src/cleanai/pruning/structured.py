@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from cleanai._conv1d import HFConv1D, conv1d_to_linear, conv1d_types
+from cleanai._hf import HFConv1D, conv1d_to_linear, conv1d_types, no_kv_cache
 from cleanai._finite import check_finite
 from cleanai._validate import check_model_input
 from cleanai.errors import CleanAIError, DataError
@@ -65,7 +65,7 @@ from cleanai.pruning.config import PruneConfig
 from cleanai.pruning.criteria import CRITERIA, create_criterion, requirements
 from cleanai.pruning.serialization import build_manifest
 from cleanai.pruning.report import LayerChange, LeftLayer, PruneReport, StepRecord
-from cleanai.pruning.layer_pruners import customized_pruners, hidden_width_prunable
+from cleanai.pruning.layer_pruners import customized_pruners, hidden_width_prunable, map_channels_last_flatten
 from cleanai.pruning.shortcuts import ChannelSelect, rewrite_pad_shortcuts
 
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, HFConv1D, nn.RNNBase)
@@ -107,19 +107,6 @@ def _matching_ratio(name: str, ratio_dict: dict[str, float]) -> float | None:
 def _is_residual_add(node: Any) -> bool:
     """True for the dependency graph's node of a tensor addition (`x + shortcut`), as traced by Torch-Pruning."""
     return isinstance(node, tp.ops._ElementWiseOp) and str(node._grad_fn).startswith("AddBackward")
-
-
-@contextlib.contextmanager
-def _no_kv_cache(model: nn.Module) -> Iterator[None]:
-    """Trace HF decoders without their key/value cache: its concatenation is not a channel dimension."""
-    configs = {id(c): c for m in model.modules() if getattr(c := getattr(m, "config", None), "use_cache", None)}
-    for c in configs.values():
-        c.use_cache = False
-    try:
-        yield
-    finally:
-        for c in configs.values():
-            c.use_cache = True
 
 
 def _floor(x: float) -> int:
@@ -187,7 +174,7 @@ class StructuredPruner:
         return [self.modules[n] for n in names]
 
     def _build_graph(self) -> tp.DependencyGraph:
-        with warnings.catch_warnings(record=True) as caught, torch.enable_grad(), _no_kv_cache(self.model):
+        with warnings.catch_warnings(record=True) as caught, torch.enable_grad(), no_kv_cache(self.model):
             warnings.simplefilter("always")
             try:
                 dg = tp.DependencyGraph().build_dependency(
@@ -199,6 +186,7 @@ class StructuredPruner:
                     f"{type(exc).__name__}: {exc}. If one layer causes this, leave it out with ignored_layers=[...]"
                 ) from exc
         self.warnings += [f"dependency graph: {w.message}" for w in caught if "Unknown operation" in str(w.message)]
+        map_channels_last_flatten(dg)
         return dg
 
     def _collect_units(self, ignored: list[nn.Module]) -> list[_Unit]:
@@ -265,6 +253,7 @@ class StructuredPruner:
             return [root]
         members = [self._owners.get(id(t)) if isinstance(t, nn.Parameter) else t  # a free Parameter: its module
                    for t in (item.dep.target.module for item in group)]
+        members += [m.out_proj for m in members if isinstance(m, nn.MultiheadAttention)]  # pruned with it
         return [m for m in members if m in self.names]
 
     def _left_as_is(self, ignored: list[nn.Module]) -> list[LeftLayer]:
@@ -274,7 +263,6 @@ class StructuredPruner:
         for unit in self.units:  # heads change their q/k/v and output projections, not the out-projection's group
             parts = unit.adapter.parts(unit.attention) if unit.adapter is not None else None
             changed = [linear for linear, _ in parts.segments] + [parts.out] if parts else self._members(unit.root)
-            changed += [m.out_proj for m in changed if isinstance(m, nn.MultiheadAttention)]  # pruned with it
             why.update(dict.fromkeys(changed, ""))
         owner: dict[int, str] = {}
         for name, module in self.modules.items():

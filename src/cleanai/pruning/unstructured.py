@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from cleanai._conv1d import HFConv1D
+from cleanai._hf import HFConv1D
 from cleanai.errors import CleanAIError, ConfigError, UnknownNameError
 from cleanai.pruning.report import LeftLayer
 from cleanai.pruning.schedules import ConstantSparsity, Schedule, check_sparsity

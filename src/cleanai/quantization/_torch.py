@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cleanai._conv1d import HFConv1D, conv1d_to_linear
+from cleanai._hf import HFConv1D, conv1d_to_linear, no_kv_cache
 from cleanai.runtime import TorchRunner
 from cleanai._batches import call_model, dynamic_dims, is_tensor_tuple, map_inputs, split_batch
 from cleanai.quantization._common import Inputs
@@ -224,7 +224,8 @@ def _export(model: nn.Module, example: Inputs) -> torch.fx.GraphModule:
         args, kwargs = (tuple(example) if is_tensor_tuple(example) else (example,)), {}
         shapes = tuple(dims(t) for t in args)
     try:
-        return torch.export.export(model, args, kwargs, dynamic_shapes=shapes).module()
+        with no_kv_cache(model):
+            return torch.export.export(model, args, kwargs, dynamic_shapes=shapes).module()
     except Exception as exc:  # noqa: BLE001 - torch.export raises many types (UserError, Unsupported, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QuantizationError(f"torch.export cannot capture {type(model).__name__} for PT2E quantization "

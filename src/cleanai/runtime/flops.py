@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cleanai._batches import is_tensor_tuple
-from cleanai._conv1d import conv1d_types
+from cleanai._hf import conv1d_types
 
 # thop rules for layers that are no multiply-accumulate products (see the module docstring): counted as zero.
 _NOT_PRODUCTS = ("count_normalization", "count_prelu", "count_softmax", "count_avgpool", "count_adap_avgpool",

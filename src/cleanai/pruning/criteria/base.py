@@ -26,7 +26,7 @@ from torch import nn
 from torch_pruning.pruner import function as tpf
 
 from cleanai._batches import Batch
-from cleanai._conv1d import HFConv1D
+from cleanai._hf import HFConv1D
 from cleanai.errors import CleanAIError, ConfigError
 
 NORMALIZERS = ("mean", "max", "sum", "none")

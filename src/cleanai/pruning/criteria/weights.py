@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cleanai._conv1d import HFConv1D
+from cleanai._hf import HFConv1D
 from cleanai.errors import ConfigError, DataError
 from cleanai._batches import Batch, call_model, logits_of, model_device, split_batch, to_device
 from cleanai.pruning.activations import ActivationRecorder

@@ -1,14 +1,19 @@
-"""Hugging Face `transformers.pytorch_utils.Conv1D` (GPT-2's linear layers: `y = x @ weight + bias`, the weight
-stored transposed as `(in, out)`), recognised without importing transformers (a 6 s import).
+"""Hugging Face model helpers shared by every layer, without importing transformers (a 6 s import).
+
+`transformers.pytorch_utils.Conv1D` (GPT-2's linear layers: `y = x @ weight + bias`, the weight
+stored transposed as `(in, out)`) is recognised by class name.
 
 `isinstance(module, HFConv1D)` is True for that class and its subclasses, so pruning, MAC counting and
 quantization can treat it as the Linear it is; `conv1d_types(model)` gives the real classes a model holds;
 `conv1d_to_linear(model)` swaps each for the equivalent `nn.Linear` (for quantizers that only know Linear).
+`no_kv_cache(model)` traces decoders without their key/value cache (pruning's graph, torch.export).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -49,3 +54,17 @@ def conv1d_to_linear(model: nn.Module) -> list[str]:
         setattr(model.get_submodule(parent) if parent else model, attr, linear)
         replaced.append(name)
     return replaced
+
+
+@contextlib.contextmanager
+def no_kv_cache(model: nn.Module) -> Iterator[None]:
+    """Run an HF decoder without its key/value cache: the cache is neither a channel dimension to prune nor an
+    output torch.export can capture (GPT-2 returns a DynamicCache)."""
+    configs = {id(c): c for m in model.modules() if getattr(c := getattr(m, "config", None), "use_cache", None)}
+    for c in configs.values():
+        c.use_cache = False
+    try:
+        yield
+    finally:
+        for c in configs.values():
+            c.use_cache = True
