@@ -8,9 +8,10 @@ import optuna
 import pytest
 import yaml
 
-from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space
+from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space, starting_points
 from cleanai.pruning import LayerSensitivity, SensitivityPoint, SensitivityResult
 from cleanai.quantization import QuantConfig
+from cleanai.tuning import SearchSpace
 from cleanai.recipes import load_recipe
 
 
@@ -84,3 +85,16 @@ def test_the_grid_steps_divide_their_ranges_as_optuna_checks_them(max_ratio):
             dist = optuna.distributions.FloatDistribution(space[name]["low"], space[name]["high"],
                                                           step=space[name]["step"])
             assert dist.high == space[name]["high"]
+
+
+def test_every_search_starts_from_the_single_techniques_inside_its_own_space():
+    combined = OptimizeConfig(max_ratio=0.5)
+    points = starting_points(combined)
+    assert points == [{"ratio": 0.0, "quant": "static"}, {"ratio": 0.25, "scale": 0.0, "steps": 1, "quant": "static"}]
+    pruning_only = OptimizeConfig(quant_modes=["none"])
+    assert starting_points(pruning_only) == [{"ratio": 0.3, "scale": 0.0, "steps": 1, "quant": "none"}]
+    assert starting_points(OptimizeConfig(max_ratio=0.0, quant_modes=["dynamic"])) == [{"ratio": 0.0, "quant": "dynamic"}]
+    for config in (combined, pruning_only):
+        space = SearchSpace.from_dict(search_space(config))
+        for point in starting_points(config):
+            space.check_values(point, "start")  # raises when a value lies outside the search's own space
