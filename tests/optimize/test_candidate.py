@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
+import optuna
+import pytest
 import yaml
 
-from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space
+from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space, starting_points
 from cleanai.pruning import LayerSensitivity, SensitivityPoint, SensitivityResult
+from cleanai.quantization import QuantConfig
+from cleanai.tuning import SearchSpace
 from cleanai.recipes import load_recipe
 
 
@@ -59,3 +65,36 @@ def test_a_candidate_without_pruning_or_onnx_keeps_only_what_it_does(tmp_path):
         ["export", "quantize", "benchmark"]
     assert [s["type"] for s in candidate.recipe_steps(OptimizeConfig(), None, onnx=False)] == ["benchmark"]
     assert candidate.describe() == "no pruning -> int8 dynamic (per-channel)"
+
+
+def test_a_candidate_quantizes_with_the_preset_of_this_cpu():
+    candidate = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=False, fold_bn=False,
+                          quant="dynamic", per_channel=True)
+    preset = QuantConfig.auto(is_static=False)
+    chosen = candidate.quant_config(OptimizeConfig())
+    assert (chosen.mode, chosen.reduce_range, chosen.weight_dtype) == (preset.mode, preset.reduce_range,
+                                                                       preset.weight_dtype)
+
+
+@pytest.mark.parametrize("max_ratio", [0.6, 0.3, 0.45])
+def test_the_grid_steps_divide_their_ranges_as_optuna_checks_them(max_ratio):
+    space = search_space(OptimizeConfig(max_ratio=max_ratio, max_scale=0.7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns and moves `high` when the step does not divide the range
+        for name in ("ratio", "scale"):
+            dist = optuna.distributions.FloatDistribution(space[name]["low"], space[name]["high"],
+                                                          step=space[name]["step"])
+            assert dist.high == space[name]["high"]
+
+
+def test_every_search_starts_from_the_single_techniques_inside_its_own_space():
+    combined = OptimizeConfig(max_ratio=0.5)
+    points = starting_points(combined)
+    assert points == [{"ratio": 0.0, "quant": "static"}, {"ratio": 0.25, "scale": 0.0, "steps": 1, "quant": "static"}]
+    pruning_only = OptimizeConfig(quant_modes=["none"])
+    assert starting_points(pruning_only) == [{"ratio": 0.3, "scale": 0.0, "steps": 1, "quant": "none"}]
+    assert starting_points(OptimizeConfig(max_ratio=0.0, quant_modes=["dynamic"])) == [{"ratio": 0.0, "quant": "dynamic"}]
+    for config in (combined, pruning_only):
+        space = SearchSpace.from_dict(search_space(config))
+        for point in starting_points(config):
+            space.check_values(point, "start")  # raises when a value lies outside the search's own space

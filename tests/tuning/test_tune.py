@@ -103,6 +103,21 @@ def test_a_run_folder_study_resumes_and_keeps_its_finished_trials(tmp_path) -> N
     assert len(third.trials) == 5
 
 
+def test_first_trials_run_before_the_sampler_once_across_resumes_and_unknown_values_are_refused(tmp_path) -> None:
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "kind": ["a", "b"]}
+    starts = [{"x": 0.25, "kind": "b"}, {"x": 0.75}]  # the second leaves `kind` to the sampler
+    config = TuneConfig(n_trials=3, seed=0, run_dir=tmp_path, first_trials=starts)
+    first = tune(lambda t: t.params["x"], space, config)
+    assert first.trials[0].params == starts[0] and first.trials[1].params["x"] == 0.75
+    resumed = tune(lambda t: t.params["x"], space, config.model_copy(update={"n_trials": 5}))
+    assert [t.params["x"] for t in resumed.trials].count(0.25) == 1 and len(resumed.trials) == 5
+    for bad, message in (({"y": 1.0}, r"first_trials\[0\]: 'y' is not a parameter of the space \(x, kind\)"),
+                         ({"x": 2.0}, r"first_trials\[0\]: x=2.0 is outside the space; it allows \[0.0, 1.0\]"),
+                         ({"kind": "c"}, r"kind='c' is outside the space; it allows \['a', 'b'\]")):
+        with pytest.raises(ConfigError, match=message):
+            tune(lambda t: 0.0, space, TuneConfig(n_trials=1, first_trials=[bad]))
+
+
 def test_another_space_or_direction_under_the_same_name_is_refused(tmp_path) -> None:
     tune(lambda t: t.params["x"], {"x": [1, 2]}, TuneConfig(n_trials=1, run_dir=tmp_path, study_name="s"))
     with pytest.raises(ConfigError, match="study 's' in sqlite:///.* was created with another search space"):

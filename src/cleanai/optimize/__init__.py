@@ -12,11 +12,11 @@ the original, BatchNorm folding and ONNX Runtime quantization; fine-tuning budge
 The choice is rerun as a recipe with a longer fine-tune and reported with the recipe report.
 """
 
-from cleanai.optimize.candidate import Candidate, layer_ratios, search_space
+from cleanai.optimize.candidate import Candidate, layer_ratios, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
 from cleanai.optimize.report import build_document, write_report
 from cleanai.optimize.search import OptimizeResult, optimize
 
 __all__ = ["Candidate", "OptimizeConfig", "OptimizeError", "OptimizeResult", "SuccessiveHalving", "build_document",
-           "layer_ratios", "optimize", "rungs", "search_space", "write_report"]
+           "layer_ratios", "optimize", "rungs", "search_space", "starting_points", "write_report"]

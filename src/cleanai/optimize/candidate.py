@@ -19,15 +19,34 @@ _EPSILON = 1e-3  # floor of a layer's sensitivity, so an insensitive layer gets 
 _RUNNER_FIELDS = {"log_dir", "checkpoint_dir", "resume", "progress"}  # a recipe's runner sets these
 
 
+def _step(high: float, unit: float) -> float:
+    """A grid step near `unit` that divides [0, high] into whole steps, rounded so Optuna's decimal check of the
+    range agrees (0.6 / 12 is 0.04999... in floating point)."""
+    return round(high / max(1, round(high / unit)), 9)
+
+
+def starting_points(config: OptimizeConfig) -> list[dict[str, Any]]:
+    """The first trials of every search, so it starts where each single technique would: int8 without pruning,
+    and half the largest ratio spread evenly in one step (with int8 when the search quantizes)."""
+    int8 = [mode for mode in config.quant_modes if mode != "none"]
+    quant = "static" if "static" in int8 else int8[0] if int8 else "none"
+    points: list[dict[str, Any]] = [{"ratio": 0.0, "quant": quant}] if int8 else []
+    if config.max_ratio:
+        step = _step(config.max_ratio, 0.05)
+        points.append({"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1,
+                       "quant": quant})
+    return points
+
+
 def search_space(config: OptimizeConfig) -> dict[str, Any]:
     """The tune() space: pruning, fine-tuning, folding and quantization choices (quantization options only
     when a quantization mode is sampled)."""
     space: dict[str, Any] = {
         "criterion": {"type": "categorical", "choices": list(config.criteria)},
         "ratio": {"type": "float", "low": 0.0, "high": config.max_ratio,
-                  "step": config.max_ratio / max(1, round(config.max_ratio / 0.05)) if config.max_ratio else None},
+                  "step": _step(config.max_ratio, 0.05) if config.max_ratio else None},
         "scale": {"type": "float", "low": 0.0, "high": config.max_scale,
-                  "step": config.max_scale / 8 if config.max_scale else None},
+                  "step": round(config.max_scale / 8, 9) if config.max_scale else None},
         "steps": {"type": "int", "low": 1, "high": config.max_steps},
         "kd": {"type": "categorical", "choices": list(config.kd)},
         "fold_bn": {"type": "categorical", "choices": list(config.fold_bn)},
@@ -111,12 +130,12 @@ class Candidate:
     def quant_config(self, config: OptimizeConfig, fp32_layers: list[str] | None = None) -> QuantConfig | None:
         if self.quant == "none":
             return None
-        fields: dict[str, Any] = {"mode": self.quant, "backend": "onnxruntime", "per_channel": self.per_channel,
-                                  "nodes_to_exclude": list(fp32_layers or []),
+        fields: dict[str, Any] = {"nodes_to_exclude": list(fp32_layers or []),
                                   "calibration_batches": config.calibration_batches}  # also bounds the checks' data
         if self.quant == "static":
             fields["calibration"] = self.calibration
-        return QuantConfig(**fields)
+        # this CPU's preset: 7-bit weights where int8 dot products would saturate (AVX2 without VNNI)
+        return QuantConfig.auto(self.quant == "static", per_channel=self.per_channel, **fields)
 
     def recipe_steps(self, config: OptimizeConfig, scan: SensitivityResult | None, *, onnx: bool,
                      fp32_layers: list[str] | None = None) -> list[dict[str, Any]]:

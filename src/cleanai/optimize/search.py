@@ -39,7 +39,7 @@ from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
-from cleanai.optimize.candidate import Candidate, search_space
+from cleanai.optimize.candidate import Candidate, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
 from cleanai.pruning import SensitivityResult, load_pruned, prune_and_finetune, save_pruned, sensitivity_scan
@@ -137,7 +137,7 @@ def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mappin
     study = tune(search.trial, search_space(config), TuneConfig(
         sampler=config.sampler, n_trials=config.n_trials, timeout=config.timeout, directions=DIRECTIONS,
         seed=config.seed, run_dir=out / "study", storage=config.storage, study_name=config.study_name,
-        keep_models=0, progress=config.progress))
+        keep_models=0, first_trials=starting_points(config), progress=config.progress))
     result = search.result(study)
     return search.finish(result)
 

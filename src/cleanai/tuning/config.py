@@ -32,6 +32,8 @@ class TuneConfig(BaseModel):
       `postgresql://user:pass@host/db`) overrides the SQLite file there, `study_name` names the study in it.
       Neither: an in-memory study and a temporary folder, removed with the result.
     - `keep_models`: weights of the best this-many trials (the Pareto front when multi-objective) stay on disk.
+    - `first_trials`: parameter sets tried before the sampler's own (Optuna's `enqueue_trial`), e.g. known good
+      settings to start from; parameters left out are sampled. A resumed study does not queue them again.
     - `heartbeat_interval` / `grace_period` (seconds): a running trial whose worker stopped beating for the
       grace period is failed and retried up to `max_retry` times (persistent storages only).
     """
@@ -54,6 +56,7 @@ class TuneConfig(BaseModel):
     heartbeat_interval: int = Field(30, ge=1)
     grace_period: int | None = Field(None, ge=1)
     max_retry: int = Field(2, ge=0)
+    first_trials: list[dict[str, Any]] = Field(default_factory=list)
     progress: bool = True
 
     @field_validator("directions", mode="before")

@@ -75,6 +75,13 @@ class Param:
             return self.choices[0]
         return int(self.low) if self.type == "int" else self.low  # type: ignore[arg-type]
 
+    def admits(self, value: Any) -> bool:
+        """Whether the sampler could give `value`: one of the choices, or a number in [low, high]."""
+        if self.type == "categorical":
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            self.low <= value <= self.high  # type: ignore[operator]
+
     def grid(self) -> list[Any]:
         """Every value a grid search tries; a float needs a step."""
         if self.type == "categorical":
@@ -254,6 +261,17 @@ class SearchSpace:
             if param.active(values):
                 values[param.name] = param.suggest(trial)
         return values
+
+    def check_values(self, values: Mapping[str, Any], what: str) -> None:
+        """Refuse values naming no parameter of the space, or outside a parameter's range or choices."""
+        params = {p.name: p for p in self.params}
+        for name, value in values.items():
+            param = params.get(name)
+            if param is None:
+                raise ConfigError(f"{what}: {name!r} is not a parameter of the space ({', '.join(params)})")
+            if not param.admits(value):
+                allowed = list(param.choices) if param.type == "categorical" else f"[{param.low}, {param.high}]"
+                raise ConfigError(f"{what}: {name}={value!r} is outside the space; it allows {allowed}")
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid sampler's `search_space`: every value of every parameter."""

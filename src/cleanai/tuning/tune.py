@@ -202,6 +202,10 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
     if not marker.exists():
         marker.write_text("Written by CleanAI (a tuning run folder).\n", encoding="utf-8")
     study = open_study(space, config, directions)
+    for i, params in enumerate(config.first_trials):
+        if space is not None:
+            space.check_values(params, f"first_trials[{i}]")
+        study.enqueue_trial(params, skip_if_exists=True)  # a resumed study (or another worker) has queued it
     result = TuneResult(study, run_dir, space, getattr(objective, "build", None), getattr(objective, "metric_names", None))
     if config.run_dir is None:  # the temporary folder (kept weights) goes with the result
         weakref.finalize(result, shutil.rmtree, run_dir, True)
