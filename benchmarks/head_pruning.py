@@ -29,8 +29,8 @@ import _report  # noqa: E402
 
 from cleanai._batches import call_model, logits_of  # noqa: E402
 from cleanai.models import tiny_transformer, tiny_transformer_inputs  # noqa: E402
-from cleanai.pruning import PruneConfig, prune  # noqa: E402
 from cleanai._hf import conv1d_to_linear  # noqa: E402
+from cleanai.pruning import HeadLayout, PruneConfig, head_layout, prune  # noqa: E402
 from cleanai.pruning.attention import find_attention  # noqa: E402
 
 FAMILIES = {"BERT": "bert", "RoBERTa": "roberta", "DistilBERT": "distilbert", "ViT": "vit", "GPT-2": "gpt2",
@@ -61,27 +61,10 @@ def _logits(model: nn.Module, inputs: dict) -> torch.Tensor:
         return logits_of(call_model(model.eval(), inputs))
 
 
-def _heads(model: nn.Module) -> dict[str, tuple[int, int, set[int]]]:
-    """Attention module -> (heads, head size, the widths of its q/k/v parts and output input)."""
-    view = copy.deepcopy(model)
-    conv1d_to_linear(view)
-    found = {}
-    for name, module, adapter in find_attention(view):
-        parts = adapter.parts(module)
-        fused = len({id(lin) for lin, _ in parts.segments}) == 1
-        widths = {parts.out.in_features} | {lin.out_features // (3 if fused else 1) for lin, _ in parts.segments}
-        found[name] = (parts.heads, parts.head_dim, widths)
-    for name, module in view.named_modules():
-        if isinstance(module, nn.MultiheadAttention):
-            found[name] = (module.num_heads, module.head_dim,
-                           {module.embed_dim, module.in_proj_weight.shape[0] // 3, module.out_proj.in_features})
-    return found
-
-
-def _heads_whole(model: nn.Module, before: dict[str, tuple[int, int, set[int]]]) -> bool:
+def _heads_whole(model: nn.Module, before: dict[str, HeadLayout]) -> bool:
     """Every attention has whole heads of the original size: its q/k/v/out widths are heads x head size."""
-    after = _heads(model)
-    return all(after[n][1] == dim and after[n][2] == {after[n][0] * dim} for n, (_, dim, _) in before.items())
+    after = head_layout(model)
+    return all(after[n].head_dim == layout.head_dim and after[n].whole for n, layout in before.items())
 
 
 def _plain_tp(model: nn.Module, inputs: dict, attention: list, keep_hidden: bool) -> nn.Module:
@@ -130,7 +113,7 @@ def main() -> None:
         reference = _logits(model, inputs)
         view = copy.deepcopy(model)
         conv1d_to_linear(view)
-        before = _heads(view)
+        before = head_layout(view)
         with contextlib.redirect_stdout(io.StringIO()):
             base = tuple(int(v) for v in tp.utils.count_ops_and_params(view, inputs))
         pruned, _ = prune(model, inputs, PruneConfig(ratio=0.5))

@@ -24,7 +24,6 @@ shared model still gives its reference outputs.
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import warnings
@@ -39,16 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cleanai._batches import call_model, logits_of
-from cleanai._hf import conv1d_to_linear
 from cleanai.benchmark import BenchmarkConfig, benchmark
 from cleanai.errors import CleanAIError
 from cleanai.export import export_onnx
 from cleanai.models import InvertedResidual, create_model, tiny_transformer
 from cleanai.models._layers import ConvBNAct
 from cleanai.pruning import (
-    PruneConfig, UnstructuredConfig, list_criteria, load_pruned, prune, prune_unstructured, save_pruned,
+    PruneConfig, UnstructuredConfig, head_layout, list_criteria, load_pruned, prune, prune_unstructured, save_pruned,
 )
-from cleanai.pruning.attention import find_attention
 from cleanai.quantization import QuantConfig, list_presets, quantize
 from cleanai.quantization.config import SUPPORTED
 from cleanai.runtime import TorchRunner
@@ -239,23 +236,6 @@ def _shapes(model: nn.Module) -> dict[str, list[tuple[int, ...]]]:
             if any(True for _ in m.parameters(recurse=False))}
 
 
-def _heads(model: nn.Module) -> dict[str, tuple[int, int, set[int]]]:
-    """Attention module -> (heads, head size, the widths of its q/k/v parts and output input)."""
-    view = copy.deepcopy(model)
-    conv1d_to_linear(view)  # GPT-2's Conv1D, as the adapters read it
-    found = {}
-    for name, module, adapter in find_attention(view):
-        parts = adapter.parts(module)
-        fused = len({id(lin) for lin, _ in parts.segments}) == 1
-        widths = {parts.out.in_features} | {lin.out_features // (3 if fused else 1) for lin, _ in parts.segments}
-        found[name] = (parts.heads, parts.head_dim, widths)
-    for name, module in view.named_modules():
-        if isinstance(module, nn.MultiheadAttention):
-            found[name] = (module.num_heads, module.head_dim,
-                           {module.embed_dim, module.in_proj_weight.shape[0] // 3, module.out_proj.in_features})
-    return found
-
-
 @pytest.mark.parametrize(("model_name", "criterion", "scope"), PRUNE_GRID)
 def test_prune_shrinks_runs_and_reports_every_layer_it_left(zoo: Callable[[str], Built], model_name: str,
                                                            criterion: str, scope: str) -> None:
@@ -271,9 +251,9 @@ def test_prune_shrinks_runs_and_reports_every_layer_it_left(zoo: Callable[[str],
     unchanged, left = {n for n in before if before[n] == after[n]}, {layer.name for layer in report.left_as_is}
     assert left <= unchanged  # a global ranking may also take nothing from a group it ranked
     assert scope == "global" or unchanged == left, "a layer left as it was must be reported"
-    heads_before = _heads(model)
-    for name, (heads, dim, widths) in _heads(pruned).items():
-        assert dim == heads_before[name][1] and widths == {heads * dim}, f"{name}: heads re-split"
+    heads_before = head_layout(model)
+    for name, layout in head_layout(pruned).items():
+        assert layout.head_dim == heads_before[name].head_dim and layout.whole, f"{name}: heads re-split"
 
 
 @pytest.mark.parametrize("model_name", MODELS)

@@ -13,7 +13,7 @@ from cleanai._hf import conv1d_to_linear
 from cleanai.errors import CheckpointError, CleanAIError
 from cleanai.export import export_onnx
 from cleanai.models import TINY_TRANSFORMERS, tiny_transformer, tiny_transformer_inputs
-from cleanai.pruning import PruneConfig, load_pruned, prune, save_pruned
+from cleanai.pruning import PruneConfig, head_layout, load_pruned, prune, save_pruned
 from cleanai.pruning.attention import find_attention, list_attention_adapters
 from cleanai.pruning.serialization import load_pretrained_pruned
 
@@ -167,3 +167,21 @@ def test_load_pretrained_pruned_refuses_a_model_that_was_not_pruned(tmp_path) ->
     tiny_transformer("bert").save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="records no pruned layout"):
         load_pretrained_pruned(tmp_path)
+
+
+def test_head_layout_reads_whole_heads_and_tells_a_re_split_one() -> None:
+    model = tiny_transformer("bert")
+    before = head_layout(model)
+    assert before and all(layout.whole for layout in before.values())
+    pruned, _ = prune(model, tiny_transformer_inputs("bert"), PruneConfig(ratio=0.5))
+    after = head_layout(pruned)
+    assert all(after[n].whole and after[n].heads < before[n].heads and after[n].head_dim == before[n].head_dim
+               for n in before)
+    name = next(iter(before))
+    query = dict(model.named_modules())[f"{name}.query"]
+    with torch.no_grad():  # a q projection one row narrower: the heads no longer tile it
+        dict(model.named_modules())[name].query = nn.Linear(query.in_features, query.out_features - 1)
+    assert not head_layout(model)[name].whole
+    mha = nn.Sequential(nn.MultiheadAttention(32, 4))
+    layouts = {n: (layout.heads, layout.head_dim, layout.whole) for n, layout in head_layout(mha).items()}
+    assert layouts == {"0": (4, 8, True)}

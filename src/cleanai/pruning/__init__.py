@@ -32,7 +32,8 @@ from cleanai.pruning.sensitivity import (
     LayerSensitivity, SensitivityPoint, SensitivityResult, sensitivity_scan, suggest_ratios,
 )
 from cleanai.pruning.attention import (
-    ATTENTION_ADAPTERS, AttentionAdapter, AttentionParts, list_attention_adapters, register_attention_adapter,
+    ATTENTION_ADAPTERS, AttentionAdapter, AttentionParts, HeadLayout, head_layout, list_attention_adapters,
+    register_attention_adapter,
 )
 from cleanai.pruning.serialization import (
     build_manifest, load_pretrained_pruned, load_pruned, read_manifest, save_pruned, shrink_to_manifest,
@@ -65,6 +66,7 @@ __all__ += [  # iterative prune -> fine-tune, sensitivity analysis, pruned-model
     "shrink_to_manifest", "suggest_ratios",
 ]
 __all__ += [  # attention heads: one adapter per transformer family; pruned Hugging Face models reloaded
-    "ATTENTION_ADAPTERS", "AttentionAdapter", "AttentionParts", "list_attention_adapters", "load_pretrained_pruned",
+    "ATTENTION_ADAPTERS", "AttentionAdapter", "AttentionParts", "HeadLayout", "head_layout", "list_attention_adapters",
+    "load_pretrained_pruned",
     "register_attention_adapter",
 ]

@@ -9,6 +9,8 @@ ViT (`q_proj/k_proj/v_proj/o_proj`), GPT-2 (fused `c_attn` + `c_proj`). A model 
 of them knows can still have its heads pruned: `PruneConfig(num_heads={"name": heads})` uses the
 structural adapter (three q/k/v Linears or one fused 3x Linear, then an output Linear).
 
+`head_layout(model)` reads every attention's heads, head size and part widths (whole heads or not).
+
 `nn.MultiheadAttention` needs no adapter: torch requires `head_dim * num_heads == embed_dim`, so its heads go
 with their channels of the stream it reads and writes; `prune()` removes that stream in whole heads
 (`cleanai.pruning.layer_pruners.MultiheadAttentionPruner`).
@@ -20,13 +22,14 @@ swapped back afterwards (`linear_to_conv1d`), so the model still saves with `sav
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cleanai._hf import HFConv1D
+from cleanai._hf import HFConv1D, conv1d_to_linear
 from cleanai.registry import Registry
 
 
@@ -189,6 +192,39 @@ def find_attention(model: nn.Module, num_heads: dict[str, int] | None = None
         adapter = attention_adapter(module)
         if adapter is not None and (adapter.name != "bert" or hasattr(module, "_cleanai_out")):
             yield name, module, adapter
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """One attention module's heads as its weights hold them: count, size, and the widths of its q/k/v parts
+    and of the output projection's input."""
+
+    heads: int
+    head_dim: int
+    widths: frozenset[int]
+
+    @property
+    def whole(self) -> bool:
+        """Every part is exactly heads x head size wide (no head cut in the middle, none re-split)."""
+        return self.widths == {self.heads * self.head_dim}
+
+
+def head_layout(model: nn.Module, num_heads: dict[str, int] | None = None) -> dict[str, HeadLayout]:
+    """The head layout of every attention module of `model` (adapters' families, `num_heads` ones and
+    `nn.MultiheadAttention`), read from a copy: compare it before and after pruning."""
+    view = copy.deepcopy(model)
+    conv1d_to_linear(view)  # GPT-2's Conv1D, as the adapters read it
+    found = {}
+    for name, module, adapter in find_attention(view, num_heads):
+        parts = adapter.parts(module)
+        fused = len({id(lin) for lin, _ in parts.segments}) == 1  # one q|k|v Linear: a third of its rows each
+        widths = {parts.out.in_features} | {lin.out_features // (3 if fused else 1) for lin, _ in parts.segments}
+        found[name] = HeadLayout(parts.heads, parts.head_dim, frozenset(widths))
+    for name, module in view.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            found[name] = HeadLayout(module.num_heads, module.head_dim, frozenset(
+                {module.embed_dim, module.in_proj_weight.shape[0] // 3, module.out_proj.in_features}))
+    return found
 
 
 def remove_heads(module: nn.Module, adapter: AttentionAdapter, heads: list[int]) -> None:
