@@ -22,6 +22,7 @@ import torch
 from cleanai.demo import run_demo
 
 import _report  # benchmarks/_report.py: scripts run from this folder
+from scenarios import variants_table
 
 
 def main() -> None:
@@ -46,17 +47,6 @@ def main() -> None:
 def render(record: dict[str, Any]) -> str:
     """The BENCHMARKS.md table of one run, from its record."""
     rows = record["rows"]
-
-    def flag(r: dict[str, Any]) -> str:
-        return " !" if r["timing_warning"] else ""
-
-    table = _report.table(
-        ["variant", "acc %", "size MB", "p50 ms (batch 1)", "CPU ms (batch 1)", "speed-up", "samples/s (batch 64)",
-         "params", "MACs"],
-        [[r["name"], f"{100 * r['accuracy']:.2f}", f"{r['size_mb']:.3f}", f"{r['latency_ms_p50']:.3f}{flag(r)}",
-          f"{r['latency_cpu_ms_p50']:.3f}", f"{r['speedup']:.2f}x{flag(r) or flag(rows[0])}",
-          f"{r['throughput']:,.0f}", f"{r['params']:,}", f"{r['macs']:,}" if r["macs"] else "-"] for r in rows])
-    warnings = [f"- {r['name']}: {r['timing_warning']}" for r in rows if r["timing_warning"]]
     wall = ("" if "seconds" not in record else
             f"The whole run (training, pruning, distillation, export, quantization, benchmark, both reports) took "
             f"{record['seconds']:.0f} s wall time, {record['cpu_seconds']:.0f} s of process CPU time. ")
@@ -66,8 +56,7 @@ def render(record: dict[str, Any]) -> str:
         f"{rows[0]['threads']} thread(s), whole {rows[0]['eval_samples']}-image digits test split; latency at batch "
         f"{rows[0]['batch_size']}, throughput at batch {rows[0]['throughput_batch_size']}; medians of "
         f"{rows[0]['rounds']} interleaved rounds, speed-up = median of per-round p50 ratios against the first row; "
-        "\"!\" = timing flagged by the harness (reasons below).", "", table,
-        *(["", "Timing flagged by the harness:", "", *warnings] if warnings else [])])
+        "\"!\" = timing flagged by the harness (reasons below).", "", *variants_table(rows)])
 
 
 if __name__ == "__main__":

@@ -31,3 +31,21 @@ def test_duplicate_registration_is_refused_unless_overridden():
         reg.register("a", 2)
     reg.register("a", 3, override=True)
     assert reg.get("a") == 3
+
+
+def test_known_checks_a_config_field_and_keeps_the_spelling_given():
+    from typing import Annotated
+
+    from pydantic import AfterValidator, BaseModel, ValidationError
+
+    reg: Registry = Registry("widget")
+    reg.register("alpha", 1)
+
+    class Config(BaseModel):
+        widget: Annotated[str, AfterValidator(reg.known)] = "alpha"
+        several: list[Annotated[str, AfterValidator(reg.known)]] = []
+
+    assert Config(widget="ALPHA").widget == "ALPHA"  # registered under another spelling: kept as given
+    for bad in ({"widget": "alpah"}, {"several": ["alpha", "gamma"]}):
+        with pytest.raises((UnknownNameError, ValidationError), match=r"unknown widget '(alpah|gamma)'.*alpha"):
+            Config(**bad)

@@ -61,6 +61,12 @@ class Registry(Generic[T]):
         check_kwargs(self.kind, name, factory, kwargs, positional=args)
         return factory(*args, **kwargs)  # type: ignore[operator]
 
+    def known(self, name: str) -> str:
+        """`name` unchanged if registered, else the error `get` raises (a config's field validator:
+        `Annotated[str, AfterValidator(REGISTRY.known)]`)."""
+        self.get(name)
+        return name
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from cleanai.data import load_dataset
 from cleanai.errors import OutputError
@@ -146,3 +147,28 @@ def test_a_folder_cleanai_did_not_write_is_refused_before_any_work(digits_weight
     with pytest.raises(OutputError, match="did not write"):
         optimize({"name": "small_cnn", "weights": str(digits_weights)}, "digits", tiny(foreign))
     assert (foreign / "notes.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
+
+
+def test_another_search_of_the_same_model_reuses_the_scan_and_new_weights_are_scanned_again(searched, tmp_path,
+                                                                                          monkeypatch):
+    model, result = searched
+    scans = {"n": 0}
+    original = search_module.sensitivity_scan
+
+    def counted(*args, **kwargs):
+        scans["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "sensitivity_scan", counted)
+    settings = {"max_accuracy_drop": 10.0, "max_ratio": 0.2, "max_scale": 0.5, "n_trials": 1, "quant_modes": ["none"]}
+    optimize(model, "digits", tiny(tmp_path / "pruning_only", **settings))  # other choices, the same scan
+    assert scans["n"] == 0
+    assert json.loads((tmp_path / "pruning_only" / "sensitivity.json").read_text()) == \
+        json.loads((result.out / "sensitivity.json").read_text())
+    weights = load_file(model["weights"])
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] += 0.01  # other weights in a file of the same name: the scan runs again
+    save_file(weights, tmp_path / Path(model["weights"]).name)
+    optimize({**model, "weights": str(tmp_path / Path(model["weights"]).name)}, "digits",
+             tiny(tmp_path / "retrained", **settings))
+    assert scans["n"] == 1

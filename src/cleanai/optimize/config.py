@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.pruning import CRITERIA, PruneConfig
@@ -54,11 +54,11 @@ class OptimizeConfig(BaseModel):
     out: Path = Path("runs/optimize")
     n_trials: int | None = Field(30, ge=1)
     timeout: float | None = Field(None, gt=0)
-    sampler: str = "tpe"
+    sampler: Annotated[str, AfterValidator(SAMPLERS.known)] = "tpe"
     seed: int = Field(0, ge=0)
     storage: str | None = None
     study_name: str = "optimize"
-    criteria: list[str] = Field(default_factory=lambda: ["magnitude", "taylor", "wanda", "coverage"], min_length=1)
+    criteria: list[Annotated[str, AfterValidator(CRITERIA.known)]] = Field(default_factory=lambda: ["magnitude", "taylor", "wanda", "coverage"], min_length=1)
     max_ratio: float = Field(0.6, ge=0, lt=1)
     max_scale: float = Field(1.0, ge=0)
     max_steps: int = Field(3, ge=1)
@@ -92,19 +92,6 @@ class OptimizeConfig(BaseModel):
                                   "sensitivity_ratios": [0.3, 0.6], "sensitivity_batches": 2, "max_fp32_layers": 1,
                                   "calibrations": ["minmax", "percentile"]}
         return cls.model_validate({**preset, **fields})
-
-    @field_validator("criteria")
-    @classmethod
-    def _known_criteria(cls, value: list[str]) -> list[str]:
-        for name in value:
-            CRITERIA.get(name)  # names the registered ones if unknown
-        return value
-
-    @field_validator("sampler")
-    @classmethod
-    def _known_sampler(cls, value: str) -> str:
-        SAMPLERS.get(value)
-        return value
 
     @field_validator("sensitivity_ratios")
     @classmethod

@@ -34,6 +34,7 @@ import yaml
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
+from cleanai.data import default_cache_dir
 from cleanai.distillation import distill
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
@@ -157,23 +158,43 @@ class _Search:
         self.key = _fingerprint(model, data, config)
         self.baseline = self._cached("baseline.json", self._measure_baseline)
         self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
-        scan = self._cached("sensitivity.json", self._scan)
+        scan_key = self._scan_key()  # the scan is shared with every search of the same model, data and scan settings
+        scan = self._cached("sensitivity.json", self._scan, key=scan_key,
+                            shared=default_cache_dir() / "optimize" / f"sensitivity-{scan_key}.json")
         self.scan = None if scan.get("result") is None else SensitivityResult.model_validate(scan["result"])
         self.halving = SuccessiveHalving(config.eta, self.floor)
 
     # ------------------------------------------------------------------ measured once, kept in the out folder
 
-    def _cached(self, name: str, compute: Any) -> dict[str, Any]:
+    def _cached(self, name: str, compute: Any, key: str | None = None, shared: Path | None = None) -> dict[str, Any]:
+        """`name` in the out folder, measured once under `key` (default: the search's); `shared`: a copy other
+        searches of the same inputs read instead of measuring again."""
+        key = key or self.key
         path = self.out / name
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("key") != self.key:
+            if data.get("key") != key:
                 raise ConfigError(f"out {str(self.out)!r} holds a search of another model, data or settings ({name} "
                                   "differs); choose a new out folder, or rerun with the settings it was made with")
             return data
-        data = {"key": self.key, **compute()}
+        data = json.loads(shared.read_text(encoding="utf-8")) if shared is not None and shared.is_file() else {}
+        if data.get("key") != key:
+            data = {"key": key, **compute()}
+            if shared is not None:
+                write_json(shared, data)
+        else:
+            log.info("%s: reusing %s (the same model, data and settings)", name, shared)
         write_json(path, data)
         return data
+
+    def _scan_key(self) -> str:
+        """What the sensitivity scan depends on: the model and its weights' content, the data, the seed and the
+        scan's own settings (not the budget, the quantization choices or the trial count)."""
+        cfg = self.config
+        settings = {"context": self.run.context_hash, "ratios": cfg.sensitivity_ratios,
+                    "batches": cfg.sensitivity_batches, "prune": cfg.prune.model_dump(mode="json"),
+                    "scan": bool(cfg.max_ratio and cfg.max_scale)}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def _measure_baseline(self) -> dict[str, Any]:
         torch_runner = TorchRunner(self.source, name="original (torch fp32)")

@@ -5,9 +5,9 @@ See `cleanai.pruning.structured` for what `ratio`, `scope` and `iterative_steps`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai.pruning.criteria import CRITERIA, create_criterion
 from cleanai.errors import ConfigError
@@ -25,7 +25,7 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    criterion: str = "magnitude"
+    criterion: Annotated[str, AfterValidator(CRITERIA.known)] = "magnitude"
     criterion_kwargs: dict[str, Any] = Field(default_factory=dict)
     ratio: float = 0.3
     head_ratio: float | None = None  # attention heads removed (default: `ratio`)
@@ -41,12 +41,6 @@ class PruneConfig(BaseModel):
     recalibrate_bn: bool = False  # after each step, re-estimate BatchNorm statistics on the calibration batches
     seed: int = 0
     inplace: bool = False
-
-    @field_validator("criterion")
-    @classmethod
-    def _known_criterion(cls, value: str) -> str:
-        CRITERIA.get(value)  # raises UnknownNameError listing the valid names
-        return value
 
     @field_validator("ratio")
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cleanai.data import DATASETS
 from cleanai.errors import ConfigError
@@ -40,15 +40,9 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Annotated[str, AfterValidator(MODELS.known)]
     kwargs: dict[str, Any] = Field(default_factory=dict)  # num_classes / num_labels are filled from the data
     weights: str | None = None  # a checkpoint path, or a registered tag such as 'akamaster'
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        MODELS.get(value)
-        return value
 
 
 class DataSpec(BaseModel):
@@ -56,7 +50,7 @@ class DataSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "digits"
+    name: Annotated[str, AfterValidator(DATASETS.known)] = "digits"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(64, ge=1)
@@ -64,11 +58,6 @@ class DataSpec(BaseModel):
     subset: dict[Literal["train", "val", "test"], Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     # a seeded, class-balanced part of a split (cleanai.data.subset), e.g. {train: 2000} for a short run
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        DATASETS.get(value)
-        return value
 
 
 class ReportOptions(BaseModel):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
@@ -307,14 +307,7 @@ class QuantizeStep(StepConfig, QuantConfig):
     """`quantize`: the current model through `quantize` (QuantConfig fields, or a CPU `preset` they override)."""
 
     type: Literal["quantize"]
-    preset_name: str | None = Field(None, alias="preset")  # a field named `preset` would hide QuantConfig.preset
-
-    @field_validator("preset_name")
-    @classmethod
-    def _known_preset(cls, value: str | None) -> str | None:
-        if value is not None:
-            PRESETS.get(value)
-        return value
+    preset_name: Annotated[str, AfterValidator(PRESETS.known)] | None = Field(None, alias="preset")  # a field named `preset` would hide QuantConfig.preset
 
     @model_validator(mode="after")
     def _deployable(self) -> QuantizeStep:

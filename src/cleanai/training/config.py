@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai._batches import call_model, logits_of, split_batch
 from cleanai._validate import describe
@@ -51,11 +51,11 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
-    optimizer: str = "adam"
+    optimizer: Annotated[str, AfterValidator(OPTIMIZERS.known)] = "adam"
     optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
-    loss: str = "cross_entropy"
+    loss: Annotated[str, AfterValidator(LOSSES.known)] = "cross_entropy"
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
-    scheduler: str | None = None
+    scheduler: Annotated[str, AfterValidator(SCHEDULERS.known)] | None = None
     scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
     scheduler_interval: Literal["epoch", "step"] | None = None
     metrics: list[MetricSpec] = Field(default_factory=lambda: ["accuracy"])
@@ -79,25 +79,6 @@ class TrainConfig(BaseModel):
     progress: bool = True
     seed: int | None = None
     device: str = "auto"
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, v: str) -> str:
-        OPTIMIZERS.get(v)
-        return v
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, v: str) -> str:
-        LOSSES.get(v)
-        return v
-
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, v: str | None) -> str | None:
-        if v is not None:
-            SCHEDULERS.get(v)
-        return v
 
     @field_validator("metrics")
     @classmethod

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.registry import check_kwargs
@@ -40,9 +40,9 @@ class TuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sampler: str = "tpe"
+    sampler: Annotated[str, AfterValidator(SAMPLERS.known)] = "tpe"
     sampler_kwargs: dict[str, Any] = Field(default_factory=dict)
-    pruner: str = "none"
+    pruner: Annotated[str, AfterValidator(PRUNERS.known)] = "none"
     pruner_kwargs: dict[str, Any] = Field(default_factory=dict)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
@@ -66,12 +66,6 @@ class TuneConfig(BaseModel):
             value = [value]
         if value is not None and len(value) == 0:
             raise ConfigError("directions is empty; give 'minimize', 'maximize' or a list of them")
-        return value
-
-    @field_validator("sampler", "pruner")
-    @classmethod
-    def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        {"sampler": SAMPLERS, "pruner": PRUNERS}[info.field_name].get(value)  # names the valid ones if unknown
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""HF Conv1D recognition without importing transformers, and its exact Linear equivalent."""
+"""Hugging Face helpers without importing transformers: Conv1D recognised and swapped for its exact Linear, decoders
+traced without their key/value cache."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from cleanai._hf import HFConv1D, conv1d_to_linear, conv1d_types
+from cleanai._hf import HFConv1D, conv1d_to_linear, conv1d_types, no_kv_cache
+from cleanai.models import tiny_transformer, tiny_transformer_inputs
 
 
 class Block(nn.Module):
@@ -32,3 +34,13 @@ def test_conv1d_to_linear_computes_the_same_function() -> None:
     assert conv1d_to_linear(model) == ["fc", "proj"]
     assert type(model.fc) is nn.Linear and model.fc.weight.shape == (12, 8)
     assert torch.allclose(model(x), expected, atol=1e-6) and not conv1d_types(model)
+
+
+def test_no_kv_cache_runs_a_decoder_without_its_cache_and_restores_the_setting() -> None:
+    model = tiny_transformer("gpt2").eval()
+    inputs = tiny_transformer_inputs("gpt2")
+    with torch.no_grad():
+        assert model(**inputs).past_key_values is not None
+        with no_kv_cache(model):
+            assert model.config.use_cache is False and model(**inputs).past_key_values is None
+    assert model.config.use_cache is True
