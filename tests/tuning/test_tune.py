@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import tempfile
 
 import pytest
 import torch
@@ -134,6 +135,15 @@ def test_an_unreachable_storage_fails_naming_the_url_without_its_password() -> N
     message = str(info.value)
     assert "postgresql://tuner:***@127.0.0.1:1/studies" in message and "s3cret" not in message
     assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_a_search_refused_before_it_starts_leaves_no_temporary_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where tune() makes its folder when given none
+    with pytest.raises(TuningError):
+        tune(lambda t: 0.0, {"x": [1]}, TuneConfig(n_trials=1, storage="postgresql://tuner@127.0.0.1:1/studies"))
+    with pytest.raises(ConfigError):
+        tune(lambda t: 0.0, {"x": [1]}, TuneConfig(n_trials=1, first_trials=[{"x": 2}]))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_objective_returning_the_wrong_number_of_values_fails_the_trial() -> None:

@@ -195,16 +195,21 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
     """
     config = config if isinstance(config, TuneConfig) else TuneConfig.model_validate(config or {})
     space = load_space(space)
+    for i, params in enumerate(config.first_trials if space is not None else []):
+        space.check_values(params, f"first_trials[{i}]")  # type: ignore[union-attr]
     directions = list(config.directions or [getattr(objective, "direction", "minimize")])
     run_dir = Path(config.run_dir) if config.run_dir is not None else Path(tempfile.mkdtemp(prefix="cleanai-tune-"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker = run_dir / RUN_MARKER
-    if not marker.exists():
-        marker.write_text("Written by CleanAI (a tuning run folder).\n", encoding="utf-8")
-    study = open_study(space, config, directions)
-    for i, params in enumerate(config.first_trials):
-        if space is not None:
-            space.check_values(params, f"first_trials[{i}]")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = run_dir / RUN_MARKER
+        if not marker.exists():
+            marker.write_text("Written by CleanAI (a tuning run folder).\n", encoding="utf-8")
+        study = open_study(space, config, directions)
+    except BaseException:
+        if config.run_dir is None:  # no result will own the temporary folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    for params in config.first_trials:
         study.enqueue_trial(params, skip_if_exists=True)  # a resumed study (or another worker) has queued it
     result = TuneResult(study, run_dir, space, getattr(objective, "build", None), getattr(objective, "metric_names", None))
     if config.run_dir is None:  # the temporary folder (kept weights) goes with the result
