@@ -52,8 +52,8 @@ def variants_table(rows: list[dict[str, Any]]) -> list[str]:
         return " !" if r["timing_warning"] else ""
 
     table = _report.table(
-        ["variant", "acc %", "size MB", "p50 ms (batch 1)", "CPU ms (batch 1)", "speed-up", "samples/s (batch 64)",
-         "params", "MACs"],
+        ["variant", "acc %", "size MB", "p50 ms (batch 1)", "CPU ms (batch 1)", "speed-up",
+         f"samples/s (batch {rows[0]['throughput_batch_size']})", "params", "MACs"],
         [[r["name"], f"{100 * r['accuracy']:.2f}", f"{r['size_mb']:.3f}", f"{r['latency_ms_p50']:.3f}{flag(r)}",
           f"{r['latency_cpu_ms_p50']:.3f}", f"{r['speedup']:.2f}x{flag(r) or flag(rows[0])}",
           f"{r['throughput']:,.0f}" if r["throughput"] else "-", f"{r['params']:,}",
