@@ -195,8 +195,9 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
     """
     config = config if isinstance(config, TuneConfig) else TuneConfig.model_validate(config or {})
     space = load_space(space)
-    for i, params in enumerate(config.first_trials if space is not None else []):
-        space.check_values(params, f"first_trials[{i}]")  # type: ignore[union-attr]
+    if space is not None:
+        for i, params in enumerate(config.first_trials):
+            space.check_values(params, f"first_trials[{i}]")
     directions = list(config.directions or [getattr(objective, "direction", "minimize")])
     run_dir = Path(config.run_dir) if config.run_dir is not None else Path(tempfile.mkdtemp(prefix="cleanai-tune-"))
     try:
