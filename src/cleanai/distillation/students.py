@@ -91,8 +91,13 @@ def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassi
     return TextClassifier(model, teacher.tokenizer)
 
 
-def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None) -> TextClassifier:
+def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None,
+                     keep_first: int = 0) -> TextClassifier:
     """Keep only the tokens of `texts` (plus special tokens); return a smaller model with a remapped tokenizer.
+
+    `keep_first` also keeps the tokenizer's first ids: WordPiece and BPE vocabularies are built most frequent
+    first, so these are the pieces that new text most likely needs (fewer words split differently than the
+    full vocabulary would split them, for a larger artifact).
 
     WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet) match the longest known piece first, so text made
     of kept tokens is split exactly as before and any other piece maps to [UNK]. BPE tokenizers (RoBERTa,
@@ -110,7 +115,10 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
-    used = set(tokenizer.all_special_ids)
+    if keep_first < 0:
+        raise DistillationError(f"keep_first must be >= 0 (how many of the tokenizer's first ids to keep besides "
+                                f"the training texts' tokens), got {keep_first}")
+    used = set(tokenizer.all_special_ids) | set(range(min(keep_first, len(tokenizer))))
     for start in range(0, len(texts), 1024):
         for ids in tokenizer(texts[start:start + 1024], truncation=max_length is not None,
                              max_length=max_length)["input_ids"]:
