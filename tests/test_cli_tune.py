@@ -38,6 +38,8 @@ def test_tune_writes_the_run_folder_and_a_rerun_resumes_it(space, tmp_path, caps
     assert len(trials) == 3 and trials["params_lr"][:2].tolist() == first["params_lr"].tolist()
     sgd, momentum = trials["params_optimizer"] == "sgd", trials.get("params_optimizer_kwargs.momentum")
     assert (momentum.notna() == sgd).all() if momentum is not None else not sgd.any()  # momentum only with sgd
+    assert main([*args, "--trials", "20", "--max-epochs", "4"]) == 0  # 3 epochs spent, 1 left in the budget
+    assert len(pd.read_csv(out / "trials.csv")) == 4
 
 
 def test_tune_cross_validates_with_folds(space, tmp_path, capsys):

@@ -591,7 +591,7 @@ def _tune(args: argparse.Namespace) -> None:
     fields.update({k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None})
     base = TrainConfig.model_validate({**fields, "progress": False})
     config = TuneConfig(sampler=args.sampler, pruner=args.pruner, n_trials=args.trials, timeout=args.timeout,
-                        n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
+                        max_steps=args.max_epochs, n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
                         storage=args.storage, study_name=args.study, keep_models=args.keep_models,
                         heartbeat_interval=args.heartbeat, grace_period=args.grace_period, progress=not args.quiet)
     takes = accepted_kwargs(MODELS.get(args.model))
@@ -636,6 +636,8 @@ def _add_tune_parser(sub: Any) -> None:
     p.add_argument("--pruner", default="none", help="none, median, sha or hyperband")
     p.add_argument("--trials", type=_COUNT, default=20, help="finished trials the study should hold")
     p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None, help="seconds for this run")
+    p.add_argument("--max-epochs", type=_COUNT, default=None,
+                   help="epoch budget of the whole search: the trials together train at most this many epochs")
     p.add_argument("--n-jobs", type=_COUNT, default=1, help="trials run in parallel threads of this process")
     p.add_argument("--folds", type=_number(int, 2), default=None,
                    help="k-fold cross-validation on the training split instead of scoring on the validation split")

@@ -177,3 +177,22 @@ def test_parallel_jobs_and_a_timeout() -> None:
     assert len(parallel.completed()) >= 6  # two threads may each finish the trial they had started
     timed = tune(slow, {"x": {"type": "float", "low": 0.0, "high": 1.0}}, TuneConfig(n_trials=None, timeout=1.0))
     assert timed.trials and all(t.state.name == "COMPLETE" for t in timed.trials)  # returned: no trial limit but time
+
+
+def test_a_step_budget_stops_the_trial_that_spends_it_and_starts_no_more(tmp_path) -> None:
+    def three_steps(trial):
+        for step in range(3):
+            trial.report(trial.params["x"], step)
+        return trial.params["x"]
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    config = TuneConfig(n_trials=None, max_steps=7, run_dir=tmp_path / "run", progress=False)
+    result = tune(three_steps, space, config)
+    steps = [len(t.intermediate_values) for t in result.trials]
+    assert steps == [3, 3, 1]  # the third trial is stopped at the 7th step of the search, and none follows
+    assert result.trials[2].state.name == "PRUNED" and result.trials[2].user_attrs["stopped_by"] == "max_steps"
+    assert len(result.completed()) == 2
+    again = tune(three_steps, space, config)  # a resumed study has spent its budget: no trial runs
+    assert len(again.trials) == 3
+    more = tune(three_steps, space, config.model_copy(update={"max_steps": 10}))
+    assert [len(t.intermediate_values) for t in more.trials] == [3, 3, 1, 3]

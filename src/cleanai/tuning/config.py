@@ -26,6 +26,9 @@ class TuneConfig(BaseModel):
     - `n_trials` counts the study's finished trials (complete, pruned or failed; a killed worker's trial is
       retried and counted once), across resumes and workers; `timeout` (seconds) bounds this call. One of
       them is needed. Several workers may overshoot `n_trials` by the trials they had started.
+    - `max_steps`: the search's resource budget, as Hyperband counts it: the trials together report at most this
+      many steps (`trial.report`; one per epoch for a training spec). The trial that reaches it is stopped
+      there (pruned, `user_attrs["stopped_by"] == "max_steps"`) and no new trial starts. Single objective only.
     - `directions`: one (`"maximize"`) or several (multi-objective; the result is a Pareto front). Unset: the
       objective's own `direction` (a training spec maximises accuracy, minimises a loss), else "minimize".
     - `run_dir`: the search's folder (study.db, kept model weights); `storage` (an SQLAlchemy URL such as
@@ -46,6 +49,7 @@ class TuneConfig(BaseModel):
     pruner_kwargs: dict[str, Any] = Field(default_factory=dict)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)
     n_jobs: int = Field(1, ge=1)
     directions: list[Direction] | None = None
     seed: int | None = None
@@ -76,11 +80,15 @@ class TuneConfig(BaseModel):
                 check_kwargs(registry.kind, name, registry.get(name), kwargs, complete=False)
             except TypeError as exc:
                 raise ConfigError(f"{field}: {exc}") from None
-        if self.n_trials is None and self.timeout is None:
-            raise ConfigError("n_trials and timeout are both unset, so the search would never end; set one of them")
+        if self.n_trials is None and self.timeout is None and self.max_steps is None:
+            raise ConfigError("n_trials, timeout and max_steps are all unset, so the search would never end; set one "
+                             "of them")
         if self.directions is not None and len(self.directions) > 1 and self.pruner != "none":
             raise ConfigError(f"pruner {self.pruner!r} needs one objective (Optuna prunes single-objective studies "
                              f"only), but directions has {len(self.directions)}; use pruner='none'")
+        if self.directions is not None and len(self.directions) > 1 and self.max_steps is not None:
+            raise ConfigError(f"max_steps counts the steps trials report, which multi-objective studies do not "
+                             f"record, but directions has {len(self.directions)}; use n_trials or timeout")
         if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
             raise ConfigError(f"grace_period ({self.grace_period}) must exceed heartbeat_interval "
                              f"({self.heartbeat_interval}), else live trials are taken for dead")

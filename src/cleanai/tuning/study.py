@@ -96,7 +96,17 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 def finished_count(study: optuna.Study) -> int:
     """Finished trials, a retried stale trial counted once (by its retry)."""
+    return len(_finished(study))
+
+
+def reported_steps(study: optuna.Study, running: bool = False) -> int:
+    """Steps (intermediate values) the finished trials - and with `running` the running ones - reported in total:
+    the resource the search spent."""
+    return sum(len(t.intermediate_values) for t in _finished(study, running))
+
+
+def _finished(study: optuna.Study, running: bool = False) -> list[FrozenTrial]:
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in trials if t.state in done and t.number not in retried)
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) + ((TrialState.RUNNING,) if running else ())
+    return [t for t in trials if t.state in states and t.number not in retried]

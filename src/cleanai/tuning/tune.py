@@ -28,7 +28,7 @@ from cleanai.errors import ConfigError
 from cleanai.io import RUN_MARKER, load_weights, save_safetensors
 from cleanai.tuning.config import TuneConfig, TuningError
 from cleanai.tuning.space import HyperParameters, ModelBuilder, SearchSpace, load_space
-from cleanai.tuning.study import finished_count, open_study, retried_numbers
+from cleanai.tuning.study import finished_count, open_study, reported_steps, retried_numbers
 
 log = logging.getLogger("cleanai.tuning")
 WEIGHTS_ATTR = "weights"
@@ -38,20 +38,26 @@ MODELS_DIR = "models"
 class TuneTrial:
     """What an objective sees of one trial: its parameters, reporting for the pruner, and a place for its model."""
 
-    def __init__(self, trial: optuna.Trial, space: SearchSpace | None, run_dir: Path, multi: bool) -> None:
+    def __init__(self, trial: optuna.Trial, space: SearchSpace | None, run_dir: Path, multi: bool,
+                 max_steps: int | None = None) -> None:
         self.optuna = trial
         self.number = trial.number
         self.run_dir = run_dir
-        self._multi = multi
+        self._multi, self._max_steps = multi, max_steps
         self.params: dict[str, Any] = space.sample(trial) if space is not None else {}
         self.hp = HyperParameters(trial, self.params)  # model builders declare more parameters through it
 
     def report(self, value: float, step: int) -> None:
         """Report an intermediate value (a validation metric after epoch `step`); raise `optuna.TrialPruned` when
-        the pruner stops this trial. Multi-objective studies cannot prune: the value is then not reported."""
+        the pruner stops this trial or the search's step budget is spent. Multi-objective studies cannot prune:
+        the value is then not reported."""
         if self._multi:
             return
         self.optuna.report(float(value), step)
+        if self._max_steps is not None and reported_steps(self.optuna.study, running=True) >= self._max_steps:
+            self.optuna.set_user_attr("stopped_by", "max_steps")
+            raise optuna.TrialPruned(f"trial {self.number} stopped at step {step}: the search's budget of "
+                                     f"{self._max_steps} steps is spent")
         if self.optuna.should_prune():
             raise optuna.TrialPruned(f"trial {self.number} pruned at step {step} (value {value:.6g})")
 
@@ -218,7 +224,7 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
 
     def run(trial: optuna.Trial) -> float | Sequence[float]:
         try:
-            values = objective(TuneTrial(trial, space, run_dir, multi=len(directions) > 1))
+            values = objective(TuneTrial(trial, space, run_dir, multi=len(directions) > 1, max_steps=config.max_steps))
             return _check_values(values, len(directions))
         except optuna.TrialPruned:
             raise
@@ -228,12 +234,10 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
 
-    callbacks = [_KeepBest(result, config.keep_models)]
-    remaining = None
-    if config.n_trials is not None:
-        callbacks.append(_StopAt(config.n_trials))
-        remaining = config.n_trials - finished_count(study)
-    if remaining is None or remaining > 0:
+    stop = _StopAt(config.n_trials, config.max_steps)
+    callbacks = [_KeepBest(result, config.keep_models), stop]
+    remaining = None if config.n_trials is None else config.n_trials - finished_count(study)
+    if not stop.reached(study):
         with _progress(config, remaining) as bar:
             if bar is not None:
                 callbacks.append(bar)
@@ -259,13 +263,18 @@ def _check_values(values: Any, count: int) -> float | list[float]:
 
 
 class _StopAt:
-    """Stop every worker once the study holds `n` finished trials (a retried stale trial counted once)."""
+    """Stop every worker once the study holds `n_trials` finished trials (a retried stale trial counted once) or
+    its finished trials have reported `max_steps` steps in total."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n_trials: int | None, max_steps: int | None) -> None:
+        self.n_trials, self.max_steps = n_trials, max_steps
+
+    def reached(self, study: optuna.Study) -> bool:
+        return (self.n_trials is not None and finished_count(study) >= self.n_trials) or \
+            (self.max_steps is not None and reported_steps(study) >= self.max_steps)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if finished_count(study) >= self.n:
+        if self.reached(study):
             study.stop()
 
 
