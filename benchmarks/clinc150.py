@@ -16,10 +16,10 @@ Trained models are cached content-addressed by their training settings under
 `cleanai.data.default_cache_dir()/clinc150/` (outside the work tree), with Trainer checkpoints every epoch,
 so a rerun skips finished trainings and an interrupted one resumes. Teacher logits for distillation are
 cached there too, and so are the ONNX files. The rows with the command, commit and machine, and the bubble
-plot, go to `--out` (`<out>/full/` or `<out>/quick/`; default benchmarks/results/clinc150/).
+plot, go to `--out` (`<out>/<--run>/` or `<out>/quick/`; default benchmarks/results/clinc150/full/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
-       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--no-vocab-prune]
-       [--vocab-keep-first 8000] [--threads 1] [--out DIR]
+       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--hidden-weight 0]
+       [--no-vocab-prune] [--vocab-keep-first 8000] [--threads 1] [--out DIR] [--run full]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
 1-layer student cut from MiniLM, 1 epoch each, 10 timed calls - a smoke run of every step, not a result.
 """
@@ -105,6 +105,7 @@ def train_config(args: argparse.Namespace, epochs: int, lr: float, steps_per_epo
 
 def main() -> None:
     args = parse_args()
+    provenance = _report.provenance(args)  # the commit and time this run started from
     torch.set_num_threads(args.train_threads)
     start, load = time.perf_counter(), os.getloadavg()[0]
     splits = load_dataset("clinc150", config="plus")
@@ -156,17 +157,20 @@ def main() -> None:
 
     def kd(model: TextClassifier, checkpoints: Path) -> TextClassifier:
         train, val = loaders(model)
-        config = DistillConfig(alpha=args.alpha, temperature=args.temperature,
+        config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
+                               projection="identity",  # the student's layers are the teacher's: same width
                                train=train_config(args, s_epochs, args.student_lr, len(train), checkpoints),
-                               cache_dir=default_cache_dir() / "clinc150" / "teacher-logits")
+                               cache_dir=None if args.hidden_weight else default_cache_dir() / "clinc150" / "teacher-logits")
         return distill(model, teacher, train, val, config, callbacks=[PrintEpochs("distilled student")])[0]
 
     distilled_spec = {**student_spec, "role": "distilled", "alpha": args.alpha, "temperature": args.temperature,
                       "teacher": cache_folder(teacher_spec).name}
+    if args.hidden_weight:  # (absent at 0, so earlier caches stay valid)
+        distilled_spec["hidden_weight"] = args.hidden_weight
     distilled, distilled_source = trained(distilled_spec, cut, kd)
     print(f"distilled student: {distilled_source}", flush=True)
 
-    work = args.out / ("quick" if quick else "full")
+    work = args.out / ("quick" if quick else args.run)
     onnx_dir = default_cache_dir() / "clinc150" / "onnx" / cache_folder(distilled_spec).name  # large: not in the tree
     runners = {**intent_variants(teacher, "teacher", onnx_dir, ["torch fp32"], oos, args.max_length),
                **intent_variants(student, "student", onnx_dir, ["torch fp32"], oos, args.max_length),
@@ -185,14 +189,14 @@ def main() -> None:
         rows.append(measure_intent(runner, test, val, QUERY, config, whole_split=not quick))
         print(f"[{time.strftime('%H:%M:%S')}] measured {name}", flush=True)
 
-    report(rows, args, work, load, start, {"teacher": teacher_source, "student": student_source,
+    report(rows, args, provenance, work, load, start, {"teacher": teacher_source, "student": student_source,
                                            "distilled": distilled_source})
 
 
-def report(rows: list[Measurement], args: argparse.Namespace, work: Path, load: float, start: float,
-           sources: dict[str, str]) -> None:
+def report(rows: list[Measurement], args: argparse.Namespace, provenance: dict[str, Any], work: Path, load: float,
+           start: float, sources: dict[str, str]) -> None:
     """Keep the rows with their provenance in `work/rows.json`, draw the bubble plot there, print the tables."""
-    record = {**_report.provenance(args), "rows": [r.model_dump(mode="json") for r in rows], "sources": sources}
+    record = {**provenance, "rows": [r.model_dump(mode="json") for r in rows], "sources": sources}
     line = _report.machine(f"threads {args.threads}", load, ("onnxruntime", "transformers")) + \
         f" Wall time {(time.perf_counter() - start) / 60:.1f} min."
     _report.finish(record, work.name, line, folder=work)
@@ -245,6 +249,8 @@ def parse_args() -> argparse.Namespace:
                         help="cut the student's layers from the fine-tuned teacher or from the pretrained MiniLM")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--hidden-weight", type=float, default=0.0,
+                        help="> 0 adds hidden-state distillation (student layer i vs teacher layer 2i+1 for 3 of 6)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")
@@ -256,8 +262,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=None, help="timed calls per row; default 100 (10 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=_report.RESULTS / "clinc150",
-                        help="rows.json and the plot go to <out>/full or <out>/quick (python benchmarks/tables.py "
+                        help="rows.json and the plot go to <out>/<run> or <out>/quick (python benchmarks/tables.py "
                              "renders the default folder into BENCHMARKS.md)")
+    parser.add_argument("--run", default="full", help="name of the results folder (not with --quick)")
     args = parser.parse_args()
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
     args.runs = args.runs if args.runs is not None else (10 if args.quick else 100)
