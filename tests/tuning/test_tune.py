@@ -196,3 +196,8 @@ def test_a_step_budget_stops_the_trial_that_spends_it_and_starts_no_more(tmp_pat
     assert len(again.trials) == 3
     more = tune(three_steps, space, config.model_copy(update={"max_steps": 10}))
     assert [len(t.intermediate_values) for t in more.trials] == [3, 3, 1, 3]
+
+
+def test_a_step_budget_refuses_an_objective_that_reports_no_steps() -> None:
+    with pytest.raises(TuningError, match="trial 0 reported none"):
+        tune(lambda trial: trial.params["x"], {"x": [1.0, 2.0]}, TuneConfig(n_trials=None, max_steps=5, progress=False))

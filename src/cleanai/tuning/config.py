@@ -28,7 +28,8 @@ class TuneConfig(BaseModel):
       them is needed. Several workers may overshoot `n_trials` by the trials they had started.
     - `max_steps`: the search's resource budget, as Hyperband counts it: the trials together report at most this
       many steps (`trial.report`; one per epoch for a training spec). The trial that reaches it is stopped
-      there (pruned, `user_attrs["stopped_by"] == "max_steps"`) and no new trial starts. Single objective only.
+      there (pruned, `user_attrs["stopped_by"] == "max_steps"`) and no new trial starts. Single objective only;
+      an objective that reports no steps is refused after its first trial (the budget would never be spent).
     - `directions`: one (`"maximize"`) or several (multi-objective; the result is a Pareto front). Unset: the
       objective's own `direction` (a training spec maximises accuracy, minimises a loss), else "minimize".
     - `run_dir`: the search's folder (study.db, kept model weights); `storage` (an SQLAlchemy URL such as

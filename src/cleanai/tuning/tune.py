@@ -274,6 +274,10 @@ class _StopAt:
             (self.max_steps is not None and reported_steps(study) >= self.max_steps)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.max_steps is not None and trial.state == TrialState.COMPLETE and not trial.intermediate_values:
+            raise TuningError(f"max_steps ({self.max_steps}) counts the steps trials report, but trial {trial.number} "
+                              "reported none: call trial.report(value, step) in the objective (a training spec does, "
+                              "once per epoch), or bound the search with n_trials or timeout")
         if self.reached(study):
             study.stop()
 
