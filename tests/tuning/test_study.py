@@ -75,6 +75,10 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_resumes(tmp_path)
     trials = result.trials
     assert {n: (trials[n].params, trials[n].value) for n in before} == before  # finished trials kept as they were
     check_no_trial_lost_or_run_twice(trials, killed=2)
+    retry = next(t.number for t in trials if 2 in t.system_attrs.get("retry_history", []))
+    assert result.fail_reason(trials[2]) == \
+        f"its worker stopped sending heartbeats (killed or hung); retried as trial {retry}"
+    assert result.fail_reason(trials[0]) is None  # completed
     assert finished_count(result.study) == 5
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
 

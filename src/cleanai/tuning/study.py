@@ -94,6 +94,18 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
+def fail_reason(trial: FrozenTrial, trials: list[FrozenTrial]) -> str | None:
+    """Why a failed trial failed: what its objective raised, or that its worker stopped beating (killed or hung),
+    with the trial that retried it. None for a trial that did not fail."""
+    if trial.state != TrialState.FAIL:
+        return None
+    if "fail_reason" in trial.user_attrs:
+        return str(trial.user_attrs["fail_reason"])
+    retry = next((t.number for t in trials if trial.number in t.system_attrs.get("retry_history", [])), None)
+    return "its worker stopped sending heartbeats (killed or hung); " + (
+        f"retried as trial {retry}" if retry is not None else "not retried (max_retry reached)")
+
+
 def finished_count(study: optuna.Study) -> int:
     """Finished trials, a retried stale trial counted once (by its retry)."""
     return len(_finished(study))

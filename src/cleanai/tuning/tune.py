@@ -28,7 +28,7 @@ from cleanai.errors import ConfigError
 from cleanai.io import RUN_MARKER, load_weights, save_safetensors
 from cleanai.tuning.config import TuneConfig, TuningError
 from cleanai.tuning.space import HyperParameters, ModelBuilder, SearchSpace, load_space
-from cleanai.tuning.study import finished_count, open_study, reported_steps, retried_numbers
+from cleanai.tuning.study import fail_reason, finished_count, open_study, reported_steps, retried_numbers
 
 log = logging.getLogger("cleanai.tuning")
 WEIGHTS_ATTR = "weights"
@@ -98,11 +98,16 @@ class TuneResult:
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
+    def fail_reason(self, trial: FrozenTrial) -> str | None:
+        """Why `trial` failed (what its objective raised, or that its worker stopped and which trial retried it);
+        None when it did not fail."""
+        return fail_reason(trial, self.trials)
+
     def completed(self) -> list[FrozenTrial]:
         """Completed trials, best first (single objective) or in trial order (multi-objective)."""
         done = [t for t in self.trials if t.state == TrialState.COMPLETE]
         if not done:
-            reasons = sorted({str(t.user_attrs.get("fail_reason", t.state.name)) for t in self.trials})
+            reasons = sorted({self.fail_reason(t) or t.state.name for t in self.trials})
             raise TuningError(f"no trial of study {self.study.study_name!r} completed ({len(self.trials)} trials); "
                               f"why: {'; '.join(reasons[:3]) or 'no trial ran'}")
         if self.multi_objective:
