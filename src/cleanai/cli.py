@@ -591,8 +591,8 @@ def _tune(args: argparse.Namespace) -> None:
     fields.update({k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None})
     base = TrainConfig.model_validate({**fields, "progress": False})
     config = TuneConfig(sampler=args.sampler, pruner=args.pruner, n_trials=args.trials, timeout=args.timeout,
-                        max_steps=args.max_epochs, n_jobs=args.n_jobs, directions=args.direction, seed=args.seed, run_dir=args.out,
-                        storage=args.storage, study_name=args.study, keep_models=args.keep_models,
+                        max_steps=args.max_epochs, n_jobs=args.n_jobs, directions=args.direction, seed=args.seed,
+                        run_dir=args.out, storage=args.storage, study_name=args.study, keep_models=args.keep_models,
                         heartbeat_interval=args.heartbeat, grace_period=args.grace_period, progress=not args.quiet)
     takes = accepted_kwargs(MODELS.get(args.model))
     model_params = [n for n in space.names if n.split(".")[0] not in TrainConfig.model_fields]

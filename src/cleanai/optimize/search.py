@@ -304,7 +304,8 @@ class _Search:
 
     def result(self, study: TuneResult) -> OptimizeResult:
         """Every trial as a row, the Pareto front, and the choice (or the gap when nothing meets the budget)."""
-        rows = [_row(t, study) for t in study.trials]
+        trials = study.trials
+        rows = [_row(t, study.fail_reason(t, trials)) for t in trials]
         complete = [r for r in rows if r["state"] == "complete"]
         if not complete:
             study.completed()  # raises TuningError naming why no trial completed
@@ -430,7 +431,7 @@ class _Search:
                 "size_mb_original": original.size_mb, "rows": [r.model_dump(mode="json") for r in rows]}
 
 
-def _row(trial: optuna.trial.FrozenTrial, study: TuneResult) -> dict[str, Any]:
+def _row(trial: optuna.trial.FrozenTrial, fail_reason: str | None) -> dict[str, Any]:
     attrs = trial.user_attrs
     return {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
             "candidate": attrs.get("candidate", "-"),
@@ -439,7 +440,7 @@ def _row(trial: optuna.trial.FrozenTrial, study: TuneResult) -> dict[str, Any]:
             "fp32_layers": attrs.get("fp32_layers", []), "fallback": attrs.get("fallback"),
             "macs_ratio": attrs.get("macs_ratio"), "epochs": attrs.get("epochs"),
             "rungs": {k: v for k, v in attrs.items() if k.startswith("rung_")},
-            "fail_reason": study.fail_reason(trial),
+            "fail_reason": fail_reason,
             "seconds": None if trial.duration is None else trial.duration.total_seconds()}
 
 

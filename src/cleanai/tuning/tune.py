@@ -98,17 +98,18 @@ class TuneResult:
     def trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
 
-    def fail_reason(self, trial: FrozenTrial) -> str | None:
+    def fail_reason(self, trial: FrozenTrial, trials: list[FrozenTrial] | None = None) -> str | None:
         """Why `trial` failed (what its objective raised, or that its worker stopped and which trial retried it);
-        None when it did not fail."""
-        return fail_reason(trial, self.trials)
+        None when it did not fail. Pass `trials` (the study's) when reasoning over many, to read the storage once."""
+        return fail_reason(trial, self.trials if trials is None else trials)
 
     def completed(self) -> list[FrozenTrial]:
         """Completed trials, best first (single objective) or in trial order (multi-objective)."""
-        done = [t for t in self.trials if t.state == TrialState.COMPLETE]
+        trials = self.trials
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
         if not done:
-            reasons = sorted({self.fail_reason(t) or t.state.name for t in self.trials})
-            raise TuningError(f"no trial of study {self.study.study_name!r} completed ({len(self.trials)} trials); "
+            reasons = sorted({self.fail_reason(t, trials) or t.state.name for t in trials})
+            raise TuningError(f"no trial of study {self.study.study_name!r} completed ({len(trials)} trials); "
                               f"why: {'; '.join(reasons[:3]) or 'no trial ran'}")
         if self.multi_objective:
             return done
