@@ -103,6 +103,28 @@ def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):
     assert {t.number: t.datetime_start for t in after.trials if t.number in starts} == starts
 
 
+def test_a_trials_latency_is_its_ratio_to_the_original_timed_in_turns_times_the_originals(digits_weights, tmp_path,
+                                                                                           monkeypatch):
+    from cleanai.recipes import DataSpec, ModelSpec
+
+    search = search_module._Search(tiny(tmp_path / "run", max_ratio=0.0), ModelSpec(
+        name="small_cnn", weights=str(digits_weights)), DataSpec(name="digits"), tmp_path / "run")
+    reference, base_ms = search._reference()
+    assert base_ms == search.baseline["latency_ms_onnx"] and reference.backend == "onnxruntime"
+    candidate = TorchRunner(search.source, name="candidate")
+    load = [1.0, 3.0, 9.0]  # the machine slows down from round to round, for both alike
+    timed: list[str] = []
+
+    def fake_time(self, runner):
+        timed.append("reference" if runner is reference else "candidate")
+        return {"reference": 6.0, "candidate": 2.0}[timed[-1]] * load[(len(timed) - 1) // 2]
+
+    monkeypatch.setattr(search_module._Search, "_time", fake_time)
+    latency = search.latency(candidate)
+    assert timed == ["reference", "candidate", "candidate", "reference", "reference", "candidate"]
+    assert latency == pytest.approx(base_ms / 3)  # 3x faster than the original in every round
+
+
 def test_an_interrupted_search_resumes_where_it_stopped(digits_weights, tmp_path, monkeypatch):
     model = {"name": "small_cnn", "weights": str(digits_weights)}
     calls = {"n": 0}
@@ -110,7 +132,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(digits_weights, tmp_path
 
     def interrupt_second_trial(self, runner):
         calls["n"] += 1
-        if calls["n"] == 4:  # 2 for the baseline (torch, ONNX), then trial 0, then trial 1 is interrupted
+        if calls["n"] == 2:  # trial 0, then trial 1 is interrupted
             raise KeyboardInterrupt
         return original(self, runner)
 

@@ -40,7 +40,8 @@ class OptimizeConfig(BaseModel):
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
       alike; the test split is read only by the rerun's benchmark).
-    - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact.
+    - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact; a trial's
+      is timed in 3 rounds in turn with the original model and kept as their median ratio times the original's.
     - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such
       as postgresql://...) names a shared one; `timeout` (seconds) bounds the search's wall time.
     """

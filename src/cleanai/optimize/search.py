@@ -6,8 +6,10 @@
    samples candidate pipelines (`cleanai.optimize.candidate`). Each trial prunes with fine-tuning, is granted
    more fine-tuning epochs by successive halving (`halving.py`: poor candidates stop early), folds BatchNorm,
    and is exported or quantized (calibration and fp32 fallbacks from the accuracy-budget search); the
-   artifact's accuracy, batch-1 latency (the user's threads) and size are what the study sees. A model ONNX
-   cannot export is measured as its torch artifact, and the trial names the operator.
+   artifact's accuracy, batch-1 latency (the user's threads; timed in turns with the original model and kept
+   as the ratio times the original's latency, so a busy spell of a shared machine does not favour one trial)
+   and size are what the study sees. A model ONNX cannot export is measured as its torch artifact, and the
+   trial names the operator.
 3. Among the trials within budget, the objective chooses; the choice is written as a recipe YAML and rerun by
    the recipe runner with the final, longer fine-tune; its benchmark on the (whole) test
    split and the report (the recipe report, with the search's sections in front) close the run. When no
@@ -24,6 +26,7 @@ import hashlib
 import json
 import logging
 import shutil
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,7 @@ from cleanai.tuning import TuneConfig, TuneResult, TuneTrial, tune
 log = logging.getLogger("cleanai.optimize")
 METRICS = ("val_accuracy", "latency_ms", "size_mb")
 DIRECTIONS = ["maximize", "minimize", "minimize"]
+LATENCY_ROUNDS = 3  # a trial's artifact and the original, timed in turns
 _MARKER_TEXT = "Written by CleanAI (cleanai optimize): a search's folder; a rerun resumes it.\n"
 _MODEL_STEPS = ("prune", "finetune", "distill")  # recipe steps whose folder holds the torch artifact
 
@@ -156,6 +160,7 @@ class _Search:
         self.source = self.run.source_model.eval()
         self.example = self.run.example
         self.key = _fingerprint(model, data, config)
+        self._reference_runner: Runner | None = None  # the original as the trials' latency reference
         self.baseline = self._cached("baseline.json", self._measure_baseline)
         self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
         scan_key = self._scan_key()  # the scan is shared with every search of the same model, data and scan settings
@@ -198,12 +203,12 @@ class _Search:
 
     def _measure_baseline(self) -> dict[str, Any]:
         torch_runner = TorchRunner(self.source, name="original (torch fp32)")
-        row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self.latency(torch_runner),
+        row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self._time(torch_runner),
                "size_mb_torch": artifact_bytes(torch_runner) / 1e6}
         try:
-            onnx = OrtRunner.from_model(self.source, self.example, name="original (onnx fp32)",
-                                        dynamic_sequence=self.splits.task == "text")
-            row.update(latency_ms_onnx=self.latency(onnx), size_mb_onnx=artifact_bytes(onnx) / 1e6)
+            onnx = self._reference_runner = OrtRunner.from_model(
+                self.source, self.example, name="original (onnx fp32)", dynamic_sequence=self.splits.task == "text")
+            row.update(latency_ms_onnx=self._time(onnx), size_mb_onnx=artifact_bytes(onnx) / 1e6)
         except ExportError as exc:
             row.update(latency_ms_onnx=None, size_mb_onnx=None, onnx_error=_export_problem(exc))
         return row
@@ -295,7 +300,31 @@ class _Search:
         return float(evaluate(runner, self.loaders.val, ("accuracy",)).metrics["accuracy"])
 
     def latency(self, runner: Runner) -> float:
-        """Median batch-1 latency (ms) of `runner` on the user's threads."""
+        """Batch-1 latency (ms) of a trial's `runner` on the user's threads: the median of its ratios to the
+        original model timed beside it in `LATENCY_ROUNDS` interleaved rounds, times the original's latency, so
+        trials measured minutes apart under another load of a shared machine stay comparable."""
+        reference, base_ms = self._reference()
+        ratios = []
+        for round_ in range(LATENCY_ROUNDS):
+            pair = (reference, runner) if round_ % 2 == 0 else (runner, reference)
+            times = {id(r): self._time(r) for r in pair}
+            ratios.append(times[id(runner)] / times[id(reference)])
+        return statistics.median(ratios) * base_ms
+
+    def _reference(self) -> tuple[Runner, float]:
+        """The original model as the baseline measured it (fp32 ONNX, or torch when ONNX cannot export it) and its
+        baseline latency; built on first use and kept."""
+        if self._reference_runner is None:
+            if self.baseline.get("latency_ms_onnx") is not None:
+                self._reference_runner = OrtRunner.from_model(self.source, self.example, name="original (onnx fp32)",
+                                                              dynamic_sequence=self.splits.task == "text")
+            else:
+                self._reference_runner = TorchRunner(self.source, name="original (torch fp32)")
+        base = self.baseline.get("latency_ms_onnx") or self.baseline["latency_ms_torch"]
+        return self._reference_runner, base
+
+    def _time(self, runner: Runner) -> float:
+        """Median batch-1 latency (ms) of `runner` on the user's threads, in one timing."""
         bench = BenchmarkConfig(batch_size=1, warmup=5, runs=self.config.latency_runs, throughput_runs=0,
                                 threads=self.config.threads, progress=False)
         return float(PerformanceBenchmark(runner, self.loaders.val, config=bench).time()["latency_ms_p50"])
