@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--search-epochs", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--final-epochs", type=int, default=None, help="default 6 (1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="latency threads")
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="kept channels a multiple of this (PruneConfig.round_to); ONNX Runtime's int8 convolutions "
+                             "are slow on other widths on AVX2 CPUs")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the final comparison")
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
     parser.add_argument("--teacher", type=Path, default=None,
@@ -115,7 +118,8 @@ def artifact_runner(row: dict[str, Any], name: str) -> Any:
 def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
     model = ModelSpec(name=f"resnet{args.depth}", weights="akamaster")
     data = DataSpec(name="cifar10", batch_size=128, subset={"train": args.train_samples, "val": args.val_samples})
-    prune = PruneConfig(residual="keep", calib_batches=4)  # in-block channels only: residual widths stay whole
+    # in-block channels only: residual widths stay whole
+    prune = PruneConfig(residual="keep", calib_batches=4, round_to=args.round_to)
     for name, fields in SEARCHES.items():
         def measure(name: str = name, fields: dict[str, Any] = fields) -> dict[str, Any]:
             start = time.perf_counter()
@@ -186,7 +190,7 @@ def render(record: dict[str, Any]) -> str:
            f"Budget {args['max_drop']} point(s) on the validation split ({args['val_samples']:,} images); "
            f"{args['trials']} trials per search, {args['train_samples']:,} training images, {args['search_epochs']} "
            f"search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, {args['threads']} "
-           "thread(s)."]
+           "thread(s)." + (f" Kept channels a multiple of {args['round_to']}." if args.get("round_to") else "")]
     body = []
     for name in SEARCHES:
         row = rows.get(f"cifar|{name}")
