@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +109,17 @@ def fail_reason(trial: FrozenTrial, trials: list[FrozenTrial]) -> str | None:
 
 def finished_count(study: optuna.Study) -> int:
     """Finished trials, a retried stale trial counted once (by its retry)."""
-    return len(_finished(study))
+    return len(finished_trials(study))
 
 
-def reported_steps(study: optuna.Study, running: bool = False) -> int:
-    """Steps (intermediate values) the finished trials - and with `running` the running ones - reported in total:
-    the resource the search spent."""
-    return sum(len(t.intermediate_values) for t in _finished(study, running))
+def reported_steps(trials: Iterable[FrozenTrial]) -> int:
+    """Steps (intermediate values) `trials` reported in total: the resource the search spent."""
+    return sum(len(t.intermediate_values) for t in trials)
 
 
-def _finished(study: optuna.Study, running: bool = False) -> list[FrozenTrial]:
+def finished_trials(study: optuna.Study, running: bool = False) -> list[FrozenTrial]:
+    """The finished trials - with `running` the running ones too - a retried stale trial counted once (by its
+    retry), read from the storage once."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) + ((TrialState.RUNNING,) if running else ())

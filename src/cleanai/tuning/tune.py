@@ -28,7 +28,8 @@ from cleanai.errors import ConfigError
 from cleanai.io import RUN_MARKER, load_weights, save_safetensors
 from cleanai.tuning.config import TuneConfig, TuningError
 from cleanai.tuning.space import HyperParameters, ModelBuilder, SearchSpace, load_space
-from cleanai.tuning.study import fail_reason, finished_count, open_study, reported_steps, retried_numbers
+from cleanai.tuning.study import (fail_reason, finished_count, finished_trials, open_study, reported_steps,
+                                  retried_numbers)
 
 log = logging.getLogger("cleanai.tuning")
 WEIGHTS_ATTR = "weights"
@@ -54,7 +55,8 @@ class TuneTrial:
         if self._multi:
             return
         self.optuna.report(float(value), step)
-        if self._max_steps is not None and reported_steps(self.optuna.study, running=True) >= self._max_steps:
+        if self._max_steps is not None and \
+                reported_steps(finished_trials(self.optuna.study, running=True)) >= self._max_steps:
             self.optuna.set_user_attr("stopped_by", "max_steps")
             raise optuna.TrialPruned(f"trial {self.number} stopped at step {step}: the search's budget of "
                                      f"{self._max_steps} steps is spent")
@@ -276,8 +278,9 @@ class _StopAt:
         self.n_trials, self.max_steps = n_trials, max_steps
 
     def reached(self, study: optuna.Study) -> bool:
-        return (self.n_trials is not None and finished_count(study) >= self.n_trials) or \
-            (self.max_steps is not None and reported_steps(study) >= self.max_steps)
+        finished = finished_trials(study)
+        return (self.n_trials is not None and len(finished) >= self.n_trials) or \
+            (self.max_steps is not None and reported_steps(finished) >= self.max_steps)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self.max_steps is not None and trial.state == TrialState.COMPLETE and not trial.intermediate_values:
