@@ -107,7 +107,7 @@ def test_a_trials_latency_is_its_ratio_to_the_original_timed_in_turns_times_the_
                                                                                            monkeypatch):
     from cleanai.recipes import DataSpec, ModelSpec
 
-    search = search_module._Search(tiny(tmp_path / "run", max_ratio=0.0), ModelSpec(
+    search = search_module._Search(tiny(tmp_path / "run", max_ratio=0.0, latency_rounds=3), ModelSpec(
         name="small_cnn", weights=str(digits_weights)), DataSpec(name="digits"), tmp_path / "run")
     reference, base_ms = search._reference()
     assert base_ms == search.baseline["latency_ms_onnx"] and reference.backend == "onnxruntime"

@@ -161,7 +161,7 @@ class Candidate:
             if quant is not None:
                 steps.append({"type": "quantize", **quant.model_dump(mode="json", exclude_defaults=True)})
         steps.append({"type": "benchmark", "baseline": SOURCE_MODEL, "batch_size": 1, "threads": config.threads,
-                      "runs": config.latency_runs, "throughput_runs": 0, "repeats": 3})
+                      "runs": config.latency_runs, "throughput_runs": 0, "repeats": config.latency_rounds})
         return steps
 
 

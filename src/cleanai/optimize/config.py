@@ -41,7 +41,8 @@ class OptimizeConfig(BaseModel):
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
       alike; the test split is read only by the rerun's benchmark).
     - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact; a trial's
-      is timed in 3 rounds in turn with the original model and kept as their median ratio times the original's.
+      is timed in `latency_rounds` rounds in turn with the original model and kept as their median ratio times
+      the original's (the final benchmark times its rows in as many interleaved rounds).
     - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such
       as postgresql://...) names a shared one; `timeout` (seconds) bounds the search's wall time.
     """
@@ -82,14 +83,15 @@ class OptimizeConfig(BaseModel):
     eta: int = Field(3, ge=2)
     final_epochs: int = Field(6, ge=0)
     threads: int = Field(1, ge=1)
-    latency_runs: int = Field(50, ge=5)
+    latency_runs: int = Field(100, ge=5)
+    latency_rounds: int = Field(5, ge=1)
     progress: bool = True
 
     @classmethod
     def quick(cls, **fields: Any) -> OptimizeConfig:
         """A first look in minutes: 6 trials, two criteria, at most 2 steps, one search epoch, one final epoch."""
         preset: dict[str, Any] = {"n_trials": 6, "criteria": ["magnitude", "taylor"], "max_steps": 2,
-                                  "search_epochs": 1, "final_epochs": 1, "latency_runs": 20,
+                                  "search_epochs": 1, "final_epochs": 1, "latency_runs": 20, "latency_rounds": 3,
                                   "sensitivity_ratios": [0.3, 0.6], "sensitivity_batches": 2, "max_fp32_layers": 1,
                                   "calibrations": ["minmax", "percentile"]}
         return cls.model_validate({**preset, **fields})

@@ -57,7 +57,6 @@ from cleanai.tuning import TuneConfig, TuneResult, TuneTrial, tune
 log = logging.getLogger("cleanai.optimize")
 METRICS = ("val_accuracy", "latency_ms", "size_mb")
 DIRECTIONS = ["maximize", "minimize", "minimize"]
-LATENCY_ROUNDS = 3  # a trial's artifact and the original, timed in turns
 _MARKER_TEXT = "Written by CleanAI (cleanai optimize): a search's folder; a rerun resumes it.\n"
 _MODEL_STEPS = ("prune", "finetune", "distill")  # recipe steps whose folder holds the torch artifact
 
@@ -301,11 +300,11 @@ class _Search:
 
     def latency(self, runner: Runner) -> float:
         """Batch-1 latency (ms) of a trial's `runner` on the user's threads: the median of its ratios to the
-        original model timed beside it in `LATENCY_ROUNDS` interleaved rounds, times the original's latency, so
+        original model timed beside it in `latency_rounds` interleaved rounds, times the original's latency, so
         trials measured minutes apart under another load of a shared machine stay comparable."""
         reference, base_ms = self._reference()
         ratios = []
-        for round_ in range(LATENCY_ROUNDS):
+        for round_ in range(self.config.latency_rounds):
             pair = (reference, runner) if round_ % 2 == 0 else (runner, reference)
             times = {id(r): self._time(r) for r in pair}
             ratios.append(times[id(runner)] / times[id(reference)])
