@@ -11,11 +11,12 @@ issue 12: TPE + Hyperband within 0.5 point of grid's best with at most one third
 
 `--distill-teacher DIR` adds the book's distillation search on CLINC150 (a fine-tuned TextClassifier folder as
 teacher, its layers 0, 2, 5 as student; `--distill-trials` TPE trials over epochs, alpha, T) against one run with
-the DistillConfig defaults.
+the DistillConfig defaults; `--distill-train-subset` / `--distill-val-subset` bound it on a small machine.
 
 Rows are saved after every (method, seed) cell to benchmarks/results/hpo/<--run>/rows.json; a rerun with the
 same arguments skips the cells already there.
 Usage: python benchmarks/hpo.py [--seeds 3] [--epochs 6] [--threads 1] [--run NAME] [--distill-teacher DIR]
+       [--distill-trials 20] [--distill-train-subset N] [--distill-val-subset N]   (--seeds 0: the CLINC search only)
 """
 
 from __future__ import annotations
@@ -73,14 +74,20 @@ def digits_cell(method: str, seed: int, args: argparse.Namespace, loaders: Any) 
             "seconds": seconds}
 
 
-def distill_cell(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The book's search on CLINC150 and the untuned defaults, each scored on the validation split."""
+def distill_cells(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """The book's search on CLINC150 and the untuned defaults, each scored on the validation split. Each row is
+    saved when measured; the search's study and the teacher's cached logits live in the cache folder, so an
+    interrupted search resumes with its finished trials."""
     from torch.utils.data import DataLoader
 
-    from cleanai.data import text_collate
+    from cleanai.data import default_cache_dir, text_collate
     from cleanai.distillation import DistillConfig, distill, keep_layers
     from cleanai.models import TextClassifier
 
+    done = {r["method"] for r in record["rows"] if r.get("part") == "distill"}
+    search = f"TPE, {args.distill_trials} trials"
+    if {"defaults", search} <= done:
+        return
     splits = load_dataset("clinc150", config="plus")
     teacher = TextClassifier.from_pretrained(args.distill_teacher).eval()
     student = keep_layers(teacher, [0, 2, 5])
@@ -88,21 +95,24 @@ def distill_cell(args: argparse.Namespace) -> list[dict[str, Any]]:
     train_part = subset(splits.train, args.distill_train_subset, seed=0)  # class-balanced; None keeps all
     train = DataLoader(train_part, batch_size=32, shuffle=True, collate_fn=collate,
                        generator=torch.Generator().manual_seed(0))
-    val = DataLoader(splits.val, batch_size=128, collate_fn=collate)
+    val = DataLoader(subset(splits.val, args.distill_val_subset, seed=0), batch_size=128, collate_fn=collate)
+    work = default_cache_dir() / "hpo" / args.run  # large and rebuildable: outside the work tree
     base = DistillConfig(train=TrainConfig(optimizer="adamw", lr=2e-4, seed=0, progress=False, device="cpu"),
-                         cache_dir=_report.run_dir("hpo.py", args.run) / "teacher-logits")
-    start = time.perf_counter()
-    default_student, history = distill(student, teacher, train, val, base)
-    rows = [{"part": "distill", "method": "defaults", "alpha": base.alpha, "temperature": base.temperature,
-             "epochs": base.train.epochs, "val_accuracy": history.last["val_accuracy"],
-             "seconds": time.perf_counter() - start}]
-    start = time.perf_counter()
-    result = search_distillation(student, teacher, train, val, base,
-                                 tune_config=TuneConfig(n_trials=args.distill_trials, seed=0, progress=False))
-    best = result.best_trial
-    rows.append({"part": "distill", "method": f"TPE, {args.distill_trials} trials", **best.params,
-                 "val_accuracy": best.value, "seconds": time.perf_counter() - start})
-    return rows
+                         cache_dir=work / "teacher-logits")
+    if "defaults" not in done:
+        start = time.perf_counter()
+        _, history = distill(student, teacher, train, val, base)
+        record["rows"].append({"part": "distill", "method": "defaults", "alpha": base.alpha,
+                               "temperature": base.temperature, "epochs": base.train.epochs,
+                               "val_accuracy": history.last["val_accuracy"], "seconds": time.perf_counter() - start})
+        _report.save(record, args.run)
+    if search not in done:
+        result = search_distillation(student, teacher, train, val, base, tune_config=TuneConfig(
+            n_trials=args.distill_trials, seed=0, progress=False, run_dir=work / "study"))
+        best = result.best_trial
+        record["rows"].append({"part": "distill", "method": search, **best.params, "val_accuracy": best.value,
+                               "seconds": sum(t.duration.total_seconds() for t in result.trials if t.duration)})
+        _report.save(record, args.run)
 
 
 def main() -> None:
@@ -113,7 +123,8 @@ def main() -> None:
     parser.add_argument("--run", default="latest", help="name of the results folder")
     parser.add_argument("--distill-teacher", default=None, help="a fine-tuned CLINC150 TextClassifier folder")
     parser.add_argument("--distill-trials", type=int, default=20)
-    parser.add_argument("--distill-train-subset", type=int, default=None)
+    parser.add_argument("--distill-train-subset", type=int, default=None, help="training queries (class-balanced)")
+    parser.add_argument("--distill-val-subset", type=int, default=None, help="validation queries (class-balanced)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -135,8 +146,8 @@ def main() -> None:
             _report.save(record, args.run)
             print(f"{method:14s} seed {seed}: val {row['best_val_accuracy']:.4f} test {row['test_accuracy']:.4f} "
                   f"epochs {row['epochs']} ({row['pruned']} pruned) {row['seconds']:.0f} s", flush=True)
-    if args.distill_teacher and not any(r.get("part") == "distill" for r in record["rows"]):
-        record["rows"].extend(distill_cell(args))
+    if args.distill_teacher:
+        distill_cells(args, record)
     _report.finish(record, args.run, _report.machine(f"{args.threads} thread(s)", load_before, ["optuna"]))
     print(render(record))
 
@@ -162,13 +173,15 @@ def render(record: dict[str, Any]) -> str:
                      mean_sd([r["test_accuracy"] for r in runs]), f"{epochs:.1f}", f"{epochs / grid_epochs:.2f}",
                      f"{statistics.mean(r['pruned'] for r in runs):.1f}",
                      f"{statistics.mean(r['seconds'] for r in runs):.0f}"])
-    lines = [_report.heading(record), "",
-             f"small_cnn on digits, {GRID_SIZE} trials per search (the grid: lr in {SPACE['lr']['choices']} x "
-             f"optimizer in {SPACE['optimizer']['choices']}), {args['epochs']} epochs per full trial, seeds "
-             f"0..{args['seeds'] - 1} (sampler and weight initialisation); mean ± sample std over seeds. Accuracy in "
-             "%, of the best trial by validation accuracy; its model's test accuracy beside it.", "",
-             _report.table(["method", "seeds", "best val acc %", "its test acc %", "epochs trained",
-                            "epochs / grid's", "trials pruned", "seconds"], rows)]
+    lines = [_report.heading(record)]
+    if rows:
+        lines += ["", f"small_cnn on digits, {GRID_SIZE} trials per search (the grid: lr in {SPACE['lr']['choices']} x "
+                  f"optimizer in {SPACE['optimizer']['choices']}), {args['epochs']} epochs per full trial, seeds "
+                  f"0..{args['seeds'] - 1} (sampler and weight initialisation); mean ± sample std over seeds. "
+                  "Accuracy in "
+                  "%, of the best trial by validation accuracy; its model's test accuracy beside it.", "",
+                  _report.table(["method", "seeds", "best val acc %", "its test acc %", "epochs trained",
+                                 "epochs / grid's", "trials pruned", "seconds"], rows)]
     grid_best = [r["best_val_accuracy"] for r in grid]
     for name in ("tpe+hyperband", "tpe+hyperband, 1/3 epochs"):
         hb = by_method[name]
@@ -182,9 +195,13 @@ def render(record: dict[str, Any]) -> str:
                       f"epochs: {'met' if met else 'NOT met'}."]
     distill_rows = [r for r in record["rows"] if r.get("part") == "distill"]
     if distill_rows:
-        lines += ["", _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"],
-                                    [[r["method"], str(r["epochs"]), f"{r['alpha']:.4g}", f"{r['temperature']:g}",
-                                      f"{100 * r['val_accuracy']:.2f}", f"{r['seconds']:.0f}"] for r in distill_rows])]
+        sizes = [f"{args[k]:,}" if args.get(k) else "all" for k in ("distill_train_subset", "distill_val_subset")]
+        table = [[r["method"], str(r["epochs"]), f"{r['alpha']:.4g}", f"{r['temperature']:g}",
+                  f"{100 * r['val_accuracy']:.2f}", f"{r['seconds']:.0f}"] for r in distill_rows]
+        lines += ["", f"CLINC150 distillation: student = layers 0, 2, 5 of the fine-tuned teacher; {sizes[0]} "
+                      f"training / {sizes[1]} validation queries (class-balanced); the search row's seconds are its "
+                      "trials' total.", "",
+                  _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"], table)]
     return "\n".join(lines)
 
 
