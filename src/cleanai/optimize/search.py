@@ -324,8 +324,8 @@ class _Search:
 
     def _time(self, runner: Runner) -> float:
         """Median batch-1 latency (ms) of `runner` on the user's threads, in one timing."""
-        bench = BenchmarkConfig(batch_size=1, warmup=5, runs=self.config.latency_runs, throughput_runs=0,
-                                threads=self.config.threads, progress=False)
+        bench = BenchmarkConfig(batch_size=1, runs=self.config.latency_runs, throughput_runs=0,
+                                threads=self.config.threads, progress=False)  # the final benchmark's warm-up too
         return float(PerformanceBenchmark(runner, self.loaders.val, config=bench).time()["latency_ms_p50"])
 
     # ------------------------------------------------------------------ choice, final run, files
