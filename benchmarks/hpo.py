@@ -178,8 +178,7 @@ def render(record: dict[str, Any]) -> str:
         lines += ["", f"small_cnn on digits, {GRID_SIZE} trials per search (the grid: lr in {SPACE['lr']['choices']} x "
                   f"optimizer in {SPACE['optimizer']['choices']}), {args['epochs']} epochs per full trial, seeds "
                   f"0..{args['seeds'] - 1} (sampler and weight initialisation); mean ± sample std over seeds. "
-                  "Accuracy in "
-                  "%, of the best trial by validation accuracy; its model's test accuracy beside it.", "",
+                  "Accuracy in %, of the best trial by validation accuracy; its model's test accuracy beside it.", "",
                   _report.table(["method", "seeds", "best val acc %", "its test acc %", "epochs trained",
                                  "epochs / grid's", "trials pruned", "seconds"], rows)]
     grid_best = [r["best_val_accuracy"] for r in grid]

@@ -65,8 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--final-epochs", type=int, default=None, help="default 6 (1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="latency threads")
     parser.add_argument("--round-to", type=int, default=None,
-                        help="kept channels a multiple of this (PruneConfig.round_to); ONNX Runtime's int8 convolutions "
-                             "are slow on other widths on AVX2 CPUs")
+                        help="kept channels a multiple of this (PruneConfig.round_to, rounded down)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the final comparison")
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
     parser.add_argument("--teacher", type=Path, default=None,

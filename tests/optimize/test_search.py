@@ -110,13 +110,13 @@ def test_a_trials_latency_is_its_ratio_to_the_original_timed_in_turns_times_the_
     search = search_module._Search(tiny(tmp_path / "run", max_ratio=0.0, latency_rounds=3), ModelSpec(
         name="small_cnn", weights=str(digits_weights)), DataSpec(name="digits"), tmp_path / "run")
     reference, base_ms = search._reference()
-    assert base_ms == search.baseline["latency_ms_onnx"] and reference.backend == "onnxruntime"
+    assert base_ms == search.baseline["latency_ms_onnx"] and reference.runner.backend == "onnxruntime"
     candidate = TorchRunner(search.source, name="candidate")
     load = [1.0, 3.0, 9.0]  # the machine slows down from round to round, for both alike
     timed: list[str] = []
 
-    def fake_time(self, runner):
-        timed.append("reference" if runner is reference else "candidate")
+    def fake_time(self, bench):
+        timed.append("reference" if bench is reference else "candidate")
         return {"reference": 6.0, "candidate": 2.0}[timed[-1]] * load[(len(timed) - 1) // 2]
 
     monkeypatch.setattr(search_module._Search, "_time", fake_time)

@@ -159,7 +159,7 @@ class _Search:
         self.source = self.run.source_model.eval()
         self.example = self.run.example
         self.key = _fingerprint(model, data, config)
-        self._reference_runner: Runner | None = None  # the original as the trials' latency reference
+        self._reference_bench: PerformanceBenchmark | None = None  # the original, timed beside every trial
         self.baseline = self._cached("baseline.json", self._measure_baseline)
         self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
         scan_key = self._scan_key()  # the scan is shared with every search of the same model, data and scan settings
@@ -200,14 +200,21 @@ class _Search:
                     "scan": bool(cfg.max_ratio and cfg.max_scale)}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
+    def _original(self, onnx: bool) -> Runner:
+        """The original model as the baseline measures it: exported to fp32 ONNX, or in torch."""
+        if onnx:
+            return OrtRunner.from_model(self.source, self.example, name="original (onnx fp32)",
+                                        dynamic_sequence=self.splits.task == "text")
+        return TorchRunner(self.source, name="original (torch fp32)")
+
     def _measure_baseline(self) -> dict[str, Any]:
-        torch_runner = TorchRunner(self.source, name="original (torch fp32)")
-        row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self._time(torch_runner),
+        torch_runner = self._original(onnx=False)
+        row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self._time(self._bench(torch_runner)),
                "size_mb_torch": artifact_bytes(torch_runner) / 1e6}
         try:
-            onnx = self._reference_runner = OrtRunner.from_model(
-                self.source, self.example, name="original (onnx fp32)", dynamic_sequence=self.splits.task == "text")
-            row.update(latency_ms_onnx=self._time(onnx), size_mb_onnx=artifact_bytes(onnx) / 1e6)
+            onnx = self._original(onnx=True)
+            self._reference_bench = self._bench(onnx)
+            row.update(latency_ms_onnx=self._time(self._reference_bench), size_mb_onnx=artifact_bytes(onnx) / 1e6)
         except ExportError as exc:
             row.update(latency_ms_onnx=None, size_mb_onnx=None, onnx_error=_export_problem(exc))
         return row
@@ -303,30 +310,32 @@ class _Search:
         original model timed beside it in `latency_rounds` interleaved rounds, times the original's latency, so
         trials measured minutes apart under another load of a shared machine stay comparable."""
         reference, base_ms = self._reference()
+        candidate = self._bench(runner)
         ratios = []
         for round_ in range(self.config.latency_rounds):
-            pair = (reference, runner) if round_ % 2 == 0 else (runner, reference)
-            times = {id(r): self._time(r) for r in pair}
-            ratios.append(times[id(runner)] / times[id(reference)])
+            order = (reference, candidate) if round_ % 2 == 0 else (candidate, reference)
+            times = {bench: self._time(bench) for bench in order}
+            ratios.append(times[candidate] / times[reference])
         return statistics.median(ratios) * base_ms
 
-    def _reference(self) -> tuple[Runner, float]:
-        """The original model as the baseline measured it (fp32 ONNX, or torch when ONNX cannot export it) and its
-        baseline latency; built on first use and kept."""
-        if self._reference_runner is None:
-            if self.baseline.get("latency_ms_onnx") is not None:
-                self._reference_runner = OrtRunner.from_model(self.source, self.example, name="original (onnx fp32)",
-                                                              dynamic_sequence=self.splits.task == "text")
-            else:
-                self._reference_runner = TorchRunner(self.source, name="original (torch fp32)")
-        base = self.baseline.get("latency_ms_onnx") or self.baseline["latency_ms_torch"]
-        return self._reference_runner, base
+    def _reference(self) -> tuple[PerformanceBenchmark, float]:
+        """The timing of the original model as the baseline measured it (fp32 ONNX, or torch when ONNX cannot
+        export it), built on first use and kept, and its baseline latency (ms)."""
+        onnx = self.baseline.get("latency_ms_onnx") is not None
+        if self._reference_bench is None:
+            self._reference_bench = self._bench(self._original(onnx))
+        return self._reference_bench, self.baseline["latency_ms_onnx" if onnx else "latency_ms_torch"]
 
-    def _time(self, runner: Runner) -> float:
-        """Median batch-1 latency (ms) of `runner` on the user's threads, in one timing."""
-        bench = BenchmarkConfig(batch_size=1, runs=self.config.latency_runs, throughput_runs=0,
-                                threads=self.config.threads, progress=False)  # the final benchmark's warm-up too
-        return float(PerformanceBenchmark(runner, self.loaders.val, config=bench).time()["latency_ms_p50"])
+    def _bench(self, runner: Runner) -> PerformanceBenchmark:
+        """Batch-1 timing of `runner` on the user's threads, with the final benchmark's warm-up; it reads its
+        input batch once and reuses it on every timing."""
+        config = BenchmarkConfig(batch_size=1, runs=self.config.latency_runs, throughput_runs=0,
+                                 threads=self.config.threads, progress=False)
+        return PerformanceBenchmark(runner, self.loaders.val, config=config)
+
+    def _time(self, bench: PerformanceBenchmark) -> float:
+        """Median batch-1 latency (ms) of one timing of `bench`."""
+        return float(bench.time()["latency_ms_p50"])
 
     # ------------------------------------------------------------------ choice, final run, files
 
