@@ -157,7 +157,15 @@ def test_max_layer_ratio_and_round_to_bound_every_group() -> None:
                                                       criterion_kwargs={"normalizer": "none"}))
     assert all(after >= before / 2 for after, before in zip(widths(pruned), (16, 32, 24), strict=True))
     pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.3, round_to=8))
-    assert widths(pruned) == [8, 16, 16]
+    assert widths(pruned) == [8, 24, 16]  # 11, 22 and 16 kept by the ratio, each to the nearest multiple of 8
+
+
+def test_round_to_keeps_the_nearest_multiple_not_the_one_below() -> None:
+    pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.2, round_to=8))
+    assert widths(pruned) == [16, 24, 16]  # 12 (a half: up), 25 and 19 kept by the ratio; rounding down gave [8, 24, 16]
+    pruned, _ = prune(chain_cnn(), X, PruneConfig(ratio=0.2, scope="global", round_to=8))
+    kept = widths(pruned)  # 57 of 72 kept by the ratio; each group then moves at most 4 to its nearest multiple
+    assert all(w % 8 == 0 for w in kept) and abs(sum(kept) - 57) <= 3 * 4
 
 
 def test_a_request_that_would_remove_every_channel_is_capped_and_reported() -> None:

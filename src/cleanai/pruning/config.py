@@ -36,7 +36,7 @@ class PruneConfig(BaseModel):
     max_layer_ratio: float = 1.0  # no group loses more than this fraction of its channels
     residual: Literal["prune", "keep"] = "prune"  # "keep": leave channels that pass through residual additions whole
     ignored_layers: list[str] = Field(default_factory=list)
-    round_to: int | None = Field(None, ge=1)  # kept channels are a multiple of this
+    round_to: int | None = Field(None, ge=1)  # kept channels: the nearest multiple of this (a layer may stay whole)
     calib_batches: int = Field(8, ge=1)  # calibration batches read by data-driven criteria (and recalibrate_bn)
     recalibrate_bn: bool = False  # after each step, re-estimate BatchNorm statistics on the calibration batches
     seed: int = 0

@@ -436,11 +436,17 @@ class StructuredPruner:
     def _target_keep(self, unit: _Unit, step: int) -> int:
         """Channels (heads) unit should keep after `step`: its ratio reached linearly, rounded, capped."""
         keep = _floor(unit.initial * (1 - unit.ratio * step / self.config.iterative_steps))
-        if unit.rounded and self.config.round_to:
-            keep -= keep % self.config.round_to
         if keep <= 0:
             self._note_cap(unit, unit.min_keep)
-        return max(keep, unit.min_keep)
+        return max(self._round(unit, keep), unit.min_keep)
+
+    def _round(self, unit: _Unit, keep: int) -> int:
+        """`keep` to the nearest multiple of `round_to` (halves up, at least one multiple, at most the unit's width):
+        rounding down would cut a 16-channel layer to 8 at any ratio."""
+        multiple = self.config.round_to
+        if not (unit.rounded and multiple):
+            return keep
+        return min(unit.initial, max(multiple, multiple * math.floor(keep / multiple + 0.5)))
 
     def _note_cap(self, unit: _Unit, kept: int) -> None:
         if unit.name not in self.capped:
@@ -493,8 +499,7 @@ class StructuredPruner:
             keep = len(scores) - taken[i]
             if wanted[i] >= len(scores):
                 self._note_cap(unit, keep)
-            if unit.rounded and self.config.round_to:
-                keep = max(keep - keep % self.config.round_to, unit.min_keep)
+            keep = max(self._round(unit, keep), unit.min_keep)
             if len(scores) > keep:
                 plan.append((unit, torch.argsort(scores, stable=True)[:len(scores) - keep].tolist()))
         return plan
