@@ -11,7 +11,8 @@ by a little; the tolerance is `--tolerance` points. On a 2-core machine shared w
 at best halve the compute time, and gloo's gradient exchange over loopback per step eats into that, most on a
 model as small as this one.
 Raw rows: benchmarks/results/ddp/<--run>/rows.json.
-Usage: python benchmarks/ddp.py [--epochs 10] [--repeats 2] [--model small_cnn --data digits] [--run NAME]
+Usage: python benchmarks/ddp.py [--epochs 10] [--repeats 2] [--model small_cnn --data digits]
+       [--train-samples N] [--val-samples M] [--run NAME]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace, nproc: int, threads: int, out: Path) -> dict[s
     """One `cleanai train` run; its epoch times, test accuracy and wall time (start-up included)."""
     command = [sys.executable, "-m", "cleanai.cli", "train", "--model", args.model, "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", "adam",
-               "--lr", str(args.lr), "--seed", "0", "--quiet", "--out", str(out), "--nproc", str(nproc)]
+               "--lr", str(args.lr), "--seed", "0", "--quiet", "--out", str(out), "--nproc", str(nproc),
+               *subset_options(args)]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                    stdout=subprocess.DEVNULL)
@@ -44,6 +46,13 @@ def run(args: argparse.Namespace, nproc: int, threads: int, out: Path) -> dict[s
     records = json.loads((out / "history.json").read_text())["records"]
     return {"epoch_s": [r["seconds"] for r in records], "val_accuracy": records[-1].get("val_accuracy"),
             "test_accuracy": json.loads((out / "test_metrics.json").read_text())["accuracy"], "wall_s": wall}
+
+
+def subset_options(args: dict[str, Any] | argparse.Namespace) -> list[str]:
+    """`--train-samples N --val-samples M` as asked (absent from the records of runs before these options)."""
+    values = args if isinstance(args, dict) else vars(args)
+    return [token for key in ("train_samples", "val_samples") if values.get(key)
+            for token in (f"--{key.replace('_', '-')}", str(values[key]))]
 
 
 def main() -> None:
@@ -54,6 +63,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="global batch of one step")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--train-samples", type=int, default=None, help="a seeded part of the training split")
+    parser.add_argument("--val-samples", type=int, default=None, help="a seeded part of the validation split")
     parser.add_argument("--tolerance", type=float, default=1.5, help="accuracy points the 2-process run may differ by")
     parser.add_argument("--run", default="latest", help="name of the results folder")
     args = parser.parse_args()
@@ -88,10 +99,11 @@ def render(record: dict[str, Any]) -> str:
                       f"{statistics.median(r['wall_s'] for r in runs):.1f}",
                       ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs), f"{drop:+.2f}",
                       "yes" if abs(drop) <= args["tolerance"] else "no"])
+    subsets = "".join(f" {t}" for t in subset_options(args))
     return "\n".join([
         _report.heading(record), "",
         f"`cleanai train --model {args['model']} --data {args['data']} --epochs {args['epochs']} --batch-size "
-        f"{args['batch_size']} --optimizer adam --lr {args['lr']} --seed 0` per variant, "
+        f"{args['batch_size']} --optimizer adam --lr {args['lr']} --seed 0{subsets}` per variant, "
         f"{'one run' if args['repeats'] == 1 else str(args['repeats']) + ' runs, interleaved'} each; epoch time = "
         "training + validation, median over all epochs but each run's first.", "",
         _report.table(["variant", "s / epoch", "speed-up vs 1x1", "wall s per run (start-up incl.)",

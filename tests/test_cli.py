@@ -35,6 +35,15 @@ def test_train_nproc_2_runs_two_processes_through_torchrun_and_rank_0_writes_the
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "ddp.checkpoints"]
 
 
+def test_train_samples_trains_on_that_many_seeded_samples_in_one_and_in_two_processes(tmp_path):
+    for nproc in ("1", "2"):
+        run = tmp_path / f"part{nproc}"
+        assert main(["train", "--epochs", "2", "--batch-size", "32", "--train-samples", "200", "--val-samples", "90",
+                     "--nproc", nproc, "--seed", "0", "--quiet", "--out", str(run)]) == 0
+        # 200 of the 1,078 digits training images in batches of 32: 7 steps an epoch (1,078 would take 34)
+        assert load_checkpoint(tmp_path / f"part{nproc}.checkpoints" / "last.pt")["global_step"] == 2 * 7
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

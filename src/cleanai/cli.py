@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import math
 import sys
@@ -127,6 +128,7 @@ def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) 
 
 
 def _train(args: argparse.Namespace) -> None:
+    from cleanai.data import subset
     from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
     from cleanai.training import TrainConfig, Trainer, seed_everything
     from cleanai.training.config import check_run
@@ -150,6 +152,9 @@ def _train(args: argparse.Namespace) -> None:
     if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
         seed_everything(config.seed)
     model, splits = _model_and_data(args)
+    if _subsets(args):  # the same seeded samples in every data-parallel process
+        splits = dataclasses.replace(splits, **{k: subset(getattr(splits, k), n, seed=config.seed or 0)
+                                                for k, n in _subsets(args).items()})
     loaders = _loaders(model, splits, args.batch_size, config.seed)
     check_run(config, model, _first_batch(loaders.val))
     if args.nproc > 1:  # every input is checked here, once, so a bad one is a one-line error, not N tracebacks
@@ -168,6 +173,19 @@ def _train(args: argparse.Namespace) -> None:
         write_json(stage / "test_metrics.json", scores)
     print("test " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     print(f"Model and history written to {Path(args.out).resolve()}")
+
+
+def _add_subset_options(p: argparse.ArgumentParser, train_use: str, val_use: str) -> None:
+    """`--train-samples` / `--val-samples`: seeded, class-balanced parts of those splits (cleanai.data.subset)."""
+    p.add_argument("--train-samples", type=_COUNT, default=None,
+                   help=f"a seeded part of the training split, {train_use} (default: all)")
+    p.add_argument("--val-samples", type=_COUNT, default=None,
+                   help=f"a seeded part of the validation split {val_use} (default: all)")
+
+
+def _subsets(args: argparse.Namespace) -> dict[str, int]:
+    """The split sizes `--train-samples` / `--val-samples` asked for."""
+    return {k: n for k, n in (("train", args.train_samples), ("val", args.val_samples)) if n}
 
 
 def _check_nproc(args: argparse.Namespace) -> None:
@@ -674,7 +692,7 @@ def _optimize(args: argparse.Namespace) -> None:
     _model_and_data(args)  # refuses a model that cannot take this data, before any work
     data = DataSpec(name=args.data, root=None if args.data_dir is None else str(args.data_dir),
                     batch_size=args.batch_size,
-                    subset={k: n for k, n in (("train", args.train_samples), ("val", args.val_samples)) if n})
+                    subset=_subsets(args))
     result = optimize(model, data, config)
     print(result.summary())
     print(f"Study, trials.json, pareto_front.png, recipe.yaml, final/, artifact/ and report.pdf/html in "
@@ -700,8 +718,7 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
     p.add_argument("--final-epochs", type=_number(int, 0), default=None,
                    help="fine-tuning epochs of the chosen pipeline's final run")
-    p.add_argument("--train-samples", type=_COUNT, default=None, help="a seeded part of the training split, for the search and the final run (default: all)")
-    p.add_argument("--val-samples", type=_COUNT, default=None, help="a seeded part of the validation split the choices are made on (default: all)")
+    _add_subset_options(p, "for the search and the final run", "the choices are made on")
     p.add_argument("--batch-size", type=_COUNT, default=64)
     p.add_argument("--storage", default=None,
                    help="shared study URL, e.g. postgresql://user:pass@host/db (default: <out>/study/study.db)")
@@ -739,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
     p.add_argument("--batch-size", type=_COUNT, default=64)
+    _add_subset_options(p, "to train on", "to validate on each epoch")
     p.add_argument("--seed", type=_SEED)
     p.add_argument("--checkpoint-every", type=_COUNT)
     p.add_argument("--resume", action="store_true",
@@ -805,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="after each step, re-estimate BatchNorm statistics on the calibration batches")
     p.add_argument("--ignored-layers", nargs="+", default=[], metavar="LAYER", help="modules never pruned")
-    p.add_argument("--round-to", type=_COUNT, default=None, help="kept channels are a multiple of this")
+    p.add_argument("--round-to", type=_COUNT, default=None, help="kept channels: the nearest multiple of this (a layer may stay whole)")
     p.add_argument("--max-layer-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields for fine-tuning")
     p.add_argument("--lr", type=_LR)
