@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--final-epochs", type=int, default=None, help="default 6 (1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="latency threads")
     parser.add_argument("--round-to", type=int, default=None,
-                        help="kept channels a multiple of this (PruneConfig.round_to, rounded down)")
+                        help="kept channels the nearest multiple of this (PruneConfig.round_to)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the final comparison")
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
     parser.add_argument("--teacher", type=Path, default=None,
@@ -178,6 +179,16 @@ def main() -> None:
     _report.finish(results.record, args.run, _report.machine(f"{args.threads} latency thread(s)", load))
 
 
+def _wall_time(record: dict[str, Any]) -> str:
+    """The run's wall time, from its start and end stamps (across sessions when it was resumed)."""
+    if "finished" not in record:
+        return ""
+    took = datetime.fromisoformat(record["finished"]) - datetime.fromisoformat(record["started"])
+    resumed = record.get("resumed")
+    return (f" Wall time {took.total_seconds() / 60:.1f} min" +
+            (f", from the first start to the last end over {len(resumed) + 1} invocations." if resumed else "."))
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -185,7 +196,7 @@ def _pct(value: float | None) -> str:
 def render(record: dict[str, Any]) -> str:
     """The tables of one run: per search its choice and final artifact; the interleaved test comparison; CLINC."""
     args, rows = record["args"], record["rows"]
-    out = [_report.heading(record), "",
+    out = [_report.heading(record) + _wall_time(record), "",
            f"Budget {args['max_drop']} point(s) on the validation split ({args['val_samples']:,} images); "
            f"{args['trials']} trials per search, {args['train_samples']:,} training images, {args['search_epochs']} "
            f"search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, {args['threads']} "
