@@ -108,6 +108,9 @@ def test_ort_runner_set_threads_rebuilds_the_session(cnn_onnx, cnn_data):
     assert runner.threads == 1
     assert runner._session.get_session_options().intra_op_num_threads == 1
     assert torch.allclose(runner(cnn_data.tensors[0][:3]), before)
+    session = runner._session
+    runner.set_threads(1)
+    assert runner._session is session  # the same thread count: nothing to rebuild
 
 
 def test_ort_runner_maps_dict_inputs_and_names_what_is_missing(tiny_bert_onnx):
