@@ -27,14 +27,16 @@ def _step(high: float, unit: float) -> float:
 
 def starting_points(config: OptimizeConfig) -> list[dict[str, Any]]:
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
-    and half the largest ratio spread evenly in one step (with int8 when the search quantizes)."""
+    and half the largest ratio spread evenly in one step, fine-tuned with KD from the original when the search
+    allows it (with int8 when the search quantizes)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
     points: list[dict[str, Any]] = [{"ratio": 0.0, "quant": quant}] if int8 else []
     if config.max_ratio:
         step = _step(config.max_ratio, 0.05)
+        kd = {"kd": True} if True in config.kd else {}
         points.append({"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1,
-                       "quant": quant})
+                       **kd, "quant": quant})
     return points
 
 
