@@ -104,6 +104,20 @@ def test_a_run_folder_study_resumes_and_keeps_its_finished_trials(tmp_path) -> N
     assert len(third.trials) == 5
 
 
+def test_a_resumed_seeded_study_draws_new_parameters_not_its_first_trials_again(tmp_path) -> None:
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    config = TuneConfig(sampler="random", n_trials=3, seed=0, run_dir=tmp_path)
+    tune(lambda t: t.params["x"], space, config)
+    resumed = tune(lambda t: t.params["x"], space, config.model_copy(update={"n_trials": 6}))
+    xs = [t.params["x"] for t in resumed.trials]
+    assert len(set(xs)) == 6  # the seed alone would draw trials 0-2's values for trials 3-5
+    again = tune(lambda t: t.params["x"], space, config.model_copy(update={"n_trials": 6, "run_dir": tmp_path / "b"}))
+    tune(lambda t: t.params["x"], space, config.model_copy(update={"n_trials": 3, "run_dir": tmp_path / "c"}))
+    repeat = tune(lambda t: t.params["x"], space, config.model_copy(update={"n_trials": 6, "run_dir": tmp_path / "c"}))
+    assert [t.params["x"] for t in repeat.trials] == xs  # the same resume history draws the same values
+    assert [t.params["x"] for t in again.trials][:3] == xs[:3]
+
+
 def test_first_trials_run_before_the_sampler_once_across_resumes_and_unknown_values_are_refused(tmp_path) -> None:
     space = {"x": {"type": "float", "low": 0.0, "high": 1.0}, "kind": ["a", "b"]}
     starts = [{"x": 0.25, "kind": "b"}, {"x": 0.75}]  # the second leaves `kind` to the sampler

@@ -69,7 +69,11 @@ def open_storage(url: str | None, config: TuneConfig) -> optuna.storages.BaseSto
 
 
 def open_study(space: SearchSpace | None, config: TuneConfig, directions: list[str]) -> optuna.Study:
-    """Create or load the study named `config.study_name`; refuse one made with another space or directions."""
+    """Create or load the study named `config.study_name`; refuse one made with another space or directions.
+
+    A resumed study's sampler is seeded with `seed` + the trials it holds: still repeatable, and it does not
+    draw the parameters of the study's first trials again (a resumed CLINC150 search repeated two that way).
+    """
     url = storage_url(config)
     storage = open_storage(url, config)
     sampler = create_sampler(config.sampler, seed=config.seed, space=space, **config.sampler_kwargs)
@@ -87,6 +91,9 @@ def open_study(space: SearchSpace | None, config: TuneConfig, directions: list[s
     elif stored != fingerprint:
         raise ConfigError(f"{where} was created with another search space ({stored}); this search has "
                           f"{fingerprint}. Use another study name (or run folder) for a different space")
+    held = len(study.get_trials(deepcopy=False))
+    if held and config.seed is not None:  # the same seed would draw the study's first parameters again
+        study.sampler = create_sampler(config.sampler, seed=config.seed + held, space=space, **config.sampler_kwargs)
     return study
 
 
