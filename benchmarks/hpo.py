@@ -111,7 +111,9 @@ def distill_cells(args: argparse.Namespace, record: dict[str, Any]) -> None:
             n_trials=args.distill_trials, seed=0, progress=False, run_dir=work / "study"))
         best = result.best_trial
         record["rows"].append({"part": "distill", "method": search, **best.params, "val_accuracy": best.value,
-                               "seconds": sum(t.duration.total_seconds() for t in result.trials if t.duration)})
+                               "seconds": sum(t.duration.total_seconds() for t in result.trials if t.duration),
+                               "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
+                                           "value": t.value} for t in result.trials]})
         _report.save(record, args.run)
 
 
@@ -201,6 +203,12 @@ def render(record: dict[str, Any]) -> str:
                       f"training / {sizes[1]} validation queries (class-balanced); the search row's seconds are its "
                       "trials' total.", "",
                   _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"], table)]
+        for row in distill_rows:
+            values = [t["value"] for t in row.get("trials", []) if t["value"] is not None]
+            if values:  # (runs before this record kept only the best trial)
+                lines += ["", f"{row['method']}: {len(values)} complete trial(s) between {100 * min(values):.2f} and "
+                              f"{100 * max(values):.2f} %; {sum(v == max(values) for v in values)} at the best value "
+                              "(every trial's parameters and value are in the raw rows)."]
     return "\n".join(lines)
 
 
