@@ -823,7 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="after each step, re-estimate BatchNorm statistics on the calibration batches")
     p.add_argument("--ignored-layers", nargs="+", default=[], metavar="LAYER", help="modules never pruned")
-    p.add_argument("--round-to", type=_COUNT, default=None, help="kept channels: the nearest multiple of this (a layer may stay whole)")
+    p.add_argument("--round-to", type=_COUNT, default=None,
+                   help="kept channels: the nearest multiple of this (a layer may stay whole)")
     p.add_argument("--max-layer-ratio", type=float, default=1.0, help="no layer loses more than this fraction")
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig fields for fine-tuning")
     p.add_argument("--lr", type=_LR)
