@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, nproc: int, threads: int, out: Path) -> dict[s
     command = [sys.executable, "-m", "cleanai.cli", "train", "--model", args.model, "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", "adam",
                "--lr", str(args.lr), "--seed", "0", "--quiet", "--out", str(out), "--nproc", str(nproc),
-               *subset_options(args)]
+               *subset_options(vars(args))]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                    stdout=subprocess.DEVNULL)
@@ -48,11 +48,10 @@ def run(args: argparse.Namespace, nproc: int, threads: int, out: Path) -> dict[s
             "test_accuracy": json.loads((out / "test_metrics.json").read_text())["accuracy"], "wall_s": wall}
 
 
-def subset_options(args: dict[str, Any] | argparse.Namespace) -> list[str]:
+def subset_options(args: dict[str, Any]) -> list[str]:
     """`--train-samples N --val-samples M` as asked (absent from the records of runs before these options)."""
-    values = args if isinstance(args, dict) else vars(args)
-    return [token for key in ("train_samples", "val_samples") if values.get(key)
-            for token in (f"--{key.replace('_', '-')}", str(values[key]))]
+    return [token for key in ("train_samples", "val_samples") if args.get(key)
+            for token in (f"--{key.replace('_', '-')}", str(args[key]))]
 
 
 def main() -> None:

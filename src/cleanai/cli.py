@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import math
 import sys
@@ -128,7 +127,6 @@ def _loaders(model: Any, splits: Any, batch_size: int, seed: int | None = None) 
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cleanai.data import subset
     from cleanai.io import atomic_dir, check_destination, save_safetensors, write_json
     from cleanai.training import TrainConfig, Trainer, seed_everything
     from cleanai.training.config import check_run
@@ -152,9 +150,7 @@ def _train(args: argparse.Namespace) -> None:
     if config.seed is not None:  # before the model is built: the seed fixes its initial weights too
         seed_everything(config.seed)
     model, splits = _model_and_data(args)
-    if _subsets(args):  # the same seeded samples in every data-parallel process
-        splits = dataclasses.replace(splits, **{k: subset(getattr(splits, k), n, seed=config.seed or 0)
-                                                for k, n in _subsets(args).items()})
+    splits = splits.subsets(_subsets(args), seed=config.seed or 0)
     loaders = _loaders(model, splits, args.batch_size, config.seed)
     check_run(config, model, _first_batch(loaders.val))
     if args.nproc > 1:  # every input is checked here, once, so a bad one is a one-line error, not N tracebacks

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -46,6 +46,11 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    def subsets(self, sizes: Mapping[str, int], seed: int = 0) -> DataSplits:
+        """These splits with the ones `sizes` names ("train", "val", "test") cut to seeded, class-balanced parts
+        (`subset`): the same seed gives the same samples, in every process of a data-parallel run too."""
+        return replace(self, **{name: subset(getattr(self, name), n, seed=seed) for name, n in sizes.items()})
 
     def loaders(self, batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
                 collate_fn: Callable[[list[Any]], Any] | None = None, seed: int = 0) -> Loaders:

@@ -10,7 +10,6 @@ common. `run.json` says, after every step, which steps are done, cached, failed 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, subset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
@@ -134,9 +133,7 @@ class RecipeRun:
     @cached_property
     def splits(self) -> DataSplits:
         data = self.recipe.data
-        splits = load_dataset(data.name, root=data.root, **data.options)
-        parts = {name: subset(getattr(splits, name), n, seed=self.recipe.seed) for name, n in data.subset.items()}
-        return dataclasses.replace(splits, **parts)
+        return load_dataset(data.name, root=data.root, **data.options).subsets(data.subset, seed=self.recipe.seed)
 
     @cached_property
     def base_kwargs(self) -> dict[str, Any]:
