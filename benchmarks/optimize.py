@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from cleanai._platform import channel_multiple
 from cleanai.benchmark import BenchmarkConfig, compare_runners
 from cleanai.data import default_cache_dir, load_dataset
 from cleanai.io import save_safetensors
@@ -66,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--final-epochs", type=int, default=None, help="default 6 (1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="latency threads")
     parser.add_argument("--round-to", type=int, default=None,
-                        help="kept channels the nearest multiple of this (PruneConfig.round_to)")
+                        help="kept channels the nearest multiple of this (PruneConfig.round_to); default: what each "
+                             "candidate's kernels work in on this CPU (cleanai._platform.channel_multiple)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the final comparison")
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per round")
     parser.add_argument("--teacher", type=Path, default=None,
@@ -170,6 +172,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     settings = {k: v for k, v in vars(args).items() if k not in ("run",)}
     results = _report.Resumable(args, args.run, json.loads(json.dumps(settings, default=str)))
+    results.record["channel_multiple"] = {p: channel_multiple(int8=p == "int8") for p in ("fp32", "int8")}
     work = default_cache_dir() / "optimize_bench" / args.run
     work.mkdir(parents=True, exist_ok=True)
     if "cifar" in args.part:
@@ -189,6 +192,16 @@ def _wall_time(record: dict[str, Any]) -> str:
             (f", from the first start to the last end over {len(resumed) + 1} invocations." if resumed else "."))
 
 
+def _multiples(record: dict[str, Any]) -> str:
+    """What pruned layers kept: the run's --round-to, or what `channel_multiple` picked per precision (runs before
+    it existed recorded neither and kept exact counts)."""
+    if record["args"].get("round_to"):
+        return f" Kept channels a multiple of {record['args']['round_to']}."
+    picked = record.get("channel_multiple")
+    return (f" Kept channels a multiple of {picked['fp32']} in fp32 and {picked['int8']} in int8 candidates "
+            "(`channel_multiple` on this CPU)." if picked else "")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -200,7 +213,7 @@ def render(record: dict[str, Any]) -> str:
            f"Budget {args['max_drop']} point(s) on the validation split ({args['val_samples']:,} images); "
            f"{args['trials']} trials per search, {args['train_samples']:,} training images, {args['search_epochs']} "
            f"search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, {args['threads']} "
-           "thread(s)." + (f" Kept channels a multiple of {args['round_to']}." if args.get("round_to") else "")]
+           "thread(s)." + _multiples(record)]
     body = []
     for name in SEARCHES:
         row = rows.get(f"cifar|{name}")

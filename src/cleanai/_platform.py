@@ -29,3 +29,12 @@ def cpu_flags() -> frozenset[str]:
 
 def is_arm() -> bool:
     return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def channel_multiple(int8: bool) -> int:
+    """The channel count ONNX Runtime's CPU kernels work in on this machine, so a pruned layer that keeps a multiple
+    of it wastes no padded lanes: on x86 the int8 GEMM packs output channels in 16s, and fp32 convolutions run in
+    NCHWc blocks of 16 with AVX-512, else 8 (AVX2). Other CPUs: 8, not measured. See benchmarks/channel_multiple.py."""
+    if platform.machine().lower() in ("x86_64", "amd64") and (int8 or "avx512f" in cpu_flags()):
+        return 16
+    return 8

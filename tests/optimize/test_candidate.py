@@ -8,8 +8,9 @@ import optuna
 import pytest
 import yaml
 
+from cleanai.optimize import candidate as candidate_module
 from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space, starting_points
-from cleanai.pruning import LayerSensitivity, SensitivityPoint, SensitivityResult
+from cleanai.pruning import PruneConfig, LayerSensitivity, SensitivityPoint, SensitivityResult
 from cleanai.quantization import QuantConfig
 from cleanai.tuning import SearchSpace
 from cleanai.recipes import load_recipe
@@ -74,6 +75,19 @@ def test_a_candidate_quantizes_with_the_preset_of_this_cpu():
     chosen = candidate.quant_config(OptimizeConfig())
     assert (chosen.mode, chosen.reduce_range, chosen.weight_dtype) == (preset.mode, preset.reduce_range,
                                                                        preset.weight_dtype)
+
+
+def test_a_pruning_candidate_keeps_channels_a_multiple_its_kernels_work_in_unless_round_to_is_set(monkeypatch):
+    monkeypatch.setattr(candidate_module, "channel_multiple", lambda int8: 16 if int8 else 8)
+    scan = _scan({"conv1": 0.05})
+    int8, fp32 = (Candidate(criterion="magnitude", ratio=0.3, scale=0.0, steps=1, kd=False, fold_bn=False,
+                            quant=quant, calibration="minmax") for quant in ("static", "none"))
+    assert int8.prune_config(OptimizeConfig(), scan).round_to == 16
+    assert fp32.prune_config(OptimizeConfig(), scan).round_to == 8
+    exact = OptimizeConfig(prune=PruneConfig(round_to=1))  # a user's own multiple wins
+    assert int8.prune_config(exact, scan).round_to == 1
+    prune_step = int8.recipe_steps(OptimizeConfig(), scan, onnx=True)[0]
+    assert prune_step["type"] == "prune" and prune_step["round_to"] == 16  # the written recipe reruns it alike
 
 
 @pytest.mark.parametrize("max_ratio", [0.6, 0.3, 0.45])

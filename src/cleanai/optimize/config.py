@@ -36,6 +36,8 @@ class OptimizeConfig(BaseModel):
       spreads it over the layers by their sensitivity, 1..`max_steps` iterative steps, fine-tuning with or
       without KD from the original, BatchNorm folding, and ONNX Runtime quantization (`quant_modes`,
       `calibrations`, per-channel or not; up to `max_fp32_layers` layers kept in fp32 when the budget needs it).
+      Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
+      (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
     - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
