@@ -8,7 +8,9 @@ on the validation split. Three searches with the same settings, trial count and 
 Each chosen pipeline is rerun with its final fine-tune (the recipe the search writes), then the original fp32
 torch model and the three final artifacts are timed at batch 1 in interleaved rounds (`compare_runners`,
 `--threads`) and scored on the whole 10,000-image test split. Goals: the combined artifact within budget, at
-most 1/4 of the fp32 torch latency, and faster than both single-technique artifacts.
+most 1/4 of the fp32 torch latency, and faster than both single-technique artifacts. When the combined search
+chose a pruned, statically quantized artifact, its pruned model and the original are then quantized with
+per-channel and with per-tensor scales and timed the same way (not with --quick): what the speed is made of.
 Part `clinc`: the fine-tuned MiniLM teacher of `benchmarks/clinc150.py` (its cache), budget 1.0 point, one
 combined search (head and neuron pruning, KD, dynamic int8); its final artifact next to the hand-built rows of
 benchmarks/results/clinc150/full/rows.json (accuracy with "oos" as a plain class, which is what the search
@@ -41,6 +43,7 @@ from cleanai.io import save_safetensors
 from cleanai.models import TextClassifier, create_model
 from cleanai.optimize import OptimizeConfig, OptimizeResult, optimize
 from cleanai.pruning import PruneConfig, load_pruned
+from cleanai.quantization import QuantConfig, quantize
 from cleanai.recipes import DataSpec, ModelSpec
 from cleanai.runtime import OrtRunner, TorchRunner
 from cleanai.training import TrainConfig
@@ -144,6 +147,30 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         return {"rows": [r.model_dump(mode="json") for r in rows]}
     results.get("cifar|compare", compare)
 
+    def granularity() -> dict[str, Any]:
+        """What the combined artifact's speed is made of when it prunes and quantizes statically: its pruned model
+        and the original, each quantized with per-channel and with per-tensor scales (the same preset and minmax
+        calibration otherwise), timed as the comparison times."""
+        row = results.record["rows"]["cifar|combined"]
+        params = (row["chosen"] or {}).get("params", {})
+        if args.quick:
+            return {"skipped": "not with --quick"}
+        if not (params.get("ratio") and params.get("quant") == "static" and "torch" in row["artifact"]):
+            return {"skipped": "the combined search did not choose a pruned, statically quantized artifact"}
+        splits = load_dataset("cifar10")
+        calib = splits.loaders(batch_size=128, eval_batch_size=256).train
+        models = {"original": create_model(model.name, pretrained="akamaster").eval(),
+                  "combined's pruned model": load_pruned(row["artifact"]["torch"]).eval()}
+        runners = {f"{label}, int8 {'per-channel' if per_channel else 'per-tensor'}": quantize(
+            net, QuantConfig.auto(True, per_channel=per_channel, calibration="minmax"), calib=calib,
+            example_inputs=torch.randn(1, 3, 32, 32), name=label)
+            for label, net in models.items() for per_channel in (True, False)}
+        rows = compare_runners(runners, splits.loaders(batch_size=128, eval_batch_size=256).test,
+                               BenchmarkConfig(batch_size=1, runs=args.runs, threads=args.threads, throughput_runs=0,
+                                               progress=False), repeats=args.repeats, show=True)
+        return {"rows": [r.model_dump(mode="json") for r in rows]}
+    results.get("cifar|granularity", granularity)
+
 
 def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
     teacher_dir = args.teacher or next(iter(sorted((default_cache_dir() / "clinc150").glob("teacher-*/model"))), None)
@@ -236,6 +263,16 @@ def render(record: dict[str, Any]) -> str:
         out += ["", f"ResNet-{args['depth']}, whole test split, median of {args['repeats']} interleaved rounds:", "",
                 _report.table(["artifact", "test acc %", "latency ms p50", "speed-up vs fp32 torch", "size MB",
                                "timing flagged"], table)]
+    granularity = rows.get("cifar|granularity", {})
+    if granularity.get("rows"):
+        measured = granularity["rows"]
+        table = [[r["name"], _pct(r["accuracy"]), f"{r['latency_ms_p50']:.3f}", f"{r['speedup']:.2f}x",
+                  f"{r['macs'] / 1e6:.1f}M", "yes" if r["timing_warning"] else ""] for r in measured]
+        out += ["", "The combined artifact taken apart: its pruned model and the original, each int8 with per-channel "
+                f"and per-tensor scales (static, minmax), whole test split, median of {args['repeats']} interleaved "
+                "rounds; speed-up = median of the per-round ratios to the first row:", "",
+                _report.table(["int8 artifact", "test acc %", "latency ms p50", "speed-up", "MACs", "timing flagged"],
+                              table)]
     clinc_row = rows.get("clinc|combined")
     if clinc_row is not None:
         final, chosen = clinc_row["final"], clinc_row["chosen"] or {}
