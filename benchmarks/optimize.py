@@ -161,8 +161,9 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         calib = splits.loaders(batch_size=128, eval_batch_size=256).train
         models = {"original": create_model(model.name, pretrained="akamaster").eval(),
                   "combined's pruned model": load_pruned(row["artifact"]["torch"]).eval()}
+        preset = {"calibration": "minmax", "calibration_batches": 8}  # as the searches calibrate
         runners = {f"{label}, int8 {'per-channel' if per_channel else 'per-tensor'}": quantize(
-            net, QuantConfig.auto(True, per_channel=per_channel, calibration="minmax"), calib=calib,
+            net, QuantConfig.auto(True, per_channel=per_channel, **preset), calib=calib,
             example_inputs=torch.randn(1, 3, 32, 32), name=label)
             for label, net in models.items() for per_channel in (True, False)}
         rows = compare_runners(runners, splits.loaders(batch_size=128, eval_batch_size=256).test,
