@@ -151,22 +151,22 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         """What the combined artifact's speed is made of when it prunes and quantizes statically: its pruned model
         and the original, each quantized with per-channel and with per-tensor scales (the same preset and minmax
         calibration otherwise), timed as the comparison times."""
-        row = results.record["rows"]["cifar|combined"]
-        params = (row["chosen"] or {}).get("params", {})
         if args.quick:
             return {"skipped": "not with --quick"}
+        row = results.record["rows"]["cifar|combined"]
+        params = (row["chosen"] or {}).get("params", {})
         if not (params.get("ratio") and params.get("quant") == "static" and "torch" in row["artifact"]):
             return {"skipped": "the combined search did not choose a pruned, statically quantized artifact"}
-        splits = load_dataset("cifar10")
-        calib = splits.loaders(batch_size=128, eval_batch_size=256).train
+        loaders = load_dataset("cifar10").loaders(batch_size=128, eval_batch_size=256)
         models = {"original": create_model(model.name, pretrained="akamaster").eval(),
                   "combined's pruned model": load_pruned(row["artifact"]["torch"]).eval()}
         preset = {"calibration": "minmax", "calibration_batches": 8}  # as the searches calibrate
+        example = torch.randn(1, 3, 32, 32)
         runners = {f"{label}, int8 {'per-channel' if per_channel else 'per-tensor'}": quantize(
-            net, QuantConfig.auto(True, per_channel=per_channel, **preset), calib=calib,
-            example_inputs=torch.randn(1, 3, 32, 32), name=label)
+            net, QuantConfig.auto(True, per_channel=per_channel, **preset), calib=loaders.train,
+            example_inputs=example, name=label)
             for label, net in models.items() for per_channel in (True, False)}
-        rows = compare_runners(runners, splits.loaders(batch_size=128, eval_batch_size=256).test,
+        rows = compare_runners(runners, loaders.test,
                                BenchmarkConfig(batch_size=1, runs=args.runs, threads=args.threads, throughput_runs=0,
                                                progress=False), repeats=args.repeats, show=True)
         return {"rows": [r.model_dump(mode="json") for r in rows]}
@@ -200,7 +200,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     settings = {k: v for k, v in vars(args).items() if k not in ("run",)}
     results = _report.Resumable(args, args.run, json.loads(json.dumps(settings, default=str)))
-    results.record["channel_multiple"] = {p: channel_multiple(int8=p == "int8") for p in ("fp32", "int8")}
+    # what the first invocation's searches used: a resume keeps their rows, so it keeps this too
+    results.record.setdefault("channel_multiple", {p: channel_multiple(int8=p == "int8") for p in ("fp32", "int8")})
     work = default_cache_dir() / "optimize_bench" / args.run
     work.mkdir(parents=True, exist_ok=True)
     if "cifar" in args.part:

@@ -10,7 +10,7 @@ import yaml
 
 from cleanai.optimize import candidate as candidate_module
 from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space, starting_points
-from cleanai.pruning import PruneConfig, LayerSensitivity, SensitivityPoint, SensitivityResult
+from cleanai.pruning import LayerSensitivity, PruneConfig, SensitivityPoint, SensitivityResult
 from cleanai.quantization import QuantConfig
 from cleanai.tuning import SearchSpace
 from cleanai.recipes import load_recipe
