@@ -37,11 +37,11 @@ def test_the_repository_recipe_is_the_packaged_one():
     assert DEMO_RECIPE.parent.name == "recipes" and DEMO_RECIPE.parent.parent.name == "cleanai"
 
 
-def test_the_demo_runs_every_criterion_through_the_whole_loop_into_both_reports(demo):
+def test_the_demo_runs_every_criterion_and_the_unpruned_control_through_the_whole_loop_into_both_reports(demo):
     out, _ = demo
     status = read_status(out)
     assert status["recipe_file"] == str(DEMO_RECIPE) and status["finished"] is not None
-    assert sorted(status["variants"]) == sorted(list_criteria())
+    assert sorted(status["variants"]) == sorted([*list_criteria(), "control"])
     for entries in status["variants"].values():
         assert [e["id"] for e in entries] == ["train", "prune", "distill", "export", "quantize"]
         assert {e["status"] for e in entries} <= {"done", "cached"}
@@ -49,11 +49,13 @@ def test_the_demo_runs_every_criterion_through_the_whole_loop_into_both_reports(
     assert recipe["steps"][0]["epochs"] == 4 and recipe["steps"][2]["train"]["epochs"] == 1  # --epochs, a quarter
     assert recipe["threads"] == 1 and recipe["steps"][-1]["threads"] == 1  # --threads: training and timing
     rows = load_rows(out / status["benchmark"]["folder"] / "results.json")
-    assert len(rows) == 1 + 3 * len(list_criteria())  # the baseline; per criterion torch, ONNX and int8
+    assert len(rows) == 1 + 3 * (len(list_criteria()) + 1)  # the baseline; per variant torch, ONNX and int8
     assert all(r.eval_samples == 359 and r.threads == 1 for r in rows) and rows[0].accuracy > 0.8
-    pruned = [r for r in rows[1:] if r.name.endswith((" (torch)", " export"))]
+    pruned = [r for r in rows[1:] if r.name.endswith((" (torch)", " export")) and not r.name.startswith("control")]
     assert len(pruned) == 2 * len(list_criteria())
     assert all(r.macs < 0.6 * rows[0].macs for r in pruned)  # 30 % of the channels: about half the MACs
+    control = [r for r in rows if r.name.startswith("control")]
+    assert len(control) == 3 and all(r.macs == rows[0].macs for r in control)  # nothing removed
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     assert "<img" in (out / "report.html").read_text()
 
@@ -66,8 +68,8 @@ def test_the_demo_ends_with_a_table_of_every_variant_in_100_columns_and_the_repo
     start = next(i for i, line in enumerate(lines) if line.strip().startswith("CleanAI benchmark (baseline: "))
     table = lines[start:-3]
     assert max(len(line) for line in table) <= 100
-    for criterion in list_criteria():
-        assert any(line.startswith(f"│ {criterion} quantize ") for line in table)
+    for variant in [*list_criteria(), "control"]:
+        assert any(line.startswith(f"│ {variant} quantize ") for line in table)
 
 
 def test_a_rerun_resumes_and_overwrite_starts_afresh(demo):
