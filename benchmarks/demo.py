@@ -1,6 +1,6 @@
 """The demo's numbers: `cleanai demo` (the recipe digits_demo.yaml: small CNN on digits -> pruned 30 % by every
-criterion -> distilled from the unpruned model -> ONNX -> int8 in ONNX Runtime, every variant timed by
-`compare_runners`), with its rows and its wall time kept for BENCHMARKS.md.
+criterion, and an unpruned control -> distilled from the unpruned model -> ONNX -> int8 in ONNX Runtime, every
+variant timed by `compare_runners`), with its rows and its wall time kept for BENCHMARKS.md.
 
 Runs `cleanai.demo.run_demo` (what `cleanai demo` runs) into a new temporary folder (no step cached) and
 writes the benchmark rows and the run's wall time (the recipe run and its reports; not the interpreter's

@@ -2,7 +2,8 @@
 
 Part `cifar`: the akamaster CIFAR ResNet-`--depth` (pretrained, $CLEANAI_MODELS). Part `text`: the
 TextClassifier folder given by `--text-model` (MiniLM fine-tuned on CLINC150), timed through
-TextClassifierRunner (tokenising included) on the query "What is the pin number for my account?".
+TextClassifierRunner (tokenising included): batch 1 on the query "What is the pin number for my account?", larger
+batches on the first test queries.
 Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32, ONNX Runtime fp32 and int8,
 OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by both routes, CleanAI's
 QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`), in place of the one `"auto"` would take, the two
@@ -67,8 +68,9 @@ def variants(model: nn.Module, calib: list[Any], example: Any, quant: QuantConfi
 
 
 def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any, test: DataLoader,
-                 timing: DataLoader, batches: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    """Accuracy, size and parity of every variant, then the interleaved latency cells."""
+                 timing: dict[int, DataLoader], args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy, size and parity of every variant, then the interleaved latency cells (`timing`: batch size -> the
+    data its calls take), ordered by threads, then batch."""
     probe = make_probe(model, [probe_inputs], True, "the first test batch", "runtimes")
     rows = {}
     for name, runner in runners.items():
@@ -78,7 +80,10 @@ def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any
         rows[name] = {**benchmark(runner, test, name=name, config=config).model_dump(mode="json"),
                       "parity_sqnr_db": check.sqnr_db, "parity_top1": check.top1_agreement}
         print(f"  {name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['precision']}", flush=True)
-    return {"rows": rows, "cells": _report.latency_cells(runners, timing, batches, args, BASELINE)}
+    cells = {key: row for batch, data in timing.items()
+             for key, row in _report.latency_cells(runners, data, [batch], args, BASELINE).items()}
+    order = sorted(cells, key=lambda key: tuple(int(part[1:]) for part in key.split()))  # "t<threads> b<batch>"
+    return {"rows": rows, "cells": {key: cells[key] for key in order}}
 
 
 def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
@@ -128,7 +133,8 @@ def run_cifar(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="runtimes-") as work:
         runners, skipped = variants(model, calib, calib[0][0][:2], quant, Path(work))
         first = next(iter(test))[0]
-        result = measure_part(runners, model, first, test, DataLoader(test.dataset, batch_size=64), args.batches, args)
+        timing = DataLoader(test.dataset, batch_size=max(args.batches))
+        result = measure_part(runners, model, first, test, dict.fromkeys(args.batches, timing), args)
     return {"source": f"akamaster ResNet-{args.depth}; int8 = {quant.describe()} calibrated on {args.calib_batches} x "
                       f"{args.calib_batch_size} validation images", **result, "skipped": skipped}
 
@@ -151,7 +157,9 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
         test = DataLoader(subset(splits.test, args.text_images or None), batch_size=64, collate_fn=raw_text_collate)
         query = DataLoader(TextDataset([QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
         first = collate([(t, 0) for t in next(iter(test))[0]])[0]
-        result = measure_part(runners, model, first, test, query, [1], args)
+        queries = DataLoader(test.dataset, batch_size=max(args.batches), collate_fn=raw_text_collate)
+        result = measure_part(runners, model, first, test, {b: query if b == 1 else queries for b in args.batches},
+                              args)
     return {"source": f"{args.text_model}; ORT int8 = {quant.describe()}", **result, "skipped": skipped}
 
 
@@ -165,7 +173,7 @@ def main() -> None:
     parser.add_argument("--calib-batches", type=int, default=8)
     parser.add_argument("--calib-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64], help="CIFAR batch sizes timed")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64], help="batch sizes timed")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=30, help="timed batch-1 calls per cell and round")
     parser.add_argument("--runs-64", type=int, default=5, help="timed calls per cell and round at larger batches")
