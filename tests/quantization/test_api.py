@@ -6,7 +6,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from torch import nn
@@ -108,6 +110,20 @@ def test_ort_static_on_tiny_bert_with_chosen_op_types(tiny_bert: nn.Module, bert
     kinds = ops(runner, tmp_path)
     assert "QuantizeLinear" in kinds and "MatMulInteger" not in kinds
     inputs = bert_calib[1][0]
+    assert sqnr_db(tiny_bert(**inputs), runner(inputs)) > 10
+
+
+def test_ort_static_on_tiny_bert_keeps_the_attention_mask_in_fp32(tiny_bert: nn.Module, bert_calib: list,
+                                                                 tmp_path: Path, sqnr_db: Callable) -> None:
+    """Padded batches give the mask tensors a calibrated range down to -inf: quantizing them gave NaN scales (and
+    the CLINC150 MiniLM 18 % accuracy); their nodes stay in fp32, every scale in the graph is finite."""
+    runner = quantize(tiny_bert, QuantConfig.avx2(), calib=bert_calib)
+    graph = onnx.load(str(runner.save(tmp_path))).graph
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(np.isfinite(scales[n.input[1]]).all() for n in qdq if n.input[1] in scales)
+    inputs = bert_calib[0][0]
+    assert bool((inputs["attention_mask"] == 0).any())  # the batch is padded: the mask is in play
     assert sqnr_db(tiny_bert(**inputs), runner(inputs)) > 10
 
 

@@ -3,6 +3,9 @@
 Static: `quantize_static` in QDQ format (the format ONNX Runtime's CPU kernels are fast on) with
 ranges calibrated on the `calib` batches; the ranges of each calibration method are cached in the
 work directory, so trying other granularities or keeping layers in fp32 does not calibrate again.
+A tensor whose calibrated range is not finite (an attention mask's -inf, or float32's minimum standing in for
+it) has no 8-bit scale: the nodes that read or write it stay in fp32 (logged), or a transformer's int8 graph
+would compute NaN scores.
 Dynamic: `quantize_dynamic` (int8 weights, activations quantized per batch at run time), after
 Gemm nodes are rewritten as MatMul + Add, since ONNX Runtime's dynamic quantizer skips Gemm.
 """
@@ -31,6 +34,8 @@ from cleanai.quantization.config import QuantConfig, QuantizationError
 # Operators that carry weights and are worth keeping in fp32 one by one (the accuracy search's candidates).
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "Attention", "Gather")
 _CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_MASK_LIMIT = 1e30  # a calibrated bound beyond this is a mask constant (-inf, float32's minimum), not data
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -49,6 +54,17 @@ def _quiet_ort_quantization() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
+
+
+def _unbounded_nodes(graph_path: Path, cache: Path) -> list[str]:
+    """Nodes of the graph that read or write a tensor whose range in the calibration `cache` is not finite."""
+    import onnx
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = load_tensors_data(cache)
+    unbounded = {name for name in ranges
+                 if not (np.abs(np.asarray(ranges[name].range_value, dtype=np.float64)) < _MASK_LIMIT).all()}
+    return [n.name for n in onnx.load(str(graph_path)).graph.node if unbounded & {*n.input, *n.output}]
 
 
 def _reader(feeds: list[dict[str, np.ndarray]]) -> Any:
@@ -157,16 +173,25 @@ class OrtQuantizer:
         ops = sorted(config.op_types) if config.op_types is not None else None
         key = f"{method}{config.percentile:g}" if method == "percentile" else method
         cache = self.workdir / f"calibration-{key}-{'-'.join(ops) if ops else 'all'}.json"
-        reader = _reader(self.feeds)
-        with _quiet_ort_quantization():
-            quantize_static(
-                str(self.prepared_path), str(out), reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=ops, per_channel=config.per_channel,
-                reduce_range=config.reduce_range, activation_type=_qtype(config.activation_dtype),
-                weight_type=_qtype(config.weight_dtype), nodes_to_exclude=list(config.nodes_to_exclude),
-                calibrate_method=getattr(CalibrationMethod, _CALIBRATION[method]), extra_options=extra,
-                calibration_cache_path=str(cache),
-            )
+
+        def run(exclude: list[str]) -> None:  # the second run reads the cached ranges: no calibration
+            # ONNX Runtime computes a scale for every calibrated tensor, also those of unbounded ranges
+            with _quiet_ort_quantization(), np.errstate(invalid="ignore", divide="ignore"):
+                quantize_static(
+                    str(self.prepared_path), str(out), _reader(self.feeds), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=ops, per_channel=config.per_channel,
+                    reduce_range=config.reduce_range, activation_type=_qtype(config.activation_dtype),
+                    weight_type=_qtype(config.weight_dtype), nodes_to_exclude=exclude,
+                    calibrate_method=getattr(CalibrationMethod, _CALIBRATION[method]), extra_options=extra,
+                    calibration_cache_path=str(cache),
+                )
+
+        run(list(config.nodes_to_exclude))
+        masked = [n for n in _unbounded_nodes(self.prepared_path, cache) if n not in config.nodes_to_exclude]
+        if masked:
+            log.info("%s: %d node(s) kept in fp32, their tensors' calibrated range is not finite (masks): %s",
+                     self.name, len(masked), ", ".join(masked))
+            run([*config.nodes_to_exclude, *masked])
 
     def _dynamic(self, config: QuantConfig, out: Path) -> None:
         import onnx

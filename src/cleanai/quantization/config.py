@@ -66,8 +66,8 @@ class QuantConfig(BaseModel):
       backend does (same calibration, granularity and fp32 fallback options) and OpenVINO runs the QDQ
       graph in int8; `nncf` quantizes the fp32 graph with OpenVINO's NNCF (`nncf.quantize`, its own
       calibration; `nodes_to_exclude` and `reduce_range`, as NNCF's overflow fix, apply). `auto` (the
-      default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: the
-      QDQ route broke the CLINC150 MiniLM), `qdq` otherwise or when the config sets what NNCF fixes.
+      default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: NNCF's
+      transformer scheme), `qdq` otherwise or when the config sets what NNCF fixes.
     - `torch_api` (torch dynamic): `legacy` is `torch.ao.quantization.quantize_dynamic` (fbgemm
       kernels, fast on CPU, deprecated by torch), `torchao` is
       `quantize_(Int8DynamicActivationInt8WeightConfig())`, which needs int8 matmul hardware (VNNI,
