@@ -46,18 +46,31 @@ def main() -> None:
     print(render(record))
 
 
+CONTROL = "control"  # the variant name of a recipe's unpruned model given the same extra training
+
+
 def variants_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The variants as BENCHMARKS.md shows a recipe's (or the demo's) rows, then the harness's timing flags."""
+    """The variants as BENCHMARKS.md shows a recipe's (or the demo's) rows, then the harness's timing flags. With a
+    `control` variant, each row's accuracy is also given against the control's row of the same artifact kind
+    (`<variant> (torch)` against `control (torch)`, `<variant> export` against `control export`, ...)."""
     def flag(r: dict[str, Any]) -> str:
         return " !" if r["timing_warning"] else ""
 
+    by_name = {r["name"]: r for r in rows}
+
+    def versus_control(r: dict[str, Any]) -> str:
+        variant, _, kind = r["name"].partition(" ")
+        control = by_name.get(f"{CONTROL} {kind}")
+        return "-" if control is None or variant == CONTROL else f"{100 * (r['accuracy'] - control['accuracy']):+.2f}"
+
+    controlled = any(r["name"].startswith(f"{CONTROL} ") for r in rows)
     table = _report.table(
-        ["variant", "acc %", "size MB", "p50 ms (batch 1)", "CPU ms (batch 1)", "speed-up",
-         f"samples/s (batch {rows[0]['throughput_batch_size']})", "params", "MACs"],
-        [[r["name"], f"{100 * r['accuracy']:.2f}", f"{r['size_mb']:.3f}", f"{r['latency_ms_p50']:.3f}{flag(r)}",
-          f"{r['latency_cpu_ms_p50']:.3f}", f"{r['speedup']:.2f}x{flag(r) or flag(rows[0])}",
-          f"{r['throughput']:,.0f}" if r["throughput"] else "-", f"{r['params']:,}",
-          f"{r['macs']:,}" if r["macs"] else "-"] for r in rows])
+        ["variant", "acc %", *(["vs control pp"] if controlled else []), "size MB", "p50 ms (batch 1)",
+         "CPU ms (batch 1)", "speed-up", f"samples/s (batch {rows[0]['throughput_batch_size']})", "params", "MACs"],
+        [[r["name"], f"{100 * r['accuracy']:.2f}", *([versus_control(r)] if controlled else []), f"{r['size_mb']:.3f}",
+          f"{r['latency_ms_p50']:.3f}{flag(r)}", f"{r['latency_cpu_ms_p50']:.3f}",
+          f"{r['speedup']:.2f}x{flag(r) or flag(rows[0])}", f"{r['throughput']:,.0f}" if r["throughput"] else "-",
+          f"{r['params']:,}", f"{r['macs']:,}" if r["macs"] else "-"] for r in rows])
     warnings = [f"- {r['name']}: {r['timing_warning']}" for r in rows if r["timing_warning"]]
     return [table, *(["", "Timing flagged by the harness:", "", *warnings] if warnings else [])]
 
