@@ -8,7 +8,8 @@ Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32, 
 OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by both routes, CleanAI's
 QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`), in place of the one `"auto"` would take, the two
 calibrated on the same `--calib-batches` shuffled validation batches (`QuantConfig.auto()`; the text
-part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and OpenVINO statically).
+part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and statically as a row of its
+own, and OpenVINO statically).
 Accuracy: once per variant on a seeded, class-balanced `--images` / `--text-images` subset of the test
 split (the whole split when 0); parity: SQNR and top-1 agreement of each variant's logits against the
 torch model's on the first test batch. Latency: p50 of `--runs` calls at batch 1 (`--runs-64` at batch
@@ -152,7 +153,12 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
     quant = QuantConfig.auto(is_static=False)
     print(f"\n## {args.text_model} on CLINC150; ORT int8 = {quant.describe()}, OpenVINO int8 static", flush=True)
     with tempfile.TemporaryDirectory(prefix="runtimes-") as work:
-        inner, skipped = variants(model, calib, example, quant, Path(work))
+        built, skipped = variants(model, calib, example, quant, Path(work))
+        inner = {}
+        for name, runner in built.items():
+            inner[name] = runner
+            if name == "onnxruntime int8":  # static beside dynamic: the QDQ graph OpenVINO's qdq route reads too
+                inner["onnxruntime int8 static"] = quantize(model, QuantConfig.auto(), calib=calib, example_inputs=example)
         runners = {name: TextClassifierRunner(model.tokenizer, r, max_length=64, name=name) for name, r in inner.items()}
         test = DataLoader(subset(splits.test, args.text_images or None), batch_size=64, collate_fn=raw_text_collate)
         query = DataLoader(TextDataset([QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
