@@ -158,7 +158,8 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
         for name, runner in built.items():
             inner[name] = runner
             if name == "onnxruntime int8":  # static beside dynamic: the QDQ graph OpenVINO's qdq route reads too
-                inner["onnxruntime int8 static"] = quantize(model, QuantConfig.auto(), calib=calib, example_inputs=example)
+                inner["onnxruntime int8 static"] = quantize(model, QuantConfig.auto(), calib=calib,
+                                                            example_inputs=example)
         runners = {name: TextClassifierRunner(model.tokenizer, r, max_length=64, name=name) for name, r in inner.items()}
         test = DataLoader(subset(splits.test, args.text_images or None), batch_size=64, collate_fn=raw_text_collate)
         query = DataLoader(TextDataset([QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
