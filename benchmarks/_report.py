@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -52,13 +52,15 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
 def latency_cells(runners: dict[str, Runner], data: Any, batches: Sequence[int], args: argparse.Namespace,
                   baseline: str) -> dict[str, dict[str, Any]]:
     """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x `batches`) timed by `compare_runners`
-    against `baseline`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds."""
+    against `baseline`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds.
+    `data`: what every cell's calls take, or a mapping of batch size -> what that batch's cells take."""
     cells = {}
     for threads in args.threads:
         for batch in batches:
+            source = data[batch] if isinstance(data, Mapping) else data
             config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
                                      throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-            rows = compare_runners(runners, data, config, repeats=args.repeats, baseline=baseline, show=False)
+            rows = compare_runners(runners, source, config, repeats=args.repeats, baseline=baseline, show=False)
             cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
     return cells
 

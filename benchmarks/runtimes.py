@@ -71,7 +71,7 @@ def variants(model: nn.Module, calib: list[Any], example: Any, quant: QuantConfi
 def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any, test: DataLoader,
                  timing: dict[int, DataLoader], args: argparse.Namespace) -> dict[str, Any]:
     """Accuracy, size and parity of every variant, then the interleaved latency cells (`timing`: batch size -> the
-    data its calls take), ordered by threads, then batch."""
+    data its calls take)."""
     probe = make_probe(model, [probe_inputs], True, "the first test batch", "runtimes")
     rows = {}
     for name, runner in runners.items():
@@ -81,10 +81,7 @@ def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any
         rows[name] = {**benchmark(runner, test, name=name, config=config).model_dump(mode="json"),
                       "parity_sqnr_db": check.sqnr_db, "parity_top1": check.top1_agreement}
         print(f"  {name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['precision']}", flush=True)
-    cells = {key: row for batch, data in timing.items()
-             for key, row in _report.latency_cells(runners, data, [batch], args, BASELINE).items()}
-    order = sorted(cells, key=lambda key: tuple(int(part[1:]) for part in key.split()))  # "t<threads> b<batch>"
-    return {"rows": rows, "cells": {key: cells[key] for key in order}}
+    return {"rows": rows, "cells": _report.latency_cells(runners, timing, list(timing), args, BASELINE)}
 
 
 def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:

@@ -22,6 +22,8 @@ from cleanai.recipes import read_status
 
 import _report  # benchmarks/_report.py: scripts run from this folder
 
+CONTROL = "control"  # the variant name of a recipe's unpruned model given the same extra training
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,9 +48,6 @@ def main() -> None:
     print(render(record))
 
 
-CONTROL = "control"  # the variant name of a recipe's unpruned model given the same extra training
-
-
 def variants_table(rows: list[dict[str, Any]]) -> list[str]:
     """The variants as BENCHMARKS.md shows a recipe's (or the demo's) rows, then the harness's timing flags. With a
     `control` variant, each row's accuracy is also given against the control's row of the same artifact kind
@@ -63,7 +62,7 @@ def variants_table(rows: list[dict[str, Any]]) -> list[str]:
         control = by_name.get(f"{CONTROL} {kind}")
         return "-" if control is None or variant == CONTROL else f"{100 * (r['accuracy'] - control['accuracy']):+.2f}"
 
-    controlled = any(r["name"].startswith(f"{CONTROL} ") for r in rows)
+    controlled = any(name.startswith(f"{CONTROL} ") for name in by_name)
     table = _report.table(
         ["variant", "acc %", *(["vs control pp"] if controlled else []), "size MB", "p50 ms (batch 1)",
          "CPU ms (batch 1)", "speed-up", f"samples/s (batch {rows[0]['throughput_batch_size']})", "params", "MACs"],

@@ -64,6 +64,8 @@ def _unbounded_nodes(graph_path: Path, cache: Path) -> list[str]:
     ranges = load_tensors_data(cache)
     unbounded = {name for name in ranges
                  if not (np.abs(np.asarray(ranges[name].range_value, dtype=np.float64)) < _MASK_LIMIT).all()}
+    if not unbounded:  # the usual case (no masks): no need to read the graph
+        return []
     return [n.name for n in onnx.load(str(graph_path)).graph.node if unbounded & {*n.input, *n.output}]
 
 
@@ -174,7 +176,7 @@ class OrtQuantizer:
         key = f"{method}{config.percentile:g}" if method == "percentile" else method
         cache = self.workdir / f"calibration-{key}-{'-'.join(ops) if ops else 'all'}.json"
 
-        def run(exclude: list[str]) -> None:  # the second run reads the cached ranges: no calibration
+        def run(exclude: list[str]) -> None:  # with the cache present, no calibration
             # ONNX Runtime computes a scale for every calibrated tensor, also those of unbounded ranges
             with _quiet_ort_quantization(), np.errstate(invalid="ignore", divide="ignore"):
                 quantize_static(
@@ -186,11 +188,14 @@ class OrtQuantizer:
                     calibration_cache_path=str(cache),
                 )
 
-        run(list(config.nodes_to_exclude))
+        calibrating = not cache.is_file()  # a later build reads the cached ranges: its masked nodes are known
+        if calibrating:
+            run(list(config.nodes_to_exclude))
         masked = [n for n in _unbounded_nodes(self.prepared_path, cache) if n not in config.nodes_to_exclude]
         if masked:
             log.info("%s: %d node(s) kept in fp32, their tensors' calibrated range is not finite (masks): %s",
                      self.name, len(masked), ", ".join(masked))
+        if masked or not calibrating:
             run([*config.nodes_to_exclude, *masked])
 
     def _dynamic(self, config: QuantConfig, out: Path) -> None:
