@@ -35,12 +35,13 @@ def choice(digits_cnn):
 
 
 def test_auto_builds_every_runtime_and_picks_the_fastest_that_passes_parity(choice):
+    bf16 = ["openvino bf16"] if any(f in openvino_runner.cpu_flags() for f in openvino_runner.BF16_FLAGS) else []
     names = [r.name for r in choice.rows]
-    assert names == ["torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino int8"]
+    assert names == ["torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", *bf16, "openvino int8"]
     assert all(choice.passed.values())
     fastest = min(choice.rows, key=lambda r: r.latency_ms_p50)
     assert choice.chosen is fastest and choice.runner.name == fastest.name
-    assert {r.precision for r in choice.rows if r.backend == "openvino"} == {"f32", "int8"}
+    assert {r.precision for r in choice.rows if r.backend == "openvino"} == {"f32", "int8", *(["bf16"] if bf16 else [])}
     assert all(r.batch_size == 16 and r.threads == 1 and r.rounds == 3 for r in choice.rows)
     assert all(r.latency_spread is not None and r.latency_spread >= 0 for r in choice.rows)
     table = choice.table()

@@ -41,12 +41,17 @@ def test_other_calibrations_are_tried_before_keeping_layers_in_fp32(digits: tupl
 
 def test_sensitive_layers_fall_back_to_fp32_until_the_budget_holds(digits: tuple) -> None:
     model, loaders = digits
-    result = quantize_with_accuracy_budget(model, CLIPPED, calib_batches(loaders), loaders.val, max_drop=0.1,
-                                           calibrations=("percentile",), granularities=(True,))
+    calib, search = calib_batches(loaders), dict(calibrations=("percentile",), granularities=(True,))
+    # The drops depend on the CPU's kernels (the trained weights differ in the last bits), so the budget is
+    # the best fallback's drop, read from a search on the same batches that cannot meet a budget of 0.
+    probe = quantize_with_accuracy_budget(model, CLIPPED, calib, loaders.val, max_drop=0.0, **search)
+    budget = min(a.drop for a in probe.attempts if a.step == "fp32 fallback")
+    assert budget < probe.attempts[0].drop  # keeping layers in fp32 helps, else this test shows nothing
+    result = quantize_with_accuracy_budget(model, CLIPPED, calib, loaders.val, max_drop=budget, **search)
     assert result.met
     chosen = result.chosen
-    assert chosen is result.attempts[-1] and chosen.step == "fp32 fallback" and chosen.drop <= 0.1
-    assert all(not a.meets_budget and a.drop > 0.1 for a in result.attempts[:-1])
+    assert chosen is result.attempts[-1] and chosen.step == "fp32 fallback" and chosen.drop <= budget
+    assert all(not a.meets_budget and a.drop > budget for a in result.attempts[:-1])
     ranked = [name for name, _ in result.sensitivity]
     assert len(ranked) == 4 and all(name.endswith(("Conv", "Gemm")) for name in ranked)
     assert chosen.fp32_layers == ranked[:len(chosen.fp32_layers)]  # most sensitive first, one more per attempt

@@ -5,8 +5,8 @@
     runner.save("out/")                                                      # out/<name>.xml + out/<name>.bin
     OpenVinoRunner("out/<name>.xml").precision                               # what the compiled model executes
 
-`precision` is what the compiled model runs, read back from it: `int8` when its convolutions and
-matrix products run on u8/i8 kernels (a QDQ graph), else its inference precision (`f32`, `bf16`).
+`precision` is what the compiled model runs, read back from the precisions of its convolutions and
+matrix products: `int8` when they run on u8/i8 kernels (a QDQ graph), else `bf16` or `f32`.
 bf16 is refused on a CPU without AVX512-BF16 or AMX-BF16, where OpenVINO would quietly run f32.
 The `openvino` package is imported only when a runner is built: without it, building one raises
 `OpenVinoUnavailableError` naming the package, and everything else in CleanAI works.
@@ -199,17 +199,14 @@ class OpenVinoRunner:
         except Exception as exc:  # noqa: BLE001
             raise _read_error(exc, f"runner {self.name!r}") from exc
         self._request = self._compiled.create_infer_request()
-        self.precision = self._executed_precision(hints)
+        self.precision = self._executed_precision()
 
-    def _executed_precision(self, hints: Any) -> str:
-        """`int8` when the compiled model's compute operations run on u8/i8, else its inference precision."""
-        for op in self._compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if str(info["layerType"].astype(str)) in _COMPUTE_OPS and \
-                    str(info["runtimePrecision"].astype(str)).lower() in ("u8", "i8"):
-                return "int8"
-        return str(self._compiled.get_property(hints.inference_precision).to_dtype()).replace("float32", "f32") \
-            .replace("bfloat16", "bf16")
+    def _executed_precision(self) -> str:
+        """What the compiled model's compute operations run on: `int8` (u8/i8 kernels), `bf16` or `f32`."""
+        kinds = {str(info["runtimePrecision"].astype(str)).lower()
+                 for info in (op.get_rt_info() for op in self._compiled.get_runtime_model().get_ordered_ops())
+                 if str(info["layerType"].astype(str)) in _COMPUTE_OPS}
+        return "int8" if kinds & {"u8", "i8"} else "bf16" if "bf16" in kinds else "f32"
 
     @property
     def provider(self) -> str:
