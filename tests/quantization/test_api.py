@@ -24,6 +24,7 @@ from cleanai.quantization import (
     QuantizationError,
     quantize,
 )
+from cleanai.quantization.api import make_quantizer
 
 
 def ops(runner: OrtRunner, tmp_path: Path) -> list[str]:
@@ -60,6 +61,19 @@ def test_ort_static_is_qdq_per_channel_smaller_and_close(tiny_cnn: nn.Module, cn
     assert size < fp32_onnx_bytes(tiny_cnn, cnn_calib[0][0], tmp_path) / 2.5
     x = torch.randn(5, 1, 8, 8)  # another batch size: the batch axis is dynamic
     assert sqnr_db(tiny_cnn(x), runner(x)) > 25
+
+
+def test_ort_ranges_cached_by_a_build_with_excluded_layers_serve_a_build_without(
+        tiny_cnn: nn.Module, cnn_calib: list, tmp_path: Path) -> None:
+    """ONNX Runtime calibrates every tensor of the quantized op types, whatever nodes are excluded, so one
+    cache serves every fp32-fallback variant (the cache key leaves `nodes_to_exclude` out on purpose)."""
+    config = QuantConfig.avx2(ort_optimization="disable")
+    cached = make_quantizer(tiny_cnn, config, cnn_calib, None, tmp_path / "cached")
+    first = cached.candidates(config)[0]
+    cached.build(config.model_copy(update={"nodes_to_exclude": [first]}))  # calibrates, writes the cache
+    fresh = make_quantizer(tiny_cnn, config, cnn_calib, None, tmp_path / "fresh")
+    x = torch.randn(6, 1, 8, 8)
+    assert torch.equal(cached.build(config)(x), fresh.build(config)(x))
 
 
 def test_ort_ships_the_graph_optimised_offline_smaller_with_the_same_outputs(
