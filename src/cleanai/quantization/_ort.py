@@ -174,6 +174,7 @@ class OrtQuantizer:
             extra["CalibPercentile"] = config.percentile
         ops = sorted(config.op_types) if config.op_types is not None else None
         key = f"{method}{config.percentile:g}" if method == "percentile" else method
+        # ONNX Runtime calibrates every tensor of the op types, excluded nodes or not: one cache serves all fallbacks
         cache = self.workdir / f"calibration-{key}-{'-'.join(ops) if ops else 'all'}.json"
 
         def run(exclude: list[str]) -> None:  # with the cache present, no calibration
