@@ -4,8 +4,8 @@ Part `cifar`: the akamaster CIFAR ResNet-`--depth` (pretrained, $CLEANAI_MODELS)
 TextClassifier folder given by `--text-model` (MiniLM fine-tuned on CLINC150), timed through
 TextClassifierRunner (tokenising included): batch 1 on the query "What is the pin number for my account?", larger
 batches on the first test queries.
-Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32, ONNX Runtime fp32 and int8,
-OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by both routes, CleanAI's
+Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32 eager and `torch.compile`, ONNX
+Runtime fp32 and int8, OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by both routes, CleanAI's
 QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`), in place of the one `"auto"` would take, the two
 calibrated on the same `--calib-batches` shuffled validation batches (`QuantConfig.auto()`; the text
 part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and statically as a row of its

@@ -37,7 +37,8 @@ def choice(digits_cnn):
 def test_auto_builds_every_runtime_and_picks_the_fastest_that_passes_parity(choice):
     bf16 = ["openvino bf16"] if any(f in openvino_runner.cpu_flags() for f in openvino_runner.BF16_FLAGS) else []
     names = [r.name for r in choice.rows]
-    assert names == ["torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", *bf16, "openvino int8"]
+    assert names == ["torch fp32", "torch compile", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", *bf16,
+                     "openvino int8"]
     assert all(choice.passed.values())
     fastest = min(choice.rows, key=lambda r: r.latency_ms_p50)
     assert choice.chosen is fastest and choice.runner.name == fastest.name
@@ -70,7 +71,7 @@ def test_without_openvino_the_other_runtimes_are_still_chosen_from(digits_cnn, m
     monkeypatch.setattr(openvino_runner, "PACKAGE", "openvino_not_installed_here")
     found = choose_runtime(model, loaders.test, loaders.train, config=TIMING,
                            quant=QuantConfig.auto(calibration_batches=4), repeats=1)
-    assert [r.backend for r in found.rows] == ["torch", "onnxruntime", "onnxruntime"]
+    assert [r.backend for r in found.rows] == ["torch", "torch", "onnxruntime", "onnxruntime"]
     assert all("'openvino_not_installed_here' package" in found.skipped[n]
                for n in ("openvino fp32", "openvino int8"))
 

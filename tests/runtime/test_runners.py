@@ -13,6 +13,7 @@ from torch import nn
 from cleanai.errors import CleanAIError
 from cleanai.export import ExportError
 from cleanai.runtime import (
+    CompileError,
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -57,6 +58,36 @@ def test_torch_runner_saves_safetensors_of_the_state_dict(cnn, tmp_path):
     loaded = load_file(path)
     assert loaded.keys() == cnn.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in cnn.state_dict().items())
+
+
+def test_compiled_torch_runner_matches_eager_follows_threads_and_saves_the_same_weights(cnn, cnn_data, tmp_path):
+    from safetensors.torch import load_file
+
+    x = cnn_data.tensors[0]
+    runner = TorchRunner(cnn, name="compiled", compile=True)
+    assert runner.provider == "inductor" and TorchRunner(cnn).provider is None
+    assert torch.allclose(runner(x), TorchRunner(cnn)(x), atol=1e-5)
+    before = torch.get_num_threads()
+    try:
+        runner.set_threads(1)
+        assert torch.allclose(runner(x[:7]), TorchRunner(cnn)(x[:7]), atol=1e-5)  # another batch size, one thread
+    finally:
+        torch.set_num_threads(before)
+    assert load_file(runner.save(tmp_path)).keys() == cnn.state_dict().keys()  # the module's weights, no wrapper
+
+
+def test_a_model_inductor_cannot_compile_is_named_with_what_to_do(cnn, cnn_data):
+    from torch._inductor import config as inductor
+
+    torch._dynamo.reset()  # compiled code of other tests would be reused without compiling
+    try:
+        with inductor.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # a machine without a C++ compiler
+            runner = TorchRunner(cnn, name="compiled", compile=True)
+            with pytest.raises(CompileError, match=r"runner 'compiled': torch.compile \(inductor\) failed: "
+                                                   r"InvalidCxxCompiler.*C\+\+ compiler.*eagerly"):
+                runner(cnn_data.tensors[0])
+    finally:
+        torch._dynamo.reset()
 
 
 def test_torch_runner_saves_a_dynamically_quantized_model_with_torch_save(tmp_path):

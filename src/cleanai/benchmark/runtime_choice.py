@@ -8,9 +8,10 @@ so it is measured on the machine at hand, never assumed:
     choice.runner          # the fastest candidate whose outputs passed the parity check
     print(choice.table())  # every candidate: parity, latency, run-to-run noise, and why it was (not) chosen
 
-Candidates: torch eager fp32, ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 (only on a CPU with
-AVX512-BF16 or AMX-BF16) and int8; one that cannot be built (no OpenVINO, an operator a runtime lacks,
-quantization refused) is listed with the reason and the others remain. Each is checked against the
+Candidates: torch eager fp32 and `torch.compile` (inductor), ONNX Runtime fp32 and int8, OpenVINO fp32,
+bf16 (only on a CPU with AVX512-BF16 or AMX-BF16) and int8; one that cannot be built or run (no OpenVINO,
+an operator a runtime lacks, quantization refused, a model inductor cannot compile) is listed with the
+reason and the others remain. Each is checked against the
 fp32 model on the first `quant.check_batches` batches of `data` (output SQNR and top-1 agreement,
 the thresholds of `quant`); all are timed by `compare_runners` in interleaved rounds at the batch
 size and threads of `config`. The choice is the passing candidate with the lowest median latency; a
@@ -137,6 +138,7 @@ def runtime_candidates(model: nn.Module, calib: Iterable[Any], example_inputs: A
 
     built, skipped = _build({
         "torch fp32": lambda: TorchRunner(model),
+        "torch compile": lambda: TorchRunner(model, compile=True),  # compiled on its first call (the parity check)
         "onnxruntime fp32": lambda: OrtRunner(fp32_graph()),
         "openvino fp32": lambda: OpenVinoRunner(fp32_graph()),
         "openvino bf16": lambda: OpenVinoRunner(fp32_graph(), precision="bf16"),  # refused without the CPU flags
@@ -144,7 +146,7 @@ def runtime_candidates(model: nn.Module, calib: Iterable[Any], example_inputs: A
     })
     built.update(ort_int8[0])
     skipped.update(ort_int8[1])
-    order = ["torch fp32", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16", "openvino int8"]
+    order = ["torch fp32", "torch compile", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16", "openvino int8"]
     return {n: built[n] for n in order if n in built}, {n: skipped[n] for n in order if n in skipped}
 
 

@@ -18,6 +18,7 @@ from cleanai.runtime.openvino_runner import (
 )
 from cleanai.runtime.runners import (
     BenchmarkError,
+    CompileError,
     OrtRunner,
     Runner,
     TextClassifierRunner,
@@ -28,6 +29,7 @@ from cleanai.runtime.runners import (
 
 __all__ = [
     "BenchmarkError",
+    "CompileError",
     "Evaluation",
     "OpenVinoError",
     "OpenVinoRunner",

@@ -97,28 +97,46 @@ def as_numpy(value: Any, dtype: Any) -> np.ndarray:
     return array if dtype is None or array.dtype == dtype else array.astype(dtype)
 
 
+class CompileError(CleanAIError, RuntimeError):
+    """`torch.compile` could not compile the model (an operator inductor lacks, no C++ compiler)."""
+
+
 class TorchRunner:
     """Runs an `nn.Module` in eval mode under `torch.inference_mode`; deploys as safetensors.
 
     The module is put in eval mode (its training flag is the only thing changed). A module whose
     state holds quantized tensors, tensor subclasses or packed parameters, which safetensors cannot
-    store, is saved with `torch.save(state_dict)` instead, as a `.pt` file.
+    store, is saved with `torch.save(state_dict)` instead, as a `.pt` file. `compile=True` runs it
+    through `torch.compile` (inductor, provider `inductor`), compiled on the first call; its kernels
+    read the thread count at run time, so `set_threads` still applies (inductor fixes it at
+    compile time by default).
     """
 
     backend = "torch"
     provider: str | None = None
 
-    def __init__(self, model: nn.Module, name: str = "torch") -> None:
+    def __init__(self, model: nn.Module, name: str = "torch", compile: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"TorchRunner needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model.eval()
         self.name = name
         accepted = accepted_kwargs(model.forward)
         self.input_names = None if accepted is None else tuple(accepted)
+        self._forward = torch.compile(self.model, options={"cpp.dynamic_threads": True}) if compile else self.model
+        if compile:
+            self.provider = "inductor"
 
     def __call__(self, inputs: Inputs) -> torch.Tensor:
-        with torch.inference_mode():
-            out = call_model(self.model, inputs)
+        try:
+            with torch.inference_mode():
+                out = call_model(self._forward, inputs)
+        except torch._dynamo.exc.TorchDynamoException as exc:  # only a compiled forward raises these
+            cause = getattr(exc, "inner_exception", None) or exc  # a backend failure wraps the compiler's error
+            first = next((line for line in str(cause).splitlines() if line.strip()), "")
+            raise CompileError(f"runner {self.name!r}: torch.compile (inductor) failed: {type(cause).__name__}: "
+                               f"{first}. Inductor needs a "
+                               "C++ compiler for CPU code; run the model eagerly (TorchRunner(model)) or export it "
+                               "(OrtRunner, OpenVinoRunner)") from exc
         return _as_logits(out, self.name)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
