@@ -170,7 +170,8 @@ def choose_runtime(model: nn.Module, data: DataLoader, calib: Iterable[Any], *, 
         try:
             parity[name] = measure(runner, probe, f"choose_runtime ({name})")
         except CleanAIError as exc:  # it fails on inputs fp32 runs on: listed with the reason, never timed
-            skipped[name] = str(exc).splitlines()[0]
+            cause = exc.__cause__ if isinstance(exc.__cause__, CleanAIError) else exc  # e.g. a CompileError
+            skipped[name] = str(cause).splitlines()[0]
             del runners[name]
     passed = {name: not check.failures(quant) for name, check in parity.items()}
     if not any(passed.values()):
