@@ -146,7 +146,8 @@ def runtime_candidates(model: nn.Module, calib: Iterable[Any], example_inputs: A
     })
     built.update(ort_int8[0])
     skipped.update(ort_int8[1])
-    order = ["torch fp32", "torch compile", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16", "openvino int8"]
+    order = ["torch fp32", "torch compile", "onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16",
+             "openvino int8"]
     return {n: built[n] for n in order if n in built}, {n: skipped[n] for n in order if n in skipped}
 
 
