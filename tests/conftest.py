@@ -52,6 +52,20 @@ def _seed_and_threads() -> None:
 NUM_LABELS = 3
 
 
+@pytest.fixture()
+def without_a_cxx_compiler():
+    """Inductor pointed at a C++ compiler that does not exist, as on a machine without one; compiled code of other
+    tests is forgotten before and after, so a compile really runs here and later tests compile afresh."""
+    from torch._inductor import config as inductor
+
+    torch._dynamo.reset()
+    try:
+        with inductor.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+            yield
+    finally:
+        torch._dynamo.reset()
+
+
 @pytest.fixture(scope="session")
 def cnn() -> nn.Module:
     torch.manual_seed(0)

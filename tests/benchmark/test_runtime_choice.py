@@ -77,17 +77,10 @@ def test_without_openvino_the_other_runtimes_are_still_chosen_from(digits_cnn, m
 
 
 
-def test_a_model_inductor_cannot_compile_is_skipped_with_the_compiler_error(digits_cnn):
-    from torch._inductor import config as inductor
-
+def test_a_model_inductor_cannot_compile_is_skipped_with_the_compiler_error(digits_cnn, without_a_cxx_compiler):
     model, loaders = digits_cnn
-    torch._dynamo.reset()  # else the compiled code of the fixture's search is reused
-    try:
-        with inductor.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # a machine without a C++ compiler
-            found = choose_runtime(model, loaders.test, loaders.train, config=TIMING,
-                                   quant=QuantConfig.auto(calibration_batches=4), repeats=1)
-    finally:
-        torch._dynamo.reset()
+    found = choose_runtime(model, loaders.test, loaders.train, config=TIMING,
+                           quant=QuantConfig.auto(calibration_batches=4), repeats=1)
     assert "torch compile" not in [r.name for r in found.rows] and "torch fp32" in [r.name for r in found.rows]
     assert found.skipped["torch compile"].startswith("runner 'torch compile': torch.compile (inductor) failed: "
                                                      "InvalidCxxCompiler")

@@ -76,18 +76,11 @@ def test_compiled_torch_runner_matches_eager_follows_threads_and_saves_the_same_
     assert load_file(runner.save(tmp_path)).keys() == cnn.state_dict().keys()  # the module's weights, no wrapper
 
 
-def test_a_model_inductor_cannot_compile_is_named_with_what_to_do(cnn, cnn_data):
-    from torch._inductor import config as inductor
-
-    torch._dynamo.reset()  # compiled code of other tests would be reused without compiling
-    try:
-        with inductor.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # a machine without a C++ compiler
-            runner = TorchRunner(cnn, name="compiled", compile=True)
-            with pytest.raises(CompileError, match=r"runner 'compiled': torch.compile \(inductor\) failed: "
-                                                   r"InvalidCxxCompiler.*C\+\+ compiler.*eagerly"):
-                runner(cnn_data.tensors[0])
-    finally:
-        torch._dynamo.reset()
+def test_a_model_inductor_cannot_compile_is_named_with_what_to_do(cnn, cnn_data, without_a_cxx_compiler):
+    runner = TorchRunner(cnn, name="compiled", compile=True)
+    with pytest.raises(CompileError, match=r"runner 'compiled': torch.compile \(inductor\) failed: "
+                                           r"InvalidCxxCompiler.*C\+\+ compiler.*eagerly"):
+        runner(cnn_data.tensors[0])
 
 
 def test_torch_runner_saves_a_dynamically_quantized_model_with_torch_save(tmp_path):

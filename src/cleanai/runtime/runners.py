@@ -122,21 +122,23 @@ class TorchRunner:
         self.name = name
         accepted = accepted_kwargs(model.forward)
         self.input_names = None if accepted is None else tuple(accepted)
-        self._forward = torch.compile(self.model, options={"cpp.dynamic_threads": True}) if compile else self.model
+        self._forward: nn.Module = self.model
+        self._compile_errors: tuple[type[Exception], ...] = ()  # caught as a CompileError; none when eager
         if compile:
+            self._forward = torch.compile(self.model, options={"cpp.dynamic_threads": True})
+            self._compile_errors = (torch._dynamo.exc.TorchDynamoException,)
             self.provider = "inductor"
 
     def __call__(self, inputs: Inputs) -> torch.Tensor:
         try:
             with torch.inference_mode():
                 out = call_model(self._forward, inputs)
-        except torch._dynamo.exc.TorchDynamoException as exc:  # only a compiled forward raises these
+        except self._compile_errors as exc:
             cause = getattr(exc, "inner_exception", None) or exc  # a backend failure wraps the compiler's error
             first = next((line for line in str(cause).splitlines() if line.strip()), "")
             raise CompileError(f"runner {self.name!r}: torch.compile (inductor) failed: {type(cause).__name__}: "
-                               f"{first}. Inductor needs a "
-                               "C++ compiler for CPU code; run the model eagerly (TorchRunner(model)) or export it "
-                               "(OrtRunner, OpenVinoRunner)") from exc
+                               f"{first}. Inductor needs a working C++ compiler for CPU code; otherwise run the model "
+                               "eagerly (TorchRunner(model)) or export it (OrtRunner, OpenVinoRunner)") from exc
         return _as_logits(out, self.name)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
