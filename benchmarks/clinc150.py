@@ -6,7 +6,9 @@ The book's case study rebuilt with the models of this machine (issue 10):
             head) or of the pretrained MiniLM (`--student-init pretrained`), fine-tuned without a teacher
   distilled the same student trained with KD from the teacher (`--alpha`, `--temperature`)
   then      + torch dynamic int8, + ORT fp32, + ORT dynamic int8, and + vocabulary pruning (the training
-            queries' tokens and the tokenizer's first `--vocab-keep-first` ids; `--no-vocab-prune` skips it)
+            queries' tokens and the tokenizer's first N ids, N the smallest of `--vocab-keep-first` whose
+            validation accuracy is at most `--vocab-tolerance` points below the unpruned student's;
+            `--no-vocab-prune` skips it)
 Every row: accuracy over the test split (5,500 queries incl. 1,000 out-of-scope) with the out-of-scope
 confidence threshold tuned on the validation split, in-scope accuracy, out-of-scope recall, accuracy with
 "oos" as a class only; size = bytes of the saved artifact / 1e6; latency = mean ± std of `--runs` (100) calls
@@ -19,7 +21,8 @@ cached there too, and so are the ONNX files. The rows with the command, commit a
 plot, go to `--out` (`<out>/<--run>/` or `<out>/quick/`; default benchmarks/results/clinc150/full/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
        [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--hidden-weight 0]
-       [--no-vocab-prune] [--vocab-keep-first 8000] [--threads 1] [--out DIR] [--run full]
+       [--no-vocab-prune] [--vocab-keep-first 8000,12000,16000,20000]
+       [--vocab-tolerance 0.1] [--threads 1] [--out DIR] [--run full]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
 1-layer student cut from MiniLM, 1 epoch each, 10 timed calls - a smoke run of every step, not a result.
 """
@@ -44,6 +47,7 @@ from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text
 from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
+from cleanai.runtime import TextClassifierRunner, TorchRunner
 from cleanai.training import Callback, TrainConfig, Trainer
 
 import _report  # benchmarks/_report.py: scripts run from this folder
@@ -175,14 +179,16 @@ def main() -> None:
     runners = {**intent_variants(teacher, "teacher", onnx_dir, ["torch fp32"], oos, args.max_length),
                **intent_variants(student, "student", onnx_dir, ["torch fp32"], oos, args.max_length),
                **intent_variants(distilled, "distilled", onnx_dir, oos_index=oos, max_length=args.max_length)}
+    test = DataLoader(test_set, batch_size=64, collate_fn=raw_text_collate)
+    val = DataLoader(val_set, batch_size=64, collate_fn=raw_text_collate)
+    vocabulary = None
     if args.vocab_prune:
-        small = prune_vocabulary(distilled, texts_of(train_set), keep_first=args.vocab_keep_first)
-        print(f"vocabulary pruned: {distilled.config.vocab_size:,} -> {small.config.vocab_size:,} tokens", flush=True)
+        small, vocabulary = choose_vocabulary(distilled, texts_of(train_set), val, args)
+        print(f"vocabulary pruned: {distilled.config.vocab_size:,} -> {small.config.vocab_size:,} tokens "
+              f"(keep_first {vocabulary['keep_first']:,})", flush=True)
         runners.update(intent_variants(small, "distilled + vocab", onnx_dir, ["ORT int8"], oos, args.max_length))
 
     torch.set_num_threads(args.threads)
-    test = DataLoader(test_set, batch_size=64, collate_fn=raw_text_collate)
-    val = DataLoader(val_set, batch_size=64, collate_fn=raw_text_collate)
     config = BenchmarkConfig(threads=args.threads, warmup=args.warmup, runs=args.runs, progress=False)
     rows: list[Measurement] = []
     for name, runner in runners.items():
@@ -190,13 +196,43 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] measured {name}", flush=True)
 
     report(rows, args, provenance, work, load, start, {"teacher": teacher_source, "student": student_source,
-                                           "distilled": distilled_source})
+                                           "distilled": distilled_source}, vocabulary)
+
+
+def val_accuracy(model: TextClassifier, val: DataLoader, max_length: int) -> float:
+    """Accuracy of `model` on `val` with "oos" as a class only (argmax): what a vocabulary changes, without the
+    threshold's own noise."""
+    runner = TextClassifierRunner(model.tokenizer, TorchRunner(model.eval()), max_length)
+    hits = total = 0
+    for texts, labels in val:
+        hits += int((runner(texts).argmax(-1) == labels).sum())
+        total += len(labels)
+    return hits / total
+
+
+def choose_vocabulary(model: TextClassifier, texts: list[str], val: DataLoader,
+                      args: argparse.Namespace) -> tuple[TextClassifier, dict[str, Any]]:
+    """The smallest pruned vocabulary (training queries' tokens + the tokenizer's first N ids, N from
+    `--vocab-keep-first`) whose validation accuracy is at most `--vocab-tolerance` points below `model`'s; the
+    largest when none is. Returns it with what was tried, for the record."""
+    full = val_accuracy(model, val, args.max_length)
+    tried: list[dict[str, Any]] = []
+    for keep in sorted(args.vocab_keep_first):
+        small = prune_vocabulary(model, texts, keep_first=keep)
+        tried.append({"keep_first": keep, "tokens": small.config.vocab_size,
+                      "val_accuracy": val_accuracy(small, val, args.max_length)})
+        if 100 * (full - tried[-1]["val_accuracy"]) <= args.vocab_tolerance:
+            break
+    return small, {"val_accuracy_full": full, "tolerance_pt": args.vocab_tolerance, "tried": tried,
+                   "keep_first": tried[-1]["keep_first"]}
 
 
 def report(rows: list[Measurement], args: argparse.Namespace, provenance: dict[str, Any], work: Path, load: float,
-           start: float, sources: dict[str, str]) -> None:
+           start: float, sources: dict[str, str], vocabulary: dict[str, Any] | None) -> None:
     """Keep the rows with their provenance in `work/rows.json`, draw the bubble plot there, print the tables."""
     record = {**provenance, "rows": [r.model_dump(mode="json") for r in rows], "sources": sources}
+    if vocabulary is not None:
+        record["vocabulary"] = vocabulary
     line = _report.machine(f"threads {args.threads}", load, ("onnxruntime", "transformers")) + \
         f" Wall time {(time.perf_counter() - start) / 60:.1f} min."
     _report.finish(record, work.name, line, folder=work)
@@ -232,6 +268,15 @@ def render(record: dict[str, Any]) -> str:
         [f"accuracy drop, {final.name}", "<= 1.0 pt", f"{drop:+.2f} pt", drop <= 1.0],
         ["distilled - student without teacher", "> 0 pt", f"{gain:+.2f} pt", gain > 0],
     ]
+    if "vocabulary" in record:
+        vocab = record["vocabulary"]
+        within = 100 * (vocab["val_accuracy_full"] - vocab["tried"][-1]["val_accuracy"]) <= vocab["tolerance_pt"]
+        out += ["", f"Vocabulary pruning kept the training queries' tokens and the tokenizer's first "
+                f"{vocab['keep_first']:,} ids: "
+                + ("the smallest tried whose" if within else "the largest tried; none came within the tolerance:")
+                + f" validation accuracy (oos as a class) at most {vocab['tolerance_pt']} points below the unpruned "
+                f"student's ({vocab['val_accuracy_full']:.4f}); tried: " + ", ".join(f"{t['keep_first']:,} ({t['tokens']:,} tokens, {t['val_accuracy']:.4f})"
+                                      for t in vocab["tried"]) + "."]
     out += ["", "Goals (issue 10):", "",
             _report.table(["goal", "target", "measured", "met"], [[*g[:3], "yes" if g[3] else "NO"] for g in goals])]
     return "\n".join(out)
@@ -254,8 +299,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")
-    parser.add_argument("--vocab-keep-first", type=int, default=8000,
-                        help="vocabulary pruning also keeps the tokenizer's first N ids (its most frequent pieces)")
+    parser.add_argument("--vocab-keep-first", type=lambda s: [int(v) for v in s.split(",")],
+                        default=[8000, 12000, 16000, 20000],
+                        help="vocabulary pruning also keeps the tokenizer's first N ids (its most frequent pieces); "
+                             "the smallest N of this list that costs at most --vocab-tolerance validation points")
+    parser.add_argument("--vocab-tolerance", type=float, default=0.1,
+                        help="points of validation accuracy (oos as a class) the pruned vocabulary may cost")
     parser.add_argument("--threads", type=int, default=1, help="threads of every timed row")
     parser.add_argument("--train-threads", type=int, default=2, help="torch threads while training")
     parser.add_argument("--warmup", type=int, default=None, help="default 10 (2 with --quick)")

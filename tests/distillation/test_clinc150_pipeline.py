@@ -32,6 +32,9 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
         assert row["latency_runs"] == 10 and row["size_mb"] > 0
     sizes = {r["name"]: r["size_mb"] for r in rows}
     assert sizes["distilled + vocab + ORT int8"] < sizes["distilled + ORT int8"] < sizes["distilled"]
+    vocab = record["vocabulary"]  # the vocabulary chosen on the validation split, with every size tried
+    tried = [t["keep_first"] for t in vocab["tried"]]
+    assert tried == sorted(tried) and vocab["keep_first"] == tried[-1] and "Vocabulary pruning kept" in done.stdout
     assert (out / "quick" / "clinc150.png").stat().st_size > 0
     assert "| teacher |" in done.stdout and "Goals (issue 10)" in done.stdout
     trained = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "clinc150").iterdir()
