@@ -22,7 +22,8 @@ so a rerun skips finished trainings and an interrupted one resumes. Teacher logi
 cached there too, and so are the ONNX files. The rows with the command, commit and machine, and the bubble
 plot, go to `--out` (`<out>/<--run>/` or `<out>/quick/`; default benchmarks/results/clinc150/full/).
 Usage: python benchmarks/clinc150.py [--quick] [--teacher-epochs 10] [--teacher-lr 2e-4] [--student-epochs 10]
-       [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2] [--hidden-weight 0] [--augment 0]
+       [--distill-epochs N] [--student-lr 2e-4] [--student-init teacher] [--alpha 0.5] [--temperature 2]
+       [--hidden-weight 0] [--augment 0]
        [--no-vocab-prune] [--vocab-keep-first 8000,12000,16000,20000]
        [--vocab-tolerance 0.1] [--threads 1] [--out DIR] [--run full]
 `--quick` (the integration test): 160 training / 64 validation / 64 test queries, a 2-layer teacher and a
@@ -146,6 +147,7 @@ def main() -> None:
         return run
 
     t_epochs, s_epochs = (1, 1) if quick else (args.teacher_epochs, args.student_epochs)
+    d_epochs = s_epochs if quick or args.distill_epochs is None else args.distill_epochs
     teacher_spec = {**base, "role": "teacher", "epochs": t_epochs, "lr": args.teacher_lr, "layers": teacher_layers}
     teacher, teacher_source = trained(teacher_spec, lambda: keep_layers(fresh(), teacher_layers) if quick else fresh(),
                                       fine_tune("teacher", t_epochs, args.teacher_lr))
@@ -170,12 +172,12 @@ def main() -> None:
         train, val = loaders(model, transfer)
         config = DistillConfig(alpha=args.alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
                                projection="identity",  # the student's layers are the teacher's: same width
-                               train=train_config(args, s_epochs, args.student_lr, len(train), checkpoints),
+                               train=train_config(args, d_epochs, args.student_lr, len(train), checkpoints),
                                cache_dir=None if args.hidden_weight else default_cache_dir() / "clinc150" / "teacher-logits")
         return distill(model, teacher, train, val, config, callbacks=[PrintEpochs("distilled student")])[0]
 
-    distilled_spec = {**student_spec, "role": "distilled", "alpha": args.alpha, "temperature": args.temperature,
-                      "teacher": cache_folder(teacher_spec).name}
+    distilled_spec = {**student_spec, "role": "distilled", "epochs": d_epochs, "alpha": args.alpha,
+                      "temperature": args.temperature, "teacher": cache_folder(teacher_spec).name}
     if args.hidden_weight:  # (absent at 0, so earlier caches stay valid)
         distilled_spec["hidden_weight"] = args.hidden_weight
     if args.augment:  # (likewise)
@@ -299,6 +301,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher-lr", type=float, default=2e-4)
     parser.add_argument("--student-layers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 2, 5])
     parser.add_argument("--student-epochs", type=int, default=10)
+    parser.add_argument("--distill-epochs", type=int, default=None,
+                        help="epochs of the distilled student (default: --student-epochs; e.g. half of them with "
+                             "--augment 1, for as many optimizer steps as the student without a teacher)")
     parser.add_argument("--student-lr", type=float, default=2e-4)
     parser.add_argument("--student-init", choices=["teacher", "pretrained"], default="teacher",
                         help="cut the student's layers from the fine-tuned teacher or from the pretrained MiniLM")
