@@ -50,7 +50,7 @@ from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text
 from cleanai.distillation import DistillConfig, augment_texts, distill, keep_layers, prune_vocabulary
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
-from cleanai.runtime import TextClassifierRunner, TorchRunner
+from cleanai.runtime import TextClassifierRunner, TorchRunner, evaluate
 from cleanai.training import Callback, TrainConfig, Trainer
 
 import _report  # benchmarks/_report.py: scripts run from this folder
@@ -214,11 +214,12 @@ def val_accuracy(model: TextClassifier, val: DataLoader, max_length: int) -> flo
     """Accuracy of `model` on `val` with "oos" as a class only (argmax): what a vocabulary changes, without the
     threshold's own noise."""
     runner = TextClassifierRunner(model.tokenizer, TorchRunner(model.eval()), max_length)
-    hits = total = 0
-    for texts, labels in val:
-        hits += int((runner(texts).argmax(-1) == labels).sum())
-        total += len(labels)
-    return hits / total
+    return evaluate(runner, val).metrics["accuracy"]
+
+
+def within_tolerance(vocabulary: dict[str, Any], accuracy: float) -> bool:
+    """Whether a pruned vocabulary's validation `accuracy` is at most the tolerance below the unpruned model's."""
+    return 100 * (vocabulary["val_accuracy_full"] - accuracy) <= vocabulary["tolerance_pt"]
 
 
 def choose_vocabulary(model: TextClassifier, texts: list[str], val: DataLoader,
@@ -226,16 +227,15 @@ def choose_vocabulary(model: TextClassifier, texts: list[str], val: DataLoader,
     """The smallest pruned vocabulary (training queries' tokens + the tokenizer's first N ids, N from
     `--vocab-keep-first`) whose validation accuracy is at most `--vocab-tolerance` points below `model`'s; the
     largest when none is. Returns it with what was tried, for the record."""
-    full = val_accuracy(model, val, args.max_length)
-    tried: list[dict[str, Any]] = []
+    record: dict[str, Any] = {"val_accuracy_full": val_accuracy(model, val, args.max_length),
+                              "tolerance_pt": args.vocab_tolerance, "tried": []}
     for keep in sorted(args.vocab_keep_first):
         small = prune_vocabulary(model, texts, keep_first=keep)
-        tried.append({"keep_first": keep, "tokens": small.config.vocab_size,
-                      "val_accuracy": val_accuracy(small, val, args.max_length)})
-        if 100 * (full - tried[-1]["val_accuracy"]) <= args.vocab_tolerance:
+        accuracy = val_accuracy(small, val, args.max_length)
+        record["tried"].append({"keep_first": keep, "tokens": small.config.vocab_size, "val_accuracy": accuracy})
+        if within_tolerance(record, accuracy):
             break
-    return small, {"val_accuracy_full": full, "tolerance_pt": args.vocab_tolerance, "tried": tried,
-                   "keep_first": tried[-1]["keep_first"]}
+    return small, {**record, "keep_first": record["tried"][-1]["keep_first"]}
 
 
 def report(rows: list[Measurement], args: argparse.Namespace, provenance: dict[str, Any], work: Path, load: float,
@@ -281,7 +281,7 @@ def render(record: dict[str, Any]) -> str:
     ]
     if "vocabulary" in record:
         vocab = record["vocabulary"]
-        within = 100 * (vocab["val_accuracy_full"] - vocab["tried"][-1]["val_accuracy"]) <= vocab["tolerance_pt"]
+        within = within_tolerance(vocab, vocab["tried"][-1]["val_accuracy"])
         out += ["", f"Vocabulary pruning kept the training queries' tokens and the tokenizer's first "
                 f"{vocab['keep_first']:,} ids: "
                 + ("the smallest tried whose" if within else "the largest tried; none came within the tolerance:")
