@@ -17,6 +17,7 @@ from cleanai.quantization import (
 )
 from cleanai.quantization import _torch
 from cleanai.quantization.api import make_quantizer
+from cleanai.quantization.check import make_probe, measure
 
 # percentile=60 keeps only the middle 60% of each activation's range: outputs far from fp32.
 CLIPPED = QuantConfig.avx2(calibration="percentile", percentile=60.0)
@@ -86,6 +87,20 @@ def test_a_result_that_crashes_is_refused() -> None:
         with pytest.raises(QuantizationError, match=r"the quantized model fails on the example inputs, which fp32 runs "
                                                     r"on \(AttributeError: .*\); it is not returned"):
             quantize(encoder, QuantConfig(backend="torch", mode="dynamic"), example_inputs=torch.randn(2, 5, 32))
+
+
+def test_a_failing_fp32_candidate_is_named_as_itself_without_quantization_advice(tiny_mlp: nn.Module) -> None:
+    probe = make_probe(tiny_mlp, [torch.randn(4, 16)], True, "the benchmark data", "choose_runtime")
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("an operator this runtime lacks")
+
+    with pytest.raises(QuantizationError) as raised:
+        measure(broken, probe, "choose_runtime", "the torch compile candidate")
+    message = str(raised.value)
+    assert message.startswith("choose_runtime: the torch compile candidate fails on the benchmark data, which fp32 "
+                              "runs on (RuntimeError: an operator this runtime lacks); it is not returned")
+    assert "quantized" not in message and "nodes_to_exclude" not in message
 
 
 def test_a_model_without_logits_is_refused_before_training(tiny_mlp: nn.Module, mlp_calib: list,

@@ -169,7 +169,7 @@ def choose_runtime(model: nn.Module, data: DataLoader, calib: Iterable[Any], *, 
     parity = {}
     for name, runner in list(runners.items()):
         try:
-            parity[name] = measure(runner, probe, f"choose_runtime ({name})")
+            parity[name] = measure(runner, probe, "choose_runtime", f"the {name} candidate")
         except CleanAIError as exc:  # it fails on inputs fp32 runs on: listed with the reason, never timed
             cause = exc.__cause__ if isinstance(exc.__cause__, CleanAIError) else exc  # e.g. a CompileError
             skipped[name] = str(cause).splitlines()[0]

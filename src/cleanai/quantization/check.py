@@ -100,20 +100,23 @@ def make_probe(model: nn.Module, inputs: list[Inputs], held_out: bool, source: s
     return Probe(list(inputs), reference, held_out, source)
 
 
-def measure(runner: Any, probe: Probe, who: str) -> QuantCheck:
+def measure(runner: Any, probe: Probe, who: str, artifact: str = "the quantized model") -> QuantCheck:
     """Run `runner` on the probe's inputs and compare with fp32; store the result as `runner.quant_check`.
 
     A runner that fails on those inputs is refused (a QuantizationError): it would fail its user the same way.
+    `artifact` names what is checked in that message (an fp32 runtime candidate is not "the quantized model"); the
+    advice on quantization settings is given only for the quantized model.
     """
     try:
         outputs = [runner(x).detach().float() for x in probe.inputs]
     except Exception as exc:
-        raise QuantizationError(f"{who}: the quantized model fails on {probe.source}, which fp32 runs on "
+        advice = f" {WHAT_TO_TRY[0].upper()}{WHAT_TO_TRY[1:]}" if artifact == "the quantized model" else ""
+        raise QuantizationError(f"{who}: {artifact} fails on {probe.source}, which fp32 runs on "
                                 f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
-                                f"; it is not returned. {WHAT_TO_TRY[0].upper()}{WHAT_TO_TRY[1:]}") from exc
+                                f"; it is not returned.{advice}") from exc
     shapes = [(tuple(r.shape), tuple(o.shape)) for r, o in zip(probe.reference, outputs) if r.shape != o.shape]
     if shapes:
-        raise QuantizationError(f"{who}: the quantized model returns shape {shapes[0][1]} where fp32 returns "
+        raise QuantizationError(f"{who}: {artifact} returns shape {shapes[0][1]} where fp32 returns "
                                 f"{shapes[0][0]}; it is not returned")
     reference, output = torch.cat([r.reshape(len(r), -1) for r in probe.reference]), torch.cat(
         [o.reshape(len(o), -1) for o in outputs])
