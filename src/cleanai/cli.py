@@ -476,7 +476,7 @@ def _distill(args: argparse.Namespace) -> None:
     """`cleanai distill`: a text student distilled from a fine-tuned teacher, then both benchmarked."""
     from torch.utils.data import DataLoader, Subset
 
-    from cleanai.benchmark import BenchmarkConfig, compare, intent_variants, measure_intent
+    from cleanai.benchmark import BenchmarkConfig, compare, intent_variants, measure_intents
     from cleanai.data import load_dataset, raw_text_collate, text_collate
     from cleanai.distillation import DistillConfig, distill, keep_layers
     from cleanai.io import atomic_dir, write_json
@@ -510,8 +510,7 @@ def _distill(args: argparse.Namespace) -> None:
     with atomic_dir(args.out, overwrite=args.overwrite) as stage:
         runners = {**intent_variants(teacher, "teacher", stage, ["torch fp32"], oos, args.max_length),
                    **intent_variants(student, "student", stage, ["torch fp32"], oos, args.max_length)}
-        rows = [measure_intent(r, raw["test"], raw["val"], args.query, bench, whole_split=args.test_subset is None)
-                for r in runners.values()]
+        rows = measure_intents(runners, raw["test"], raw["val"], args.query, bench, whole_split=args.test_subset is None)
         student.save_pretrained(stage / "student")
         write_json(stage / "history.json", history.to_dict())
         write_json(stage / "distill_config.json", config.model_dump(mode="json"))

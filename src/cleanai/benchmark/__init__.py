@@ -4,7 +4,7 @@ The runners it measures live in `cleanai.runtime`; their names are re-exported h
 """
 
 from cleanai.benchmark.compare import compare, compare_runners, load_rows, plot_metrics, save_rows
-from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intent
+from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intents
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -46,7 +46,7 @@ __all__ = [
     "intent_scores",
     "intent_variants",
     "load_rows",
-    "measure_intent",
+    "measure_intents",
     "plot_metrics",
     "runtime_candidates",
     "save_rows",

@@ -1,22 +1,24 @@
 """Intent classifiers with an out-of-scope class (CLINC150): deployable variants and one row per variant.
 
 `intent_variants(model, ...)` builds the runners the text pipeline compares (torch fp32, torch dynamic
-int8, ONNX Runtime fp32, ONNX Runtime dynamic int8), each tokenising its input. `measure_intent` gives
+int8, ONNX Runtime fp32, ONNX Runtime dynamic int8), each tokenising its input. `measure_intents` gives
 one `Measurement` per runner: accuracy, in-scope accuracy and out-of-scope recall over the whole test
 split with the confidence threshold tuned on the validation split (the answer that ships), the same
-three with out-of-scope as a class only (`*_oos_class` in `metrics`), and latency on one query.
+three with out-of-scope as a class only (`*_oos_class` in `metrics`), and latency on one query, the
+runners timed in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cleanai.benchmark.performance import BenchmarkConfig, Measurement, benchmark
+from cleanai.benchmark.compare import compare_runners
+from cleanai.benchmark.performance import BenchmarkConfig, Measurement
 from cleanai.runtime import OrtRunner, TextClassifierRunner, TorchRunner
 from cleanai.data.text import TextDataset, raw_text_collate
 from cleanai.metrics import get_metric
@@ -67,15 +69,30 @@ def intent_scores(logits: torch.Tensor, labels: torch.Tensor, oos_index: int) ->
     return scores
 
 
-def measure_intent(runner: TextClassifierRunner, test: Iterable[Any], val: Iterable[Any] | None, query: str,
-                   config: BenchmarkConfig | None = None, whole_split: bool = True) -> Measurement:
-    """One row: all of `test` (threshold tuned on `val` when given), latency/size/params/MACs on `query`.
+def measure_intents(runners: Mapping[str, TextClassifierRunner], test: Iterable[Any], val: Iterable[Any] | None,
+                    query: str, config: BenchmarkConfig | None = None, whole_split: bool = True,
+                    repeats: int = 3) -> list[Measurement]:
+    """One row per runner: all of `test` (threshold tuned on `val` when given), then latency/size/params/MACs on
+    `query`, the runners timed in `repeats` interleaved rounds (`compare_runners`) so that a shared machine's drift
+    falls on all of them alike; each row's `speedup` is the first runner's latency over its own, round by round.
 
-    `whole_split=False` marks the row as measured on part of the test split.
+    `whole_split=False` marks the rows as measured on part of the test split.
     """
+    config = config or BenchmarkConfig(progress=False)
+    scores = {name: _scores(runner, test, val) for name, runner in runners.items()}
+    one_query = torch.utils.data.DataLoader(TextDataset([query], [0]), batch_size=1, collate_fn=raw_text_collate)
+    timing = config.model_copy(update={"batch_size": 1, "max_eval_batches": 1, "throughput_runs": 0})
+    rows = compare_runners(runners, one_query, timing, repeats=repeats, show=False)
+    return [row.model_copy(update={"accuracy": metrics["accuracy"], "metrics": metrics, "eval_samples": samples,
+                                  "eval_whole_split": whole_split})
+            for row, (metrics, samples) in zip(rows, scores.values())]
+
+
+def _scores(runner: TextClassifierRunner, test: Iterable[Any], val: Iterable[Any] | None) -> tuple[dict[str, float], int]:
+    """The intent metrics of `runner` over `test`, as shipped (threshold tuned on `val`) and with oos as a class
+    only (`*_oos_class`), and the number of test queries."""
     if runner.oos_index is None:
         raise InputError(f"runner {runner.name!r} needs oos_index for intent metrics")
-    config = config or BenchmarkConfig(progress=False)
     threshold = runner.tune_oos_threshold(val) if val is not None else None
     shipped, as_class, labels = [], [], []
     for texts, targets in test:
@@ -84,14 +101,10 @@ def measure_intent(runner: TextClassifierRunner, test: Iterable[Any], val: Itera
         shipped.append(runner.answer(logits, texts))
         labels.append(torch.as_tensor(targets))
     if not labels:
-        raise InputError("measure_intent got an empty test split")
+        raise InputError("measure_intents got an empty test split")
     y = torch.cat(labels)
     scores = intent_scores(torch.cat(shipped), y, runner.oos_index)
     scores.update({f"{k}_oos_class": v for k, v in intent_scores(torch.cat(as_class), y, runner.oos_index).items()})
     if threshold is not None:
         scores["oos_threshold"] = threshold
-    one_query = torch.utils.data.DataLoader(TextDataset([query], [0]), batch_size=1, collate_fn=raw_text_collate)
-    timing = config.model_copy(update={"batch_size": 1, "max_eval_batches": 1, "throughput_runs": 0})
-    row = benchmark(runner, one_query, config=timing)
-    return row.model_copy(update={"accuracy": scores["accuracy"], "metrics": scores, "eval_samples": len(y),
-                                  "eval_whole_split": whole_split})
+    return scores, len(y)
