@@ -30,6 +30,7 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
         assert row["eval_samples"] == 64 and not row["eval_whole_split"] and row["threads"] == 1
         assert {"in_scope_accuracy", "oos_recall", "accuracy_oos_class", "oos_threshold"} <= set(row["metrics"])
         assert row["latency_runs"] == 10 and row["size_mb"] > 0
+        assert row["rounds"] == 3 and row["speedup"] > 0  # timed in interleaved rounds, against the teacher
     sizes = {r["name"]: r["size_mb"] for r in rows}
     assert sizes["distilled + vocab + ORT int8"] < sizes["distilled + ORT int8"] < sizes["distilled"]
     vocab = record["vocabulary"]  # the vocabulary chosen on the validation split, with every size tried
@@ -37,6 +38,7 @@ def test_quick_pipeline_trains_caches_measures_and_writes_every_variant(shared_d
     assert tried == sorted(tried) and vocab["keep_first"] == tried[-1] and "Vocabulary pruning kept" in done.stdout
     assert (out / "quick" / "clinc150.png").stat().st_size > 0
     assert "| teacher |" in done.stdout and "Goals (issue 10)" in done.stdout
+    assert "oos as a class only (the book's protocol)" in done.stdout and "interleaved rounds' p50 ratios" in done.stdout
     assert "transfer set: " in done.stdout and record["args"]["augment"] == 1  # KD also on unlabelled variants
     trained = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "clinc150").iterdir()
                      if (p / "model" / "config.json").is_file())
