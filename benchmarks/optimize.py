@@ -241,11 +241,13 @@ def _pct(value: float | None) -> str:
 def render(record: dict[str, Any]) -> str:
     """The tables of one run: per search its choice and final artifact; the interleaved test comparison; CLINC."""
     args, rows = record["args"], record["rows"]
+    data = {"cifar": f"CIFAR-10 {args['train_samples']:,} training / {args['val_samples']:,} validation images",
+            "clinc": "CLINC150 every training / validation query"}
     out = [_report.heading(record) + _wall_time(record), "",
-           f"Budget {args['max_drop']} point(s) on the validation split ({args['val_samples']:,} images); "
-           f"{args['trials']} trials per search, {args['train_samples']:,} training images, {args['search_epochs']} "
-           f"search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, {args['threads']} "
-           "thread(s)." + _multiples(record)]
+           f"Budget {args['max_drop']} point(s) on the validation split; "
+           f"{'; '.join(data[part] for part in args['part'])}; {args['trials']} trials per search, "
+           f"{args['search_epochs']} search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, "
+           f"{args['threads']} thread(s)." + _multiples(record)]
     body = []
     for name in SEARCHES:
         row = rows.get(f"cifar|{name}")
