@@ -49,15 +49,14 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
             f"usable cores, {threads}; {versions}, Python {platform.python_version()}; 1-min load average {load}.")
 
 
-def latency_cells(runners: dict[str, Runner], data: Any, batches: Sequence[int], args: argparse.Namespace,
+def latency_cells(runners: dict[str, Runner], data: Mapping[int, Any], args: argparse.Namespace,
                   baseline: str) -> dict[str, dict[str, Any]]:
-    """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x `batches`) timed by `compare_runners`
-    against `baseline`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds.
-    `data`: what every cell's calls take, or a mapping of batch size -> what that batch's cells take."""
+    """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x the batch sizes of `data`, a mapping
+    of batch size -> what that batch's calls take) timed by `compare_runners` against `baseline`, `args.runs`
+    calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds."""
     cells = {}
     for threads in args.threads:
-        for batch in batches:
-            source = data[batch] if isinstance(data, Mapping) else data
+        for batch, source in data.items():
             config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
                                      throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
             rows = compare_runners(runners, source, config, repeats=args.repeats, baseline=baseline, show=False)

@@ -134,8 +134,8 @@ def measure(part: str, variants: dict[str, tuple[Runner, float]], test: DataLoad
     rows = {name: {**accuracy_row(name, runner, test, args), "build_seconds": seconds}
             for name, (runner, seconds) in variants.items()}
     print(f"accuracy done ({part})", flush=True)
-    cells = _report.latency_cells({name: runner for name, (runner, _) in variants.items()}, timing, batches, args,
-                                  ORT_FP32)
+    cells = _report.latency_cells({name: runner for name, (runner, _) in variants.items()},
+                                  dict.fromkeys(batches, timing), args, ORT_FP32)
     return {"rows": rows, "cells": cells}
 
 

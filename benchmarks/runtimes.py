@@ -81,7 +81,7 @@ def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any
         rows[name] = {**benchmark(runner, test, name=name, config=config).model_dump(mode="json"),
                       "parity_sqnr_db": check.sqnr_db, "parity_top1": check.top1_agreement}
         print(f"  {name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['precision']}", flush=True)
-    return {"rows": rows, "cells": _report.latency_cells(runners, timing, list(timing), args, BASELINE)}
+    return {"rows": rows, "cells": _report.latency_cells(runners, timing, args, BASELINE)}
 
 
 def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
