@@ -296,6 +296,12 @@ def render(record: dict[str, Any]) -> str:
                 "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
         if not clinc_row["met"]:
             out += ["", f"No CLINC150 candidate met the budget: {clinc_row['gap']}"]
+        elif final:
+            out += ["", f"Search: {', '.join(f'{v} {k}' for k, v in sorted(clinc_row['states'].items()))} trial(s) in "
+                    f"{clinc_row['seconds'] / 60:.0f} min (scan and final rerun included); chosen at validation "
+                    f"accuracy {_pct(chosen.get('val_accuracy'))} %, its final rerun "
+                    f"{_pct(final['val_accuracy'])} % against the floor {_pct(clinc_row['floor'])} %: "
+                    f"{'within' if final['meets_budget_on_val'] else 'NOT within'} the budget."]
     if "finished" not in record:
         out += ["", "**Run not finished** when this table was rendered."]
     return "\n".join(out)
