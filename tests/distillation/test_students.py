@@ -8,6 +8,7 @@ import torch
 from cleanai.distillation import (
     DistillationError, keep_layers, prune_vocabulary, shrink_width, student_from_config,
 )
+from cleanai.errors import ConfigError
 from cleanai.models import TextClassifier
 
 from .conftest import LABELS, TEXTS
@@ -86,7 +87,7 @@ def test_keep_layers_copies_the_chosen_layers_and_reproduces_them(which: str, re
 
 def test_keep_layers_refuses_indices_out_of_range_or_unordered(teacher) -> None:
     for bad in ([], [4], [2, 1], [0, 0]):
-        with pytest.raises(DistillationError, match="increasing indices in \\[0, 4\\)"):
+        with pytest.raises(ConfigError, match="increasing indices in \\[0, 4\\)"):
             keep_layers(teacher, bad)
 
 

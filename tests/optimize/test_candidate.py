@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cleanai.optimize import candidate as candidate_module
-from cleanai.optimize import Candidate, OptimizeConfig, layer_ratios, search_space, starting_points
+from cleanai.optimize import Candidate, Encoder, OptimizeConfig, layer_ratios, search_space, starting_points
 from cleanai.pruning import LayerSensitivity, PruneConfig, SensitivityPoint, SensitivityResult
 from cleanai.quantization import QuantConfig
 from cleanai.tuning import SearchSpace
@@ -115,3 +115,55 @@ def test_every_search_starts_from_the_single_techniques_inside_its_own_space():
         space = SearchSpace.from_dict(search_space(config))
         for point in starting_points(config):
             space.check_values(point, "start")  # raises when a value lies outside the search's own space
+
+
+def test_a_shallower_student_keeps_the_first_and_last_blocks_evenly_spread():
+    six = Encoder("hf_model.bert.encoder.layer", 6)
+    assert six.layers(3) == [0, 2, 5] and six.layers(4) == [0, 2, 3, 5] and six.layers(6) == list(range(6))
+    ratios = {"hf_model.bert.encoder.layer.2.intermediate.dense": 0.3, "hf_model.bert.encoder.layer.1.attention": 0.5,
+              "hf_model.bert.encoder.layer.5": 0.2, "hf_model.bert.pooler.dense": 0.1}
+    assert six.renamed(ratios, [0, 2, 5]) == {"hf_model.bert.encoder.layer.1.intermediate.dense": 0.3,
+                                              "hf_model.bert.encoder.layer.2": 0.2, "hf_model.bert.pooler.dense": 0.1}
+
+
+def test_depths_enter_the_space_and_the_start_only_for_a_model_with_an_encoder():
+    config = OptimizeConfig(depths=[3, 4, 6, 9], quant_modes=["none", "dynamic"])
+    encoder = Encoder("hf_model.bert.encoder.layer", 6)
+    space = search_space(config, encoder)
+    assert space["depth"] == {"type": "categorical", "choices": [6, 4, 3]}  # the model's own depth first
+    assert "depth" not in search_space(config)  # no encoder (a CNN): depths have nothing to cut
+    points = starting_points(config, encoder)
+    assert points[-1] == {"depth": 4, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # the deepest shallower student
+    assert all(p["depth"] == 6 for p in points[:-1])
+    checked = SearchSpace.from_dict(space)
+    for point in points:
+        checked.check_values(point, "start")
+
+
+def test_a_shallower_candidate_reruns_as_keep_layers_then_its_training_and_prunes_blocks_by_their_new_names(tmp_path):
+    encoder = Encoder("hf_model.bert.encoder.layer", 3)
+    config = OptimizeConfig(final_epochs=4, depths=[2], quant_modes=["dynamic"])
+    scan = _scan({"hf_model.bert.encoder.layer.0.intermediate.dense": 0.05,
+                  "hf_model.bert.encoder.layer.1.intermediate.dense": 0.1,
+                  "hf_model.bert.encoder.layer.2.intermediate.dense": 0.2})
+    model = {"name": "tiny_bert_classifier", "kwargs": {"num_hidden_layers": 3}}
+    cut = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=True, fold_bn=False, quant="dynamic",
+                    depth=2)
+    pruned = Candidate(criterion="magnitude", ratio=0.4, scale=1.0, steps=1, kd=False, fold_bn=False, quant="dynamic",
+                       depth=2)
+    assert cut.cut(encoder) == [0, 2] and cut.cut(None) is None
+    assert cut.describe() == "2 encoder layers (KD) -> no pruning -> int8 dynamic (per-channel)"
+    for candidate, types in ((cut, ["keep_layers", "distill", "distill"]), (pruned, ["keep_layers", "prune", "finetune"])):
+        steps = candidate.recipe_steps(config, scan, onnx=True, encoder=encoder)
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump({"model": model, "data": {"name": "clinc150"}, "steps": steps}), encoding="utf-8")
+        recipe = load_recipe(path)
+        assert [s.type for s in recipe.steps] == [*types, "export", "quantize", "benchmark"]
+        assert recipe.steps[0].layers == [0, 2]
+    first, final = cut.recipe_steps(config, scan, onnx=True, encoder=encoder)[1:3]
+    assert first["train"]["epochs"] == config.finetune.epochs and final["train"]["epochs"] == 4
+    ratios = pruned.prune_config(config, scan, encoder).ratio_dict  # block 2 is block 1 of the cut model
+    assert set(ratios) == {"hf_model.bert.encoder.layer.0.intermediate.dense",
+                           "hf_model.bert.encoder.layer.1.intermediate.dense"}
+    assert ratios["hf_model.bert.encoder.layer.1.intermediate.dense"] < ratios[
+        "hf_model.bert.encoder.layer.0.intermediate.dense"]  # the old block 2 was the more sensitive

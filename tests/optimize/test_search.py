@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cleanai.data import load_dataset
-from cleanai.errors import OutputError
+from cleanai.errors import ConfigError, OutputError
 from cleanai.optimize import optimize
 from cleanai.optimize import search as search_module
 from cleanai.pruning import load_pruned
@@ -194,3 +194,37 @@ def test_another_search_of_the_same_model_reuses_the_scan_and_new_weights_are_sc
     optimize({**model, "weights": str(tmp_path / Path(model["weights"]).name)}, "digits",
              tiny(tmp_path / "retrained", **settings))
     assert scans["n"] == 1
+
+
+TEXT_MODEL = {"name": "tiny_bert_classifier", "kwargs": {"num_hidden_layers": 3}}
+TEXT_DATA = {"name": "clinc150", "options": {"config": "small", "include_oos": False},
+             "subset": {"train": 300, "val": 150, "test": 150}, "batch_size": 32}
+
+
+def test_a_text_search_tries_a_shallower_student_and_the_chosen_one_reruns_and_reloads(tmp_path):
+    # every candidate meets this budget, so the smallest artifact is chosen: the 1-layer student
+    result = optimize(TEXT_MODEL, TEXT_DATA, tiny(tmp_path / "run", objective="size", max_accuracy_drop=100.0,
+                                                  depths=[1], max_ratio=0.0, quant_modes=["dynamic"],
+                                                  fold_bn=[False], kd=[True]))
+    shallow = [r for r in result.trials if r["params"].get("depth") == 1]
+    assert shallow and all(r["candidate"].startswith("1 encoder layers (KD)") for r in shallow)
+    assert any(r["params"].get("depth") == 3 for r in result.trials)
+    assert result.met and result.chosen["params"]["depth"] == 1
+    recipe = load_recipe(result.recipe)
+    assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "export", "quantize", "benchmark"]
+    assert recipe.steps[0].layers == [0]
+    student = load_pruned(result.artifact["torch"])  # by the recipe model's name, cut to the manifest's depth
+    assert student.config.num_hidden_layers == len(student.hf_model.bert.encoder.layer) == 1
+    assert result.final["size_mb"] < result.final["size_mb_original"]
+
+
+@pytest.mark.parametrize("model, depths, message", [
+    ({"name": "small_cnn"}, [2], r"depths \[2\] keep encoder layers of a text model \(TextClassifier\); small_cnn is a "
+                                 "SmallCNN"),
+    (TEXT_MODEL, [2, 4], r"depths \[4\] exceed the 3 encoder layers of tiny_bert_classifier; choose depths from 1 to 3"),
+])
+def test_depths_a_model_cannot_have_are_refused_naming_them(model, depths, message, tmp_path):
+    data = "digits" if model["name"] == "small_cnn" else TEXT_DATA
+    with pytest.raises(ConfigError, match=message):
+        optimize(model, data, tiny(tmp_path / "run", depths=depths))
+    assert not (tmp_path / "run" / "study").exists()

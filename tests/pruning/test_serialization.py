@@ -99,6 +99,22 @@ def test_pruned_tiny_bert_reloads_its_heads_ffn_and_config(tmp_path):
     assert torch.equal(_outputs(reloaded, inputs), _outputs(pruned, inputs))
 
 
+def test_a_tiny_bert_cut_to_fewer_layers_then_pruned_reloads_from_the_full_base_by_name(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {**BERT_KWARGS, "num_hidden_layers": 3}
+    model = create_model("tiny_bert_classifier", **kwargs).eval()
+    ids = torch.randint(5, 60, (2, 8), generator=torch.Generator().manual_seed(3))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    cut = model.cut_layers([0, 2])  # the last block's weights become block 1
+    pruned, _ = prune(cut, inputs, PruneConfig(ratio=0.5))
+    save_pruned(pruned, tmp_path, base="tiny_bert_classifier", base_kwargs=kwargs, example_inputs=inputs)
+    reloaded = load_pruned(tmp_path)
+
+    assert read_manifest(tmp_path)["encoder_layers"] == 2
+    assert reloaded.config.num_hidden_layers == len(reloaded.hf_model.bert.encoder.layer) == 2
+    assert torch.equal(_outputs(reloaded, inputs), _outputs(pruned, inputs))
+
+
 def test_a_wider_layer_than_the_base_is_refused_naming_it(tmp_path):
     save_pruned(_pruned_small_cnn(), tmp_path, base="small_cnn")
     with pytest.raises(CheckpointError, match=r"layer 'features.0.0' \(Conv2d\): the manifest has out_channels=11 "

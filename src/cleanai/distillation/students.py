@@ -31,34 +31,9 @@ from cleanai.models.text import TextClassifier, _quiet_transformers
 CHECK_TEXTS = 16  # in-vocabulary texts a pruned vocabulary is checked on against the original model
 
 
-def _encoder_layers(model: TextClassifier) -> tuple[nn.Module, str, nn.ModuleList]:
-    """(parent, attribute, ModuleList) of the transformer blocks (`encoder.layer`, DistilBERT's `transformer.layer`)."""
-    count = model.config.num_hidden_layers
-    for parent in model.hf_model.modules():
-        for name, module in parent.named_children():
-            if isinstance(module, nn.ModuleList) and len(module) == count and len({type(m) for m in module}) == 1:
-                return parent, name, module
-    raise DistillationError(f"cannot find the {count} transformer layers of {type(model.hf_model).__name__}: no "
-                            f"ModuleList of {count} identical blocks in it")
-
-
 def keep_layers(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:
     """A student with only `layers` (0-based, increasing) of the teacher's encoder, all weights copied from it."""
-    total = teacher.config.num_hidden_layers
-    chosen = list(layers)
-    if not chosen or sorted(set(chosen)) != chosen or not all(0 <= i < total for i in chosen):
-        raise DistillationError(f"layers must be distinct increasing indices in [0, {total}) of the teacher's "
-                                f"{total} layers, got {chosen}")
-    student = copy.deepcopy(teacher)
-    parent, name, blocks = _encoder_layers(student)
-    kept = [blocks[i] for i in chosen]
-    for new_index, block in enumerate(kept):
-        for module in block.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = new_index
-    setattr(parent, name, nn.ModuleList(kept))
-    student.config.num_hidden_layers = len(chosen)
-    return student
+    return copy.deepcopy(teacher).cut_layers(layers)
 
 
 def shrink_width(teacher: TextClassifier, example_inputs: dict[str, torch.Tensor], head_ratio: float = 0.5,

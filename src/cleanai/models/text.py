@@ -63,6 +63,33 @@ class TextClassifier(nn.Module):
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
+    def encoder_layers(self) -> tuple[str, nn.ModuleList]:
+        """The module path and the ModuleList of the transformer blocks (`encoder.layer`, DistilBERT's
+        `transformer.layer`): the first ModuleList of `num_hidden_layers` blocks of one type."""
+        count = self.config.num_hidden_layers
+        for path, module in self.named_modules():
+            if isinstance(module, nn.ModuleList) and len(module) == count and len({type(m) for m in module}) == 1:
+                return path, module
+        raise ConfigError(f"cannot find the {count} transformer layers of {type(self.hf_model).__name__}: no "
+                          f"ModuleList of {count} identical blocks in it")
+
+    def cut_layers(self, layers: Sequence[int]) -> TextClassifier:
+        """Keep only encoder blocks `layers` (0-based, increasing), renumbered 0..len-1, in place; returns self."""
+        path, blocks = self.encoder_layers()
+        total, chosen = len(blocks), list(layers)
+        if not chosen or sorted(set(chosen)) != chosen or not all(0 <= i < total for i in chosen):
+            raise ConfigError(f"layers must be distinct increasing indices in [0, {total}) of the model's {total} "
+                              f"layers, got {chosen}")
+        kept = [blocks[i] for i in chosen]
+        for new_index, block in enumerate(kept):
+            for module in block.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = new_index
+        parent, _, name = path.rpartition(".")
+        setattr(self.get_submodule(parent), name, nn.ModuleList(kept))
+        self.config.num_hidden_layers = len(chosen)
+        return self
+
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
         """Write model (safetensors), config and tokenizer to directory `path`, replacing it only on success."""
         target = Path(path)

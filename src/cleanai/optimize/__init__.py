@@ -7,16 +7,16 @@
     result.artifact["onnx"], result.recipe   # the deployable file; the chosen pipeline as a recipe YAML
 
 A multi-objective `tune()` study (validation accuracy, latency of the exported artifact, its size) searches
-pruning criterion, ratio, per-layer ratios (one scale over the sensitivity scan), iterative steps, KD from
+the encoder depth of a text model (`depths`), pruning criterion, ratio, per-layer ratios (one scale over the sensitivity scan), iterative steps, KD from
 the original, BatchNorm folding and ONNX Runtime quantization; fine-tuning budgets follow successive halving.
 The choice is rerun as a recipe with a longer fine-tune and reported with the recipe report.
 """
 
-from cleanai.optimize.candidate import Candidate, layer_ratios, search_space, starting_points
+from cleanai.optimize.candidate import Candidate, Encoder, layer_ratios, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
 from cleanai.optimize.report import build_document, write_report
 from cleanai.optimize.search import OptimizeResult, optimize
 
-__all__ = ["Candidate", "OptimizeConfig", "OptimizeError", "OptimizeResult", "SuccessiveHalving", "build_document",
+__all__ = ["Candidate", "Encoder", "OptimizeConfig", "OptimizeError", "OptimizeResult", "SuccessiveHalving", "build_document",
            "layer_ratios", "optimize", "rungs", "search_space", "starting_points", "write_report"]

@@ -1,6 +1,7 @@
-"""One candidate pipeline (prune -> fine-tune -> fold BN -> export or quantize) as data: the search space it is
-sampled from, the per-layer ratios one scale parameter derives from the sensitivity scan, and the recipe steps
-that rerun it. The trials and the written recipe use these same configs, so what was measured is what reruns.
+"""One candidate pipeline (keep encoder layers -> prune -> fine-tune -> fold BN -> export or quantize) as data: the
+search space it is
+sampled from, the per-layer ratios one scale parameter derives from the sensitivity scan, and the recipe
+steps that rerun it. The trials and the written recipe use these same configs, so what was measured is what reruns.
 """
 
 from __future__ import annotations
@@ -26,24 +27,63 @@ def _step(high: float, unit: float) -> float:
     return round(high / max(1, round(high / unit)), 9)
 
 
-def starting_points(config: OptimizeConfig) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Encoder:
+    """A text model's stack of transformer blocks: its module path (`hf_model.bert.encoder.layer`) and depth."""
+
+    path: str
+    depth: int
+
+    def layers(self, depth: int) -> list[int]:
+        """`depth` of the blocks, spread evenly with the first and the last kept (6 -> 3: 0, 2, 5; 6 -> 4: 0, 2,
+        3, 5), as the distillation literature initialises a shallower student."""
+        if depth >= self.depth:
+            return list(range(self.depth))
+        return [round(i * (self.depth - 1) / max(1, depth - 1)) for i in range(depth)]
+
+    def renamed(self, ratios: dict[str, float], layers: list[int]) -> dict[str, float]:
+        """Per-layer ratios named in the full model, renamed for the model cut to `layers` (block k becomes block
+        `layers.index(k)`); the dropped blocks' entries go."""
+        index = {k: i for i, k in enumerate(layers)}
+        out = {}
+        for name, ratio in ratios.items():
+            if name.startswith(self.path + "."):
+                block, _, rest = name[len(self.path) + 1:].partition(".")
+                if int(block) not in index:
+                    continue
+                name = f"{self.path}.{index[int(block)]}" + (f".{rest}" if rest else "")
+            out[name] = ratio
+        return out
+
+
+def _shallower(config: OptimizeConfig, encoder: Encoder | None) -> list[int]:
+    """The depths of `config.depths` below the model's own (none for a model without an encoder)."""
+    return [] if encoder is None else sorted({d for d in config.depths if d < encoder.depth}, reverse=True)
+
+
+def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> list[dict[str, Any]]:
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
-    and half the largest ratio spread evenly in one step, fine-tuned with KD from the original when the search
-    allows it (with int8 when the search quantizes)."""
+    half the largest ratio spread evenly in one step, and (text models with `depths`) the deepest shallower
+    student, each fine-tuned with KD from the original when the search allows it (with int8 when the search
+    quantizes)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
-    points: list[dict[str, Any]] = [{"ratio": 0.0, "quant": quant}] if int8 else []
+    kd = {"kd": True} if True in config.kd else {}
+    depths = _shallower(config, encoder)
+    full = {"depth": encoder.depth} if depths and encoder is not None else {}
+    points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
     if config.max_ratio:
         step = _step(config.max_ratio, 0.05)
-        kd = {"kd": True} if True in config.kd else {}
-        points.append({"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1,
-                       **kd, "quant": quant})
+        points.append({**full, "ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0,
+                       "steps": 1, **kd, "quant": quant})
+    if depths:
+        points.append({"depth": depths[0], "ratio": 0.0, **kd, "quant": quant})
     return points
 
 
-def search_space(config: OptimizeConfig) -> dict[str, Any]:
-    """The tune() space: pruning, fine-tuning, folding and quantization choices (quantization options only
-    when a quantization mode is sampled)."""
+def search_space(config: OptimizeConfig, encoder: Encoder | None = None) -> dict[str, Any]:
+    """The tune() space: encoder depth (text models with `depths`), pruning, fine-tuning, folding and
+    quantization choices (quantization options only when a quantization mode is sampled)."""
     space: dict[str, Any] = {
         "criterion": {"type": "categorical", "choices": list(config.criteria)},
         "ratio": {"type": "float", "low": 0.0, "high": config.max_ratio,
@@ -55,6 +95,9 @@ def search_space(config: OptimizeConfig) -> dict[str, Any]:
         "fold_bn": {"type": "categorical", "choices": list(config.fold_bn)},
         "quant": {"type": "categorical", "choices": list(config.quant_modes)},
     }
+    depths = _shallower(config, encoder)
+    if depths and encoder is not None:
+        space["depth"] = {"type": "categorical", "choices": [encoder.depth, *depths]}
     if config.max_ratio == 0:
         space["ratio"] = {"type": "categorical", "choices": [0.0]}
     if config.max_scale == 0:
@@ -98,6 +141,7 @@ class Candidate:
     quant: str
     calibration: str | None = None
     per_channel: bool = True
+    depth: int | None = None  # encoder blocks kept (text models); None: all of them
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Candidate:
@@ -105,15 +149,24 @@ class Candidate:
                    scale=round(float(params["scale"]), 4),
                    steps=int(params["steps"]), kd=bool(params["kd"]), fold_bn=bool(params["fold_bn"]),
                    quant=params["quant"], calibration=params.get("calibration"),
-                   per_channel=bool(params.get("per_channel", True)))
+                   per_channel=bool(params.get("per_channel", True)),
+                   depth=None if params.get("depth") is None else int(params["depth"]))
 
     @property
     def prunes(self) -> bool:
         return self.ratio > 0
 
+    def cut(self, encoder: Encoder | None) -> list[int] | None:
+        """The encoder blocks this candidate keeps when it drops some (`Encoder.layers`), else None."""
+        if encoder is None or self.depth is None or self.depth >= encoder.depth:
+            return None
+        return encoder.layers(self.depth)
+
     def describe(self) -> str:
-        parts = [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
-                 f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
+        parts = [f"{self.depth} encoder layers{' (KD)' if self.kd and not self.prunes else ''}"] \
+            if self.depth is not None else []
+        parts += [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
+                  f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
         if self.fold_bn:
             parts.append("fold BN")
         parts.append({"none": "fp32 ONNX", "static": f"int8 static ({self.calibration}, "
@@ -121,10 +174,15 @@ class Candidate:
                       "dynamic": f"int8 dynamic ({'per-channel' if self.per_channel else 'per-tensor'})"}[self.quant])
         return " -> ".join(parts)
 
-    def prune_config(self, config: OptimizeConfig, scan: SensitivityResult | None) -> PruneConfig:
-        """`config.prune` with this candidate's choices; kept channels a multiple of what the artifact's kernels
-        work in on this CPU (`channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set."""
+    def prune_config(self, config: OptimizeConfig, scan: SensitivityResult | None,
+                     encoder: Encoder | None = None) -> PruneConfig:
+        """`config.prune` with this candidate's choices (per-layer ratios named in the model after `cut`); kept
+        channels a multiple of what the artifact's kernels work in on this CPU (`channel_multiple`: 16 for
+        int8, 8 for fp32 on AVX2) unless `prune.round_to` is set."""
         ratios = layer_ratios(scan, self.ratio, self.scale, config.max_layer_ratio)
+        layers = self.cut(encoder)
+        if layers is not None and encoder is not None:
+            ratios = encoder.renamed(ratios, layers)
         round_to = config.prune.round_to or channel_multiple(int8=self.quant != "none")
         return config.prune.model_copy(update={"criterion": self.criterion, "criterion_kwargs": {},
                                                "ratio": self.ratio, "ratio_dict": ratios, "round_to": round_to,
@@ -144,21 +202,29 @@ class Candidate:
         return QuantConfig.auto(self.quant == "static", per_channel=self.per_channel, **fields)
 
     def recipe_steps(self, config: OptimizeConfig, scan: SensitivityResult | None, *, onnx: bool,
-                     fp32_layers: list[str] | None = None) -> list[dict[str, Any]]:
+                     fp32_layers: list[str] | None = None, encoder: Encoder | None = None) -> list[dict[str, Any]]:
         """The recipe steps that rerun this candidate with the final fine-tune (`final_epochs`), then benchmark it
         against the original model; `onnx` False: the torch model is the artifact (no export, no quantization)."""
         steps: list[dict[str, Any]] = []
         teacher = {"teacher": SOURCE_MODEL} if self.kd else {}
+        layers = self.cut(encoder)
+
+        def train(epochs: int) -> dict[str, Any]:
+            tune = {**_train(config.finetune), "epochs": epochs}
+            return ({"type": "distill", **teacher, "alpha": config.kd_alpha, "temperature": config.kd_temperature,
+                     "train": tune} if self.kd else {"type": "finetune", **tune})
+
+        if layers is not None:
+            steps.append({"type": "keep_layers", "layers": layers})
         if self.prunes:
-            prune = self.prune_config(config, scan).model_dump(mode="json", exclude_defaults=True,
-                                                               exclude={"inplace"})
+            prune = self.prune_config(config, scan, encoder).model_dump(mode="json", exclude_defaults=True,
+                                                                        exclude={"inplace"})
             steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(config.finetune),
                           **teacher})
-            if config.final_epochs:
-                tune = {**_train(config.finetune), "epochs": config.final_epochs}
-                steps.append({"type": "distill", **teacher, "alpha": config.kd_alpha,
-                              "temperature": config.kd_temperature, "train": tune} if self.kd
-                             else {"type": "finetune", **tune})
+        elif layers is not None:  # the shallower model's first fine-tune, as the trial's
+            steps.append({**train(config.finetune.epochs), "id": "shallower"})
+        if (self.prunes or layers is not None) and config.final_epochs:
+            steps.append(train(config.final_epochs))
         if self.fold_bn:
             steps.append({"type": "fuse"})
         if onnx:

@@ -42,8 +42,9 @@ from cleanai.distillation import distill
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
+from cleanai.models import TextClassifier
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
-from cleanai.optimize.candidate import Candidate, search_space, starting_points
+from cleanai.optimize.candidate import Candidate, Encoder, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
 from cleanai.pruning import SensitivityResult, load_pruned, prune_and_finetune, save_pruned, sensitivity_scan
@@ -58,7 +59,7 @@ log = logging.getLogger("cleanai.optimize")
 METRICS = ("val_accuracy", "latency_ms", "size_mb")
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 _MARKER_TEXT = "Written by CleanAI (cleanai optimize): a search's folder; a rerun resumes it.\n"
-_MODEL_STEPS = ("prune", "finetune", "distill")  # recipe steps whose folder holds the torch artifact
+_MODEL_STEPS = ("keep_layers", "prune", "finetune", "distill")  # steps whose folder holds a torch model
 
 
 @dataclass
@@ -138,10 +139,10 @@ def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mappin
     if not (out / RUN_MARKER).is_file():
         (out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
     search = _Search(config, spec, data_spec, out)
-    study = tune(search.trial, search_space(config), TuneConfig(
+    study = tune(search.trial, search_space(config, search.encoder), TuneConfig(
         sampler=config.sampler, n_trials=config.n_trials, timeout=config.timeout, directions=DIRECTIONS,
         seed=config.seed, run_dir=out / "study", storage=config.storage, study_name=config.study_name,
-        keep_models=0, first_trials=starting_points(config), progress=config.progress))
+        keep_models=0, first_trials=starting_points(config, search.encoder), progress=config.progress))
     result = search.result(study)
     return search.finish(result)
 
@@ -158,6 +159,7 @@ class _Search:
         self.splits, self.loaders = self.run.splits, self.run.loaders
         self.source = self.run.source_model.eval()
         self.example = self.run.example
+        self.encoder = self._encoder()
         self.key = _fingerprint(model, data, config)
         self._reference_bench: PerformanceBenchmark | None = None  # the original, timed beside every trial
         self.baseline = self._cached("baseline.json", self._measure_baseline)
@@ -167,6 +169,20 @@ class _Search:
                             shared=default_cache_dir() / "optimize" / f"sensitivity-{scan_key}.json")
         self.scan = None if scan.get("result") is None else SensitivityResult.model_validate(scan["result"])
         self.halving = SuccessiveHalving(config.eta, self.floor)
+
+    def _encoder(self) -> Encoder | None:
+        """The text model's encoder blocks, which `depths` cut; None for other models (refused with `depths`)."""
+        if not isinstance(self.source, TextClassifier):
+            if self.config.depths:
+                raise ConfigError(f"depths {self.config.depths} keep encoder layers of a text model (TextClassifier); "
+                                  f"{self.model_spec.name} is a {type(self.source).__name__}: leave depths empty")
+            return None
+        path, blocks = self.source.encoder_layers()
+        deeper = [d for d in self.config.depths if d > len(blocks)]
+        if deeper:
+            raise ConfigError(f"depths {deeper} exceed the {len(blocks)} encoder layers of {self.model_spec.name}; "
+                              f"choose depths from 1 to {len(blocks)}")
+        return Encoder(path, len(blocks))
 
     # ------------------------------------------------------------------ measured once, kept in the out folder
 
@@ -243,13 +259,20 @@ class _Search:
         model = copy.deepcopy(self.source)
         accuracy = self.baseline["val_accuracy"]
         teacher = self.source if candidate.kd else None
+        layers = candidate.cut(self.encoder)
+        if layers is not None:
+            model.cut_layers(layers)
         if candidate.prunes:
             model, report, history = prune_and_finetune(
-                model, self.example, candidate.prune_config(cfg, self.scan), self.loaders.train, self.loaders.val,
-                cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
+                model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
+                self.loaders.val, cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
                 distill_config=candidate.distill_config(cfg))
             trial.set("macs_ratio", report.macs_ratio)
             accuracy = history.final["accuracy"]
+        elif layers is not None:  # a shallower model: its first fine-tune, as a pruned one gets after pruning
+            self._finetune(model, teacher, candidate, cfg.finetune.epochs)
+            accuracy = self._accuracy(TorchRunner(model))
+        if candidate.prunes or layers is not None:
             done = 0
             for rung, epochs in enumerate(rungs(cfg.search_epochs, cfg.eta)):
                 self.halving.check(trial, rung, accuracy)  # raises optuna.TrialPruned for a poor candidate
@@ -414,7 +437,7 @@ class _Search:
         assert row is not None
         candidate = Candidate.from_params(row["params"])
         steps = candidate.recipe_steps(self.config, self.scan, onnx=row["backend"] == "onnxruntime",
-                                       fp32_layers=row.get("fp32_layers"))
+                                       fp32_layers=row.get("fp32_layers"), encoder=self.encoder)
         recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed, "threads": self.config.threads,
                   "model": self.model_spec.model_dump(mode="json", exclude_defaults=True),
                   "data": {"name": self.data_spec.name, **self.data_spec.model_dump(mode="json", exclude_defaults=True)},

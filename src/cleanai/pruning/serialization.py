@@ -1,6 +1,7 @@
 """Save and load structurally pruned models without pickle: a widths manifest (JSON) plus safetensors.
 
-A pruned model has the same module tree as the model it came from, only narrower. `save_pruned`
+A pruned model has the same module tree as the model it came from, only narrower (a text model may also
+keep fewer encoder blocks, `keep_layers`: the manifest records how many). `save_pruned`
 records, for every module that holds tensors (and every BERT-style attention module), its type,
 its widths (`out_channels`, `in_features`, `num_features`, heads, ...), its fixed geometry
 (kernel size, stride, ...) and the shapes of its own parameters and buffers; the weights go to
@@ -32,7 +33,7 @@ from cleanai._batches import call_model, logits_of
 from cleanai._hf import HFConv1D
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
-from cleanai.models import PadShortcut, create_model
+from cleanai.models import PadShortcut, TextClassifier, create_model
 from cleanai.pruning.attention import attention_adapter
 from cleanai.pruning.shortcuts import ChannelSelect
 
@@ -131,6 +132,7 @@ def build_manifest(model: nn.Module, base: str | None = None,
         "format": FORMAT, "version": VERSION, "torch": torch.__version__,
         "base": None if base is None else {"name": base, "kwargs": kwargs},
         "model_class": type(model).__name__,
+        "encoder_layers": model.config.num_hidden_layers if isinstance(model, TextClassifier) else None,
         "shortcuts": [n for n, m in model.named_modules() if isinstance(m, ChannelSelect)],
         "hf_pruned_widths": configs,
         "modules": modules,
@@ -285,6 +287,9 @@ def shrink_to_manifest(model: nn.Module, manifest: Mapping[str, Any]) -> nn.Modu
         raise CheckpointError(f"the manifest was saved from a {recorded_class} but the base model is a "
                               f"{type(model).__name__}; pass the model the pruned one was made from")
     entries: dict[str, Any] = manifest["modules"]
+    depth = manifest.get("encoder_layers")
+    if isinstance(model, TextClassifier) and isinstance(depth, int) and depth < model.config.num_hidden_layers:
+        model.cut_layers(range(depth))  # fewer blocks (`keep_layers`): which ones is in the weights, not the layout
     for name in manifest.get("shortcuts", []):
         _restore_shortcut(model, name)
     modules = dict(model.named_modules())

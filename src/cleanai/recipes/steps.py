@@ -1,7 +1,7 @@
 """The steps a recipe chains: each one a config (the public API's config plus `type`/`id`) and a `run` that calls
 the public function and writes its artifacts into a folder.
 
-Model steps (train, finetune, tune, prune, distill, fuse) pass a torch model on; export and quantize write a
+Model steps (train, finetune, tune, prune, distill, keep_layers, fuse) pass a torch model on; export and quantize write a
 deployable artifact from the current model; benchmark measures every variant at the end.
 """
 
@@ -22,7 +22,8 @@ from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
 from cleanai.io import load_weights, save_safetensors, write_json
 from cleanai.metrics import METRICS
-from cleanai.pruning import PruneConfig, load_pruned, prune_and_finetune, save_pruned
+from cleanai.models import TextClassifier
+from cleanai.pruning import PruneConfig, prune_and_finetune
 from cleanai.quantization import PRESETS, QuantCheck, QuantConfig, quantize
 from cleanai.registry import Registry
 from cleanai.runtime import Runner
@@ -32,7 +33,7 @@ from cleanai.tuning import SearchSpace, TrainingSpec, TuneConfig, save_result, t
 if TYPE_CHECKING:
     from cleanai.recipes.runner import StepContext
 
-MODEL_STEPS = ("train", "finetune", "tune", "prune", "distill", "fuse")
+MODEL_STEPS = ("train", "finetune", "tune", "prune", "distill", "keep_layers", "fuse")
 SOURCE_MODEL = "model"  # what a teacher or baseline field names to mean the recipe's own model (before any step)
 _RUNNER_SET = ("log_dir", "checkpoint_dir", "resume", "progress")  # TrainConfig fields the runner decides
 
@@ -245,18 +246,30 @@ class DistillStep(StepConfig, DistillConfig):
         seed_everything(ctx.seed)
         student, history = distill(student, teacher, ctx.loaders.train, ctx.loaders.val, config)
         scores = Trainer(student, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
-        if self.student_layers is None:
-            ctx.save_model(student, out)
-        else:  # fewer layers than the recipe's model: the structure is cut again from the input model on reading
-            save_pruned(student, out, base=self._student(ctx), example_inputs=ctx.example)
+        ctx.save_model(student, out)  # the manifest records a cut student's depth
         write_json(out / "history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
         return {"test": scores}
 
-    def load_model(self, out: Path, ctx: StepContext) -> nn.Module:
-        if self.student_layers is None:
-            return ctx.load_saved_model(out)
-        return load_pruned(out, base=self._student(ctx))
+
+class KeepLayersStep(StepConfig):
+    """`keep_layers`: only the encoder blocks `layers` (0-based, increasing) of the current text model, weights
+    copied (`keep_layers`): a shallower student for the prune, finetune or distill steps after it."""
+
+    type: Literal["keep_layers"]
+    layers: list[int] = Field(min_length=1)
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        model = ctx.input_model()
+        if not isinstance(model, TextClassifier):
+            raise ConfigError(f"a keep_layers step cuts the encoder blocks of a text model (TextClassifier); this "
+                              f"recipe's model is a {type(model).__name__}")
+        before = model.config.num_hidden_layers
+        model.cut_layers(self.layers)
+        ctx.save_model(model, out)
+        summary = {"layers": self.layers, "of": before, "params": sum(p.numel() for p in model.parameters())}
+        write_json(out / "keep_layers.json", summary)
+        return summary
 
 
 class FuseStep(StepConfig):
@@ -373,7 +386,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
 
 
 STEPS: Registry[type[StepConfig]] = Registry("recipe step")
-for _cls in (TrainStep, TuneStep, PruneStep, DistillStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
+for _cls in (TrainStep, TuneStep, PruneStep, DistillStep, KeepLayersStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
     for _name in _cls.model_fields["type"].annotation.__args__:  # type: ignore[union-attr]
         STEPS.register(_name, _cls)
 
