@@ -208,6 +208,7 @@ def test_a_text_search_tries_a_shallower_student_and_the_chosen_one_reruns_and_r
                                                   fold_bn=[False], kd=[True]))
     shallow = [r for r in result.trials if r["params"].get("depth") == 1]
     assert shallow and all(r["candidate"].startswith("1 encoder layers (KD)") for r in shallow)
+    assert all(0 < r["macs_ratio"] < 0.5 for r in shallow)  # 1 of 3 blocks, against the original's MACs
     assert any(r["params"].get("depth") == 3 for r in result.trials)
     assert result.met and result.chosen["params"]["depth"] == 1
     recipe = load_recipe(result.recipe)

@@ -51,7 +51,7 @@ from cleanai.pruning import SensitivityResult, load_pruned, prune_and_finetune, 
 from cleanai.quantization import quantize, quantize_with_accuracy_budget
 from cleanai.recipes import DataSpec, ModelSpec, Recipe, ReportOptions, load_recipe, read_status, run_recipe
 from cleanai.recipes.runner import RecipeRun
-from cleanai.runtime import OrtRunner, Runner, TorchRunner, artifact_bytes, evaluate
+from cleanai.runtime import OrtRunner, Runner, TorchRunner, artifact_bytes, count_macs, evaluate
 from cleanai.training import Trainer, seed_everything
 from cleanai.tuning import TuneConfig, TuneResult, TuneTrial, tune
 
@@ -162,6 +162,7 @@ class _Search:
         self.encoder = self._encoder()
         self.key = _fingerprint(model, data, config)
         self._reference_bench: PerformanceBenchmark | None = None  # the original, timed beside every trial
+        self._source_macs: int | None = None  # the original's MACs on the example, counted on first use
         self.baseline = self._cached("baseline.json", self._measure_baseline)
         self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
         scan_key = self._scan_key()  # the scan is shared with every search of the same model, data and scan settings
@@ -267,12 +268,12 @@ class _Search:
                 model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
                 self.loaders.val, cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
                 distill_config=candidate.distill_config(cfg))
-            trial.set("macs_ratio", report.macs_ratio)
             accuracy = history.final["accuracy"]
         elif layers is not None:  # a shallower model: its first fine-tune, as a pruned one gets after pruning
             self._finetune(model, teacher, candidate, cfg.finetune.epochs)
             accuracy = self._accuracy(TorchRunner(model))
         if candidate.prunes or layers is not None:
+            trial.set("macs_ratio", self._macs_ratio(model))
             done = 0
             for rung, epochs in enumerate(rungs(cfg.search_epochs, cfg.eta)):
                 self.halving.check(trial, rung, accuracy)  # raises optuna.TrialPruned for a poor candidate
@@ -290,6 +291,13 @@ class _Search:
         for name, value in zip(METRICS, values):
             trial.set(name, value)
         return values
+
+    def _macs_ratio(self, model: nn.Module) -> float | None:
+        """`model`'s MACs on the example input over the original model's (None when they cannot be counted)."""
+        if self._source_macs is None:
+            self._source_macs = count_macs(self.source, self.example) or 0
+        macs = count_macs(model, self.example)
+        return None if not macs or not self._source_macs else macs / self._source_macs
 
     def _finetune(self, model: nn.Module, teacher: nn.Module | None, candidate: Candidate, epochs: int) -> None:
         train = self.config.finetune.model_copy(update={"epochs": epochs, "progress": False})
