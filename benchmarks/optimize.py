@@ -12,8 +12,8 @@ most 1/4 of the fp32 torch latency, and faster than both single-technique artifa
 chose a pruned, statically quantized artifact, its pruned model and the original are then quantized with
 per-channel and with per-tensor scales and timed the same way (not with --quick): what the speed is made of.
 Part `clinc`: the fine-tuned MiniLM teacher of `benchmarks/clinc150.py` (its cache), budget 1.0 point, one
-combined search (head and neuron pruning in one step, KD, dynamic int8; `--clinc-depths`: shallower students
-too); its final artifact next to the
+combined search (head and neuron pruning in one step, KD, dynamic int8; `--clinc-depths`: shallower students,
+`--clinc-vocab-keep-first`: vocabulary pruning too); its final artifact next to the
 hand-built rows of benchmarks/results/clinc150/<--clinc-baseline>/rows.json, a run of benchmarks/clinc150.py with
 the same cached teacher (accuracy with "oos" as a plain class, which is what the search measures; batch-1
 latency on token tensors here, tokenising included there: compare sizes directly, latencies only as ratios to
@@ -23,7 +23,8 @@ benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the sa
 `--quick`: ResNet-20, 2,000 training / 1,000 validation images, 3 trials per search, 1 epoch, no CLINC part:
 a first look in about 10 minutes on a quiet 2-core machine, not a result.
 Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
-       [--threads 1] [--clinc-depths 4 3] [--clinc-kd 0.125 7] [--clinc-quant dynamic] [--run NAME]
+       [--threads 1] [--clinc-depths 4 3] [--clinc-vocab-keep-first 12000] [--clinc-kd 0.125 7]
+       [--clinc-quant dynamic] [--run NAME]
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def parse_args() -> argparse.Namespace:
                              "is set beside")
     parser.add_argument("--clinc-depths", type=int, nargs="+", default=[],
                         help="the CLINC150 search also tries students of these encoder depths (default: none)")
+    parser.add_argument("--clinc-vocab-keep-first", type=int, nargs="+", default=[],
+                        help="the CLINC150 search also tries vocabulary pruning, keeping the tokenizer's first N ids "
+                             "beside the training queries' tokens (default: none)")
     parser.add_argument("--clinc-kd", type=float, nargs=2, default=[0.5, 2.0], metavar=("ALPHA", "T"),
                         help="KD weight and temperature of the CLINC150 search (default 0.5 2; the hand-built "
                              "book_* runs distil with 0.125 7)")
@@ -198,7 +202,9 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         start = time.perf_counter()
         result = optimize(model, data, search_config(args, work / "clinc", quant_modes=args.clinc_quant,
                                                      fold_bn=[False], criteria=["magnitude", "taylor"], max_steps=1,
-                                                     depths=args.clinc_depths, kd_alpha=args.clinc_kd[0],
+                                                     depths=args.clinc_depths,
+                                                     vocab_keep_first=args.clinc_vocab_keep_first,
+                                                     kd_alpha=args.clinc_kd[0],
                                                      kd_temperature=args.clinc_kd[1],
                                                      finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
                                                                           progress=False, device="cpu")))

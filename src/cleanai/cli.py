@@ -679,7 +679,7 @@ def _optimize(args: argparse.Namespace) -> None:
     check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
     fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout), ("threads", args.threads),
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
-                                ("depths", args.depths))
+                                ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -717,6 +717,9 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--depths", type=_COUNT, nargs="+", default=None, metavar="N",
                    help="text models: also try a student of N encoder layers (kept evenly spread, trained like a "
                         "pruned candidate), e.g. --depths 3 4")
+    p.add_argument("--vocab-keep-first", type=_number(int, 0), nargs="+", default=None, metavar="N",
+                   help="text models: also try keeping only the embedding rows of the training texts' tokens and the "
+                        "tokenizer's first N ids, e.g. --vocab-keep-first 8000 12000")
     _add_subset_options(p, "for the search and the final run", "the choices are made on")
     p.add_argument("--batch-size", type=_COUNT, default=64)
     p.add_argument("--storage", default=None,

@@ -9,7 +9,7 @@ from cleanai.distillation import (
     DistillationError, keep_layers, prune_vocabulary, shrink_width, student_from_config,
 )
 from cleanai.errors import ConfigError
-from cleanai.models import TextClassifier
+from cleanai.models import TextClassifier, VocabularyEmbedding
 
 from .conftest import LABELS, TEXTS
 
@@ -152,3 +152,23 @@ def test_vocabulary_pruning_keeps_the_first_ids_asked_for_and_refuses_a_negative
         assert torch.allclose(wider(**wider.encode(["jig"])), teacher(**teacher.encode(["jig"])), atol=1e-5)
     with pytest.raises(DistillationError, match="keep_first must be >= 0"):
         prune_vocabulary(teacher, train, keep_first=-1)
+
+
+@pytest.mark.parametrize("which", ["teacher", "roberta_bpe"])
+def test_vocabulary_pruning_inside_the_model_keeps_the_tokenizer_and_maps_dropped_tokens_to_unk(which: str,
+                                                                                                request) -> None:
+    model = request.getfixturevalue(which)
+    small = prune_vocabulary(model, TEXTS[:6], remap="model")
+    embedding = small.hf_model.get_input_embeddings()
+    assert isinstance(embedding, VocabularyEmbedding) and small.tokenizer is not model.tokenizer
+    assert embedding.num_embeddings < model.hf_model.get_input_embeddings().num_embeddings
+    assert small.tokenizer.get_vocab() == model.tokenizer.get_vocab()  # the same ids go in
+    inputs = model.encode(["i forgot my money", "what is the money", "xyz quiz"])
+    with torch.no_grad():
+        got, want = small(**inputs), model(**inputs)
+    assert torch.allclose(got[:2], want[:2], atol=1e-5)  # made of kept tokens: the same logits
+    ids = inputs["input_ids"][2]
+    dropped = [i for i in ids.tolist() if embedding.id_map[i] == embedding.id_map[model.tokenizer.unk_token_id]]
+    assert dropped and not torch.allclose(got[2], want[2], atol=1e-5)  # "xyz quiz": its pieces read [UNK]'s row
+    with pytest.raises(DistillationError, match="remap must be 'tokenizer'"):
+        prune_vocabulary(model, TEXTS[:6], remap="embedding")

@@ -126,15 +126,17 @@ def test_a_shallower_student_keeps_the_first_and_last_blocks_evenly_spread():
                                               "hf_model.bert.encoder.layer.2": 0.2, "hf_model.bert.pooler.dense": 0.1}
 
 
-def test_depths_enter_the_space_and_the_start_only_for_a_model_with_an_encoder():
-    config = OptimizeConfig(depths=[3, 4, 6, 9], quant_modes=["none", "dynamic"])
+def test_depths_and_vocabularies_enter_the_space_and_the_start_only_for_a_model_with_an_encoder():
+    config = OptimizeConfig(depths=[3, 4, 6, 9], vocab_keep_first=[12000, 0, 12000], quant_modes=["none", "dynamic"])
     encoder = Encoder("hf_model.bert.encoder.layer", 6)
     space = search_space(config, encoder)
     assert space["depth"] == {"type": "categorical", "choices": [6, 4, 3]}  # the model's own depth first
-    assert "depth" not in search_space(config)  # no encoder (a CNN): depths have nothing to cut
+    assert space["vocab"] == {"type": "categorical", "choices": [None, 0, 12000]}  # None: the whole vocabulary
+    assert "depth" not in search_space(config) and "vocab" not in search_space(config)  # no encoder: a CNN
     points = starting_points(config, encoder)
-    assert points[-1] == {"depth": 4, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # the deepest shallower student
-    assert all(p["depth"] == 6 for p in points[:-1])
+    assert points[-2] == {"depth": 4, "vocab": None, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # the deepest
+    assert points[-1] == {"depth": 6, "vocab": 12000, "ratio": 0.0, "quant": "dynamic"}  # the largest vocabulary
+    assert all(p["depth"] == 6 and p["vocab"] is None for p in points[:-2])  # one technique per point
     checked = SearchSpace.from_dict(space)
     for point in points:
         checked.check_values(point, "start")
@@ -153,13 +155,17 @@ def test_a_shallower_candidate_reruns_as_keep_layers_then_its_training_and_prune
                        depth=2)
     assert cut.cut(encoder) == [0, 2] and cut.cut(None) is None
     assert cut.describe() == "2 encoder layers (KD) -> no pruning -> int8 dynamic (per-channel)"
-    for candidate, types in ((cut, ["keep_layers", "distill", "distill"]), (pruned, ["keep_layers", "prune", "finetune"])):
+    small = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=False, fold_bn=False, quant="dynamic",
+                      vocab=8000)
+    assert small.describe() == "no pruning -> vocabulary: training tokens + first 8,000 ids -> int8 dynamic (per-channel)"
+    for candidate, types in ((cut, ["keep_layers", "distill", "distill"]), (pruned, ["keep_layers", "prune", "finetune"]),
+                             (small, ["vocabulary"])):
         steps = candidate.recipe_steps(config, scan, onnx=True, encoder=encoder)
         path = tmp_path / "recipe.yaml"
         path.write_text(yaml.safe_dump({"model": model, "data": {"name": "clinc150"}, "steps": steps}), encoding="utf-8")
         recipe = load_recipe(path)
         assert [s.type for s in recipe.steps] == [*types, "export", "quantize", "benchmark"]
-        assert recipe.steps[0].layers == [0, 2]
+        assert recipe.steps[0].layers == [0, 2] if candidate.depth else recipe.steps[0].keep_first == 8000
     first, final = cut.recipe_steps(config, scan, onnx=True, encoder=encoder)[1:3]
     assert first["train"]["epochs"] == config.finetune.epochs and final["train"]["epochs"] == 4
     ratios = pruned.prune_config(config, scan, encoder).ratio_dict  # block 2 is block 1 of the cut model

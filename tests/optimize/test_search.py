@@ -201,15 +201,18 @@ TEXT_DATA = {"name": "clinc150", "options": {"config": "small", "include_oos": F
              "subset": {"train": 300, "val": 150, "test": 150}, "batch_size": 32}
 
 
-def test_a_text_search_tries_a_shallower_student_and_the_chosen_one_reruns_and_reloads(tmp_path):
+def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_the_choice_reruns_and_reloads(
+        tmp_path):
     # every candidate meets this budget, so the smallest artifact is chosen: the 1-layer student
     result = optimize(TEXT_MODEL, TEXT_DATA, tiny(tmp_path / "run", objective="size", max_accuracy_drop=100.0,
-                                                  depths=[1], max_ratio=0.0, quant_modes=["dynamic"],
-                                                  fold_bn=[False], kd=[True]))
+                                                  depths=[1], vocab_keep_first=[0], max_ratio=0.0,
+                                                  quant_modes=["dynamic"], fold_bn=[False], kd=[True]))
     shallow = [r for r in result.trials if r["params"].get("depth") == 1]
     assert shallow and all(r["candidate"].startswith("1 encoder layers (KD)") for r in shallow)
     assert all(0 < r["macs_ratio"] < 0.5 for r in shallow)  # 1 of 3 blocks, against the original's MACs
-    assert any(r["params"].get("depth") == 3 for r in result.trials)
+    full = {r["params"].get("vocab"): r for r in result.trials if r["params"].get("depth") == 3}
+    assert "vocabulary: training tokens + first 0 ids" in full[0]["candidate"]
+    assert full[0]["size_mb"] < full[None]["size_mb"]  # the same model with fewer embedding rows
     assert result.met and result.chosen["params"]["depth"] == 1
     recipe = load_recipe(result.recipe)
     assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "export", "quantize", "benchmark"]

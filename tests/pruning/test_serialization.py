@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cleanai.errors import CheckpointError
-from cleanai.models import PadShortcut, create_model
+from cleanai.distillation import prune_vocabulary
+from cleanai.models import PadShortcut, VocabularyEmbedding, create_model
 from cleanai.pruning import ChannelSelect, PruneConfig, load_pruned, prune, read_manifest, save_pruned
 
 IMAGES = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -99,20 +100,23 @@ def test_pruned_tiny_bert_reloads_its_heads_ffn_and_config(tmp_path):
     assert torch.equal(_outputs(reloaded, inputs), _outputs(pruned, inputs))
 
 
-def test_a_tiny_bert_cut_to_fewer_layers_then_pruned_reloads_from_the_full_base_by_name(tmp_path):
+def test_a_tiny_bert_cut_pruned_and_vocabulary_pruned_reloads_from_the_full_base_by_name(tmp_path):
     torch.manual_seed(0)
     kwargs = {**BERT_KWARGS, "num_hidden_layers": 3}
     model = create_model("tiny_bert_classifier", **kwargs).eval()
-    ids = torch.randint(5, 60, (2, 8), generator=torch.Generator().manual_seed(3))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    inputs = model.encode(["what is my balance", "book a flight", "xyz 42"])
     cut = model.cut_layers([0, 2])  # the last block's weights become block 1
     pruned, _ = prune(cut, inputs, PruneConfig(ratio=0.5))
-    save_pruned(pruned, tmp_path, base="tiny_bert_classifier", base_kwargs=kwargs, example_inputs=inputs)
+    small = prune_vocabulary(pruned, ["what is my balance", "book a flight"], remap="model")
+    save_pruned(small, tmp_path, base="tiny_bert_classifier", base_kwargs=kwargs, example_inputs=inputs)
     reloaded = load_pruned(tmp_path)
 
-    assert read_manifest(tmp_path)["encoder_layers"] == 2
+    manifest = read_manifest(tmp_path)
+    assert manifest["encoder_layers"] == 2 and list(manifest["vocabulary"]) == ["hf_model.bert.embeddings.word_embeddings"]
     assert reloaded.config.num_hidden_layers == len(reloaded.hf_model.bert.encoder.layer) == 2
-    assert torch.equal(_outputs(reloaded, inputs), _outputs(pruned, inputs))
+    embedding = reloaded.hf_model.get_input_embeddings()
+    assert isinstance(embedding, VocabularyEmbedding) and embedding.num_embeddings < model.config.vocab_size
+    assert torch.equal(_outputs(reloaded, inputs), _outputs(small, inputs))
 
 
 def test_a_wider_layer_than_the_base_is_refused_naming_it(tmp_path):

@@ -149,3 +149,20 @@ def test_a_distill_step_with_student_layers_cuts_the_student_and_later_steps_rea
     assert all(r.eval_samples == 150 for r in rows)  # data.subset: the test split is 150 queries
     assert rows[1].params < rows[0].params  # one of the teacher's two layers
     assert rows[3].size_mb < rows[2].size_mb  # dynamic int8 beside the fp32 ONNX file
+
+
+def test_keep_layers_and_vocabulary_steps_make_a_smaller_student_that_later_steps_read_back(recipe_file, tmp_path):
+    text = STUDENT.replace("  - type: distill\n    teacher: teacher\n    student_layers: [1]\n",
+                           "  - type: keep_layers\n    layers: [1]\n  - type: distill\n    teacher: teacher\n")
+    text = text.replace("  - type: export\n", "  - type: vocabulary\n  - type: export\n")
+    run = tmp_path / "run"
+    assert main(["run", str(recipe_file(text)), "--out", str(run), "--quiet"]) == 0
+    status = read_status(run)
+    entries = status["variants"]["main"]
+    assert [e["type"] for e in entries] == ["train", "keep_layers", "distill", "vocabulary", "export", "quantize"]
+    assert all(e["status"] == "done" for e in entries)
+    vocabulary = json.loads((run / entries[3]["folder"] / "vocabulary.json").read_text())
+    assert vocabulary["tokens"] < vocabulary["of"]  # the training queries do not use every character piece
+    rows = load_rows(run / status["benchmark"]["folder"] / "results.json")
+    assert [r.name for r in rows] == ["baseline (teacher)", "main (torch)", "main export", "main quantize"]
+    assert rows[1].params < rows[0].params and rows[1].accuracy is not None

@@ -8,7 +8,8 @@
   config fields overridden, sharing its tokenizer and labels;
 - `prune_vocabulary(model, texts)`: keep only the embedding rows of tokens that occur in `texts` plus the
   special tokens, and a tokenizer remapped to the new ids (WordPiece: other pieces become [UNK]; BPE: other
-  text splits into smaller kept pieces) - a smaller artifact.
+  text splits into smaller kept pieces) - a smaller artifact; `remap="model"` keeps the tokenizer and maps
+  its ids to the kept rows inside the model (`VocabularyEmbedding`).
 
 Every builder returns a new `TextClassifier` and leaves the teacher untouched.
 """
@@ -20,13 +21,13 @@ import json
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from cleanai.distillation.config import DistillationError
-from cleanai.models.text import TextClassifier, _quiet_transformers
+from cleanai.models.text import TextClassifier, VocabularyEmbedding, _quiet_transformers
 
 CHECK_TEXTS = 16  # in-vocabulary texts a pruned vocabulary is checked on against the original model
 
@@ -67,26 +68,30 @@ def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassi
 
 
 def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None,
-                     keep_first: int = 0) -> TextClassifier:
+                     keep_first: int = 0, remap: Literal["tokenizer", "model"] = "tokenizer") -> TextClassifier:
     """Keep only the tokens of `texts` (plus special tokens); return a smaller model with a remapped tokenizer.
 
     `keep_first` also keeps the tokenizer's first ids: WordPiece and BPE vocabularies are built most frequent
     first, so these are the pieces that new text most likely needs (fewer words split differently than the
     full vocabulary would split them, for a larger artifact).
 
-    WordPiece tokenizers (BERT, DistilBERT, MiniLM, MPNet) match the longest known piece first, so text made
-    of kept tokens is split exactly as before and any other piece maps to [UNK]. BPE tokenizers (RoBERTa,
-    GPT-2 style) also keep every single-character token and the merges that build the kept tokens, so the
-    training texts are merged exactly as before and any other text falls back to smaller kept pieces.
+    `remap="tokenizer"`: the tokenizer is rewritten to the new ids. WordPiece tokenizers (BERT, DistilBERT,
+    MiniLM, MPNet) match the longest known piece first, so text made of kept tokens is split exactly as before
+    and any other piece maps to [UNK]. BPE tokenizers (RoBERTa, GPT-2 style) also keep every single-character
+    token and the merges that build the kept tokens, so the training texts are merged exactly as before and any
+    other text falls back to smaller kept pieces.
+    `remap="model"`: the tokenizer and its ids stay; the embedding becomes a `VocabularyEmbedding` that maps each
+    id to its kept row, a token not kept to the [UNK] row. The model takes the same inputs as before, so it
+    drops into a pipeline (data loaders, ONNX export, a benchmark beside the original) unchanged.
     The result is checked against `model` on in-vocabulary texts before it is returned.
     """
     tokenizer = model.tokenizer
-    if tokenizer is None or not hasattr(tokenizer, "backend_tokenizer"):
-        raise DistillationError("prune_vocabulary needs a TextClassifier with a fast (tokenizers-backed) tokenizer")
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if spec["model"]["type"] not in ("WordPiece", "BPE"):
-        raise DistillationError(f"prune_vocabulary supports WordPiece (BERT, DistilBERT, MiniLM, MPNet) and BPE "
-                                f"(RoBERTa) tokenizers; this tokenizer is {spec['model']['type']}")
+    if tokenizer is None:
+        raise DistillationError("prune_vocabulary needs a TextClassifier with its tokenizer")
+    if remap not in ("tokenizer", "model"):
+        raise DistillationError(f"remap must be 'tokenizer' (rewrite the tokenizer's ids) or 'model' (map them inside "
+                                f"the model), got {remap!r}")
+    spec = _tokenizer_spec(tokenizer) if remap == "tokenizer" else None
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
@@ -98,6 +103,11 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
         for ids in tokenizer(texts[start:start + 1024], truncation=max_length is not None,
                              max_length=max_length)["input_ids"]:
             used.update(ids)
+    if spec is None:  # remap="model"
+        student = copy.deepcopy(model)
+        student.hf_model.set_input_embeddings(_vocabulary_embedding(student, tokenizer, sorted(used)))
+        _check_same_logits(model, student, texts[:CHECK_TEXTS])
+        return student
     if spec["model"]["type"] == "BPE":
         used |= _bpe_closure(spec["model"], used)
     kept = sorted(used)
@@ -118,6 +128,33 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     student.tokenizer = new_tokenizer
     _check_same_logits(model, student, texts[:CHECK_TEXTS])
     return student
+
+
+def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
+    """The fast tokenizer's JSON spec, which remap='tokenizer' rewrites (WordPiece or BPE only)."""
+    if not hasattr(tokenizer, "backend_tokenizer"):
+        raise DistillationError("prune_vocabulary(remap='tokenizer') rewrites a fast (tokenizers-backed) tokenizer; "
+                                f"this one is a {type(tokenizer).__name__}: use remap='model'")
+    spec: dict[str, Any] = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] not in ("WordPiece", "BPE"):
+        raise DistillationError(f"prune_vocabulary supports WordPiece (BERT, DistilBERT, MiniLM, MPNet) and BPE "
+                                f"(RoBERTa) tokenizers; this tokenizer is {spec['model']['type']}")
+    return spec
+
+
+def _vocabulary_embedding(model: TextClassifier, tokenizer: Any, kept: list[int]) -> VocabularyEmbedding:
+    """The `kept` rows of `model`'s input embedding behind a map from every tokenizer id (others to [UNK])."""
+    if tokenizer.unk_token_id is None:
+        raise DistillationError("prune_vocabulary(remap='model') maps the tokens it drops to the tokenizer's unknown "
+                                "token, and this tokenizer has none; use remap='tokenizer'")
+    old = model.hf_model.get_input_embeddings()
+    rows = {token: row for row, token in enumerate(kept)}
+    embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings,
+                                    padding_idx=_remap_optional(old.padding_idx, rows))
+    embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
+    embedding.id_map.fill_(rows[tokenizer.unk_token_id])
+    embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept))
+    return embedding
 
 
 def _remap_optional(index: int | None, mapping: dict[int, int]) -> int | None:

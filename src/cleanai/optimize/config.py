@@ -37,7 +37,9 @@ class OptimizeConfig(BaseModel):
       without KD from the original, BatchNorm folding, and ONNX Runtime quantization (`quant_modes`,
       `calibrations`, per-channel or not; up to `max_fp32_layers` layers kept in fp32 when the budget needs it);
       for text models, `depths` adds a shallower student: that many encoder blocks kept (`keep_layers`: spread
-      evenly, first and last kept), trained like a pruned candidate.
+      evenly, first and last kept), trained like a pruned candidate; `vocab_keep_first` adds vocabulary pruning
+      after training: the embedding rows of the training texts' tokens plus the tokenizer's first N ids, for
+      each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the [UNK] row).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
       (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
     - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
@@ -69,6 +71,7 @@ class OptimizeConfig(BaseModel):
     max_scale: float = Field(1.0, ge=0)
     max_steps: int = Field(3, ge=1)
     depths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    vocab_keep_first: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     kd: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     kd_alpha: float = Field(0.5, ge=0, le=1)
     kd_temperature: float = Field(2.0, gt=0)

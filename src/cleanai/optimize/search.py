@@ -38,7 +38,7 @@ from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
 from cleanai.data import default_cache_dir
-from cleanai.distillation import distill
+from cleanai.distillation import distill, prune_vocabulary
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
@@ -59,7 +59,7 @@ log = logging.getLogger("cleanai.optimize")
 METRICS = ("val_accuracy", "latency_ms", "size_mb")
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 _MARKER_TEXT = "Written by CleanAI (cleanai optimize): a search's folder; a rerun resumes it.\n"
-_MODEL_STEPS = ("keep_layers", "prune", "finetune", "distill")  # steps whose folder holds a torch model
+_MODEL_STEPS = ("keep_layers", "prune", "finetune", "distill", "vocabulary")  # steps that write a torch model
 
 
 @dataclass
@@ -163,6 +163,7 @@ class _Search:
         self.key = _fingerprint(model, data, config)
         self._reference_bench: PerformanceBenchmark | None = None  # the original, timed beside every trial
         self._source_macs: int | None = None  # the original's MACs on the example, counted on first use
+        self._train_texts: list[str] | None = None
         self.baseline = self._cached("baseline.json", self._measure_baseline)
         self.floor = self.baseline["val_accuracy"] - config.accuracy_budget
         scan_key = self._scan_key()  # the scan is shared with every search of the same model, data and scan settings
@@ -172,11 +173,13 @@ class _Search:
         self.halving = SuccessiveHalving(config.eta, self.floor)
 
     def _encoder(self) -> Encoder | None:
-        """The text model's encoder blocks, which `depths` cut; None for other models (refused with `depths`)."""
+        """The text model's encoder blocks, which `depths` cut; None for other models (which `depths` and
+        `vocab_keep_first` are refused for)."""
         if not isinstance(self.source, TextClassifier):
-            if self.config.depths:
-                raise ConfigError(f"depths {self.config.depths} keep encoder layers of a text model (TextClassifier); "
-                                  f"{self.model_spec.name} is a {type(self.source).__name__}: leave depths empty")
+            for name, what in (("depths", "keep encoder layers"), ("vocab_keep_first", "prune the vocabulary")):
+                if getattr(self.config, name):
+                    raise ConfigError(f"{name} {getattr(self.config, name)} {what} of a text model (TextClassifier); "
+                                      f"{self.model_spec.name} is a {type(self.source).__name__}: leave {name} empty")
             return None
         path, blocks = self.source.encoder_layers()
         deeper = [d for d in self.config.depths if d > len(blocks)]
@@ -280,6 +283,9 @@ class _Search:
                 self._finetune(model, teacher, candidate, epochs - done)
                 done, accuracy = epochs, self._accuracy(TorchRunner(model))
             trial.set("epochs", done)
+        if candidate.vocab is not None:  # after training: what the artifact's embedding keeps
+            model = prune_vocabulary(model, self.train_texts(), keep_first=candidate.vocab, remap="model")
+            accuracy = self._accuracy(TorchRunner(model))
         trial.set("val_accuracy_torch", accuracy)
         model.eval()
         if candidate.fold_bn:
@@ -291,6 +297,13 @@ class _Search:
         for name, value in zip(METRICS, values):
             trial.set(name, value)
         return values
+
+    def train_texts(self) -> list[str]:
+        """The training split's texts (what vocabulary pruning keeps the tokens of), read on first use."""
+        if self._train_texts is None:
+            train = self.splits.train
+            self._train_texts = [train[i][0] for i in range(len(train))]
+        return self._train_texts
 
     def _macs_ratio(self, model: nn.Module) -> float | None:
         """`model`'s MACs on the example input over the original model's (None when they cannot be counted)."""

@@ -1,7 +1,8 @@
 """Save and load structurally pruned models without pickle: a widths manifest (JSON) plus safetensors.
 
 A pruned model has the same module tree as the model it came from, only narrower (a text model may also
-keep fewer encoder blocks, `keep_layers`: the manifest records how many). `save_pruned`
+keep fewer encoder blocks, `keep_layers`: the manifest records how many, and embedding rows behind a
+`VocabularyEmbedding`, `prune_vocabulary(remap="model")`). `save_pruned`
 records, for every module that holds tensors (and every BERT-style attention module), its type,
 its widths (`out_channels`, `in_features`, `num_features`, heads, ...), its fixed geometry
 (kernel size, stride, ...) and the shapes of its own parameters and buffers; the weights go to
@@ -33,7 +34,7 @@ from cleanai._batches import call_model, logits_of
 from cleanai._hf import HFConv1D
 from cleanai.errors import CheckpointError, ConfigError
 from cleanai.io import PathLike, load_weights, save_safetensors, write_json
-from cleanai.models import PadShortcut, TextClassifier, create_model
+from cleanai.models import PadShortcut, TextClassifier, VocabularyEmbedding, create_model
 from cleanai.pruning.attention import attention_adapter
 from cleanai.pruning.shortcuts import ChannelSelect
 
@@ -134,6 +135,7 @@ def build_manifest(model: nn.Module, base: str | None = None,
         "model_class": type(model).__name__,
         "encoder_layers": model.config.num_hidden_layers if isinstance(model, TextClassifier) else None,
         "shortcuts": [n for n, m in model.named_modules() if isinstance(m, ChannelSelect)],
+        "vocabulary": {n: m.padding_idx for n, m in model.named_modules() if isinstance(m, VocabularyEmbedding)},
         "hf_pruned_widths": configs,
         "modules": modules,
         "weights": WEIGHTS_NAME,
@@ -292,6 +294,8 @@ def shrink_to_manifest(model: nn.Module, manifest: Mapping[str, Any]) -> nn.Modu
         model.cut_layers(range(depth))  # fewer blocks (`keep_layers`): which ones is in the weights, not the layout
     for name in manifest.get("shortcuts", []):
         _restore_shortcut(model, name)
+    for name, padding_idx in manifest.get("vocabulary", {}).items():
+        _restore_vocabulary(model, name, padding_idx)
     modules = dict(model.named_modules())
     for name, entry in entries.items():
         module = modules.get(name)
@@ -308,6 +312,19 @@ def shrink_to_manifest(model: nn.Module, manifest: Mapping[str, Any]) -> nn.Modu
         if owner is not None and hasattr(owner, "config"):
             owner.config.cleanai_pruned_widths = dict(widths)
     return model
+
+
+def _restore_vocabulary(model: nn.Module, name: str, padding_idx: int | None) -> None:
+    """Replace the `nn.Embedding` at `name` by a full-size `VocabularyEmbedding` (`prune_vocabulary(remap=
+    'model')`), which the manifest's widths then shrink to the kept rows."""
+    module = dict(model.named_modules()).get(name)
+    if type(module) is not nn.Embedding:
+        found = "does not exist" if module is None else f"is a {type(module).__name__}"
+        raise CheckpointError(f"manifest vocabulary {name!r} (a VocabularyEmbedding made from an nn.Embedding) {found} "
+                              f"in the base {type(model).__name__}")
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, VocabularyEmbedding(
+        module.num_embeddings, module.embedding_dim, module.num_embeddings, padding_idx=padding_idx))
 
 
 def _restore_shortcut(model: nn.Module, name: str) -> None:

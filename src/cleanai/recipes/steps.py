@@ -1,7 +1,7 @@
 """The steps a recipe chains: each one a config (the public API's config plus `type`/`id`) and a `run` that calls
 the public function and writes its artifacts into a folder.
 
-Model steps (train, finetune, tune, prune, distill, keep_layers, fuse) pass a torch model on; export and quantize write a
+Model steps (train, finetune, tune, prune, distill, keep_layers, vocabulary, fuse) pass a torch model on; export and quantize write a
 deployable artifact from the current model; benchmark measures every variant at the end.
 """
 
@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
-from cleanai.distillation import DistillConfig, distill, keep_layers
+from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
 from cleanai.errors import ConfigError
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
@@ -33,7 +33,7 @@ from cleanai.tuning import SearchSpace, TrainingSpec, TuneConfig, save_result, t
 if TYPE_CHECKING:
     from cleanai.recipes.runner import StepContext
 
-MODEL_STEPS = ("train", "finetune", "tune", "prune", "distill", "keep_layers", "fuse")
+MODEL_STEPS = ("train", "finetune", "tune", "prune", "distill", "keep_layers", "vocabulary", "fuse")
 SOURCE_MODEL = "model"  # what a teacher or baseline field names to mean the recipe's own model (before any step)
 _RUNNER_SET = ("log_dir", "checkpoint_dir", "resume", "progress")  # TrainConfig fields the runner decides
 
@@ -272,6 +272,29 @@ class KeepLayersStep(StepConfig):
         return summary
 
 
+class VocabularyStep(StepConfig):
+    """`vocabulary`: only the embedding rows of the training split's tokens plus the tokenizer's first `keep_first`
+    ids (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the [UNK] row); after training."""
+
+    type: Literal["vocabulary"]
+    keep_first: int = Field(0, ge=0)
+
+    def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
+        model = ctx.input_model()
+        if not isinstance(model, TextClassifier):
+            raise ConfigError(f"a vocabulary step prunes the embedding of a text model (TextClassifier); this recipe's "
+                              f"model is a {type(model).__name__}")
+        train = ctx.run.splits.train
+        small = prune_vocabulary(model, [train[i][0] for i in range(len(train))], keep_first=self.keep_first,
+                                 remap="model")
+        scores = Trainer(small, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
+        ctx.save_model(small, out)
+        summary = {"tokens": small.hf_model.get_input_embeddings().num_embeddings,
+                   "of": model.hf_model.get_input_embeddings().num_embeddings, "test": scores}
+        write_json(out / "vocabulary.json", summary)
+        return summary
+
+
 class FuseStep(StepConfig):
     """`fuse`: fold BatchNorm into the layer before it (`fuse_conv_bn`, checked on the example inputs)."""
 
@@ -386,7 +409,7 @@ class BenchmarkStep(StepConfig, BenchmarkConfig):
 
 
 STEPS: Registry[type[StepConfig]] = Registry("recipe step")
-for _cls in (TrainStep, TuneStep, PruneStep, DistillStep, KeepLayersStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
+for _cls in (TrainStep, TuneStep, PruneStep, DistillStep, KeepLayersStep, VocabularyStep, FuseStep, ExportStep, QuantizeStep, BenchmarkStep):
     for _name in _cls.model_fields["type"].annotation.__args__:  # type: ignore[union-attr]
         STEPS.register(_name, _cls)
 
