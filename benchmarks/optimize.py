@@ -250,6 +250,18 @@ def _multiples(record: dict[str, Any]) -> str:
             "(`channel_multiple` on this CPU)." if picked else "")
 
 
+def _clinc_goal(final: dict[str, Any], name: str, hand: dict[str, Any]) -> str:
+    """Issue 14's CLINC150 goal: the search's final artifact beats the hand-built final row on latency or size at
+    equal or better test accuracy ("oos" as a class)."""
+    accuracy, speedup = hand["metrics"]["accuracy_oos_class"], hand.get("speedup") or 0.0
+    faster, smaller = final["speedup_vs_torch"] > speedup, final["size_mb"] < hand["size_mb"]
+    met = final["test_accuracy"] >= accuracy and (faster or smaller)
+    return (f"Goal (beat the hand-built `{name}` on latency or size at equal or better test accuracy): "
+            f"**{'met' if met else 'NOT met'}**: test accuracy {_pct(final['test_accuracy'])} against {_pct(accuracy)} %, "
+            f"{final['speedup_vs_torch']:.2f}x against {speedup:.2f}x faster than each run's teacher, "
+            f"{final['size_mb']:.2f} against {hand['size_mb']:.2f} MB.")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -310,6 +322,8 @@ def render(record: dict[str, Any]) -> str:
                           f"{final['size_mb']:.2f}", f"{final['speedup_vs_torch']:.2f}x"])
         out += ["", "CLINC150 (plus), test split, accuracy with \"oos\" as a plain class; speed-up against each run's "
                 "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
+        if final and hand:
+            out += ["", _clinc_goal(final, *list(hand.items())[-1])]
         if not clinc_row["met"]:
             out += ["", f"No CLINC150 candidate met the budget: {clinc_row['gap']}"]
         elif final:
