@@ -124,6 +124,12 @@ def heading(record: dict[str, Any]) -> str:
             f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}")
 
 
+def _set(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a run: options left empty are dropped, so a run recorded before such an option
+    existed still resumes."""
+    return {k: v for k, v in settings.items() if v != []}
+
+
 class Resumable:
     """A run's record saved after every row; reopened with the same `settings`, the rows already measured are
     reused (a killed run resumes), with other settings it starts afresh."""
@@ -132,7 +138,7 @@ class Resumable:
         self.run = run
         script = Path(sys.argv[0]).name
         saved = load(script, run) if (run_dir(script, run) / "rows.json").exists() else {}
-        if saved.get("settings") == settings:
+        if _set(saved.get("settings") or {}) == _set(settings):
             self.record = saved
             self.record.setdefault("resumed", []).append(provenance(args))
             print(f"resuming: {len(saved['rows'])} row(s) already measured in {run_dir(script, run)}", flush=True)

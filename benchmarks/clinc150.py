@@ -47,8 +47,8 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from cleanai.benchmark import BenchmarkConfig, Measurement, intent_variants, measure_intents, plot_metrics
-from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text_collate
+from cleanai.benchmark import BOOK_QUERY, BenchmarkConfig, Measurement, intent_variants, measure_intents, plot_metrics
+from cleanai.data import default_cache_dir, load_dataset, raw_text_collate, text_collate, texts_of
 from cleanai.distillation import DistillConfig, augment_texts, distill, keep_layers, prune_vocabulary
 from cleanai.io import write_json
 from cleanai.models import TextClassifier, create_model
@@ -57,7 +57,6 @@ from cleanai.training import Callback, TrainConfig, Trainer
 
 import _report  # benchmarks/_report.py: scripts run from this folder
 
-QUERY = "What is the pin number for my account?"
 TEACHER_GOAL = 0.867
 RATIO_GOAL = 6.0
 
@@ -79,10 +78,6 @@ def subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     if n is None or n >= len(dataset):
         return dataset
     return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist())
-
-
-def texts_of(dataset: Dataset) -> list[str]:
-    return [dataset[i][0] for i in range(len(dataset))]
 
 
 def cache_folder(spec: dict[str, Any]) -> Path:
@@ -205,7 +200,7 @@ def main() -> None:
     config = BenchmarkConfig(threads=args.threads, warmup=args.warmup, runs=args.runs, progress=False)
     print(f"[{time.strftime('%H:%M:%S')}] measuring {len(runners)} variants, timed in {args.rounds} interleaved "
           "rounds", flush=True)
-    rows = measure_intents(runners, test, val, QUERY, config, whole_split=not quick, repeats=args.rounds)
+    rows = measure_intents(runners, test, val, BOOK_QUERY, config, whole_split=not quick, repeats=args.rounds)
 
     report(rows, args, provenance, work, load, start, {"teacher": teacher_source, "student": student_source,
                                            "distilled": distilled_source}, vocabulary)
@@ -258,7 +253,7 @@ def render(record: dict[str, Any]) -> str:
     first = rows[0]
     out = [_report.heading(record), "",
            f"CLINC150 `plus`, {first.eval_samples:,} test queries"
-           f"{'' if first.eval_whole_split else ' (a subset: --quick, not a result)'}; latency: batch 1 on {QUERY!r}, "
+           f"{'' if first.eval_whole_split else ' (a subset: --quick, not a result)'}; latency: batch 1 on {BOOK_QUERY!r}, "
            "tokenising included; out-of-scope threshold tuned on the validation split. Models: "
            + "; ".join(f"{k} {v}" for k, v in record.get("sources", {}).items()) + ".", ""]
     out.append(_report.table(

@@ -19,7 +19,8 @@ the same cached teacher (accuracy with "oos" as a plain class, which is what the
 latency on token tensors here, tokenising included there: compare sizes directly, latencies only as ratios to
 each run's own teacher).
 Each search lives in `<cache>/optimize_bench/<run>/<name>/` and resumes; rows go to
-benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the same settings reuses them).
+benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the same settings reuses them), and
+every search's trials.json beside them as trials-<name>.json.
 `--quick`: ResNet-20, 2,000 training / 1,000 validation images, 3 trials per search, 1 epoch, no CLINC part:
 a first look in about 10 minutes on a quiet 2-core machine, not a result.
 Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
@@ -38,12 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from cleanai._platform import channel_multiple
-from cleanai.benchmark import BenchmarkConfig, compare_runners, measure_intents
-from cleanai.data import default_cache_dir, load_dataset, raw_text_collate
-from cleanai.io import save_safetensors
+from cleanai.benchmark import BOOK_QUERY, BenchmarkConfig, compare_runners, measure_intents
+from cleanai.data import default_cache_dir, load_dataset
+from cleanai.io import save_safetensors, write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.optimize import OptimizeConfig, OptimizeResult, optimize
 from cleanai.pruning import PruneConfig, load_pruned
@@ -54,7 +54,6 @@ from cleanai.training import TrainConfig
 
 import _report  # benchmarks/_report.py: scripts run from this folder
 
-BOOK_QUERY = "What is the pin number for my account?"  # the query benchmarks/clinc150.py times
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
 
@@ -223,8 +222,8 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
             return {"skipped": "the CLINC150 search saved no ONNX artifact"}
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
         oos = teacher.label_names.index("oos")
-        splits = load_dataset("clinc150", config="plus")
-        test, val = (DataLoader(part, batch_size=64, collate_fn=raw_text_collate) for part in (splits.test, splits.val))
+        loaders = load_dataset("clinc150", config="plus").loaders(batch_size=64)  # raw texts
+        test, val = loaders.test, loaders.val
         runners = {name: TextClassifierRunner(teacher.tokenizer, inner, 64, name=name, oos_index=oos)
                    for name, inner in (("teacher", TorchRunner(teacher, name="teacher")),
                                        ("optimize", OrtRunner(final["onnx"], name="optimize")))}
@@ -238,8 +237,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     load = os.getloadavg()[0]
-    # options left empty are left out, so a run recorded before such an option existed still resumes
-    settings = {k: v for k, v in vars(args).items() if k not in ("run",) and v != []}
+    settings = {k: v for k, v in vars(args).items() if k not in ("run",)}
     results = _report.Resumable(args, args.run, json.loads(json.dumps(settings, default=str)))
     # what the first invocation's searches used: a resume keeps their rows, so it keeps this too
     results.record.setdefault("channel_multiple", {p: channel_multiple(int8=p == "int8") for p in ("fp32", "int8")})
@@ -249,6 +247,9 @@ def main() -> None:
         cifar(args, results, work)
     if "clinc" in args.part:
         clinc(args, results, work)
+    for trials in sorted(work.glob("*/trials.json")):  # every search's trials (choices, rungs, fail reasons)
+        write_json(_report.run_dir("optimize.py", args.run) / f"trials-{trials.parent.name}.json",
+                   json.loads(trials.read_text(encoding="utf-8")))
     _report.finish(results.record, args.run, _report.machine(f"{args.threads} latency thread(s)", load))
 
 
@@ -344,7 +345,7 @@ def render(record: dict[str, Any]) -> str:
                           f"{final['size_mb']:.2f}", f"{final['speedup_vs_torch']:.2f}x"])
         book = rows.get("clinc|book_protocol", {}).get("rows")
         if book:
-            teacher_row, row = book
+            row = book[-1]
             table.append([f"optimize, by the hand-built runs' protocol: {chosen.get('candidate', '-')}",
                           _pct(row["metrics"].get("accuracy_oos_class")), f"{row['size_mb']:.2f}",
                           f"{row['speedup']:.2f}x"])

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cleanai.benchmark import (
+    BOOK_QUERY,
     BenchmarkConfig,
     OrtRunner,
     Runner,
@@ -52,7 +53,6 @@ from cleanai.training import TrainConfig, Trainer
 import _report  # benchmarks/_report.py: scripts run from this folder
 from _report import table
 
-QUERY = "What is the pin number for my account?"
 ORT_FP32, ORT_INT8 = "ORT fp32", "ORT int8"
 GOALS = {"cifar": {"speedup": 2.5, "size": 3.5, "drop": 1.0}, "text": {"speedup": 1.8, "size": 3.5, "drop": 0.5}}
 
@@ -109,7 +109,7 @@ def text_model(splits: Any, args: argparse.Namespace) -> tuple[TextClassifier, s
 
 def text_variants(model: TextClassifier, args: argparse.Namespace) -> dict[str, tuple[Runner, float]]:
     """ORT fp32 / dynamic int8 and torch fp32 / dynamic int8 of the classifier, each tokenising its input."""
-    example = text_collate(model.tokenizer)([(QUERY, 0)])[0]
+    example = text_collate(model.tokenizer)([(BOOK_QUERY, 0)])[0]
     dynamic = QuantConfig.auto(is_static=False)
     builds = {
         ORT_FP32: lambda: ort_fp32(model, example),
@@ -200,10 +200,10 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
     splits = load_dataset("clinc150")
     model, source = text_model(splits, args)
     test = DataLoader(subset(splits.test, args.text_test_subset), batch_size=64, collate_fn=raw_text_collate)
-    query = DataLoader(TextDataset([QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
+    query = DataLoader(TextDataset([BOOK_QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
     print(f"\n## MiniLM on CLINC150 ({source}); ORT int8 = {QuantConfig.auto(is_static=False).describe()}; torch int8 "
           f"= {QuantConfig.auto(is_static=False, backend='torch').describe()} (torch_api auto: torch.ao quantize_dynamic "
-          f"while torch ships it); latency on {QUERY!r}, tokenising included\n", flush=True)
+          f"while torch ships it); latency on {BOOK_QUERY!r}, tokenising included\n", flush=True)
     return {"source": source, **measure("text", text_variants(model, args), test, query, [1], args)}
 
 

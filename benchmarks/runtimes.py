@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cleanai.benchmark import (
+    BOOK_QUERY,
     BenchmarkConfig,
     Runner,
     TextClassifierRunner,
@@ -48,7 +49,6 @@ from cleanai.quantization.check import make_probe, measure
 import _report  # benchmarks/_report.py: scripts run from this folder
 from _report import table
 
-QUERY = "What is the pin number for my account?"
 BASELINE = "onnxruntime fp32"
 ROUTES = {"openvino int8 qdq": "qdq", "openvino int8 nncf": "nncf"}  # both int8 routes, whatever auto would take
 
@@ -146,7 +146,7 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
     calib = list(itertools.islice(DataLoader(splits.val, batch_size=args.calib_batch_size, shuffle=True,
                                              collate_fn=collate, generator=torch.Generator().manual_seed(0)),
                                   args.calib_batches))
-    example = collate([(QUERY, 0)])[0]
+    example = collate([(BOOK_QUERY, 0)])[0]
     quant = QuantConfig.auto(is_static=False)
     print(f"\n## {args.text_model} on CLINC150; ORT int8 = {quant.describe()}, OpenVINO int8 static", flush=True)
     with tempfile.TemporaryDirectory(prefix="runtimes-") as work:
@@ -159,7 +159,7 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
                                                             example_inputs=example)
         runners = {name: TextClassifierRunner(model.tokenizer, r, max_length=64, name=name) for name, r in inner.items()}
         test = DataLoader(subset(splits.test, args.text_images or None), batch_size=64, collate_fn=raw_text_collate)
-        query = DataLoader(TextDataset([QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
+        query = DataLoader(TextDataset([BOOK_QUERY], [0]), batch_size=1, collate_fn=raw_text_collate)
         first = collate([(t, 0) for t in next(iter(test))[0]])[0]
         queries = DataLoader(test.dataset, batch_size=max(args.batches), collate_fn=raw_text_collate)
         result = measure_part(runners, model, first, test, {b: query if b == 1 else queries for b in args.batches},

@@ -4,7 +4,7 @@ The runners it measures live in `cleanai.runtime`; their names are re-exported h
 """
 
 from cleanai.benchmark.compare import compare, compare_runners, load_rows, plot_metrics, save_rows
-from cleanai.benchmark.intent import intent_scores, intent_variants, measure_intents
+from cleanai.benchmark.intent import BOOK_QUERY, intent_scores, intent_variants, measure_intents
 from cleanai.benchmark.performance import (
     BenchmarkConfig,
     Measurement,
@@ -25,6 +25,7 @@ from cleanai.runtime import (
 )
 
 __all__ = [
+    "BOOK_QUERY",
     "BenchmarkConfig",
     "BenchmarkError",
     "Measurement",

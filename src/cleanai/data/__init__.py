@@ -9,7 +9,7 @@ from cleanai.data.cifar10 import load_cifar10
 from cleanai.data.clinc150 import load_clinc150
 from cleanai.data.digits import load_digits
 from cleanai.data.images import NORMALIZATIONS, ImageDataset, random_crop_flip
-from cleanai.data.text import TextCollate, TextDataset, raw_text_collate, text_collate
+from cleanai.data.text import TextCollate, TextDataset, raw_text_collate, text_collate, texts_of
 
 __all__ = [
     "DATASETS",
@@ -29,4 +29,5 @@ __all__ = [
     "raw_text_collate",
     "subset",
     "text_collate",
+    "texts_of",
 ]

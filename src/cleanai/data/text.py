@@ -27,6 +27,11 @@ class TextDataset(Dataset):
         return self.texts[index], self.labels[index]
 
 
+def texts_of(dataset: Dataset) -> list[str]:
+    """The texts of a text dataset's items (a `TextDataset` or a subset of one), in order."""
+    return [dataset[i][0] for i in range(len(dataset))]
+
+
 def raw_text_collate(batch: Sequence[tuple[str, int]]) -> tuple[list[str], torch.Tensor]:
     """Batch items as (list of texts, LongTensor labels), for runners that tokenise themselves."""
     texts, labels = zip(*batch) if batch else ((), ())

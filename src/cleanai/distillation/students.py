@@ -69,7 +69,7 @@ def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassi
 
 def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None,
                      keep_first: int = 0, remap: Literal["tokenizer", "model"] = "tokenizer") -> TextClassifier:
-    """Keep only the tokens of `texts` (plus special tokens); return a smaller model with a remapped tokenizer.
+    """Keep only the tokens of `texts` (plus special tokens); return a smaller model that reads them.
 
     `keep_first` also keeps the tokenizer's first ids: WordPiece and BPE vocabularies are built most frequent
     first, so these are the pieces that new text most likely needs (fewer words split differently than the
@@ -92,6 +92,9 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
         raise DistillationError(f"remap must be 'tokenizer' (rewrite the tokenizer's ids) or 'model' (map them inside "
                                 f"the model), got {remap!r}")
     spec = _tokenizer_spec(tokenizer) if remap == "tokenizer" else None
+    if spec is None and tokenizer.unk_token_id is None:
+        raise DistillationError("prune_vocabulary(remap='model') maps the tokens it drops to the tokenizer's unknown "
+                                "token, and this tokenizer has none; use remap='tokenizer'")
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
@@ -103,29 +106,20 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
         for ids in tokenizer(texts[start:start + 1024], truncation=max_length is not None,
                              max_length=max_length)["input_ids"]:
             used.update(ids)
-    if spec is None:  # remap="model"
-        student = copy.deepcopy(model)
-        student.hf_model.set_input_embeddings(_vocabulary_embedding(student, tokenizer, sorted(used)))
-        _check_same_logits(model, student, texts[:CHECK_TEXTS])
-        return student
-    if spec["model"]["type"] == "BPE":
+    if spec is not None and spec["model"]["type"] == "BPE":
         used |= _bpe_closure(spec["model"], used)
     kept = sorted(used)
     old_to_new = {old: new for new, old in enumerate(kept)}
-    new_tokenizer = _remapped_tokenizer(tokenizer, spec, old_to_new)
-
     student = copy.deepcopy(model)
-    old_embedding = student.hf_model.get_input_embeddings()
-    embedding = nn.Embedding(len(kept), old_embedding.embedding_dim, padding_idx=_remap_optional(
-        old_embedding.padding_idx, old_to_new))
-    embedding.weight.data.copy_(old_embedding.weight.data[torch.tensor(kept)])
-    student.hf_model.set_input_embeddings(embedding)
-    student.config.vocab_size = len(kept)
-    for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
-        value = getattr(student.config, attr, None)
-        if isinstance(value, int):
-            setattr(student.config, attr, old_to_new.get(value, value))
-    student.tokenizer = new_tokenizer
+    unk = None if spec is not None else tokenizer.unk_token_id
+    student.hf_model.set_input_embeddings(_kept_rows(student.hf_model.get_input_embeddings(), kept, old_to_new, unk))
+    if spec is not None:  # the tokenizer's ids become the rows' ids
+        student.config.vocab_size = len(kept)
+        for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+            value = getattr(student.config, attr, None)
+            if isinstance(value, int):
+                setattr(student.config, attr, old_to_new.get(value, value))
+        student.tokenizer = _remapped_tokenizer(tokenizer, spec, old_to_new)
     _check_same_logits(model, student, texts[:CHECK_TEXTS])
     return student
 
@@ -142,18 +136,17 @@ def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
     return spec
 
 
-def _vocabulary_embedding(model: TextClassifier, tokenizer: Any, kept: list[int]) -> VocabularyEmbedding:
-    """The `kept` rows of `model`'s input embedding behind a map from every tokenizer id (others to [UNK])."""
-    if tokenizer.unk_token_id is None:
-        raise DistillationError("prune_vocabulary(remap='model') maps the tokens it drops to the tokenizer's unknown "
-                                "token, and this tokenizer has none; use remap='tokenizer'")
-    old = model.hf_model.get_input_embeddings()
-    rows = {token: row for row, token in enumerate(kept)}
-    embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings,
-                                    padding_idx=_remap_optional(old.padding_idx, rows))
+def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int], unk: int | None) -> nn.Embedding:
+    """The `kept` rows of `old` (row i is token kept[i]); with `unk` (remap='model') a `VocabularyEmbedding` whose
+    map sends every old id to its row, and the ids not kept to `unk`'s row."""
+    padding_idx = _remap_optional(old.padding_idx, rows)
+    if unk is None:
+        embedding = nn.Embedding(len(kept), old.embedding_dim, padding_idx=padding_idx)
+    else:
+        embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings, padding_idx=padding_idx)
+        embedding.id_map.fill_(rows[unk])
+        embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept))
     embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
-    embedding.id_map.fill_(rows[tokenizer.unk_token_id])
-    embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept))
     return embedding
 
 

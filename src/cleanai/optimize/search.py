@@ -37,13 +37,13 @@ import yaml
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
-from cleanai.data import default_cache_dir
+from cleanai.data import default_cache_dir, texts_of
 from cleanai.distillation import distill, prune_vocabulary
 from cleanai.errors import CleanAIError, ConfigError
 from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
-from cleanai.models import TextClassifier
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
+from cleanai.models import TextClassifier
 from cleanai.optimize.candidate import Candidate, Encoder, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
@@ -301,8 +301,7 @@ class _Search:
     def train_texts(self) -> list[str]:
         """The training split's texts (what vocabulary pruning keeps the tokens of), read on first use."""
         if self._train_texts is None:
-            train = self.splits.train
-            self._train_texts = [train[i][0] for i in range(len(train))]
+            self._train_texts = texts_of(self.splits.train)
         return self._train_texts
 
     def _macs_ratio(self, model: nn.Module) -> float | None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
 from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
+from cleanai.data import texts_of
 from cleanai.errors import ConfigError
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
@@ -252,6 +253,14 @@ class DistillStep(StepConfig, DistillConfig):
         return {"test": scores}
 
 
+def _text_model(ctx: StepContext, what: str) -> TextClassifier:
+    """The step's input model, refused unless it is a text model (`what` the step does to it)."""
+    model = ctx.input_model()
+    if not isinstance(model, TextClassifier):
+        raise ConfigError(f"{what} of a text model (TextClassifier); this recipe's model is a {type(model).__name__}")
+    return model
+
+
 class KeepLayersStep(StepConfig):
     """`keep_layers`: only the encoder blocks `layers` (0-based, increasing) of the current text model, weights
     copied (`keep_layers`): a shallower student for the prune, finetune or distill steps after it."""
@@ -260,10 +269,7 @@ class KeepLayersStep(StepConfig):
     layers: list[int] = Field(min_length=1)
 
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
-        model = ctx.input_model()
-        if not isinstance(model, TextClassifier):
-            raise ConfigError(f"a keep_layers step cuts the encoder blocks of a text model (TextClassifier); this "
-                              f"recipe's model is a {type(model).__name__}")
+        model = _text_model(ctx, "a keep_layers step cuts the encoder blocks")
         before = model.config.num_hidden_layers
         model.cut_layers(self.layers)
         ctx.save_model(model, out)
@@ -280,13 +286,8 @@ class VocabularyStep(StepConfig):
     keep_first: int = Field(0, ge=0)
 
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
-        model = ctx.input_model()
-        if not isinstance(model, TextClassifier):
-            raise ConfigError(f"a vocabulary step prunes the embedding of a text model (TextClassifier); this recipe's "
-                              f"model is a {type(model).__name__}")
-        train = ctx.run.splits.train
-        small = prune_vocabulary(model, [train[i][0] for i in range(len(train))], keep_first=self.keep_first,
-                                 remap="model")
+        model = _text_model(ctx, "a vocabulary step prunes the embedding")
+        small = prune_vocabulary(model, texts_of(ctx.run.splits.train), keep_first=self.keep_first, remap="model")
         scores = Trainer(small, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
         ctx.save_model(small, out)
         summary = {"tokens": small.hf_model.get_input_embeddings().num_embeddings,
