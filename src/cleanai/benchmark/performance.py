@@ -132,9 +132,17 @@ class Measurement(BaseModel):
 
 
 def _resize(inputs: Any, n: int) -> Any:
-    """The first `n` samples of a batch; a shorter batch is repeated until it has `n`."""
+    """The first `n` samples of a batch; a shorter batch is repeated until it has `n`. Tokenized text loses the
+    columns that only pad other rows (what the tokenizer gives for these rows alone), so a batch-1 latency is
+    one query's, not one query padded to the longest of its batch."""
     if isinstance(inputs, Mapping):
-        return {k: _resize(v, n) for k, v in inputs.items()}
+        out = {k: _resize(v, n) for k, v in inputs.items()}
+        mask = out.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            used = mask.bool().any(0)
+            out = {k: v[:, used] if isinstance(v, torch.Tensor) and v.shape[:2] == mask.shape else v
+                   for k, v in out.items()}
+        return out
     if is_tensor_tuple(inputs):
         return type(inputs)(_resize(v, n) for v in inputs)
     reps = -(-n // batch_len(inputs))
