@@ -354,8 +354,8 @@ def render(record: dict[str, Any]) -> str:
         out += ["", "CLINC150 (plus), test split, accuracy with \"oos\" as a plain class; speed-up against each run's "
                 "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
         if book:
-            out += ["", "The search's own benchmark times token tensors of the first test batch's first row (padded "
-                    "to that batch's longest query); the hand-built runs time the book's query, tokenising included. "
+            out += ["", "The search's own benchmark times the token tensors of the first test query; the hand-built "
+                    "runs time the book's query, tokenising included. "
                     "The last row measures the search's final artifact their way: the teacher and it in "
                     f"{args['repeats']} interleaved rounds on the book's query, speed-up the median of the per-round "
                     "ratios; the goal below reads that row."]
