@@ -248,7 +248,8 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) 
         return {}
     distilled = TextClassifier.from_pretrained(source).eval()
     small = prune_vocabulary(distilled, train_texts, keep_first=record["vocabulary"]["keep_first"])
-    return intent_variants(small, "hand-built: distilled + vocab", workdir, ["ORT int8"], oos, record["args"]["max_length"])
+    return intent_variants(small, "hand-built: distilled + vocab", workdir, ["ORT int8"], oos,
+                           record["args"]["max_length"])
 
 
 def main() -> None:
@@ -377,7 +378,8 @@ def render(record: dict[str, Any]) -> str:
         if "optimize" in side and len(side) == 3:  # the goal reads the run that timed both artifacts beside the teacher
             final = {**final, "test_accuracy": side["optimize"]["metrics"]["accuracy_oos_class"],
                      "speedup_vs_torch": side["optimize"]["speedup"], "size_mb": side["optimize"]["size_mb"]}
-            hand = {name: row for name, row in side.items() if name.startswith("hand-built")}
+            hand = {name.removeprefix("hand-built: "): row for name, row in side.items()
+                    if name.startswith("hand-built")}
         out += ["", "CLINC150 (plus), test split, accuracy with \"oos\" as a plain class; speed-up against each run's "
                 "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
         if book:
@@ -388,9 +390,9 @@ def render(record: dict[str, Any]) -> str:
                     + ("." if side else "; the goal below reads that row.")]
         if side:
             out += ["", f"The rows \"in one run\" rebuild the hand-built final artifact from the distilled student "
-                    f"`{args['clinc_baseline']}` cached (its vocabulary, ONNX Runtime dynamic int8) and time it beside "
-                    f"the teacher and the search's final artifact in {args['repeats']} interleaved rounds on the book's "
-                    "query, tokenising included; speed-up the median of the per-round ratios; the goal below reads "
+                    f"that run `{args['clinc_baseline']}` cached (its vocabulary, ONNX Runtime dynamic int8) and time it "
+                    f"beside the teacher and the search's final artifact in {args['repeats']} interleaved rounds on the "
+                    "book's query, tokenising included; speed-up the median of the per-round ratios; the goal below reads "
                     "those rows."]
         if final and hand:
             out += ["", _clinc_goal(final, *list(hand.items())[-1])]
