@@ -125,9 +125,9 @@ def heading(record: dict[str, Any]) -> str:
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide a run: options left empty are dropped, so a run recorded before such an option
-    existed still resumes."""
-    return {k: v for k, v in settings.items() if v != []}
+    """The settings that decide a run: options left empty or unset are dropped, so a run recorded before such an
+    option existed still resumes."""
+    return {k: v for k, v in settings.items() if v != [] and v is not None}
 
 
 class Resumable:
