@@ -229,11 +229,12 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         oos = teacher.label_names.index("oos")
         splits = load_dataset("clinc150", config="plus")
         loaders = splits.loaders(batch_size=64)  # raw texts
-        runners = {"teacher": TextClassifierRunner(teacher.tokenizer, TorchRunner(teacher, name="teacher"), 64,
-                                                   name="teacher", oos_index=oos),
+        def intents(inner: Any) -> TextClassifierRunner:
+            return TextClassifierRunner(teacher.tokenizer, inner, 64, name=inner.name, oos_index=oos)
+
+        runners = {"teacher": intents(TorchRunner(teacher, name="teacher")),
                    **hand_built_final(args.clinc_baseline, texts_of(splits.train), oos, work / "hand_built"),
-                   "optimize": TextClassifierRunner(teacher.tokenizer, OrtRunner(final["onnx"], name="optimize"), 64,
-                                                    name="optimize", oos_index=oos)}
+                   "optimize": intents(OrtRunner(final["onnx"], name="optimize"))}
         rows = measure_intents(runners, loaders.test, loaders.val, BOOK_QUERY,
                                BenchmarkConfig(threads=args.threads, runs=args.runs, progress=False),
                                repeats=args.repeats)
@@ -246,7 +247,8 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) 
     as that script builds it from the distilled student it cached; {} when that run or its student is absent."""
     baseline = _report.RESULTS / "clinc150" / run / "rows.json"
     record = json.loads(baseline.read_text()) if baseline.is_file() else {}
-    source = Path(record.get("sources", {}).get("distilled", "").removeprefix("cached ")) / "model"
+    # its source reads "cached <folder>" or "trained in N min, saved to <folder>"
+    source = Path(record.get("sources", {}).get("distilled", "").rsplit(" ", 1)[-1]) / "model"
     if "vocabulary" not in record or not (source / "config.json").is_file():
         return {}
     distilled = TextClassifier.from_pretrained(source).eval()
@@ -307,6 +309,17 @@ def _clinc_goal(final: dict[str, Any], name: str, hand: dict[str, Any]) -> str:
             f"{final['size_mb']:.2f} against {hand['size_mb']:.2f} MB.")
 
 
+def _intent_cells(label: str, row: dict[str, Any], speedup: float) -> list[str]:
+    """A CLINC150 table row of a `measure_intents` row: test accuracy with "oos" as a class, size, speed-up."""
+    return [label, _pct(row["metrics"].get("accuracy_oos_class")), f"{row['size_mb']:.2f}", f"{speedup:.2f}x"]
+
+
+def _read_final(final: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The search's final row with the accuracy, speed-up and size of a `measure_intents` row of its artifact."""
+    return {**final, "test_accuracy": row["metrics"]["accuracy_oos_class"], "speedup_vs_torch": row["speedup"],
+            "size_mb": row["size_mb"]}
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -361,30 +374,23 @@ def render(record: dict[str, Any]) -> str:
         baseline = _report.RESULTS / "clinc150" / args["clinc_baseline"] / "rows.json"
         hand = {r["name"]: r for r in json.loads(baseline.read_text())["rows"]} if baseline.is_file() else {}
         # the median of per-round ratios where that run was timed in interleaved rounds
-        table = [[f"hand-built: {name}", _pct(r["metrics"].get("accuracy_oos_class")), f"{r['size_mb']:.2f}",
-                  f"{r.get('speedup') or hand['teacher']['latency_ms_p50'] / r['latency_ms_p50']:.2f}x"]
+        table = [_intent_cells(f"hand-built: {name}", r,
+                               r.get("speedup") or hand["teacher"]["latency_ms_p50"] / r["latency_ms_p50"])
                  for name, r in hand.items()]
         if final:
             table.append([f"optimize: {chosen.get('candidate', '-')}", _pct(final["test_accuracy"]),
                           f"{final['size_mb']:.2f}", f"{final['speedup_vs_torch']:.2f}x"])
         book = rows.get("clinc|book_protocol", {}).get("rows")
         if book:
-            row = book[-1]
-            table.append([f"optimize, by the hand-built runs' protocol: {chosen.get('candidate', '-')}",
-                          _pct(row["metrics"].get("accuracy_oos_class")), f"{row['size_mb']:.2f}",
-                          f"{row['speedup']:.2f}x"])
-            final = {**final, "test_accuracy": row["metrics"]["accuracy_oos_class"], "speedup_vs_torch": row["speedup"],
-                     "size_mb": row["size_mb"]}
-        side = rows.get("clinc|side_by_side", {}).get("rows") or []
-        for row in side:
-            table.append([f"in one run: {row['name']}", _pct(row["metrics"].get("accuracy_oos_class")),
-                          f"{row['size_mb']:.2f}", f"{row['speedup']:.2f}x"])
-        side = {row["name"]: row for row in side}
-        if "optimize" in side and len(side) == 3:  # the goal reads the run that timed both artifacts beside the teacher
-            final = {**final, "test_accuracy": side["optimize"]["metrics"]["accuracy_oos_class"],
-                     "speedup_vs_torch": side["optimize"]["speedup"], "size_mb": side["optimize"]["size_mb"]}
-            hand = {name.removeprefix("hand-built: "): row for name, row in side.items()
-                    if name.startswith("hand-built")}
+            table.append(_intent_cells(f"optimize, by the hand-built runs' protocol: {chosen.get('candidate', '-')}",
+                                       book[-1], book[-1]["speedup"]))
+            final = _read_final(final, book[-1])
+        side = {row["name"]: row for row in rows.get("clinc|side_by_side", {}).get("rows") or []}
+        table += [_intent_cells(f"in one run: {name}", row, row["speedup"]) for name, row in side.items()]
+        side_hand = {name.removeprefix("hand-built: "): row for name, row in side.items()
+                     if name.startswith("hand-built")}
+        if "optimize" in side and side_hand:  # the goal reads the run that timed both artifacts beside the teacher
+            final, hand = _read_final(final, side["optimize"]), side_hand
         out += ["", "CLINC150 (plus), test split, accuracy with \"oos\" as a plain class; speed-up against each run's "
                 "own fp32 torch teacher:", "", _report.table(["pipeline", "test acc %", "size MB", "speed-up"], table)]
         if book:

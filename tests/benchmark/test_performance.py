@@ -31,14 +31,16 @@ FAST = BenchmarkConfig(warmup=2, runs=15, throughput_batch_size=8, throughput_ru
 
 
 class RecordingRunner(TorchRunner):
-    """A real TorchRunner that also records each call's batch size and torch's thread count."""
+    """A real TorchRunner that also records each call's batch size and torch's thread count, and its inputs."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model, name="recording")
         self.calls: list[tuple[int, int]] = []
+        self.inputs: list = []
 
     def __call__(self, inputs):
         self.calls.append((len(inputs), torch.get_num_threads()))
+        self.inputs.append(inputs)
         return super().__call__(inputs)
 
 
@@ -143,32 +145,20 @@ def test_timed_inputs_are_the_first_batch_resliced_to_each_batch_size(cnn):
     assert sizes == [4, 4, 2] + [3] * 7 + [9] * 3
 
 
-class InputsRecordingRunner(TorchRunner):
-    """A real TorchRunner over a two-input text model that records each call's inputs."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, name="inputs")
-        self.calls: list[dict[str, torch.Tensor]] = []
-
-    def __call__(self, inputs):
-        self.calls.append(inputs)
-        return super().__call__(inputs)
-
-
 def test_a_batch_one_text_latency_times_one_query_without_its_batch_padding(tokenizer, tiny_bert, texts):
     short, long = min(texts, key=len), max(texts, key=len)
     data = [(t, 0) for t in [short, texts[0], texts[1], long]]  # one batch, padded to the long last row
-    runner = InputsRecordingRunner(tiny_bert)
+    runner = RecordingRunner(tiny_bert)
     config = BenchmarkConfig(batch_size=1, warmup=1, runs=2, throughput_batch_size=3, throughput_runs=1,
                              progress=False)
     PerformanceBenchmark(runner, DataLoader(data, batch_size=4, collate_fn=text_collate(tokenizer)),
                          config=config).run()
     alone = tokenizer([short], return_tensors="pt")
-    batch_one = [c for c in runner.calls if len(c["input_ids"]) == 1]
+    batch_one = [c for c in runner.inputs if len(c["input_ids"]) == 1]
     assert batch_one and all(torch.equal(c["input_ids"], alone["input_ids"])
                              and torch.equal(c["attention_mask"], alone["attention_mask"]) for c in batch_one)
     three = tokenizer([short, texts[0], texts[1]], padding=True, return_tensors="pt")  # padded to their longest
-    throughput = [c for c in runner.calls if len(c["input_ids"]) == 3]
+    throughput = [c for c in runner.inputs if len(c["input_ids"]) == 3]
     assert throughput and all(torch.equal(c["input_ids"], three["input_ids"]) for c in throughput)
 
 

@@ -16,8 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, OrtRunner, compare_runners, plot_metrics, save_rows
-from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
 from cleanai.data import texts_of
+from cleanai.distillation import DistillConfig, distill, keep_layers, prune_vocabulary
 from cleanai.errors import ConfigError
 from cleanai.export import export_onnx, optimize_onnx
 from cleanai.fusion import fuse_conv_bn
