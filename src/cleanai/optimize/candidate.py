@@ -63,8 +63,9 @@ def _shallower(config: OptimizeConfig, encoder: Encoder | None) -> list[int]:
 def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> list[dict[str, Any]]:
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
     half the largest ratio spread evenly in one step, and for text models each shallower student of `depths`
-    (deepest first; the hand-built pipeline's own choice) and the largest vocabulary of `vocab_keep_first`;
-    trained ones with KD from the original when the search allows it (with int8 when the search quantizes)."""
+    (deepest first) and the largest vocabulary of `vocab_keep_first`, then the deepest of those students with that
+    vocabulary (the hand-built pipeline's combination, which a short search rarely samples); trained ones with KD
+    from the original when the search allows it (with int8 when the search quantizes)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
     kd = {"kd": True} if True in config.kd else {}
@@ -80,6 +81,8 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
     points += [{**full, "depth": depth, "ratio": 0.0, **kd, "quant": quant} for depth in depths]
     if vocab:
         points.append({**full, "ratio": 0.0, "vocab": max(vocab), "quant": quant})
+    if vocab and depths:
+        points.append({"depth": depths[0], "vocab": max(vocab), "ratio": 0.0, **kd, "quant": quant})
     return points
 
 
