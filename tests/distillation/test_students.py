@@ -9,7 +9,7 @@ from cleanai.distillation import (
     DistillationError, keep_layers, prune_vocabulary, shrink_width, student_from_config,
 )
 from cleanai.errors import ConfigError
-from cleanai.models import TextClassifier, VocabularyEmbedding
+from cleanai.models import TextClassifier, VocabularyEmbedding, tiny_bert_classifier
 
 from .conftest import LABELS, TEXTS
 
@@ -172,3 +172,22 @@ def test_vocabulary_pruning_inside_the_model_keeps_the_tokenizer_and_maps_droppe
     assert dropped and not torch.allclose(got[2], want[2], atol=1e-5)  # "xyz quiz": its pieces read [UNK]'s row
     with pytest.raises(DistillationError, match="remap must be 'tokenizer'"):
         prune_vocabulary(model, TEXTS[:6], remap="embedding")
+
+
+def test_a_dropped_token_inside_the_model_reads_the_row_of_its_longest_kept_prefix(teacher) -> None:
+    from transformers import BertTokenizer
+
+    vocab = dict(teacher.tokenizer.get_vocab())
+    for word in ("pin", "pink", "pinks", "##ink"):  # whole words and a suffix beside the character pieces
+        vocab[word] = len(vocab)
+    torch.manual_seed(0)
+    model = TextClassifier(tiny_bert_classifier(label_names=LABELS, vocab_size=len(vocab)).hf_model,
+                           BertTokenizer(vocab=vocab)).eval()
+    small = prune_vocabulary(model, ["i forgot my pin", "a mink", "call #1"], remap="model")
+    id_map = small.hf_model.get_input_embeddings().id_map
+    ids = model.tokenizer.convert_tokens_to_ids
+    assert model.tokenizer.tokenize("pink pinks mink") == ["pink", "pinks", "m", "##ink"]
+    assert id_map[ids("pinks")] == id_map[ids("pink")] == id_map[ids("pin")]  # pinks -> pink (dropped) -> pin
+    assert id_map[ids("##x")] == id_map[ids("[UNK]")] != id_map[ids("#")]  # a prefix needs a letter or digit
+    with torch.no_grad():  # "pink" is read as "pin"
+        assert torch.allclose(small(**model.encode(["pink"])), small(**model.encode(["pin"])), atol=1e-6)

@@ -9,7 +9,8 @@
 - `prune_vocabulary(model, texts)`: keep only the embedding rows of tokens that occur in `texts` plus the
   special tokens, and a tokenizer remapped to the new ids (WordPiece: other pieces become [UNK]; BPE: other
   text splits into smaller kept pieces) - a smaller artifact; `remap="model"` keeps the tokenizer and maps
-  its ids to the kept rows inside the model (`VocabularyEmbedding`).
+  its ids to the kept rows inside the model (`VocabularyEmbedding`; a dropped token reads the row of its
+  longest kept prefix).
 
 Every builder returns a new `TextClassifier` and leaves the teacher untouched.
 """
@@ -81,8 +82,10 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     token and the merges that build the kept tokens, so the training texts are merged exactly as before and any
     other text falls back to smaller kept pieces.
     `remap="model"`: the tokenizer and its ids stay; the embedding becomes a `VocabularyEmbedding` that maps each
-    id to its kept row, a token not kept to the [UNK] row. The model takes the same inputs as before, so it
-    drops into a pipeline (data loaders, ONNX export, a benchmark beside the original) unchanged.
+    id to its kept row, a token not kept to the row of its longest kept prefix holding a letter or digit
+    (`booking` -> `book`, `##ations` -> `##ation`: the piece the pruned vocabulary would start the word with)
+    and to the [UNK] row when it has none. The model takes the same inputs as before, so it drops into a
+    pipeline (data loaders, ONNX export, a benchmark beside the original) unchanged.
     The result is checked against `model` on in-vocabulary texts before it is returned.
     """
     tokenizer = model.tokenizer
@@ -112,7 +115,9 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     old_to_new = {old: new for new, old in enumerate(kept)}
     student = copy.deepcopy(model)
     unk = None if spec is not None else tokenizer.unk_token_id
-    student.hf_model.set_input_embeddings(_kept_rows(student.hf_model.get_input_embeddings(), kept, old_to_new, unk))
+    prefixes = _kept_prefixes(tokenizer, old_to_new) if spec is None else {}
+    student.hf_model.set_input_embeddings(_kept_rows(student.hf_model.get_input_embeddings(), kept, old_to_new, unk,
+                                                     prefixes))
     if spec is not None:  # the tokenizer's ids become the rows' ids
         student.config.vocab_size = len(kept)
         for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
@@ -136,15 +141,35 @@ def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
     return spec
 
 
-def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int], unk: int | None) -> nn.Embedding:
+def _kept_prefixes(tokenizer: Any, kept: dict[int, int]) -> dict[int, int]:
+    """For each token not `kept`, its longest kept proper prefix that holds a letter or digit (so `##x` does not
+    read `#`); tokens without one are left out."""
+    vocab = tokenizer.get_vocab()
+    prefixes = {}
+    for token, i in vocab.items():
+        if i in kept:
+            continue
+        for end in range(len(token) - 1, 0, -1):
+            j = vocab.get(token[:end])
+            if j in kept and any(c.isalnum() for c in token[:end]):
+                prefixes[i] = j
+                break
+    return prefixes
+
+
+def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int], unk: int | None,
+               prefixes: dict[int, int]) -> nn.Embedding:
     """The `kept` rows of `old` (row i is token kept[i]); with `unk` (remap='model') a `VocabularyEmbedding` whose
-    map sends every old id to its row, and the ids not kept to `unk`'s row."""
+    map sends every old id to its row, the ids not kept to their kept prefix's row (`prefixes`) or `unk`'s."""
     padding_idx = _remap_optional(old.padding_idx, rows)
     if unk is None:
         embedding = nn.Embedding(len(kept), old.embedding_dim, padding_idx=padding_idx)
     else:
         embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings, padding_idx=padding_idx)
         embedding.id_map.fill_(rows[unk])
+        dropped = [i for i in prefixes if i < old.num_embeddings]
+        if dropped:
+            embedding.id_map[torch.tensor(dropped)] = torch.tensor([rows[prefixes[i]] for i in dropped])
         embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept))
     embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
     return embedding

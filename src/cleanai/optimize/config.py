@@ -39,7 +39,8 @@ class OptimizeConfig(BaseModel):
       for text models, `depths` adds a shallower student: that many encoder blocks kept (`keep_layers`: spread
       evenly, first and last kept), trained like a pruned candidate; `vocab_keep_first` adds vocabulary pruning
       after training: the embedding rows of the training texts' tokens plus the tokenizer's first N ids, for
-      each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the [UNK] row).
+      each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read their longest kept
+      prefix's row or [UNK]'s).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
       (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
     - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,

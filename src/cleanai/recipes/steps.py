@@ -280,7 +280,8 @@ class KeepLayersStep(StepConfig):
 
 class VocabularyStep(StepConfig):
     """`vocabulary`: only the embedding rows of the training split's tokens plus the tokenizer's first `keep_first`
-    ids (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the [UNK] row); after training."""
+    ids (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read their longest kept prefix's row
+    or [UNK]'s); after training."""
 
     type: Literal["vocabulary"]
     keep_first: int = Field(0, ge=0)
