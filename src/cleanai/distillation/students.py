@@ -141,17 +141,17 @@ def _tokenizer_spec(tokenizer: Any) -> dict[str, Any]:
     return spec
 
 
-def _kept_prefixes(tokenizer: Any, kept: dict[int, int]) -> dict[int, int]:
-    """For each token not `kept`, its longest kept proper prefix that holds a letter or digit (so `##x` does not
-    read `#`); tokens without one are left out."""
+def _kept_prefixes(tokenizer: Any, rows: dict[int, int]) -> dict[int, int]:
+    """For each token without a row in `rows` (kept id -> row), its longest kept proper prefix that holds a letter
+    or digit (so `##x` does not read `#`); tokens without one are left out."""
     vocab = tokenizer.get_vocab()
     prefixes = {}
     for token, i in vocab.items():
-        if i in kept:
+        if i in rows:
             continue
         for end in range(len(token) - 1, 0, -1):
             j = vocab.get(token[:end])
-            if j in kept and any(c.isalnum() for c in token[:end]):
+            if j in rows and any(c.isalnum() for c in token[:end]):
                 prefixes[i] = j
                 break
     return prefixes
