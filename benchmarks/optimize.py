@@ -23,7 +23,10 @@ benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the sa
 every search's trials.json beside them as trials-<name>.json.
 `--quick`: ResNet-20, 2,000 training / 1,000 validation images, 3 trials per search, 1 epoch, no CLINC part:
 a first look in about 10 minutes on a quiet 2-core machine, not a result.
+`--time-budget SECONDS` bounds each whole search (scan, trials, final rerun; `OptimizeConfig.time_budget`),
+`--searches combined` runs only the search `cleanai optimize` runs.
 Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
+       [--time-budget 3600] [--searches combined pruning quantization]
        [--threads 1] [--clinc-depths 4 3] [--clinc-vocab-keep-first 12000] [--clinc-kd 0.125 7]
        [--clinc-quant dynamic] [--clinc-objective size] [--run NAME]
 """
@@ -57,6 +60,7 @@ import _report  # benchmarks/_report.py: scripts run from this folder
 
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
+SEARCH_OPTIONS = {"combined": "combined", "pruning": "pruning only", "quantization": "quantization only"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,7 +71,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=None, choices=[20, 56], help="default 56 (20 with --quick)")
     parser.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the artifact may lose")
     parser.add_argument("--trials", type=int, default=None, help="trials per search (default 24; 3 with --quick)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per search (default: no limit)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds of trials per search (default: no limit)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds per whole search: scan, trials and final rerun (OptimizeConfig.time_budget)")
+    parser.add_argument("--searches", nargs="+", choices=list(SEARCH_OPTIONS), default=list(SEARCH_OPTIONS),
+                        help="which CIFAR searches run (default all three)")
     parser.add_argument("--train-samples", type=int, default=None, help="default 10,000 (2,000 with --quick)")
     parser.add_argument("--val-samples", type=int, default=None, help="default 2,000 (1,000 with --quick)")
     parser.add_argument("--search-epochs", type=int, default=None, help="default 3 (1 with --quick)")
@@ -111,7 +119,7 @@ def parse_args() -> argparse.Namespace:
 def search_config(args: argparse.Namespace, out: Path, **fields: Any) -> OptimizeConfig:
     settings: dict[str, Any] = {
         "out": out, "max_accuracy_drop": args.max_drop, "objective": "latency", "n_trials": args.trials,
-        "timeout": args.timeout, "threads": args.threads, "search_epochs": args.search_epochs,
+        "timeout": args.timeout, "time_budget": args.time_budget, "threads": args.threads, "search_epochs": args.search_epochs,
         "final_epochs": args.final_epochs, "progress": False,
         "finetune": TrainConfig(epochs=1, optimizer="sgd", lr=0.01, progress=False, device="cpu",
                                 optimizer_kwargs={"momentum": 0.9, "nesterov": True})}
@@ -144,7 +152,9 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
     data = DataSpec(name="cifar10", batch_size=128, subset={"train": args.train_samples, "val": args.val_samples})
     # in-block channels only: residual widths stay whole
     prune = PruneConfig(residual="keep", calib_batches=4, round_to=args.round_to)
-    for name, fields in SEARCHES.items():
+    for name in (SEARCH_OPTIONS[option] for option in args.searches):
+        fields = SEARCHES[name]
+
         def measure(name: str = name, fields: dict[str, Any] = fields) -> dict[str, Any]:
             start = time.perf_counter()
             result = optimize(model, data, search_config(args, work / name.replace(" ", "_"), prune=prune, **fields))
@@ -156,8 +166,8 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         original = create_model(model.name, pretrained="akamaster").eval()
         runners: dict[str, Any] = {"fp32 torch (original)": TorchRunner(original, name="fp32 torch (original)")}
         for name in SEARCHES:
-            row = results.record["rows"][f"cifar|{name}"]
-            if row["artifact"]:
+            row = results.record["rows"].get(f"cifar|{name}")
+            if row is not None and row["artifact"]:
                 runners[name] = artifact_runner(row, name)
         test = load_dataset("cifar10").loaders(batch_size=128, eval_batch_size=256).test
         rows = compare_runners(runners, test, BenchmarkConfig(batch_size=1, runs=args.runs, threads=args.threads,
@@ -335,6 +345,8 @@ def render(record: dict[str, Any]) -> str:
            f"{args['search_epochs']} search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, "
            f"{args['threads']} thread(s)."
            + (f" The CLINC150 search minimises {args['clinc_objective']}." if args.get("clinc_objective") else "")
+           + (f" Each search's time budget (scan, trials, final rerun): {args['time_budget'] / 60:g} min."
+              if args.get("time_budget") else "")
            + _multiples(record)]
     body = []
     for name in SEARCHES:
@@ -348,6 +360,12 @@ def render(record: dict[str, Any]) -> str:
     if body:
         out += ["", _report.table(["search", "chosen pipeline", "within budget", "val acc % (search)",
                                    "val acc % (final)", "minutes", "trials"], body)]
+    budget = args.get("time_budget")
+    if body and budget:
+        took = {name: rows[f"cifar|{name}"]["seconds"] for name in SEARCHES if f"cifar|{name}" in rows}
+        out += ["", "Time budget: " + "; ".join(
+            f"{name} {seconds / 60:.1f} of {budget / 60:g} min ({'within' if seconds <= budget else 'OVER'})"
+            for name, seconds in took.items()) + "."]
     compare = rows.get("cifar|compare")
     if compare is not None:
         measured = compare["rows"]

@@ -22,11 +22,13 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_optimize_quick_writes_the_search_the_choice_and_a_recipe_run_reruns(weights, tmp_path, capsys):
     out = tmp_path / "opt"
     assert main(["optimize", "--model", "small_cnn", "--weights", str(weights), "--data", "digits", "--max-drop", "3",
-                 "--objective", "size", "--quick", "--trials", "2", "--threads", "1", "--val-samples", "200",
+                 "--objective", "size", "--quick", "--trials", "2", "--time-budget", "3600", "--threads", "1",
+                 "--val-samples", "200",
                  "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["objective"] == "size" and result["config"]["n_trials"] == 2
+    assert result["config"]["time_budget"] == 3600
     assert len(result["trials"]) == 2 and result["met"]
     assert f"chosen (size): #{result['chosen']['number']}" in printed
     assert load_recipe(out / "recipe.yaml").data.subset["val"] == 200
@@ -40,6 +42,7 @@ def test_optimize_quick_writes_the_search_the_choice_and_a_recipe_run_reruns(wei
     (["--trials", "0"], "expected an integer >= 1"),
     (["--depths", "0"], "expected an integer >= 1"),
     (["--vocab-keep-first", "-5"], "expected an integer >= 0"),
+    (["--time-budget", "0"], "--time-budget: expected a number > 0"),
 ])
 def test_bad_options_are_refused_with_what_would_work(extra, message, tmp_path, capsys):
     assert main(["optimize", "--out", str(tmp_path / "o"), *extra]) == 2

@@ -677,7 +677,8 @@ def _optimize(args: argparse.Namespace) -> None:
     from cleanai.recipes import DataSpec, ModelSpec
 
     check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
-    fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout), ("threads", args.threads),
+    fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout),
+                                ("time_budget", args.time_budget), ("threads", args.threads),
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
                                 ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first))
               if v is not None}
@@ -710,7 +711,11 @@ def _add_optimize_parser(sub: Any) -> None:
                    help="also require at most this artifact size")
     p.add_argument("--quick", action="store_true", help="a first look: 6 trials, short fine-tuning")
     p.add_argument("--trials", type=_COUNT, default=None, help="finished trials the study should hold")
-    p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None, help="seconds for the search")
+    p.add_argument("--timeout", type=_number(float, 0, low_open=True), default=None,
+                   help="seconds for the trials (no trial starts after it)")
+    p.add_argument("--time-budget", type=_number(float, 0, low_open=True), default=None, metavar="SECONDS",
+                   help="seconds for the whole command: a trial starts only while it and the final rerun are "
+                        "expected to end within it")
     p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
     p.add_argument("--final-epochs", type=_number(int, 0), default=None,
                    help="fine-tuning epochs of the chosen pipeline's final run")

@@ -3,6 +3,7 @@ and the budget nobody meets."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from cleanai.data import load_dataset
 from cleanai.errors import ConfigError, OutputError
-from cleanai.optimize import optimize
+from cleanai.optimize import OptimizeError, optimize
 from cleanai.optimize import search as search_module
+from cleanai.optimize.budget import TimeBudget
 from cleanai.pruning import load_pruned
 from cleanai.recipes import load_recipe, read_status
 from cleanai.runtime import OrtRunner, TorchRunner, evaluate
@@ -160,6 +162,27 @@ def test_a_budget_nobody_meets_returns_the_best_candidates_and_the_gap(digits_we
     assert result.artifact == {} and not (tmp_path / "run" / "final").exists()
     assert (tmp_path / "run" / "recipe.yaml").is_file() and (tmp_path / "run" / "report.html").is_file()
     assert "No candidate meets the budget" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_time_budget_ends_the_search_when_no_further_trial_fits_and_still_reruns_the_choice(
+        digits_weights, tmp_path, monkeypatch):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    ticks = iter(range(0, 10_000, 100))  # every look at the clock: 100 s later (0 at the start, then 100, 200...)
+    monkeypatch.setattr(search_module, "TimeBudget", functools.partial(TimeBudget, clock=lambda: next(ticks)))
+    # asked before the first trial (100 s) and after each (200, 300: room; 400 s: over 350 with any estimate)
+    result = optimize(model, "digits", tiny(tmp_path / "run", n_trials=None, time_budget=350, quant_modes=["none"],
+                                            max_ratio=0.0))
+    assert len(result.trials) == 3 and result.met and (tmp_path / "run" / "artifact" / "model.onnx").is_file()
+    assert all(r["state"] == "complete" for r in result.trials)
+
+
+def test_a_time_budget_spent_before_the_first_trial_is_an_error_naming_it(digits_weights, tmp_path, monkeypatch):
+    ticks = iter([0.0, 1000.0, 1000.0])  # the original's measurement took 1000 s of a 60 s budget
+    monkeypatch.setattr(search_module, "TimeBudget", functools.partial(TimeBudget, clock=lambda: next(ticks)))
+    with pytest.raises(OptimizeError, match=r"no trial could start within the time_budget 60 s: 1000 s spent"):
+        optimize({"name": "small_cnn", "weights": str(digits_weights)}, "digits",
+                 tiny(tmp_path / "run", n_trials=None, time_budget=60, quant_modes=["none"], max_ratio=0.0))
+    assert (tmp_path / "run" / "baseline.json").is_file()  # what was measured is kept for a rerun
 
 
 def test_a_folder_cleanai_did_not_write_is_refused_before_any_work(digits_weights, tmp_path):

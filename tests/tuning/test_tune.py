@@ -215,3 +215,18 @@ def test_a_step_budget_stops_the_trial_that_spends_it_and_starts_no_more(tmp_pat
 def test_a_step_budget_refuses_an_objective_that_reports_no_steps() -> None:
     with pytest.raises(TuningError, match="trial 0 reported none"):
         tune(lambda trial: trial.params["x"], {"x": [1.0, 2.0]}, TuneConfig(n_trials=None, max_steps=5, progress=False))
+
+
+def test_may_start_is_asked_before_the_first_trial_and_after_each_one(tmp_path) -> None:
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    config = TuneConfig(n_trials=10, run_dir=tmp_path / "run", progress=False)
+    asked: list[int] = []
+
+    def three_at_most(study) -> bool:
+        asked.append(len(study.trials))
+        return len(study.trials) < 3
+
+    result = tune(lambda trial: trial.params["x"], space, config, may_start=three_at_most)
+    assert len(result.trials) == 3 and asked == [0, 1, 2, 3]  # asked at the start and after each trial
+    again = tune(lambda trial: trial.params["x"], space, config, may_start=three_at_most)
+    assert len(again.trials) == 3  # a resumed study that may not start one runs none

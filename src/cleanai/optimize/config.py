@@ -51,7 +51,9 @@ class OptimizeConfig(BaseModel):
       is timed in `latency_rounds` rounds in turn with the original model and kept as their median ratio times
       the original's (the final benchmark times its rows in as many interleaved rounds).
     - The study lives in `<out>/study/study.db` (resumed by a rerun) unless `storage` (an SQLAlchemy URL such
-      as postgresql://...) names a shared one; `timeout` (seconds) bounds the search's wall time.
+      as postgresql://...) names a shared one; `timeout` (seconds) bounds the trials' wall time, as Optuna does
+      (no trial starts after it). `time_budget` (seconds) bounds the whole call: a trial starts only while it and
+      the chosen pipeline's final rerun are expected to end within it (`cleanai.optimize.budget`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -63,6 +65,7 @@ class OptimizeConfig(BaseModel):
     out: Path = Path("runs/optimize")
     n_trials: int | None = Field(30, ge=1)
     timeout: float | None = Field(None, gt=0)
+    time_budget: float | None = Field(None, gt=0)
     sampler: Annotated[str, AfterValidator(SAMPLERS.known)] = "tpe"
     seed: int = Field(0, ge=0)
     storage: str | None = None
@@ -114,8 +117,9 @@ class OptimizeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OptimizeConfig:
-        if self.n_trials is None and self.timeout is None:
-            raise ConfigError("n_trials and timeout are both unset, so the search would never end; set one of them")
+        if self.n_trials is None and self.timeout is None and self.time_budget is None:
+            raise ConfigError("n_trials, timeout and time_budget are all unset, so the search would never end; set "
+                              "one of them")
         if self.final_epochs < self.search_epochs:
             raise ConfigError(f"final_epochs ({self.final_epochs}) is below search_epochs ({self.search_epochs}): the "
                               "chosen pipeline's final fine-tune must be at least as long as a trial's")

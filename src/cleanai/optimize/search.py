@@ -44,6 +44,7 @@ from cleanai.export import ExportError
 from cleanai.fusion import fuse_conv_bn
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import TextClassifier
+from cleanai.optimize.budget import TimeBudget, TrainingClock
 from cleanai.optimize.candidate import Candidate, Encoder, search_space, starting_points
 from cleanai.optimize.config import OptimizeConfig, OptimizeError
 from cleanai.optimize.halving import SuccessiveHalving, rungs
@@ -138,11 +139,19 @@ def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mappin
     out.mkdir(parents=True, exist_ok=True)
     if not (out / RUN_MARKER).is_file():
         (out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+    budget = None if config.time_budget is None else TimeBudget(
+        config.time_budget, config.max_steps * config.finetune.epochs + config.final_epochs)
     search = _Search(config, spec, data_spec, out)
     study = tune(search.trial, search_space(config, search.encoder), TuneConfig(
-        sampler=config.sampler, n_trials=config.n_trials, timeout=config.timeout, directions=DIRECTIONS,
+        sampler=config.sampler, n_trials=config.n_trials, directions=DIRECTIONS,
+        timeout=min((t for t in (config.timeout, config.time_budget) if t is not None), default=None),
         seed=config.seed, run_dir=out / "study", storage=config.storage, study_name=config.study_name,
-        keep_models=0, first_trials=starting_points(config, search.encoder), progress=config.progress))
+        keep_models=0, first_trials=starting_points(config, search.encoder), progress=config.progress),
+        may_start=None if budget is None else budget.may_start)
+    if budget is not None and not study.trials:
+        raise OptimizeError(f"no trial could start within the {budget.describe(study.trials)} (measuring the "
+                            f"original and the sensitivity scan): give a larger time_budget; a rerun reuses the "
+                            f"measurements kept in {str(out)!r}")
     result = search.result(study)
     return search.finish(result)
 
@@ -264,25 +273,30 @@ class _Search:
         accuracy = self.baseline["val_accuracy"]
         teacher = self.source if candidate.kd else None
         layers = candidate.cut(self.encoder)
+        clock = TrainingClock()  # what the trial spends training, which a time budget reads back
         if layers is not None:
             model.cut_layers(layers)
         if candidate.prunes:
-            model, report, history = prune_and_finetune(
-                model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
-                self.loaders.val, cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
-                distill_config=candidate.distill_config(cfg))
+            with clock.training(candidate.steps * cfg.finetune.epochs):
+                model, report, history = prune_and_finetune(
+                    model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
+                    self.loaders.val, cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
+                    distill_config=candidate.distill_config(cfg))
             accuracy = history.final["accuracy"]
         elif layers is not None:  # a shallower model: its first fine-tune, as a pruned one gets after pruning
-            self._finetune(model, teacher, candidate, cfg.finetune.epochs)
+            with clock.training(cfg.finetune.epochs):
+                self._finetune(model, teacher, candidate, cfg.finetune.epochs)
             accuracy = self._accuracy(TorchRunner(model))
         if candidate.prunes or layers is not None:
             trial.set("macs_ratio", self._macs_ratio(model))
             done = 0
             for rung, epochs in enumerate(rungs(cfg.search_epochs, cfg.eta)):
                 self.halving.check(trial, rung, accuracy)  # raises optuna.TrialPruned for a poor candidate
-                self._finetune(model, teacher, candidate, epochs - done)
+                with clock.training(epochs - done):
+                    self._finetune(model, teacher, candidate, epochs - done)
                 done, accuracy = epochs, self._accuracy(TorchRunner(model))
             trial.set("epochs", done)
+        clock.record(trial)
         if candidate.vocab is not None:  # after training: what the artifact's embedding keeps
             model = prune_vocabulary(model, self.train_texts(), keep_first=candidate.vocab, remap="model")
             accuracy = self._accuracy(TorchRunner(model))
@@ -531,9 +545,9 @@ def _export_problem(exc: ExportError) -> str:
 
 def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> str:
     """What the measurements kept in the out folder depend on (not the trial count, time limit or progress)."""
-    settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "progress", "out", "final_epochs",
-                                                       "objective", "max_accuracy_drop", "target_latency_ms",
-                                                       "target_size_mb"})
+    settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "time_budget", "progress", "out",
+                                                       "final_epochs", "objective", "max_accuracy_drop",
+                                                       "target_latency_ms", "target_size_mb"})
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
                        "config": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -200,12 +200,15 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Path | None = None,
-         config: TuneConfig | Mapping[str, Any] | None = None) -> TuneResult:
+         config: TuneConfig | Mapping[str, Any] | None = None, *,
+         may_start: Callable[[optuna.Study], bool] | None = None) -> TuneResult:
     """Search `space` for the parameters that optimise `objective`; resume the study if it exists.
 
     `objective` is a function of a `TuneTrial`, or a spec (`TrainingSpec`, `CrossValidation`,
     `DistillationSpec`) that trains a model per trial. Its `direction` attribute (if any) is used when
     `config.directions` is unset; its `build` lets `TuneResult.get_best_models` rebuild models.
+    `may_start(study)`, asked before the first trial and after each one, ends the search when it says False
+    (e.g. a caller's wall-time budget with no room for another trial).
     """
     config = config if isinstance(config, TuneConfig) else TuneConfig.model_validate(config or {})
     space = load_space(space)
@@ -242,7 +245,7 @@ def tune(objective: Objective, space: SearchSpace | Mapping[str, Any] | str | Pa
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
 
-    stop = _StopAt(config.n_trials, config.max_steps)
+    stop = _StopAt(config.n_trials, config.max_steps, may_start)
     callbacks = [_KeepBest(result, config.keep_models), stop]
     remaining = None if config.n_trials is None else config.n_trials - finished_count(study)
     if not stop.reached(study):
@@ -271,16 +274,18 @@ def _check_values(values: Any, count: int) -> float | list[float]:
 
 
 class _StopAt:
-    """Stop every worker once the study holds `n_trials` finished trials (a retried stale trial counted once) or
-    its finished trials have reported `max_steps` steps in total."""
+    """Stop every worker once the study holds `n_trials` finished trials (a retried stale trial counted once), its
+    finished trials have reported `max_steps` steps in total, or `may_start` says no further trial may start."""
 
-    def __init__(self, n_trials: int | None, max_steps: int | None) -> None:
-        self.n_trials, self.max_steps = n_trials, max_steps
+    def __init__(self, n_trials: int | None, max_steps: int | None,
+                 may_start: Callable[[optuna.Study], bool] | None = None) -> None:
+        self.n_trials, self.max_steps, self.may_start = n_trials, max_steps, may_start
 
     def reached(self, study: optuna.Study) -> bool:
         finished = finished_trials(study)
         return (self.n_trials is not None and len(finished) >= self.n_trials) or \
-            (self.max_steps is not None and reported_steps(finished) >= self.max_steps)
+            (self.max_steps is not None and reported_steps(finished) >= self.max_steps) or \
+            (self.may_start is not None and not self.may_start(study))
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self.max_steps is not None and trial.state == TrialState.COMPLETE and not trial.intermediate_values:
