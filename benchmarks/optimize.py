@@ -60,7 +60,7 @@ import _report  # benchmarks/_report.py: scripts run from this folder
 
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
-SEARCH_OPTIONS = {"combined": "combined", "pruning": "pruning only", "quantization": "quantization only"}
+SEARCH_OPTIONS = {name.split()[0]: name for name in SEARCHES}  # --searches combined pruning quantization
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,8 +119,8 @@ def parse_args() -> argparse.Namespace:
 def search_config(args: argparse.Namespace, out: Path, **fields: Any) -> OptimizeConfig:
     settings: dict[str, Any] = {
         "out": out, "max_accuracy_drop": args.max_drop, "objective": "latency", "n_trials": args.trials,
-        "timeout": args.timeout, "time_budget": args.time_budget, "threads": args.threads, "search_epochs": args.search_epochs,
-        "final_epochs": args.final_epochs, "progress": False,
+        "timeout": args.timeout, "time_budget": args.time_budget, "threads": args.threads,
+        "search_epochs": args.search_epochs, "final_epochs": args.final_epochs, "progress": False,
         "finetune": TrainConfig(epochs=1, optimizer="sgd", lr=0.01, progress=False, device="cpu",
                                 optimizer_kwargs={"momentum": 0.9, "nesterov": True})}
     if args.quick:
@@ -348,11 +348,12 @@ def render(record: dict[str, Any]) -> str:
            + (f" Each search's time budget (scan, trials, final rerun): {args['time_budget'] / 60:g} min."
               if args.get("time_budget") else "")
            + _multiples(record)]
-    body = []
+    body, took = [], {}
     for name in SEARCHES:
         row = rows.get(f"cifar|{name}")
         if row is None:
             continue
+        took[name] = row["seconds"]
         chosen = row["chosen"] or {}
         body.append([name, chosen.get("candidate", "-"), "yes" if row["met"] else f"no: {row['gap']}",
                      _pct(chosen.get("val_accuracy")), _pct(row["final"].get("val_accuracy")),
@@ -362,7 +363,6 @@ def render(record: dict[str, Any]) -> str:
                                    "val acc % (final)", "minutes", "trials"], body)]
     budget = args.get("time_budget")
     if body and budget:
-        took = {name: rows[f"cifar|{name}"]["seconds"] for name in SEARCHES if f"cifar|{name}" in rows}
         out += ["", "Time budget: " + "; ".join(
             f"{name} {seconds / 60:.1f} of {budget / 60:g} min ({'within' if seconds <= budget else 'OVER'})"
             for name, seconds in took.items()) + "."]

@@ -66,7 +66,8 @@ def test_before_any_trial_only_the_time_spent_counts():
 
 def test_the_training_clock_adds_up_what_a_trial_trained():
     class Trial:
-        attrs: dict = {}
+        def __init__(self) -> None:
+            self.attrs: dict = {}
 
         def set(self, key, value):
             self.attrs[key] = value

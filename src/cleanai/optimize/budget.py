@@ -37,7 +37,7 @@ class TimeBudget:
 
     def final_estimate(self, trials: Sequence[FrozenTrial]) -> float:
         """Expected seconds of the final rerun, from the finished trials (0 when none has finished)."""
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.duration is not None]
+        done = _complete(trials)
         trained = [t for t in done if t.user_attrs.get(TRAIN_EPOCHS)]
         per_epoch = max((t.user_attrs[TRAIN_SECONDS] / t.user_attrs[TRAIN_EPOCHS] for t in trained), default=0.0)
         outside = max((t.duration.total_seconds() - t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in done), default=0.0)
@@ -45,8 +45,7 @@ class TimeBudget:
 
     def trial_estimate(self, trials: Sequence[FrozenTrial]) -> float:
         """Expected seconds of one more trial: the median of the complete ones (0 when none has finished)."""
-        durations = [t.duration.total_seconds() for t in trials
-                     if t.state == TrialState.COMPLETE and t.duration is not None]
+        durations = [t.duration.total_seconds() for t in _complete(trials)]
         return statistics.median(durations) if durations else 0.0
 
     def may_start(self, study: optuna.Study) -> bool:
@@ -57,6 +56,10 @@ class TimeBudget:
     def describe(self, trials: Sequence[FrozenTrial]) -> str:
         return (f"time_budget {self.seconds:g} s: {self.elapsed():.0f} s spent, a trial expected to take "
                 f"{self.trial_estimate(trials):.0f} s and the final rerun {self.final_estimate(trials):.0f} s")
+
+
+def _complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.duration is not None]
 
 
 class TrainingClock:
