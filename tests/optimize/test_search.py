@@ -30,7 +30,12 @@ def searched(tmp_path_factory: pytest.TempPathFactory, digits_weights: Path):
     model = {"name": "small_cnn", "weights": str(digits_weights)}
     # mild pruning and a loose budget: the test is of the search's mechanics, not of how far a CNN trained for
     # 4 epochs can be pruned after one epoch of fine-tuning
-    return model, optimize(model, "digits", tiny(out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5))
+    caller = torch.get_num_threads()
+    torch.set_num_threads(2)  # the process's threads differ from the latency threads (1)
+    try:
+        return model, optimize(model, "digits", tiny(out, max_accuracy_drop=10.0, max_ratio=0.2, max_scale=0.5))
+    finally:
+        torch.set_num_threads(caller)
 
 
 def test_every_trial_is_listed_and_the_front_holds_complete_trials_only(searched):
@@ -89,6 +94,8 @@ def test_the_written_recipe_is_the_pipeline_the_final_run_ran(searched):
     status = read_status(result.out / "final")
     assert [e["type"] for e in status["variants"]["main"]] == [s.type for s in recipe.steps[:-1]]
     assert all(e["status"] == "done" for e in status["variants"]["main"]) and status["benchmark"]["status"] == "done"
+    # the final rerun trains on the process's threads, as the trials did; the latency threads time it only
+    assert status["threads"] == 2 and result.config.threads == 1 and recipe.steps[-1].threads == 1
     params = result.chosen["params"]
     assert ("prune" in [s.type for s in recipe.steps]) == (params["ratio"] > 0)
     assert ("quantize" in [s.type for s in recipe.steps]) == (params["quant"] != "none")

@@ -7,6 +7,8 @@ import signal
 import time
 from pathlib import Path
 
+import torch
+
 from cleanai.benchmark import load_rows
 from cleanai.cli import main
 from cleanai.recipes import read_status
@@ -111,6 +113,27 @@ def test_a_failing_step_keeps_the_finished_ones_and_the_run_resumes(recipe_file,
 
     assert main(["run", str(recipe), "--out", str(run), "--quiet", "--set", "steps.prune.ratio_dict={}"]) == 0
     assert statuses(run) == {"train": "cached", "prune": "done", "export": "done"}
+
+
+def test_the_recipe_threads_are_the_steps_and_the_callers_come_back_after_a_run_or_a_failure(recipe_file, tmp_path):
+    caller = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        good = recipe_file("threads: 1\n" + CHAIN % 1, "good.yaml")
+        assert main(["run", str(good), "--out", str(tmp_path / "good"), "--quiet"]) == 0
+        assert read_status(tmp_path / "good")["threads"] == 1
+        assert torch.get_num_threads() == 2
+        failing = recipe_file("threads: 1\n" + (CHAIN % 1).replace("epochs: 1\n  - type: export",
+                                                                    "ratio_dict: {nonexistent: 0.5}\n  - type: export")
+                              .replace("type: finetune", "type: prune"), "failing.yaml")
+        assert main(["run", str(failing), "--out", str(tmp_path / "failing"), "--quiet"]) == 2
+        assert statuses(tmp_path / "failing")["prune"] == "failed"
+        assert torch.get_num_threads() == 2
+        unset = recipe_file(CHAIN % 1, "unset.yaml")  # no `threads`: the steps run on the caller's
+        assert main(["run", str(unset), "--out", str(tmp_path / "unset"), "--quiet"]) == 0
+        assert read_status(tmp_path / "unset")["threads"] == 2
+    finally:
+        torch.set_num_threads(caller)
 
 
 def test_run_refuses_an_out_folder_it_did_not_write(recipe_file, tmp_path, capsys):

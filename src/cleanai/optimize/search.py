@@ -472,7 +472,9 @@ class _Search:
         candidate = Candidate.from_params(row["params"])
         steps = candidate.recipe_steps(self.config, self.scan, onnx=row["backend"] == "onnxruntime",
                                        fp32_layers=row.get("fp32_layers"), encoder=self.encoder)
-        recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed, "threads": self.config.threads,
+        # no top-level `threads`: that would train the final rerun on the latency threads; the benchmark step
+        # carries them, and every other step runs on the process's threads, as the trials did
+        recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed,
                   "model": self.model_spec.model_dump(mode="json", exclude_defaults=True),
                   "data": {"name": self.data_spec.name, **self.data_spec.model_dump(mode="json", exclude_defaults=True)},
                   "steps": steps,

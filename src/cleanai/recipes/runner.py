@@ -223,8 +223,15 @@ class RecipeRun:
         _remove_staging(self.out / "steps")
         if not (self.out / RUN_MARKER).is_file():
             (self.out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-        if self.recipe.threads is not None:
+        caller_threads = torch.get_num_threads()
+        if self.recipe.threads is not None:  # the whole run's torch threads; the caller's come back at the end
             torch.set_num_threads(self.recipe.threads)
+        try:
+            return self._execute()
+        finally:
+            torch.set_num_threads(caller_threads)
+
+    def _execute(self) -> Path:
         with atomic_open(self.out / "recipe.yaml", "w", encoding="utf-8") as fh:
             fh.write(self.recipe.path.read_text(encoding="utf-8"))
         write_json(self.out / "recipe.json", self.recipe.raw)
@@ -232,6 +239,7 @@ class RecipeRun:
         bench = self.recipe.benchmark
         self.status = {
             "recipe": self.recipe.name, "recipe_file": str(self.recipe.path), "started": _now(), "finished": None,
+            "threads": torch.get_num_threads(),  # what the steps trained and evaluated on
             "variants": {name: [self._entry(n) for n in nodes] for name, nodes in chains.items()},
             "benchmark": None if bench is None else {"id": bench.key_id, "type": "benchmark", "status": "pending"},
         }
