@@ -35,29 +35,32 @@ def study_of(*trials: FrozenTrial) -> optuna.Study:
     return study
 
 
-def test_estimates_come_from_the_complete_trials():
+def test_estimates_come_from_the_complete_trials_and_take_the_longest_schedule():
     trials = [finished(0, 100, **{TRAIN_SECONDS: 60.0, TRAIN_EPOCHS: 2}),  # 30 s per epoch, 40 s outside training
               finished(1, 50, **{TRAIN_SECONDS: 0.0, TRAIN_EPOCHS: 0}),  # no training: 50 s outside
               finished(2, 10, TrialState.PRUNED, **{TRAIN_SECONDS: 10.0, TRAIN_EPOCHS: 1})]  # not counted
-    budget = TimeBudget(1000, final_epochs=7, clock=Clock())
-    assert budget.trial_estimate(trials) == pytest.approx(75)  # median of 100 and 50
-    assert budget.final_estimate(trials) == pytest.approx(7 * 30 + 2 * 50)  # slowest epoch, longest outside
+    budget = TimeBudget(1000, trial_epochs=3, final_epochs=7, final_extra=20, clock=Clock())
+    assert budget.trial_estimate(trials) == pytest.approx(3 * 30 + 50)  # longest schedule, longest outside
+    assert budget.final_estimate(trials) == pytest.approx(7 * 30 + 2 * 50 + 20)  # ... and the test benchmark
+    short = TimeBudget(1000, trial_epochs=1, final_epochs=7, clock=Clock())
+    assert short.trial_estimate(trials) == pytest.approx(100)  # a complete trial took longer than 1 epoch + 50 s
+    assert short.trial_estimate([]) == short.final_estimate([]) == 0
 
 
 def test_a_trial_starts_only_while_it_and_the_final_rerun_fit():
     clock = Clock()
-    budget = TimeBudget(1000, final_epochs=7, clock=clock)
+    budget = TimeBudget(1000, trial_epochs=3, final_epochs=7, final_extra=20, clock=clock)
     study = study_of(finished(0, 100, **{TRAIN_SECONDS: 60.0, TRAIN_EPOCHS: 2}), finished(1, 50))
-    clock.now = 615  # 615 + 75 + 310 = 1000
+    clock.now = 530  # 530 + 140 + 330 = 1000
     assert budget.may_start(study)
-    clock.now = 616
+    clock.now = 531
     assert not budget.may_start(study)
-    assert "616 s spent" in budget.describe(study.trials) and "final rerun 310 s" in budget.describe(study.trials)
+    assert "531 s spent" in budget.describe(study.trials) and "final rerun 330 s" in budget.describe(study.trials)
 
 
 def test_before_any_trial_only_the_time_spent_counts():
     clock = Clock()
-    budget = TimeBudget(60, final_epochs=3, clock=clock)
+    budget = TimeBudget(60, trial_epochs=2, final_epochs=3, clock=clock)
     clock.now = 59
     assert budget.may_start(study_of())
     clock.now = 61

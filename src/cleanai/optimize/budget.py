@@ -3,16 +3,18 @@
 Optuna's `timeout` only stops new trials from starting, and the chosen pipeline's final rerun comes after the
 study, so a search bounded by `timeout` alone ends late by a trial and the rerun. `TimeBudget` lets a trial
 start only while it and the final rerun are expected to end within the budget. Both are estimated from the
-study's finished trials: a trial takes the median duration of the complete ones; the final rerun trains its
-longest possible schedule (`max_steps` x `finetune.epochs` + `final_epochs`) at the slowest seconds per epoch a
-trial measured (KD epochs cost more than plain ones), plus twice the longest time a trial spent outside
-training (export, quantization, evaluation, timing; the rerun also benchmarks the original on the test split
-and writes the report). Until a trial has trained, only the trial estimate counts.
+study's finished trials, on the side of caution: a trial takes the longest schedule a trial may train
+(`max_steps` x `finetune.epochs` + `search_epochs`) at the slowest seconds per epoch a trial measured (KD epochs
+cost more than plain ones), plus the longest time a trial spent outside training (export, quantization,
+evaluation, timing), or the longest complete trial if that took more; the final rerun trains its longest
+schedule (`max_steps` x `finetune.epochs` + `final_epochs`) at that pace, plus twice the longest time outside
+training, plus its benchmark of the original and the artifact on the test split (`final_extra`: measuring the
+original on the validation split, scaled to the test split's size). Until a trial has trained, only the trial
+estimate counts.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +28,13 @@ TRAIN_SECONDS, TRAIN_EPOCHS = "train_seconds", "train_epochs"  # the user attrib
 
 
 class TimeBudget:
-    """`seconds` of wall time from construction for everything; `final_epochs`: the rerun's longest training."""
+    """`seconds` of wall time from construction for everything; `trial_epochs` / `final_epochs`: the longest
+    training of one trial / of the final rerun; `final_extra`: seconds the final benchmark adds (set once known)."""
 
-    def __init__(self, seconds: float, final_epochs: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds, self.final_epochs, self._clock = seconds, final_epochs, clock
+    def __init__(self, seconds: float, trial_epochs: int, final_epochs: int, final_extra: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.trial_epochs, self.final_epochs = seconds, trial_epochs, final_epochs
+        self.final_extra, self._clock = final_extra, clock
         self.start = clock()
 
     def elapsed(self) -> float:
@@ -38,15 +43,16 @@ class TimeBudget:
     def final_estimate(self, trials: Sequence[FrozenTrial]) -> float:
         """Expected seconds of the final rerun, from the finished trials (0 when none has finished)."""
         done = _complete(trials)
-        trained = [t for t in done if t.user_attrs.get(TRAIN_EPOCHS)]
-        per_epoch = max((t.user_attrs[TRAIN_SECONDS] / t.user_attrs[TRAIN_EPOCHS] for t in trained), default=0.0)
-        outside = max((t.duration.total_seconds() - t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in done), default=0.0)
-        return self.final_epochs * per_epoch + 2 * outside
+        if not done:
+            return 0.0
+        return self.final_epochs * _per_epoch(done) + 2 * _outside(done) + self.final_extra
 
     def trial_estimate(self, trials: Sequence[FrozenTrial]) -> float:
-        """Expected seconds of one more trial: the median of the complete ones (0 when none has finished)."""
-        durations = [t.duration.total_seconds() for t in _complete(trials)]
-        return statistics.median(durations) if durations else 0.0
+        """Expected seconds of one more trial: its longest schedule at the measured pace, or the longest complete
+        trial if that took more (0 when none has finished)."""
+        done = _complete(trials)
+        longest = max((t.duration.total_seconds() for t in done), default=0.0)
+        return max(longest, self.trial_epochs * _per_epoch(done) + _outside(done)) if done else 0.0
 
     def may_start(self, study: optuna.Study) -> bool:
         """Whether another trial and the final rerun are expected to end within the budget."""
@@ -60,6 +66,17 @@ class TimeBudget:
 
 def _complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and t.duration is not None]
+
+
+def _per_epoch(done: Sequence[FrozenTrial]) -> float:
+    """The slowest seconds per training epoch of the complete trials (0 when none trained)."""
+    return max((t.user_attrs[TRAIN_SECONDS] / t.user_attrs[TRAIN_EPOCHS] for t in done
+                if t.user_attrs.get(TRAIN_EPOCHS)), default=0.0)
+
+
+def _outside(done: Sequence[FrozenTrial]) -> float:
+    """The longest time a complete trial spent outside training."""
+    return max((t.duration.total_seconds() - t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in done), default=0.0)
 
 
 class TrainingClock:

@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,12 @@ def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mappin
     out.mkdir(parents=True, exist_ok=True)
     if not (out / RUN_MARKER).is_file():
         (out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+    longest = config.max_steps * config.finetune.epochs  # the pruning steps' fine-tuning, before the rest
     budget = None if config.time_budget is None else TimeBudget(
-        config.time_budget, config.max_steps * config.finetune.epochs + config.final_epochs)
+        config.time_budget, longest + config.search_epochs, longest + config.final_epochs)
     search = _Search(config, spec, data_spec, out)
+    if budget is not None:
+        budget.final_extra = search.final_benchmark_estimate()
     study = tune(search.trial, search_space(config, search.encoder), TuneConfig(
         sampler=config.sampler, n_trials=config.n_trials, directions=DIRECTIONS,
         timeout=min((t for t in (config.timeout, config.time_budget) if t is not None), default=None),
@@ -236,7 +240,13 @@ class _Search:
                                         dynamic_sequence=self.splits.task == "text")
         return TorchRunner(self.source, name="original (torch fp32)")
 
+    def final_benchmark_estimate(self) -> float:
+        """Seconds the final rerun's benchmark is expected to take: measuring the original on the validation
+        split, scaled to the test split it measures the original and the artifact on (0 when not recorded)."""
+        return self.baseline.get("seconds", 0.0) * len(self.splits.test) / max(len(self.splits.val), 1)
+
     def _measure_baseline(self) -> dict[str, Any]:
+        start = time.perf_counter()
         torch_runner = self._original(onnx=False)
         row = {"val_accuracy": self._accuracy(torch_runner), "latency_ms_torch": self._time(self._bench(torch_runner)),
                "size_mb_torch": artifact_bytes(torch_runner) / 1e6}
@@ -246,6 +256,7 @@ class _Search:
             row.update(latency_ms_onnx=self._time(self._reference_bench), size_mb_onnx=artifact_bytes(onnx) / 1e6)
         except ExportError as exc:
             row.update(latency_ms_onnx=None, size_mb_onnx=None, onnx_error=_export_problem(exc))
+        row["seconds"] = time.perf_counter() - start
         return row
 
     def _scan(self) -> dict[str, Any]:
