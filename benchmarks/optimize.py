@@ -366,6 +366,9 @@ def render(record: dict[str, Any]) -> str:
         out += ["", "Time budget: " + "; ".join(
             f"{name} {seconds / 60:.1f} of {budget / 60:g} min ({'within' if seconds <= budget else 'OVER'})"
             for name, seconds in took.items()) + "."]
+    reruns = [(name, row["final"]) for name in took if (row := rows.get(f"cifar|{name}")) and row["final"].get("steps")]
+    out += [f"{name}'s final rerun on {final['threads']} thread(s), seconds per step: " + ", ".join(
+        f"{step['type']} {step['seconds']:.0f}" for step in final["steps"]) + "." for name, final in reruns]
     compare = rows.get("cifar|compare")
     if compare is not None:
         measured = compare["rows"]

@@ -96,6 +96,8 @@ def test_the_written_recipe_is_the_pipeline_the_final_run_ran(searched):
     assert all(e["status"] == "done" for e in status["variants"]["main"]) and status["benchmark"]["status"] == "done"
     # the final rerun trains on the process's threads, as the trials did; the latency threads time it only
     assert status["threads"] == 2 and result.config.threads == 1 and recipe.steps[-1].threads == 1
+    assert [s["type"] for s in result.final["steps"]] == [s.type for s in recipe.steps]
+    assert result.final["threads"] == 2 and all(s["seconds"] > 0 for s in result.final["steps"])
     params = result.chosen["params"]
     assert ("prune" in [s.type for s in recipe.steps]) == (params["ratio"] > 0)
     assert ("quantize" in [s.type for s in recipe.steps]) == (params["quant"] != "none")

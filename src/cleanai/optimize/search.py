@@ -524,10 +524,12 @@ class _Search:
         return files
 
     def _final(self, folder: Path, artifact: dict[str, Path]) -> dict[str, Any]:
-        """The final artifact's validation accuracy (same split as the choice) and its test-split benchmark rows."""
+        """The final artifact's validation accuracy (same split as the choice), its test-split benchmark rows, and
+        the seconds of each step of the rerun with the threads they ran on (what a time budget is checked against)."""
         runner: Runner = (OrtRunner(artifact["onnx"]) if "onnx" in artifact
                           else TorchRunner(load_pruned(artifact["torch"])))
-        entry = read_status(folder)["benchmark"]
+        status = read_status(folder)
+        entry = status["benchmark"]
         rows = load_rows(folder / entry["folder"] / "results.json")
         original, final = rows[0], rows[-1]
         val = self._accuracy(runner)
@@ -535,7 +537,9 @@ class _Search:
                 "test_accuracy": final.accuracy, "test_accuracy_original": original.accuracy,
                 "latency_ms": final.latency_ms_p50, "latency_ms_original": original.latency_ms_p50,
                 "speedup_vs_torch": original.latency_ms_p50 / final.latency_ms_p50, "size_mb": final.size_mb,
-                "size_mb_original": original.size_mb, "rows": [r.model_dump(mode="json") for r in rows]}
+                "size_mb_original": original.size_mb, "threads": status["threads"],
+                "steps": [{"type": e["type"], "seconds": e.get("seconds")} for e in [*status["variants"]["main"], entry]],
+                "rows": [r.model_dump(mode="json") for r in rows]}
 
 
 def _row(trial: optuna.trial.FrozenTrial, fail_reason: str | None) -> dict[str, Any]:
