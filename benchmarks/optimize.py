@@ -348,12 +348,12 @@ def render(record: dict[str, Any]) -> str:
            + (f" Each search's time budget (scan, trials, final rerun): {args['time_budget'] / 60:g} min."
               if args.get("time_budget") else "")
            + _multiples(record)]
-    body, took = [], {}
+    body, searched = [], {}
     for name in SEARCHES:
         row = rows.get(f"cifar|{name}")
         if row is None:
             continue
-        took[name] = row["seconds"]
+        searched[name] = row
         chosen = row["chosen"] or {}
         body.append([name, chosen.get("candidate", "-"), "yes" if row["met"] else f"no: {row['gap']}",
                      _pct(chosen.get("val_accuracy")), _pct(row["final"].get("val_accuracy")),
@@ -364,11 +364,12 @@ def render(record: dict[str, Any]) -> str:
     budget = args.get("time_budget")
     if body and budget:
         out += ["", "Time budget: " + "; ".join(
-            f"{name} {seconds / 60:.1f} of {budget / 60:g} min ({'within' if seconds <= budget else 'OVER'})"
-            for name, seconds in took.items()) + "."]
-    reruns = [(name, row["final"]) for name in took if (row := rows.get(f"cifar|{name}")) and row["final"].get("steps")]
-    out += [f"{name}'s final rerun on {final['threads']} thread(s), seconds per step: " + ", ".join(
-        f"{step['type']} {step['seconds']:.0f}" for step in final["steps"]) + "." for name, final in reruns]
+            f"{name} {row['seconds'] / 60:.1f} of {budget / 60:g} min "
+            f"({'within' if row['seconds'] <= budget else 'OVER'})"
+            for name, row in searched.items()) + "."]
+    out += [f"{name}'s final rerun on {row['final']['threads']} thread(s), seconds per step: " + ", ".join(
+        f"{step['type']} {step['seconds']:.0f}" for step in row["final"]["steps"]) + "."
+            for name, row in searched.items() if row["final"].get("steps")]
     compare = rows.get("cifar|compare")
     if compare is not None:
         measured = compare["rows"]

@@ -1,10 +1,15 @@
-"""What CPU this is: its name and the feature flags Linux reports (read once from /proc/cpuinfo)."""
+"""What CPU this is: its name and the feature flags Linux reports (read once from /proc/cpuinfo); torch's thread
+count, set for a block and given back after it."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 
 @functools.cache
@@ -38,3 +43,16 @@ def channel_multiple(int8: bool) -> int:
     if platform.machine().lower() in ("x86_64", "amd64") and (int8 or "avx512f" in cpu_flags()):
         return 16
     return 8
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on `n` torch threads (None: leave the count as it is), then restore the caller's count, also
+    when the block sets its own or raises."""
+    caller = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(caller)

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cleanai._batches import batch_len, is_tensor_tuple, split_batch
 from cleanai._finite import check_finite
-from cleanai._platform import cpu_flags, cpu_name
+from cleanai._platform import cpu_flags, cpu_name, torch_threads
 from cleanai.errors import DataError, InputError
 from cleanai.metrics import get_metric
 from cleanai.runtime import OrtRunner, Runner, artifact_bytes, as_runner, checked_logits, evaluate
@@ -268,10 +268,9 @@ class PerformanceBenchmark:
         """Measure everything and return the row; torch's thread count is restored afterwards."""
         cfg = self.config
         threads = cfg.threads or torch.get_num_threads()
-        torch_threads = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
         check_finite(_weights(self.runner), f"the weights of {self.name!r}", hint="this row measures a broken model")
-        try:
+        with torch_threads(None):
             self.runner.set_threads(threads)
             evaluation = evaluate(self.runner, self.loader, self.metrics, max_batches=cfg.max_eval_batches,
                                   progress=cfg.progress, name=self.name)
@@ -280,8 +279,6 @@ class PerformanceBenchmark:
             size_mb = artifact_bytes(self.runner) / 1e6
             macs = self._macs(_resize(self._first, 1))
             params = self.runner.num_params()
-        finally:
-            torch.set_num_threads(torch_threads)
         return Measurement(
             name=self.name,
             accuracy=scores["accuracy"],
@@ -311,14 +308,11 @@ class PerformanceBenchmark:
         """
         cfg = self.config
         threads = cfg.threads or torch.get_num_threads()
-        torch_threads = torch.get_num_threads()
         if self._first is None:
             self._first = split_batch(next(iter(self.loader)))[0]
-        try:
+        with torch_threads(None):
             self.runner.set_threads(threads)
             return self._time(threads)
-        finally:
-            torch.set_num_threads(torch_threads)
 
     def _time(self, threads: int) -> dict[str, Any]:
         """Latency at `batch_size` and throughput at `throughput_batch_size` on the first batch, resized."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cleanai._platform import torch_threads
 from cleanai.errors import DataError
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -61,22 +61,6 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, flip: bool = True,
     return images
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a batch's small tensor ops on one thread, then restore the caller's thread count.
-
-    On a busy CPU, spreading a 1.5 MB op over several intra-op threads makes each op wait for a
-    descheduled thread: measured 108 ms vs 7 ms per CIFAR batch of 128 on 2 shared cores.
-    (DataLoader workers already run single-threaded.)
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class ImageDataset(Dataset):
     """Images held as one (N, C, H, W) tensor; items are (float32 CHW tensor, int label).
 
@@ -112,7 +96,10 @@ class ImageDataset(Dataset):
     def batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images (float32, N x C x H x W, augmented if enabled) and labels at `indices`."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        with _one_thread():
+        # one thread for a batch's small tensor ops: on a busy CPU, spreading a 1.5 MB op over several intra-op
+        # threads makes each op wait for a descheduled thread (measured 108 ms vs 7 ms per CIFAR batch of 128 on
+        # 2 shared cores); DataLoader workers already run single-threaded
+        with torch_threads(1):
             x = self.images[idx]
             if self.augment:
                 x = random_crop_flip(x)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cleanai._platform import torch_threads
 from cleanai.benchmark import TorchRunner
 from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
@@ -223,13 +224,8 @@ class RecipeRun:
         _remove_staging(self.out / "steps")
         if not (self.out / RUN_MARKER).is_file():
             (self.out / RUN_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-        caller_threads = torch.get_num_threads()
-        if self.recipe.threads is not None:  # the whole run's torch threads; the caller's come back at the end
-            torch.set_num_threads(self.recipe.threads)
-        try:
+        with torch_threads(self.recipe.threads):  # the whole run's; the caller's come back at the end
             return self._execute()
-        finally:
-            torch.set_num_threads(caller_threads)
 
     def _execute(self) -> Path:
         with atomic_open(self.out / "recipe.yaml", "w", encoding="utf-8") as fh:
