@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from cleanai.distillation import (
     DistillationError, keep_layers, prune_vocabulary, shrink_width, student_from_config,
 )
 from cleanai.errors import ConfigError
+from cleanai.export import create_session, export_onnx
 from cleanai.models import TextClassifier, VocabularyEmbedding, tiny_bert_classifier
 
 from .conftest import LABELS, TEXTS
@@ -172,6 +174,27 @@ def test_vocabulary_pruning_inside_the_model_keeps_the_tokenizer_and_maps_droppe
     assert dropped and not torch.allclose(got[2], want[2], atol=1e-5)  # "xyz quiz": its pieces read [UNK]'s row
     with pytest.raises(DistillationError, match="remap must be 'tokenizer'"):
         prune_vocabulary(model, TEXTS[:6], remap="embedding")
+
+
+def test_the_vocabulary_map_is_int16_in_the_model_and_in_its_onnx_file_and_an_int64_map_still_loads(teacher,
+                                                                                                     tmp_path) -> None:
+    small = prune_vocabulary(teacher, TEXTS[:6], remap="model")
+    id_map = small.hf_model.get_input_embeddings().id_map
+    assert id_map.dtype == torch.int16
+    inputs = teacher.encode(["i forgot my money", "xyz quiz"])
+    path = export_onnx(small, inputs, tmp_path / "small.onnx", dynamic_sequence=True).path
+    maps = [t for t in onnx.load(path).graph.initializer if list(t.dims) == [id_map.numel()]]
+    assert [t.data_type for t in maps] == [onnx.TensorProto.INT16]
+    session = create_session(path)
+    got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0])
+    with torch.no_grad():
+        want = small(**inputs)
+        assert torch.allclose(got, want, atol=1e-5)
+        wide = {k: v.long() if k.endswith("id_map") else v for k, v in small.state_dict().items()}
+        older = prune_vocabulary(teacher, TEXTS[:6], remap="model")  # as saved before: an int64 map
+        older.load_state_dict(wide)
+        assert older.hf_model.get_input_embeddings().id_map.dtype == torch.int64
+        assert torch.equal(older(**inputs), want)
 
 
 def test_a_dropped_token_inside_the_model_reads_the_row_of_its_longest_kept_prefix(teacher) -> None:

@@ -169,8 +169,9 @@ def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int], unk: in
         embedding.id_map.fill_(rows[unk])
         dropped = [i for i in prefixes if i < old.num_embeddings]
         if dropped:
-            embedding.id_map[torch.tensor(dropped)] = torch.tensor([rows[prefixes[i]] for i in dropped])
-        embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept))
+            embedding.id_map[torch.tensor(dropped)] = torch.tensor([rows[prefixes[i]] for i in dropped],
+                                                                   dtype=embedding.id_map.dtype)
+        embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept), dtype=embedding.id_map.dtype)
     embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
     return embedding
 
