@@ -101,6 +101,8 @@ def parse_args() -> argparse.Namespace:
                              "book_* runs distil with 0.125 7)")
     parser.add_argument("--clinc-quant", nargs="+", choices=["none", "dynamic"], default=["none", "dynamic"],
                         help="quantization modes of the CLINC150 search (default: none dynamic)")
+    parser.add_argument("--clinc-max-ratio", type=float, default=0.6,
+                        help="largest pruning ratio of the CLINC150 search (default 0.6)")
     parser.add_argument("--clinc-objective", choices=["latency", "size"], default=None,
                         help="what the CLINC150 search minimises within the budget (default: latency)")
     parser.add_argument("--run", default=None, help="results folder name (default: quick or full)")
@@ -217,6 +219,7 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         result = optimize(model, data, search_config(args, work / "clinc", quant_modes=args.clinc_quant,
                                                      objective=args.clinc_objective or "latency",
                                                      fold_bn=[False], criteria=["magnitude", "taylor"], max_steps=1,
+                                                     max_ratio=args.clinc_max_ratio,
                                                      depths=args.clinc_depths,
                                                      vocab_keep_first=args.clinc_vocab_keep_first,
                                                      kd_alpha=args.clinc_kd[0],

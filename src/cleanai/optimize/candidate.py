@@ -64,8 +64,9 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
     half the largest ratio spread evenly in one step, and for text models each shallower student of `depths`
     (deepest first) and the largest vocabulary of `vocab_keep_first`, then the deepest of those students with that
-    vocabulary (the hand-built pipeline's combination, which a short search rarely samples); trained ones with KD
-    from the original when the search allows it (with int8 when the search quantizes)."""
+    vocabulary (the hand-built pipeline's combination, which a short search rarely samples), then every technique
+    at once (that student and vocabulary, pruned at the half ratio); trained ones with KD from the original when the search
+    allows it (with int8 when the search quantizes)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
     kd = {"kd": True} if True in config.kd else {}
@@ -73,16 +74,21 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
     vocab = config.vocab_keep_first if encoder is not None else []
     # one technique each: the text-model choices a point does not try are fixed at "none", not sampled
     full = {**({"depth": encoder.depth} if depths and encoder is not None else {}), **({"vocab": None} if vocab else {})}
-    points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
+    half: dict[str, Any] = {}  # half the largest ratio, every layer alike, in one step
     if config.max_ratio:
         step = _step(config.max_ratio, 0.05)
-        points.append({**full, "ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0,
-                       "steps": 1, **kd, "quant": quant})
+        half = {"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1, **kd}
+    points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
+    if half:
+        points.append({**full, **half, "quant": quant})
     points += [{**full, "depth": depth, "ratio": 0.0, **kd, "quant": quant} for depth in depths]
     if vocab:
         points.append({**full, "ratio": 0.0, "vocab": max(vocab), "quant": quant})
+    cut = {**({"depth": depths[0]} if depths else {}), **({"vocab": max(vocab)} if vocab else {})}
     if vocab and depths:
-        points.append({"depth": depths[0], "vocab": max(vocab), "ratio": 0.0, **kd, "quant": quant})
+        points.append({**cut, "ratio": 0.0, **kd, "quant": quant})
+    if half and cut:
+        points.append({**full, **cut, **half, "quant": quant})
     return points
 
 
