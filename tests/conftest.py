@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ def shared_data_dir() -> Path:
 def shared_models_dir() -> Path:
     """The folder holding resnet-cifar10-akamaster/."""
     return _shared_dir("CLEANAI_MODELS", "shared models folder")
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$CLEANAI_CACHE in a fresh folder for one test module: what its tests cache (optimize's shared sensitivity
+    scans) is shared among them, never read from an earlier run nor left in the user's ~/.cache/cleanai."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLEANAI_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(autouse=True)

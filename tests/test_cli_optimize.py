@@ -10,6 +10,8 @@ import pytest
 from cleanai.cli import main
 from cleanai.recipes import load_recipe
 
+pytestmark = pytest.mark.usefixtures("private_cache")  # its searches' scans stay out of ~/.cache/cleanai
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -14,6 +14,12 @@ from cleanai.optimize import OptimizeConfig
 from cleanai.training import TrainConfig, Trainer
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(private_cache: Path) -> Path:
+    """Every optimize test module caches into its own temporary folder (`private_cache`)."""
+    return private_cache
+
+
 @pytest.fixture(scope="session")
 def digits_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """small_cnn trained 4 epochs on digits, as a safetensors file (what a user passes as --weights)."""
