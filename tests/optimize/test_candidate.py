@@ -134,21 +134,24 @@ def test_depths_and_vocabularies_enter_the_space_and_the_start_only_for_a_model_
     assert space["vocab"] == {"type": "categorical", "choices": [None, 0, 12000]}  # None: the whole vocabulary
     assert "depth" not in search_space(config) and "vocab" not in search_space(config)  # no encoder: a CNN
     points = starting_points(config, encoder)
-    assert points[-5:-3] == [{"depth": d, "vocab": None, "ratio": 0.0, "kd": True, "quant": "dynamic"}
-                             for d in (4, 3)]  # each shallower student, the deepest first
-    assert points[-3] == {"depth": 6, "vocab": 12000, "ratio": 0.0, "quant": "dynamic"}  # the largest vocabulary
-    assert all(p["depth"] == 6 and p["vocab"] is None for p in points[:-5])  # one technique per point
-    # then both cuts together: the deepest shallower student with the largest vocabulary
-    assert points[-2] == {"depth": 4, "vocab": 12000, "ratio": 0.0, "kd": True, "quant": "dynamic"}
-    # and every technique at once: that student and vocabulary, pruned at half the largest ratio
-    assert points[-1] == {"depth": 4, "vocab": 12000, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True,
-                          "quant": "dynamic"}
+    assert points[0] == {"depth": 6, "vocab": None, "ratio": 0.0, "quant": "dynamic"}  # int8, nothing cut
+    # then the combinations: every technique at once (the deepest shallower student, the largest vocabulary, pruned
+    # at half the largest ratio), then that student and vocabulary unpruned
+    assert points[1:3] == [{"depth": 4, "vocab": 12000, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True,
+                            "quant": "dynamic"},
+                           {"depth": 4, "vocab": 12000, "ratio": 0.0, "kd": True, "quant": "dynamic"}]
+    # then one technique per point: pruning, each shallower student (the deepest first), the largest vocabulary
+    assert points[3] == {"depth": 6, "vocab": None, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True,
+                         "quant": "dynamic"}
+    assert points[4:] == [*({"depth": d, "vocab": None, "ratio": 0.0, "kd": True, "quant": "dynamic"} for d in (4, 3)),
+                          {"depth": 6, "vocab": 12000, "ratio": 0.0, "quant": "dynamic"}]
     without_vocab = starting_points(OptimizeConfig(depths=[4], quant_modes=["dynamic"]), encoder)
-    assert without_vocab[-2:] == [{"depth": 4, "ratio": 0.0, "kd": True, "quant": "dynamic"},  # no cut combination
-                                  {"depth": 4, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, "quant": "dynamic"}]
+    assert without_vocab[1] == {"depth": 4, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, "quant": "dynamic"}
+    assert len(without_vocab) == 4  # int8, that student pruned, pruning alone, the student alone: no cut to combine
     unpruned = starting_points(OptimizeConfig(depths=[4], vocab_keep_first=[8000], max_ratio=0.0,
                                               quant_modes=["dynamic"]), encoder)
-    assert unpruned[-1] == {"depth": 4, "vocab": 8000, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # nothing to add
+    assert unpruned[1] == {"depth": 4, "vocab": 8000, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # nothing to prune
+    assert len(unpruned) == 4
     checked = SearchSpace.from_dict(space)
     for point in points:
         checked.check_values(point, "start")

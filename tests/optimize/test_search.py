@@ -236,9 +236,10 @@ TEXT_DATA = {"name": "clinc150", "options": {"config": "small", "include_oos": F
 
 def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_the_choice_reruns_and_reloads(
         tmp_path):
-    # every candidate meets this budget, so the smallest artifact is chosen: the 1-layer student
+    # every candidate meets this budget, so the smallest artifact is chosen: the 1-layer student with the cut
+    # vocabulary (the combination, tried right after int8)
     result = optimize(TEXT_MODEL, TEXT_DATA, tiny(tmp_path / "run", objective="size", max_accuracy_drop=100.0,
-                                                  depths=[1], vocab_keep_first=[0], max_ratio=0.0,
+                                                  n_trials=4, depths=[1], vocab_keep_first=[0], max_ratio=0.0,
                                                   quant_modes=["dynamic"], fold_bn=[False], kd=[True]))
     shallow = [r for r in result.trials if r["params"].get("depth") == 1]
     assert shallow and all(r["candidate"].startswith("1 encoder layers (KD)") for r in shallow)
@@ -246,9 +247,11 @@ def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_th
     full = {r["params"].get("vocab"): r for r in result.trials if r["params"].get("depth") == 3}
     assert "vocabulary: training tokens + first 0 ids" in full[0]["candidate"]
     assert full[0]["size_mb"] < full[None]["size_mb"]  # the same model with fewer embedding rows
-    assert result.met and result.chosen["params"]["depth"] == 1
+    assert [r["params"].get("vocab") for r in result.trials[:2]] == [None, 0]
+    assert result.met and result.chosen["params"]["depth"] == 1 and result.chosen["params"]["vocab"] == 0
     recipe = load_recipe(result.recipe)
-    assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "export", "quantize", "benchmark"]
+    assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "vocabulary", "export", "quantize",
+                                              "benchmark"]
     assert recipe.steps[0].layers == [0]
     student = load_pruned(result.artifact["torch"])  # by the recipe model's name, cut to the manifest's depth
     assert student.config.num_hidden_layers == len(student.hf_model.bert.encoder.layer) == 1

@@ -63,10 +63,11 @@ def _shallower(config: OptimizeConfig, encoder: Encoder | None) -> list[int]:
 def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> list[dict[str, Any]]:
     """The first trials of every search, so it starts where each single technique would: int8 without pruning,
     half the largest ratio spread evenly in one step, and for text models each shallower student of `depths`
-    (deepest first) and the largest vocabulary of `vocab_keep_first`, then the deepest of those students with that
-    vocabulary (the hand-built pipeline's combination, which a short search rarely samples), then every technique
-    at once (that student and vocabulary, pruned at the half ratio); trained ones with KD from the original when the search
-    allows it (with int8 when the search quantizes)."""
+    (deepest first) and the largest vocabulary of `vocab_keep_first`. A text model's combinations come right after
+    int8 (a short TPE search rarely samples them, and a search cut short by its time budget has tried them): every
+    technique at once (the deepest of those students with that vocabulary, pruned at the half ratio), then that
+    student and vocabulary unpruned (the hand-built pipeline's combination). Trained points use KD from the
+    original when the search allows it, and int8 when the search quantizes."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
     quant = "static" if "static" in int8 else int8[0] if int8 else "none"
     kd = {"kd": True} if True in config.kd else {}
@@ -78,17 +79,17 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
     if config.max_ratio:
         step = _step(config.max_ratio, 0.05)
         half = {"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1, **kd}
+    cut = {**({"depth": depths[0]} if depths else {}), **({"vocab": max(vocab)} if vocab else {})}
     points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
+    if half and cut:
+        points.append({**full, **cut, **half, "quant": quant})
+    if vocab and depths:
+        points.append({**cut, "ratio": 0.0, **kd, "quant": quant})
     if half:
         points.append({**full, **half, "quant": quant})
     points += [{**full, "depth": depth, "ratio": 0.0, **kd, "quant": quant} for depth in depths]
     if vocab:
         points.append({**full, "ratio": 0.0, "vocab": max(vocab), "quant": quant})
-    cut = {**({"depth": depths[0]} if depths else {}), **({"vocab": max(vocab)} if vocab else {})}
-    if vocab and depths:
-        points.append({**cut, "ratio": 0.0, **kd, "quant": quant})
-    if half and cut:
-        points.append({**full, **cut, **half, "quant": quant})
     return points
 
 
