@@ -257,13 +257,17 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
 
 def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) -> dict[str, TextClassifierRunner]:
     """The final artifact of a benchmarks/clinc150.py run (distilled, vocabulary-pruned, ORT dynamic int8), rebuilt
-    as that script builds it from the distilled student it cached; {} when that run or its student is absent."""
+    as that script builds it from the distilled student it cached. Without that run or its student it stops, naming
+    them: the search's row is saved, so the same command run again after that run resumes here."""
     baseline = _report.RESULTS / "clinc150" / run / "rows.json"
     record = json.loads(baseline.read_text()) if baseline.is_file() else {}
     # its source reads "cached <folder>" or "trained in N min, saved to <folder>"
     source = Path(record.get("sources", {}).get("distilled", "").rsplit(" ", 1)[-1]) / "model"
-    if "vocabulary" not in record or not (source / "config.json").is_file():
-        return {}
+    missing = f"{baseline} (with a vocabulary)" if "vocabulary" not in record else \
+        f"its distilled student {source}" if not (source / "config.json").is_file() else None
+    if missing:
+        raise SystemExit(f"the hand-built run {run!r} is not there: {missing}. Run benchmarks/clinc150.py --run {run} "
+                         "on the same teacher, then this command again (the search's results are kept: it resumes)")
     distilled = TextClassifier.from_pretrained(source).eval()
     small = prune_vocabulary(distilled, train_texts, keep_first=record["vocabulary"]["keep_first"])
     return intent_variants(small, "hand-built: distilled + vocab", workdir, ["ORT int8"], oos,
