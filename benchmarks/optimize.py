@@ -263,15 +263,17 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) 
     record = json.loads(baseline.read_text()) if baseline.is_file() else {}
     # its source reads "cached <folder>" or "trained in N min, saved to <folder>"
     source = Path(record.get("sources", {}).get("distilled", "").rsplit(" ", 1)[-1]) / "model"
-    missing = f"{baseline} (with a vocabulary)" if "vocabulary" not in record else \
-        f"its distilled student {source}" if not (source / "config.json").is_file() else None
-    if missing:
-        raise SystemExit(f"the hand-built run {run!r} is not there: {missing}. Run benchmarks/clinc150.py --run {run} "
-                         "on the same teacher, then this command again (the search's results are kept: it resumes)")
-    distilled = TextClassifier.from_pretrained(source).eval()
-    small = prune_vocabulary(distilled, train_texts, keep_first=record["vocabulary"]["keep_first"])
-    return intent_variants(small, "hand-built: distilled + vocab", workdir, ["ORT int8"], oos,
-                           record["args"]["max_length"])
+    if "vocabulary" not in record:
+        missing = f"{baseline} (with a vocabulary)"
+    elif not (source / "config.json").is_file():
+        missing = f"its distilled student {source}"
+    else:
+        distilled = TextClassifier.from_pretrained(source).eval()
+        small = prune_vocabulary(distilled, train_texts, keep_first=record["vocabulary"]["keep_first"])
+        return intent_variants(small, "hand-built: distilled + vocab", workdir, ["ORT int8"], oos,
+                               record["args"]["max_length"])
+    raise SystemExit(f"the hand-built run {run!r} is not there: {missing}. Run benchmarks/clinc150.py --run {run} "
+                     "on the same teacher, then this command again (the search's results are kept: it resumes)")
 
 
 def main() -> None:
