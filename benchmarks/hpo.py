@@ -11,12 +11,15 @@ issue 12: TPE + Hyperband within 0.5 point of grid's best with at most one third
 
 `--distill-teacher DIR` adds the book's distillation search on CLINC150 (a fine-tuned TextClassifier folder as
 teacher, its layers 0, 2, 5 as student; `--distill-trials` TPE trials over epochs, alpha, T) against one run with
-the DistillConfig defaults; `--distill-train-subset` / `--distill-val-subset` bound it on a small machine.
+the DistillConfig defaults; `--distill-train-subset` / `--distill-val-subset` bound it on a small machine, and
+`--distill-pruner median` stops trials whose validation accuracy after an epoch is below the median of the earlier
+trials' at that epoch. Each row also holds its student's accuracy on the whole test split.
 
 Rows are saved after every (method, seed) cell to benchmarks/results/hpo/<--run>/rows.json; a rerun with the
 same arguments skips the cells already there.
 Usage: python benchmarks/hpo.py [--seeds 3] [--epochs 6] [--threads 1] [--run NAME] [--distill-teacher DIR]
-       [--distill-trials 20] [--distill-train-subset N] [--distill-val-subset N]   (--seeds 0: the CLINC search only)
+       [--distill-trials 20] [--distill-train-subset N] [--distill-val-subset N] [--distill-pruner median]
+       (--seeds 0: the CLINC search only)
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ METHODS = {
     "tpe+hyperband": {"sampler": "tpe", "sampler_kwargs": {"n_startup_trials": 4}, "pruner": "hyperband",
                       "pruner_kwargs": {"min_resource": 1, "reduction_factor": 3}},
 }
+# Optuna's MedianPruner, judged from the sixth trial on and after a trial's second epoch (the first epochs of a
+# longer schedule run at a higher learning rate, so they say little)
+DISTILL_PRUNERS = {"none": {}, "median": {"n_startup_trials": 5, "n_warmup_steps": 2}}
 BUDGET = 1 / 3  # the goal's share of grid's epochs: the "..., 1/3 epochs" rows get it as TuneConfig.max_steps
 METHODS |= {f"{name}, 1/3 epochs": {**METHODS[name], "budget": BUDGET} for name in ("tpe", "tpe+hyperband")}
 
@@ -85,7 +91,7 @@ def distill_cells(args: argparse.Namespace, record: dict[str, Any]) -> None:
     from cleanai.models import TextClassifier
 
     done = {r["method"] for r in record["rows"] if r.get("part") == "distill"}
-    search = f"TPE, {args.distill_trials} trials"
+    search = f"TPE{'' if args.distill_pruner == 'none' else ' + ' + args.distill_pruner}, {args.distill_trials} trials"
     if {"defaults", search} <= done:
         return
     splits = load_dataset("clinc150", config="plus")
@@ -96,21 +102,30 @@ def distill_cells(args: argparse.Namespace, record: dict[str, Any]) -> None:
     train = DataLoader(train_part, batch_size=32, shuffle=True, collate_fn=collate,
                        generator=torch.Generator().manual_seed(0))
     val = DataLoader(subset(splits.val, args.distill_val_subset, seed=0), batch_size=128, collate_fn=collate)
+    test = DataLoader(splits.test, batch_size=128, collate_fn=collate)
+
+    def test_accuracy(model: torch.nn.Module) -> float:
+        return Trainer(model, config=TrainConfig(progress=False, device="cpu")).evaluate(test)["accuracy"]
+
     work = default_cache_dir() / "hpo" / args.run  # large and rebuildable: outside the work tree
     base = DistillConfig(train=TrainConfig(optimizer="adamw", lr=2e-4, seed=0, progress=False, device="cpu"),
                          cache_dir=work / "teacher-logits")
     if "defaults" not in done:
         start = time.perf_counter()
-        _, history = distill(student, teacher, train, val, base)
+        distilled, history = distill(student, teacher, train, val, base)
+        seconds = time.perf_counter() - start
         record["rows"].append({"part": "distill", "method": "defaults", "alpha": base.alpha,
                                "temperature": base.temperature, "epochs": base.train.epochs,
-                               "val_accuracy": history.last["val_accuracy"], "seconds": time.perf_counter() - start})
+                               "val_accuracy": history.last["val_accuracy"], "seconds": seconds,
+                               "test_accuracy": test_accuracy(distilled)})
         _report.save(record, args.run)
     if search not in done:
         result = search_distillation(student, teacher, train, val, base, tune_config=TuneConfig(
-            n_trials=args.distill_trials, seed=0, progress=False, run_dir=work / "study"))
+            n_trials=args.distill_trials, seed=0, progress=False, run_dir=work / "study", keep_models=1,
+            pruner=args.distill_pruner, pruner_kwargs=DISTILL_PRUNERS[args.distill_pruner]))
         best = result.best_trial
         record["rows"].append({"part": "distill", "method": search, **best.params, "val_accuracy": best.value,
+                               "test_accuracy": test_accuracy(result.get_best_models(1)[0]),
                                "seconds": sum(t.duration.total_seconds() for t in result.trials if t.duration),
                                "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
                                            "value": t.value} for t in result.trials]})
@@ -127,6 +142,8 @@ def main() -> None:
     parser.add_argument("--distill-trials", type=int, default=20)
     parser.add_argument("--distill-train-subset", type=int, default=None, help="training queries (class-balanced)")
     parser.add_argument("--distill-val-subset", type=int, default=None, help="validation queries (class-balanced)")
+    parser.add_argument("--distill-pruner", choices=list(DISTILL_PRUNERS), default="none",
+                        help="stop distillation trials early (median: below the earlier trials' median at an epoch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -197,18 +214,25 @@ def render(record: dict[str, Any]) -> str:
     distill_rows = [r for r in record["rows"] if r.get("part") == "distill"]
     if distill_rows:
         sizes = [f"{args[k]:,}" if args.get(k) else "all" for k in ("distill_train_subset", "distill_val_subset")]
+        tested = all("test_accuracy" in r for r in distill_rows)  # (runs before this record scored validation only)
         table = [[r["method"], str(r["epochs"]), f"{r['alpha']:.4g}", f"{r['temperature']:g}",
-                  f"{100 * r['val_accuracy']:.2f}", f"{r['seconds']:.0f}"] for r in distill_rows]
+                  f"{100 * r['val_accuracy']:.2f}", *([f"{100 * r['test_accuracy']:.2f}"] if tested else []),
+                  f"{r['seconds']:.0f}"] for r in distill_rows]
         lines += ["", f"CLINC150 distillation: student = layers 0, 2, 5 of the fine-tuned teacher; {sizes[0]} "
                       f"training / {sizes[1]} validation queries (class-balanced); the search row's seconds are its "
-                      "trials' total.", "",
-                  _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %", "seconds"], table)]
+                      "trials' total." + (" Test accuracy on the whole test split, oos as a class; the choice reads "
+                                          "validation only." if tested else ""), "",
+                  _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %",
+                                 *(["test acc %"] if tested else []), "seconds"], table)]
         for row in distill_rows:
-            values = [t["value"] for t in row.get("trials", []) if t["value"] is not None]
+            trials = row.get("trials", [])
+            values = [t["value"] for t in trials if t["state"] == "COMPLETE"]
+            pruned = sum(t["state"] == "PRUNED" for t in trials)
             if values:  # (runs before this record kept only the best trial)
                 lines += ["", f"{row['method']}: {len(values)} complete trial(s) between {100 * min(values):.2f} and "
-                              f"{100 * max(values):.2f} %; {sum(v == max(values) for v in values)} at the best value "
-                              "(every trial's parameters and value are in the raw rows)."]
+                              f"{100 * max(values):.2f} %; {sum(v == max(values) for v in values)} at the best value"
+                              + (f"; {pruned} stopped early by the pruner" if pruned else "")
+                              + " (every trial's parameters and value are in the raw rows)."]
     return "\n".join(lines)
 
 
