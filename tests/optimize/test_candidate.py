@@ -104,13 +104,14 @@ def test_the_grid_steps_divide_their_ranges_as_optuna_checks_them(max_ratio):
 def test_every_search_starts_from_the_single_techniques_inside_its_own_space():
     combined = OptimizeConfig(max_ratio=0.5)
     points = starting_points(combined)
-    assert points == [{"ratio": 0.0, "quant": "static"},
-                      {"ratio": 0.25, "scale": 0.0, "steps": 1, "kd": True, "quant": "static"}]
+    assert points == [{"ratio": 0.0, "quant": "static", "per_channel": True},
+                      {"ratio": 0.25, "scale": 0.0, "steps": 1, "kd": True, "quant": "static", "per_channel": True}]
     pruning_only = OptimizeConfig(quant_modes=["none"])
     assert starting_points(pruning_only) == [{"ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, "quant": "none"}]
     without_kd = OptimizeConfig(quant_modes=["none"], kd=[False])  # a search without KD starts without it
     assert starting_points(without_kd) == [{"ratio": 0.3, "scale": 0.0, "steps": 1, "quant": "none"}]
-    assert starting_points(OptimizeConfig(max_ratio=0.0, quant_modes=["dynamic"])) == [{"ratio": 0.0, "quant": "dynamic"}]
+    assert starting_points(OptimizeConfig(max_ratio=0.0, quant_modes=["dynamic"])) == [
+        {"ratio": 0.0, "quant": "dynamic", "per_channel": True}]
     for config in (combined, pruning_only, without_kd):
         space = SearchSpace.from_dict(search_space(config))
         for point in starting_points(config):
@@ -134,23 +135,22 @@ def test_depths_and_vocabularies_enter_the_space_and_the_start_only_for_a_model_
     assert space["vocab"] == {"type": "categorical", "choices": [None, 0, 12000]}  # None: the whole vocabulary
     assert "depth" not in search_space(config) and "vocab" not in search_space(config)  # no encoder: a CNN
     points = starting_points(config, encoder)
-    assert points[0] == {"depth": 6, "vocab": None, "ratio": 0.0, "quant": "dynamic"}  # int8, nothing cut
+    int8 = {"quant": "dynamic", "per_channel": True}  # every int8 point per channel, as the hand-built pipeline
+    assert points[0] == {"depth": 6, "vocab": None, "ratio": 0.0, **int8}  # int8, nothing cut
     # then the combinations: every technique at once (the deepest shallower student, the largest vocabulary, pruned
     # at half the largest ratio), then that student and vocabulary unpruned
-    assert points[1:3] == [{"depth": 4, "vocab": 12000, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True,
-                            "quant": "dynamic"},
-                           {"depth": 4, "vocab": 12000, "ratio": 0.0, "kd": True, "quant": "dynamic"}]
+    assert points[1:3] == [{"depth": 4, "vocab": 12000, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, **int8},
+                           {"depth": 4, "vocab": 12000, "ratio": 0.0, "kd": True, **int8}]
     # then one technique per point: pruning, each shallower student (the deepest first), the largest vocabulary
-    assert points[3] == {"depth": 6, "vocab": None, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True,
-                         "quant": "dynamic"}
-    assert points[4:] == [*({"depth": d, "vocab": None, "ratio": 0.0, "kd": True, "quant": "dynamic"} for d in (4, 3)),
-                          {"depth": 6, "vocab": 12000, "ratio": 0.0, "quant": "dynamic"}]
+    assert points[3] == {"depth": 6, "vocab": None, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, **int8}
+    assert points[4:] == [*({"depth": d, "vocab": None, "ratio": 0.0, "kd": True, **int8} for d in (4, 3)),
+                          {"depth": 6, "vocab": 12000, "ratio": 0.0, **int8}]
     without_vocab = starting_points(OptimizeConfig(depths=[4], quant_modes=["dynamic"]), encoder)
-    assert without_vocab[1] == {"depth": 4, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, "quant": "dynamic"}
+    assert without_vocab[1] == {"depth": 4, "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, **int8}
     assert len(without_vocab) == 4  # int8, that student pruned, pruning alone, the student alone: no cut to combine
     unpruned = starting_points(OptimizeConfig(depths=[4], vocab_keep_first=[8000], max_ratio=0.0,
                                               quant_modes=["dynamic"]), encoder)
-    assert unpruned[1] == {"depth": 4, "vocab": 8000, "ratio": 0.0, "kd": True, "quant": "dynamic"}  # nothing to prune
+    assert unpruned[1] == {"depth": 4, "vocab": 8000, "ratio": 0.0, "kd": True, **int8}  # nothing to prune
     assert len(unpruned) == 4
     checked = SearchSpace.from_dict(space)
     for point in points:

@@ -67,9 +67,11 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
     int8 (a short TPE search rarely samples them, and a search cut short by its time budget has tried them): every
     technique at once (the deepest of those students with that vocabulary, pruned at the half ratio), then that
     student and vocabulary unpruned (the hand-built pipeline's combination). Trained points use KD from the
-    original when the search allows it, and int8 when the search quantizes."""
+    original when the search allows it, and int8 when the search quantizes, per channel (the hand-built pipeline's
+    granularity: per-tensor int8 costs accuracy and then fp32 fallbacks, which cost size)."""
     int8 = [mode for mode in config.quant_modes if mode != "none"]
-    quant = "static" if "static" in int8 else int8[0] if int8 else "none"
+    quant: dict[str, Any] = ({"quant": "static" if "static" in int8 else int8[0], "per_channel": True} if int8
+                             else {"quant": "none"})
     kd = {"kd": True} if True in config.kd else {}
     depths = _shallower(config, encoder)
     vocab = config.vocab_keep_first if encoder is not None else []
@@ -80,16 +82,16 @@ def starting_points(config: OptimizeConfig, encoder: Encoder | None = None) -> l
         step = _step(config.max_ratio, 0.05)
         half = {"ratio": round(round(config.max_ratio / 2 / step) * step, 9), "scale": 0.0, "steps": 1, **kd}
     cut = {**({"depth": depths[0]} if depths else {}), **({"vocab": max(vocab)} if vocab else {})}
-    points: list[dict[str, Any]] = [{**full, "ratio": 0.0, "quant": quant}] if int8 else []
+    points: list[dict[str, Any]] = [{**full, "ratio": 0.0, **quant}] if int8 else []
     if half and cut:
-        points.append({**full, **cut, **half, "quant": quant})
+        points.append({**full, **cut, **half, **quant})
     if vocab and depths:
-        points.append({**cut, "ratio": 0.0, **kd, "quant": quant})
+        points.append({**cut, "ratio": 0.0, **kd, **quant})
     if half:
-        points.append({**full, **half, "quant": quant})
-    points += [{**full, "depth": depth, "ratio": 0.0, **kd, "quant": quant} for depth in depths]
+        points.append({**full, **half, **quant})
+    points += [{**full, "depth": depth, "ratio": 0.0, **kd, **quant} for depth in depths]
     if vocab:
-        points.append({**full, "ratio": 0.0, "vocab": max(vocab), "quant": quant})
+        points.append({**full, "ratio": 0.0, "vocab": max(vocab), **quant})
     return points
 
 
