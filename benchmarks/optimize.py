@@ -25,10 +25,14 @@ every search's trials.json beside them as trials-<name>.json.
 a first look in about 10 minutes on a quiet 2-core machine, not a result.
 `--time-budget SECONDS` bounds each whole search (scan, trials, final rerun; `OptimizeConfig.time_budget`),
 `--searches combined` runs only the search `cleanai optimize` runs.
+`--reuse-search RUN` starts every search from run RUN's (its study, original measurements and sensitivity scan,
+copied into this run's folder; the CLINC150 teacher weights file its settings name): a run that only changes
+what the search's fingerprint leaves out (`--final-epochs`, `--trials`, the objective) reruns the choice's final
+fine-tune, or adds trials, without training the finished trials again.
 Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
        [--time-budget 3600] [--searches combined pruning quantization]
        [--threads 1] [--clinc-depths 4 3] [--clinc-vocab-keep-first 12000] [--clinc-kd 0.125 7]
-       [--clinc-quant dynamic] [--clinc-objective size] [--run NAME]
+       [--clinc-quant dynamic] [--clinc-objective size] [--reuse-search RUN] [--run NAME]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +52,7 @@ from cleanai._platform import channel_multiple
 from cleanai.benchmark import BOOK_QUERY, BenchmarkConfig, compare_runners, intent_variants, measure_intents
 from cleanai.data import default_cache_dir, load_dataset, texts_of
 from cleanai.distillation import prune_vocabulary
-from cleanai.io import save_safetensors, write_json
+from cleanai.io import RUN_MARKER, save_safetensors, write_json
 from cleanai.models import TextClassifier, create_model
 from cleanai.optimize import OptimizeConfig, OptimizeResult, optimize
 from cleanai.pruning import PruneConfig, load_pruned
@@ -105,6 +110,9 @@ def parse_args() -> argparse.Namespace:
                         help="largest pruning ratio of the CLINC150 search (default 0.6)")
     parser.add_argument("--clinc-objective", choices=["latency", "size"], default=None,
                         help="what the CLINC150 search minimises within the budget (default: latency)")
+    parser.add_argument("--reuse-search", default=None, metavar="RUN",
+                        help="start every search from the finished trials of run RUN (same settings but final "
+                             "epochs, trials and objective)")
     parser.add_argument("--run", default=None, help="results folder name (default: quick or full)")
     args = parser.parse_args()
     quick = args.quick
@@ -211,8 +219,10 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
 
     def measure() -> dict[str, Any]:
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
-        weights = work / "clinc_teacher.safetensors"
-        save_safetensors(teacher, weights)
+        # the search's fingerprint names this file: a reused search keeps the one its run wrote
+        weights = (work.parent / (args.reuse_search or args.run)) / "clinc_teacher.safetensors"
+        if args.reuse_search is None or not weights.is_file():
+            save_safetensors(teacher, weights)
         model = ModelSpec(name="text_classifier", kwargs={"checkpoint": str(teacher_dir)}, weights=str(weights))
         data = DataSpec(name="clinc150", options={"config": "plus"}, batch_size=32, eval_batch_size=128)
         start = time.perf_counter()
@@ -276,6 +286,26 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) 
                      "on the same teacher, then this command again (the search's results are kept: it resumes)")
 
 
+def reuse_searches(source: Path, work: Path) -> None:
+    """Copy each search folder of `source` that `work` does not have yet: the study and what was measured once
+    (original, scan), not the final rerun, its artifact or report, which the search writes again."""
+    searches = [d for d in sorted(source.glob("*")) if (d / RUN_MARKER).is_file() and (d / "study").is_dir()]
+    if not searches:
+        raise SystemExit(f"--reuse-search: {source} holds no search (a folder with a study); name a run of this "
+                         "script that has searched, e.g. one listed in benchmarks/results/optimize/")
+    for folder in searches:
+        target = work / folder.name
+        if target.exists():
+            continue  # copied by an earlier start of this run: it resumes
+        stage = work / f".{folder.name}.copying"
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.copytree(folder / "study", stage / "study")
+        for name in (RUN_MARKER, "baseline.json", "sensitivity.json"):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, stage / name)
+        stage.rename(target)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -286,6 +316,8 @@ def main() -> None:
     results.record.setdefault("channel_multiple", {p: channel_multiple(int8=p == "int8") for p in ("fp32", "int8")})
     work = default_cache_dir() / "optimize_bench" / args.run
     work.mkdir(parents=True, exist_ok=True)
+    if args.reuse_search is not None:
+        reuse_searches(default_cache_dir() / "optimize_bench" / args.reuse_search, work)
     if "cifar" in args.part:
         cifar(args, results, work)
     if "clinc" in args.part:
