@@ -162,6 +162,16 @@ def test_an_interrupted_search_resumes_where_it_stopped(digits_weights, tmp_path
     assert result.met and (out / "recipe.yaml").is_file() and (out / "artifact" / "model.onnx").is_file()
 
 
+def test_starting_points_the_trial_count_did_not_reach_are_not_listed_as_trials(digits_weights, tmp_path):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    out = tmp_path / "run"
+    result = optimize(model, "digits", tiny(out, n_trials=1, target_latency_ms=1e-6))  # no final rerun
+    queued = optuna.load_study(study_name="optimize", storage=f"sqlite:///{out / 'study' / 'study.db'}").trials
+    assert [t.state.name for t in queued] == ["COMPLETE", "WAITING"]  # two starting points, one trial
+    assert [(r["number"], r["state"]) for r in result.trials] == [(0, "complete")]
+    assert [r["number"] for r in json.loads((out / "trials.json").read_text())] == [0]
+
+
 def test_a_budget_nobody_meets_returns_the_best_candidates_and_the_gap(digits_weights, tmp_path):
     model = {"name": "small_cnn", "weights": str(digits_weights)}
     result = optimize(model, "digits", tiny(tmp_path / "run", n_trials=2, target_latency_ms=1e-6,

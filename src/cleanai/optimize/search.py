@@ -35,6 +35,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.trial import TrialState
 from torch import nn
 
 from cleanai.benchmark import BenchmarkConfig, PerformanceBenchmark, load_rows
@@ -410,7 +411,8 @@ class _Search:
     def result(self, study: TuneResult) -> OptimizeResult:
         """Every trial as a row, the Pareto front, and the choice (or the gap when nothing meets the budget)."""
         trials = study.trials
-        rows = [_row(t, study.fail_reason(t, trials)) for t in trials]
+        # a starting point still queued when the trial count was reached never ran: it is not a trial
+        rows = [_row(t, study.fail_reason(t, trials)) for t in trials if t.state != TrialState.WAITING]
         complete = [r for r in rows if r["state"] == "complete"]
         if not complete:
             study.completed()  # raises TuningError naming why no trial completed
