@@ -386,6 +386,8 @@ def render(record: dict[str, Any]) -> str:
            f"{args['search_epochs']} search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, "
            f"{args['threads']} thread(s)."
            + (f" The CLINC150 search minimises {args['clinc_objective']}." if args.get("clinc_objective") else "")
+           + (f" The searches' trials are those of run `{args['reuse_search']}` (`--reuse-search`), not trained again: "
+              "this run's wall time is the final rerun and the measurements." if args.get("reuse_search") else "")
            + (f" Each search's time budget (scan, trials, final rerun): {args['time_budget'] / 60:g} min."
               if args.get("time_budget") else "")
            + _multiples(record)]
