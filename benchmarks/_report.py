@@ -106,8 +106,10 @@ def run_parts(args: argparse.Namespace, parts: dict[str, Callable[[argparse.Name
 
 
 def finish(record: dict[str, Any], run: str, machine_line: str, folder: Path | None = None) -> Path:
-    """Add the machine line and end time, save (to `folder` instead of the results tree if given), print where."""
-    record.update(machine=machine_line, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    """Add the machine line and end time, save (to `folder` instead of the results tree if given), print where.
+    A resumed invocation of a finished run records its own beside its start, keeping the rows' original ones."""
+    end = {"machine": machine_line, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (record["resumed"][-1] if record.get("resumed") and "finished" in record else record).update(end)
     path = save(record, run, folder)
     print(f"\nRaw rows: {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path}")
     return path
@@ -120,8 +122,10 @@ def load(script: str, run: str) -> dict[str, Any]:
 
 def heading(record: dict[str, Any]) -> str:
     """The lines every regenerated table starts with: the command, the commit and the machine."""
+    later = "".join(f"\n\nResumed at commit `{r['commit']}`, run {r['started']}. {r['machine']}"
+                    for r in record.get("resumed", []) if "machine" in r)
     return (f"`{record['command']}` (commit `{record['commit']}`, run {record['started']})\n\n"
-            f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}")
+            f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}{later}")
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:

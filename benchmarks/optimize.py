@@ -345,13 +345,17 @@ def main() -> None:
 
 
 def _wall_time(record: dict[str, Any]) -> str:
-    """The run's wall time, from its start and end stamps (across sessions when it was resumed)."""
+    """The run's wall time: from its start and end stamps, and each later invocation's own where it recorded them;
+    from the first start to the last end where it did not (across sessions when the run was resumed)."""
     if "finished" not in record:
         return ""
-    took = datetime.fromisoformat(record["finished"]) - datetime.fromisoformat(record["started"])
+    minutes = [(datetime.fromisoformat(r["finished"]) - datetime.fromisoformat(r["started"])).total_seconds() / 60
+               for r in (record, *record.get("resumed", [])) if "finished" in r]
     resumed = record.get("resumed")
-    return (f" Wall time {took.total_seconds() / 60:.1f} min" +
-            (f", from the first start to the last end over {len(resumed) + 1} invocations." if resumed else "."))
+    if not resumed or len(minutes) == len(resumed) + 1:
+        return f" Wall time {minutes[0]:.1f} min" + "".join(f", then {m:.1f} min resumed" for m in minutes[1:]) + "."
+    return (f" Wall time {minutes[-1]:.1f} min, from the first start to the last end over {len(resumed) + 1} "
+            "invocations.")
 
 
 def _multiples(record: dict[str, Any]) -> str:
