@@ -120,12 +120,13 @@ def load(script: str, run: str) -> dict[str, Any]:
     return json.loads((run_dir(script, run) / "rows.json").read_text(encoding="utf-8"))
 
 
-def heading(record: dict[str, Any]) -> str:
-    """The lines every regenerated table starts with: the command, the commit and the machine."""
+def heading(record: dict[str, Any], machine_note: str = "") -> str:
+    """The lines every regenerated table starts with: the command, the commit, the machine (followed by
+    `machine_note`) and the machine of each later invocation that resumed the finished run."""
     later = "".join(f"\n\nResumed at commit `{r['commit']}`, run {r['started']}. {r['machine']}"
                     for r in record.get("resumed", []) if "machine" in r)
     return (f"`{record['command']}` (commit `{record['commit']}`, run {record['started']})\n\n"
-            f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}{later}")
+            f"{record.get('machine', 'Machine: not recorded (the run did not finish).')}{machine_note}{later}")
 
 
 def _set(settings: dict[str, Any]) -> dict[str, Any]:

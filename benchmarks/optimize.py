@@ -413,7 +413,7 @@ def render(record: dict[str, Any]) -> str:
     args, rows = record["args"], record["rows"]
     data = {"cifar": f"CIFAR-10 {args['train_samples']:,} training / {args['val_samples']:,} validation images",
             "clinc": "CLINC150 every training / validation query"}
-    out = [_report.heading(record) + _wall_time(record), "",
+    out = [_report.heading(record, _wall_time(record)), "",
            f"Budget {args['max_drop']} point(s) on the validation split; "
            f"{'; '.join(data[part] for part in args['part'])}; {args['trials']} trials per search, "
            f"{args['search_epochs']} search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, "
