@@ -126,7 +126,9 @@ def distill_cells(args: argparse.Namespace, record: dict[str, Any]) -> None:
         best = result.best_trial
         record["rows"].append({"part": "distill", "method": search, **best.params, "val_accuracy": best.value,
                                "test_accuracy": test_accuracy(result.get_best_models(1)[0]),
-                               "seconds": sum(t.duration.total_seconds() for t in result.trials if t.duration),
+                               # a failed trial's duration runs until a later start finds it stale: left out
+                               "seconds": sum(t.duration.total_seconds() for t in result.trials
+                                              if t.duration and t.state.name in ("COMPLETE", "PRUNED")),
                                "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
                                            "value": t.value} for t in result.trials]})
         _report.save(record, args.run)
@@ -220,7 +222,7 @@ def render(record: dict[str, Any]) -> str:
                   f"{r['seconds']:.0f}"] for r in distill_rows]
         lines += ["", f"CLINC150 distillation: student = layers 0, 2, 5 of the fine-tuned teacher; {sizes[0]} "
                       f"training / {sizes[1]} validation queries (class-balanced); the search row's seconds are its "
-                      "trials' total." + (" Test accuracy on the whole test split, oos as a class; the choice reads "
+                      "finished (complete or pruned) trials' total." + (" Test accuracy on the whole test split, oos as a class; the choice reads "
                                           "validation only." if tested else ""), "",
                   _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %",
                                  *(["test acc %"] if tested else []), "seconds"], table)]
