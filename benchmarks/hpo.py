@@ -222,8 +222,9 @@ def render(record: dict[str, Any]) -> str:
                   f"{r['seconds']:.0f}"] for r in distill_rows]
         lines += ["", f"CLINC150 distillation: student = layers 0, 2, 5 of the fine-tuned teacher; {sizes[0]} "
                       f"training / {sizes[1]} validation queries (class-balanced); the search row's seconds are its "
-                      "finished (complete or pruned) trials' total." + (" Test accuracy on the whole test split, oos as a class; the choice reads "
-                                          "validation only." if tested else ""), "",
+                      "finished (complete or pruned) trials' total."
+                      + (" Test accuracy on the whole test split, oos as a class; the choice reads validation only."
+                         if tested else ""), "",
                   _report.table(["CLINC150 distillation", "epochs", "alpha", "T", "val acc %",
                                  *(["test acc %"] if tested else []), "seconds"], table)]
         for row in distill_rows:

@@ -40,6 +40,7 @@ Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -242,9 +243,11 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         return summary(result, time.perf_counter() - start)
     results.get("clinc|combined", measure)
 
+    @functools.cache
     def runners() -> tuple[dict[str, TextClassifierRunner], Any]:
         """The fp32 torch teacher, the hand-built final artifact of `--clinc-baseline` and the search's final
-        artifact, each reading raw queries as benchmarks/clinc150.py does; and the CLINC150 loaders of raw texts."""
+        artifact, each reading raw queries as benchmarks/clinc150.py does; and the CLINC150 loaders of raw texts.
+        Built once for the rows below (the hand-built artifact is rebuilt: vocabulary, export, quantization)."""
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
         oos = teacher.label_names.index("oos")
         splits = load_dataset("clinc150", config="plus")
@@ -345,17 +348,19 @@ def main() -> None:
 
 
 def _wall_time(record: dict[str, Any]) -> str:
-    """The run's wall time: from its start and end stamps, and each later invocation's own where it recorded them;
-    from the first start to the last end where it did not (across sessions when the run was resumed)."""
+    """The run's wall time from its start and end stamps (from the first start to the last end over the invocations
+    that kept no end of their own: resumed before `_report.finish` recorded one), then each later invocation's own."""
     if "finished" not in record:
         return ""
-    minutes = [(datetime.fromisoformat(r["finished"]) - datetime.fromisoformat(r["started"])).total_seconds() / 60
-               for r in (record, *record.get("resumed", [])) if "finished" in r]
-    resumed = record.get("resumed")
-    if not resumed or len(minutes) == len(resumed) + 1:
-        return f" Wall time {minutes[0]:.1f} min" + "".join(f", then {m:.1f} min resumed" for m in minutes[1:]) + "."
-    return (f" Wall time {minutes[-1]:.1f} min, from the first start to the last end over {len(resumed) + 1} "
-            "invocations.")
+
+    def minutes(r: dict[str, Any]) -> float:
+        return (datetime.fromisoformat(r["finished"]) - datetime.fromisoformat(r["started"])).total_seconds() / 60
+    resumed = record.get("resumed", [])
+    timed = [r for r in resumed if "finished" in r]
+    untimed = len(resumed) - len(timed)
+    return (f" Wall time {minutes(record):.1f} min"
+            + (f", from the first start to the last end over {untimed + 1} invocations" if untimed else "")
+            + "".join(f", then {minutes(r):.1f} min resumed" for r in timed) + ".")
 
 
 def _multiples(record: dict[str, Any]) -> str:
