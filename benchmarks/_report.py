@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -49,19 +49,24 @@ def machine(threads: str, load_before: float | None = None, packages: Sequence[s
             f"usable cores, {threads}; {versions}, Python {platform.python_version()}; 1-min load average {load}.")
 
 
-def latency_cells(runners: dict[str, Runner], data: Mapping[int, Any], args: argparse.Namespace,
-                  baseline: str) -> dict[str, dict[str, Any]]:
-    """`{"t<threads> b<batch>": {variant: row}}`: each cell (`args.threads` x the batch sizes of `data`, a mapping
-    of batch size -> what that batch's calls take) timed by `compare_runners` against `baseline`, `args.runs`
-    calls at batch 1 and `args.runs_64` at larger batches, `args.repeats` rounds."""
-    cells = {}
+def timing_cells(data: Mapping[int, Any], args: argparse.Namespace) -> Iterator[tuple[str, Any, BenchmarkConfig]]:
+    """`("t<threads> b<batch>", what that batch's calls take, its BenchmarkConfig)` for each cell: `args.threads` x
+    the batch sizes of `data`, `args.runs` calls at batch 1 and `args.runs_64` at larger batches."""
     for threads in args.threads:
         for batch, source in data.items():
-            config = BenchmarkConfig(batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
-                                     throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
-            rows = compare_runners(runners, source, config, repeats=args.repeats, baseline=baseline, show=False)
-            cells[f"t{threads} b{batch}"] = {row.name: row.model_dump(mode="json") for row in rows}
-    return cells
+            yield f"t{threads} b{batch}", source, BenchmarkConfig(
+                batch_size=batch, warmup=args.warmup, runs=args.runs if batch == 1 else args.runs_64,
+                throughput_runs=0, threads=threads, max_eval_batches=1, progress=False)
+
+
+def latency_cells(runners: dict[str, Runner], data: Mapping[int, Any], args: argparse.Namespace,
+                  baseline: str) -> dict[str, dict[str, Any]]:
+    """`{"t<threads> b<batch>": {variant: row}}`: each cell of `timing_cells` timed by `compare_runners` against
+    `baseline` in `args.repeats` rounds."""
+    return {key: {row.name: row.model_dump(mode="json")
+                  for row in compare_runners(runners, source, config, repeats=args.repeats, baseline=baseline,
+                                             show=False)}
+            for key, source, config in timing_cells(data, args)}
 
 
 def git_commit() -> str:

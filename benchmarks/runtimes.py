@@ -15,6 +15,10 @@ split (the whole split when 0); parity: SQNR and top-1 agreement of each variant
 torch model's on the first test batch. Latency: p50 of `--runs` calls at batch 1 (`--runs-64` at batch
 64) per cell, all variants of a cell timed by `compare_runners` in `--repeats` interleaved rounds, the
 speed-up the median of per-round ratios against ONNX Runtime fp32; "!" marks a cell the harness flagged.
+`auto`: in each cell `choose_among` (the choosing step of `choose_runtime` / `--runtime auto`) times the same
+variants again in its own rounds and picks the fastest that passes parity; the table below the cells says how far
+that pick is, in the cells' independent timing, behind the fastest passing variant there, against the noise auto
+measured (the issue's goal: never more than that noise).
 Raw rows: benchmarks/results/runtimes/<--run>/rows.json.
 Usage: python benchmarks/runtimes.py [--part cifar|text|all] [--images 1000] [--threads 1 2] [--batches 1 64]
        [--runs 30] [--runs-64 5] [--repeats 3] [--text-model DIR] [--run NAME]
@@ -39,6 +43,7 @@ from cleanai.benchmark import (
     Runner,
     TextClassifierRunner,
     benchmark,
+    choose_among,
     runtime_candidates,
 )
 from cleanai.data import TextDataset, load_dataset, raw_text_collate, subset, text_collate
@@ -69,19 +74,40 @@ def variants(model: nn.Module, calib: list[Any], example: Any, quant: QuantConfi
 
 
 def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any, test: DataLoader,
-                 timing: dict[int, DataLoader], args: argparse.Namespace) -> dict[str, Any]:
-    """Accuracy, size and parity of every variant, then the interleaved latency cells (`timing`: batch size -> the
-    data its calls take)."""
+                 timing: dict[int, DataLoader], quant: QuantConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """Accuracy, size and parity of every variant, the interleaved latency cells (`timing`: batch size -> the data
+    its calls take), then in each cell `choose_among` (the choosing step of `runtime="auto"`) on its own timing."""
     probe = make_probe(model, [probe_inputs], True, "the first test batch", "runtimes")
-    rows = {}
+    rows, parity = {}, {}
     for name, runner in runners.items():
-        check = measure(getattr(runner, "inner", runner), probe, name)
+        check = parity[name] = measure(getattr(runner, "inner", runner), probe, name)
         config = BenchmarkConfig(batch_size=1, warmup=0, runs=1, throughput_runs=0, threads=max(args.threads),
                                  progress=False)
         rows[name] = {**benchmark(runner, test, name=name, config=config).model_dump(mode="json"),
                       "parity_sqnr_db": check.sqnr_db, "parity_top1": check.top1_agreement}
         print(f"  {name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['precision']}", flush=True)
-    return {"rows": rows, "cells": _report.latency_cells(runners, timing, args, BASELINE)}
+    cells = _report.latency_cells(runners, timing, args, BASELINE)
+    auto = {key: choose_among(runners, parity, source, config=config, quant=quant, repeats=args.repeats).to_dict()
+            for key, source, config in _report.timing_cells(timing, args)}
+    return {"rows": rows, "cells": cells, "auto": auto}
+
+
+def render_auto(cells: dict[str, Any], auto: dict[str, Any]) -> str:
+    """Per cell: what `auto`'s choosing step picked on its own timing, and how far its pick is, in the table's
+    independent timing, behind the fastest variant that passes parity, against the run-to-run noise auto measured."""
+    body = []
+    for key, choice in auto.items():
+        spread = {c["name"]: c["latency_spread"] or 0.0 for c in choice["candidates"]}
+        passing = [c["name"] for c in choice["candidates"] if c["passes_parity"]]
+        best = min(passing, key=lambda n: cells[key][n]["latency_ms_p50"])
+        chosen = choice["chosen"]
+        gap = cells[key][chosen]["latency_ms_p50"] / cells[key][best]["latency_ms_p50"] - 1
+        noise = max(spread[chosen], spread[best])
+        body.append([key.replace("t", "threads ").replace(" b", ", batch "), chosen, best, f"{gap:+.1%}",
+                     f"{noise:.1%}", "yes" if gap <= noise else "**NO**",
+                     ", ".join(c["name"] for c in choice["candidates"] if not c["passes_parity"]) or "none"])
+    return table(["cell", "auto chose", "fastest in the table", "its gap there", "noise auto measured",
+                  "within noise", "failing parity (never chosen)"], body)
 
 
 def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
@@ -101,6 +127,9 @@ def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
     out += ["", f"Accuracy on {samples:,} test samples{'' if base['eval_whole_split'] else ' (a seeded subset)'}; "
             f"ms = p50, median of {args['repeats']} interleaved rounds; (x) = median per-round speed-up over "
             f"{BASELINE}; \"!\" = timing flagged by the harness (machine loaded or threads above idle cores)."]
+    if "auto" in result:
+        out += ["", "`auto` (`choose_among`, the choosing step of `choose_runtime`, over the variants above, timed "
+                "again per cell in its own interleaved rounds):", "", render_auto(cells, result["auto"])]
     if result.get("skipped"):
         out += ["", "Not built here: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
     qdq, nncf = ROUTES
@@ -132,7 +161,7 @@ def run_cifar(args: argparse.Namespace) -> dict[str, Any]:
         runners, skipped = variants(model, calib, calib[0][0][:2], quant, Path(work))
         first = next(iter(test))[0]
         timing = DataLoader(test.dataset, batch_size=max(args.batches))
-        result = measure_part(runners, model, first, test, dict.fromkeys(args.batches, timing), args)
+        result = measure_part(runners, model, first, test, dict.fromkeys(args.batches, timing), quant, args)
     return {"source": f"akamaster ResNet-{args.depth}; int8 = {quant.describe()} calibrated on {args.calib_batches} x "
                       f"{args.calib_batch_size} validation images", **result, "skipped": skipped}
 
@@ -163,7 +192,7 @@ def run_text(args: argparse.Namespace) -> dict[str, Any]:
         first = collate([(t, 0) for t in next(iter(test))[0]])[0]
         queries = DataLoader(test.dataset, batch_size=max(args.batches), collate_fn=raw_text_collate)
         result = measure_part(runners, model, first, test, {b: query if b == 1 else queries for b in args.batches},
-                              args)
+                              quant, args)
     return {"source": f"{args.text_model}; ORT int8 = {quant.describe()}", **result, "skipped": skipped}
 
 

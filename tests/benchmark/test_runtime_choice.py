@@ -7,11 +7,12 @@ import gc
 import pytest
 import torch
 
-from cleanai.benchmark import BenchmarkConfig, choose_runtime
+from cleanai.benchmark import BenchmarkConfig, RuntimeChoiceError, choose_among, choose_runtime
 from cleanai.data import load_dataset
 from cleanai.models import create_model
 from cleanai.quantization import QuantConfig
-from cleanai.runtime import openvino_runner
+from cleanai.quantization.check import make_probe, measure
+from cleanai.runtime import OrtRunner, TorchRunner, openvino_runner
 from cleanai.training import TrainConfig, Trainer
 
 TIMING = BenchmarkConfig(batch_size=16, runs=5, warmup=1, throughput_runs=0, threads=1, progress=False)
@@ -75,6 +76,23 @@ def test_without_openvino_the_other_runtimes_are_still_chosen_from(digits_cnn, m
     assert all("'openvino_not_installed_here' package" in found.skipped[n]
                for n in ("openvino fp32", "openvino int8"))
 
+
+def test_choose_among_runners_built_elsewhere_keeps_the_fastest_that_passes_and_refuses_when_none_does(digits_cnn):
+    """The choosing step alone, as benchmarks/runtimes.py calls it on the variants it built itself."""
+    model, loaders = digits_cnn
+    inputs = next(iter(loaders.test))[0]
+    runners = {"torch fp32": TorchRunner(model), "onnxruntime fp32": OrtRunner.from_model(model, inputs[:2])}
+    probe = make_probe(model, [inputs], True, "the first test batch", "test")
+    parity = {name: measure(runner, probe, name) for name, runner in runners.items()}
+    found = choose_among(runners, parity, loaders.test, config=TIMING, quant=QuantConfig.auto(), repeats=2)
+    assert found.runner.name == min(found.rows, key=lambda r: r.latency_ms_p50).name
+    onnx_sqnr = parity["onnxruntime fp32"].sqnr_db  # finite: ONNX Runtime sums in another order than torch
+    strict = QuantConfig.auto(min_sqnr_db=onnx_sqnr + 1)  # only torch fp32 (inf dB against itself) passes
+    found = choose_among(runners, parity, loaders.test, config=TIMING, quant=strict, repeats=2)
+    assert found.runner.name == "torch fp32" and found.verdict(found.rows[1]) == "fails parity"
+    del runners["torch fp32"]
+    with pytest.raises(RuntimeChoiceError, match=r"no candidate runtime kept .*onnxruntime fp32: output SQNR"):
+        choose_among(runners, parity, loaders.test, config=TIMING, quant=strict, repeats=1)
 
 
 def test_a_model_inductor_cannot_compile_is_skipped_with_the_compiler_error(digits_cnn, without_a_cxx_compiler):

@@ -12,7 +12,13 @@ from cleanai.benchmark.performance import (
     benchmark,
     environment,
 )
-from cleanai.benchmark.runtime_choice import RuntimeChoice, RuntimeChoiceError, choose_runtime, runtime_candidates
+from cleanai.benchmark.runtime_choice import (
+    RuntimeChoice,
+    RuntimeChoiceError,
+    choose_among,
+    choose_runtime,
+    runtime_candidates,
+)
 from cleanai.runtime import (
     BenchmarkError,
     OpenVinoRunner,
@@ -39,6 +45,7 @@ __all__ = [
     "TorchRunner",
     "as_runner",
     "benchmark",
+    "choose_among",
     "choose_runtime",
     "compare",
     "compare_runners",

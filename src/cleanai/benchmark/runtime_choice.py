@@ -157,7 +157,6 @@ def choose_runtime(model: nn.Module, data: DataLoader, calib: Iterable[Any], *, 
     """Build every candidate runtime for `model`, check each against fp32 on `data`, time them interleaved at
     `config`'s batch size and threads, and return the fastest that passes with the table of all."""
     quant = quant or QuantConfig.auto()
-    config = config or BenchmarkConfig(progress=False)
     check_inputs = [split_batch(b)[0] for b in itertools.islice(iter(data), quant.check_batches)]
     if not check_inputs:
         raise RuntimeChoiceError("choose_runtime needs data: the loader yielded no batches")
@@ -174,12 +173,27 @@ def choose_runtime(model: nn.Module, data: DataLoader, calib: Iterable[Any], *, 
             cause = exc.__cause__ if isinstance(exc.__cause__, CleanAIError) else exc  # e.g. a CompileError
             skipped[name] = str(cause).splitlines()[0]
             del runners[name]
-    passed = {name: not check.failures(quant) for name, check in parity.items()}
+    return choose_among(runners, parity, data, config=config, quant=quant, skipped=skipped, repeats=repeats, show=show)
+
+
+def choose_among(runners: dict[str, Runner], parity: dict[str, QuantCheck], data: DataLoader, *,
+                 config: BenchmarkConfig | None = None, quant: QuantConfig | None = None,
+                 skipped: dict[str, str] | None = None, repeats: int = 3, show: bool = False) -> RuntimeChoice:
+    """The choosing step of `choose_runtime` on runners already built and checked (`parity`: name -> their check
+    against fp32): time them interleaved at `config`'s batch size and threads, keep the fastest that passes
+    `quant`'s parity thresholds. A benchmark that builds the candidates itself calls this to choose as `auto` does.
+    Each runner takes its key as its name: the name of its row and of the choice."""
+    quant = quant or QuantConfig.auto()
+    config = config or BenchmarkConfig(progress=False)
+    skipped = dict(skipped or {})
+    for name, runner in runners.items():
+        runner.name = name
+    passed = {name: not parity[name].failures(quant) for name in runners}
     if not any(passed.values()):
         raise RuntimeChoiceError("no candidate runtime kept its outputs close to fp32's: "
-                                 + "; ".join(f"{n}: {', '.join(parity[n].failures(quant))}" for n in parity)
+                                 + "; ".join(f"{n}: {', '.join(parity[n].failures(quant))}" for n in runners)
                                  + (f"; not built: {skipped}" if skipped else ""))
     rows = compare_runners(runners, data, config, repeats=repeats, show=show)
     best = min((r for r in rows if passed[r.name]), key=lambda r: r.latency_ms_p50)
-    return RuntimeChoice(runner=runners[best.name], rows=rows, parity=parity, passed=passed, skipped=skipped)
-
+    return RuntimeChoice(runner=runners[best.name], rows=rows, parity={n: parity[n] for n in runners}, passed=passed,
+                         skipped=skipped)
