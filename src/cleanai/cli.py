@@ -680,7 +680,8 @@ def _optimize(args: argparse.Namespace) -> None:
     fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout),
                                 ("time_budget", args.time_budget), ("threads", args.threads),
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
-                                ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first))
+                                ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first),
+                                ("finetune_lrs", args.lrs))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -719,6 +720,9 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
     p.add_argument("--final-epochs", type=_number(int, 0), default=None,
                    help="fine-tuning epochs of the chosen pipeline's final run")
+    p.add_argument("--lrs", type=_LR, nargs="+", default=None, metavar="LR",
+                   help="learning rates the search samples for every fine-tune, e.g. --lrs 1e-4 2e-4 (default: the "
+                        "fine-tune's own, 1e-3)")
     p.add_argument("--depths", type=_COUNT, nargs="+", default=None, metavar="N",
                    help="text models: also try a student of N encoder layers (kept evenly spread, trained like a "
                         "pruned candidate), e.g. --depths 3 4")

@@ -60,6 +60,25 @@ def test_recipe_steps_of_a_candidate_validate_as_a_recipe(tmp_path):
     assert chain["benchmark"].baseline == "model"
 
 
+def test_sampled_learning_rates_enter_the_space_and_every_fine_tune_the_rerun_writes(tmp_path):
+    config = OptimizeConfig(final_epochs=4, finetune_lrs=[2e-4, 1e-4, 2e-4])
+    assert search_space(config)["lr"] == {"type": "categorical", "choices": [1e-4, 2e-4]}
+    assert "lr" not in search_space(OptimizeConfig())  # without the option: the fine-tune's own rate, not sampled
+    params = {"criterion": "magnitude", "ratio": 0.3, "scale": 0.0, "steps": 1, "kd": True, "fold_bn": False,
+              "quant": "none", "lr": 2e-4}
+    candidate = Candidate.from_params(params)
+    assert candidate.finetune_config(config).lr == 2e-4 and candidate.finetune_config(config).epochs == 1
+    assert Candidate.from_params({**params, "lr": None}).finetune_config(config) == config.finetune
+    assert "fine-tune lr 0.0002" in candidate.describe()
+    assert "lr" not in Candidate.from_params({**params, "ratio": 0.0}).describe()  # nothing trains, so no rate
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "small_cnn"},
+                                    "steps": candidate.recipe_steps(config, None, onnx=False)}), encoding="utf-8")
+    chain = {s.type: s for s in load_recipe(path).steps}
+    assert chain["prune"].finetune.lr == 2e-4 and chain["distill"].train.lr == 2e-4
+    assert chain["distill"].train.epochs == 4
+
+
 def test_a_candidate_without_pruning_or_onnx_keeps_only_what_it_does(tmp_path):
     candidate = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=False, fold_bn=False, quant="dynamic")
     assert [s["type"] for s in candidate.recipe_steps(OptimizeConfig(), None, onnx=True)] == \

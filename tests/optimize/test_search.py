@@ -18,7 +18,7 @@ from cleanai.optimize import OptimizeError, optimize
 from cleanai.optimize import search as search_module
 from cleanai.optimize.budget import TimeBudget
 from cleanai.pruning import load_pruned
-from cleanai.recipes import load_recipe, read_status
+from cleanai.recipes import DataSpec, ModelSpec, load_recipe, read_status
 from cleanai.runtime import OrtRunner, TorchRunner, evaluate
 
 from .conftest import tiny
@@ -170,6 +170,27 @@ def test_starting_points_the_trial_count_did_not_reach_are_not_listed_as_trials(
     assert [t.state.name for t in queued] == ["COMPLETE", "WAITING"]  # two starting points, one trial
     assert [(r["number"], r["state"]) for r in result.trials] == [(0, "complete")]
     assert [r["number"] for r in json.loads((out / "trials.json").read_text())] == [0]
+
+
+def test_each_trial_fine_tunes_at_its_sampled_learning_rate_and_a_search_without_them_is_another_study(
+        digits_weights, tmp_path, monkeypatch):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    used = []
+    original = search_module.prune_and_finetune
+
+    def spy(*args, **kwargs):
+        used.append(args[5].lr)  # the fine-tune's TrainConfig
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "prune_and_finetune", spy)
+    config = tiny(tmp_path / "run", n_trials=3, quant_modes=["none"], max_ratio=0.2, max_accuracy_drop=10.0,
+                  finetune_lrs=[1e-3, 3e-3], target_latency_ms=1e-6)  # no candidate meets it: no final rerun
+    result = optimize(model, "digits", config)
+    pruned = [r["params"]["lr"] for r in result.trials if r["params"]["ratio"] > 0]
+    assert pruned and used == pruned and set(used) <= {1e-3, 3e-3}
+    keys = {search_module._fingerprint(ModelSpec(**model), DataSpec(name="digits"),
+                                       config.model_copy(update={"finetune_lrs": lrs})) for lrs in ([], [1e-3], [3e-3])}
+    assert len(keys) == 3  # another set of rates measures other trials: never resumed as the same study
 
 
 def test_a_budget_nobody_meets_returns_the_best_candidates_and_the_gap(digits_weights, tmp_path):

@@ -113,6 +113,8 @@ def search_space(config: OptimizeConfig, encoder: Encoder | None = None) -> dict
     depths = _shallower(config, encoder)
     if depths and encoder is not None:
         space["depth"] = {"type": "categorical", "choices": [encoder.depth, *depths]}
+    if config.finetune_lrs:
+        space["lr"] = {"type": "categorical", "choices": sorted(set(config.finetune_lrs))}
     if config.vocab_keep_first and encoder is not None:  # None: the whole vocabulary
         space["vocab"] = {"type": "categorical", "choices": [None, *sorted(set(config.vocab_keep_first))]}
     if config.max_ratio == 0:
@@ -160,6 +162,7 @@ class Candidate:
     per_channel: bool = True
     depth: int | None = None  # encoder blocks kept (text models); None: all of them
     vocab: int | None = None  # vocabulary pruning's keep_first (text models); None: the whole vocabulary
+    lr: float | None = None  # the fine-tunes' learning rate (OptimizeConfig.finetune_lrs); None: finetune.lr
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Candidate:
@@ -169,11 +172,16 @@ class Candidate:
                    quant=params["quant"], calibration=params.get("calibration"),
                    per_channel=bool(params.get("per_channel", True)),
                    depth=None if params.get("depth") is None else int(params["depth"]),
-                   vocab=None if params.get("vocab") is None else int(params["vocab"]))
+                   vocab=None if params.get("vocab") is None else int(params["vocab"]),
+                   lr=None if params.get("lr") is None else float(params["lr"]))
 
     @property
     def prunes(self) -> bool:
         return self.ratio > 0
+
+    def finetune_config(self, config: OptimizeConfig) -> TrainConfig:
+        """`config.finetune` at this candidate's learning rate: what every fine-tune of its trial and rerun uses."""
+        return config.finetune if self.lr is None else config.finetune.model_copy(update={"lr": self.lr})
 
     def cut(self, encoder: Encoder | None) -> list[int] | None:
         """The encoder blocks this candidate keeps when it drops some (`Encoder.layers`), else None."""
@@ -186,6 +194,8 @@ class Candidate:
             if self.depth is not None else []
         parts += [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
                   f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
+        if self.lr is not None and (self.prunes or self.depth is not None):
+            parts.append(f"fine-tune lr {self.lr:g}")
         if self.vocab is not None:
             parts.append(f"vocabulary: training tokens + first {self.vocab:,} ids")
         if self.fold_bn:
@@ -230,8 +240,10 @@ class Candidate:
         teacher = {"teacher": SOURCE_MODEL} if self.kd else {}
         layers = self.cut(encoder)
 
+        finetune = self.finetune_config(config)
+
         def train(epochs: int) -> dict[str, Any]:
-            tune = {**_train(config.finetune), "epochs": epochs}
+            tune = {**_train(finetune), "epochs": epochs}
             return ({"type": "distill", **teacher, "alpha": config.kd_alpha, "temperature": config.kd_temperature,
                      "train": tune} if self.kd else {"type": "finetune", **tune})
 
@@ -240,10 +252,10 @@ class Candidate:
         if self.prunes:
             prune = self.prune_config(config, scan, encoder).model_dump(mode="json", exclude_defaults=True,
                                                                         exclude={"inplace"})
-            steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(config.finetune),
+            steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(finetune),
                           **teacher})
         elif layers is not None:  # the shallower model's first fine-tune, as the trial's
-            steps.append({**train(config.finetune.epochs), "id": "shallower"})
+            steps.append({**train(finetune.epochs), "id": "shallower"})
         if (self.prunes or layers is not None) and config.final_epochs:
             steps.append(train(config.final_epochs))
         if self.vocab is not None:

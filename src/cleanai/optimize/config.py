@@ -43,7 +43,8 @@ class OptimizeConfig(BaseModel):
       prefix's row or [UNK]'s).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
       (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
-    - Fine-tuning: `finetune` (its `epochs` after each iterative step), then up to `search_epochs` more,
+    - Fine-tuning: `finetune` (its `epochs` after each iterative step; `finetune_lrs`, when given, are the
+      learning rates the search samples for it in place of `finetune.lr`), then up to `search_epochs` more,
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
       alike; the test split is read only by the rerun's benchmark).
@@ -91,6 +92,7 @@ class OptimizeConfig(BaseModel):
     sensitivity_batches: int = Field(4, ge=1)
     max_layer_ratio: float = Field(0.8, gt=0, lt=1)
     finetune: TrainConfig = Field(default_factory=_finetune_default)
+    finetune_lrs: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
     search_epochs: int = Field(3, ge=0)
     eta: int = Field(3, ge=2)
     final_epochs: int = Field(6, ge=0)

@@ -292,8 +292,8 @@ class _Search:
             with clock.training(candidate.steps * cfg.finetune.epochs):
                 model, report, history = prune_and_finetune(
                     model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
-                    self.loaders.val, cfg.finetune.model_copy(update={"progress": False}), teacher=teacher,
-                    distill_config=candidate.distill_config(cfg))
+                    self.loaders.val, candidate.finetune_config(cfg).model_copy(update={"progress": False}),
+                    teacher=teacher, distill_config=candidate.distill_config(cfg))
             accuracy = history.final["accuracy"]
         elif layers is not None:  # a shallower model: its first fine-tune, as a pruned one gets after pruning
             with clock.training(cfg.finetune.epochs):
@@ -338,7 +338,7 @@ class _Search:
         return None if not macs or not self._source_macs else macs / self._source_macs
 
     def _finetune(self, model: nn.Module, teacher: nn.Module | None, candidate: Candidate, epochs: int) -> None:
-        train = self.config.finetune.model_copy(update={"epochs": epochs, "progress": False})
+        train = candidate.finetune_config(self.config).model_copy(update={"epochs": epochs, "progress": False})
         if teacher is None:
             Trainer(model, config=train).fit(self.loaders.train)
         else:
@@ -567,6 +567,8 @@ def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> st
     settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "time_budget", "progress", "out",
                                                        "final_epochs", "objective", "max_accuracy_drop",
                                                        "target_latency_ms", "target_size_mb"})
+    if not settings["finetune_lrs"]:  # absent when unset, so the studies made before the option still resume
+        del settings["finetune_lrs"]
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
                        "config": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
