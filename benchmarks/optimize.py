@@ -107,6 +107,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clinc-kd", type=float, nargs=2, default=[0.5, 2.0], metavar=("ALPHA", "T"),
                         help="KD weight and temperature of the CLINC150 search (default 0.5 2; the hand-built "
                              "book_* runs distil with 0.125 7)")
+    parser.add_argument("--clinc-lrs", type=float, nargs="+", default=[],
+                        help="learning rates the CLINC150 search samples for its fine-tunes (default: 1e-4 only; the "
+                             "hand-built book_* runs train at 2e-4)")
     parser.add_argument("--clinc-quant", nargs="+", choices=["none", "dynamic"], default=["none", "dynamic"],
                         help="quantization modes of the CLINC150 search (default: none dynamic)")
     parser.add_argument("--clinc-max-ratio", type=float, default=0.6,
@@ -237,6 +240,7 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
                                                      vocab_keep_first=args.clinc_vocab_keep_first,
                                                      kd_alpha=args.clinc_kd[0],
                                                      kd_temperature=args.clinc_kd[1],
+                                                     finetune_lrs=args.clinc_lrs,
                                                      finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
                                                                           progress=False, device="cpu")))
         print(result.summary(), flush=True)
