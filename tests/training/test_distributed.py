@@ -86,8 +86,9 @@ def _fit_and_evaluate(rank: int, tmp_path: Path) -> dict[str, Any]:
 def test_two_processes_train_the_model_one_process_trains(tmp_path) -> None:
     """Global batch 16 (8 per process), the same shuffled order: the 2-process run equals the 1-process run up to
     float rounding of the gradient mean (a mean of two half-batch means summed by gloo instead of one mean):
-    weights within 1e-5 (the difference measured here is ~1e-7), losses within 1e-6 relative, and the same
-    predictions, so accuracy and macro F1, summed over the processes' unequal shares, are equal."""
+    weights within 1e-5 (the difference measured here is ~1e-7), losses within 1e-5 relative (2.3e-6 measured on an
+    Intel Xeon with AMX, on a last-epoch training loss of 1.5e-3), and the same predictions, so accuracy and macro
+    F1, summed over the processes' unequal shares, are equal."""
     single = Trainer(mlp(seed=0), config=config(seed=0))
     single_history = single.fit(train_loader(), relabelled())
     single_test = single.evaluate(relabelled())
@@ -98,8 +99,8 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path) -> None:
         torch.testing.assert_close(value, single.model.state_dict()[name], rtol=0, atol=1e-5)
     assert ranks[0]["steps"] == single.global_step == 3 * 96 // BATCH
     for record, expected in zip(ranks[0]["records"], single_history.records, strict=True):
-        assert record["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6)
-        assert record["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-6)
+        assert record["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-5)
+        assert record["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
         assert (record["val_accuracy"], record["val_macro_f1"]) == (expected["val_accuracy"], expected["val_macro_f1"])
     assert ranks[0]["test"]["accuracy"] == ranks[1]["test"]["accuracy"] == single_test["accuracy"]
     assert 0.2 < single_test["accuracy"] < 0.6  # shuffled labels: the count-sum is what the assertions above test
