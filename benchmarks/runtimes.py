@@ -5,9 +5,9 @@ TextClassifier folder given by `--text-model` (MiniLM fine-tuned on CLINC150), t
 TextClassifierRunner (tokenising included): batch 1 on the query "What is the pin number for my account?", larger
 batches on the first test queries.
 Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32 eager and `torch.compile`, ONNX
-Runtime fp32 and int8, OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by both routes, CleanAI's
-QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`), in place of the one `"auto"` would take, the two
-calibrated on the same `--calib-batches` shuffled validation batches (`QuantConfig.auto()`; the text
+Runtime fp32 and int8, OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by every route,
+CleanAI's QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`, with asymmetric and with symmetric activations),
+in place of the one `"auto"` would take, all calibrated on the same `--calib-batches` shuffled validation batches (`QuantConfig.auto()`; the text
 part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and statically as a row of its
 own, and OpenVINO statically).
 Accuracy: once per variant on a seeded, class-balanced `--images` / `--text-images` subset of the test
@@ -55,7 +55,10 @@ import _report  # benchmarks/_report.py: scripts run from this folder
 from _report import table
 
 BASELINE = "onnxruntime fp32"
-ROUTES = {"openvino int8 qdq": "qdq", "openvino int8 nncf": "nncf"}  # both int8 routes, whatever auto would take
+# OpenVINO int8 by each route, whatever auto would take: CleanAI's QDQ graph, NNCF with asymmetric activations (its
+# MIXED preset) and with symmetric ones (PERFORMANCE)
+ROUTES = {"openvino int8 qdq": {"openvino_method": "qdq"}, "openvino int8 nncf": {"openvino_method": "nncf"},
+          "openvino int8 nncf symmetric": {"openvino_method": "nncf", "activation_symmetric": True}}
 
 
 def variants(model: nn.Module, calib: list[Any], example: Any, quant: QuantConfig, work: Path
@@ -66,8 +69,8 @@ def variants(model: nn.Module, calib: list[Any], example: Any, quant: QuantConfi
     runners.pop("openvino int8", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # each row shows its SQNR against fp32
-        for name, method in ROUTES.items():
-            runners[name] = quantize(model, QuantConfig.auto(backend="openvino", openvino_method=method), calib=calib,
+        for name, fields in ROUTES.items():
+            runners[name] = quantize(model, QuantConfig.auto(backend="openvino", **fields), calib=calib,
                                      example_inputs=example)
             runners[name].name = name
     return runners, skipped
@@ -132,11 +135,13 @@ def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
                 "again per cell in its own interleaved rounds):", "", render_auto(cells, result["auto"])]
     if result.get("skipped"):
         out += ["", "Not built here: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
-    qdq, nncf = ROUTES
-    if qdq in rows and nncf in rows:
-        faster = [key for key in cells if cells[key][qdq]["latency_ms_p50"] <= cells[key][nncf]["latency_ms_p50"]]
-        out += ["", f"OpenVINO int8, QDQ graph vs NNCF: QDQ faster in {len(faster)} of {len(cells)} cells; accuracy "
-                f"{100 * rows[qdq]['accuracy']:.2f} vs {100 * rows[nncf]['accuracy']:.2f} %."]
+    qdq, nncf, symmetric = ROUTES
+    for a, b, what in ((qdq, nncf, "QDQ graph vs NNCF: QDQ"), (symmetric, nncf, "NNCF symmetric vs asymmetric "
+                                                                              "activations: symmetric")):
+        if a in rows and b in rows:  # (runs before the symmetric route have no such row)
+            faster = [key for key in cells if cells[key][a]["latency_ms_p50"] <= cells[key][b]["latency_ms_p50"]]
+            out += ["", f"OpenVINO int8, {what} faster in {len(faster)} of {len(cells)} cells; accuracy "
+                    f"{100 * rows[a]['accuracy']:.2f} vs {100 * rows[b]['accuracy']:.2f} %."]
     return "\n".join(out)
 
 

@@ -62,6 +62,34 @@ def test_auto_route_takes_nncf_for_a_transformer_and_the_qdq_graph_for_a_cnn(dig
     assert "nncf" not in pinned.name and "per-tensor" in pinned.name  # a setting NNCF fixes keeps the QDQ graph
 
 
+def _activation_ranges(runner: OpenVinoRunner) -> list[tuple[float, float]]:
+    """(input_low, input_high) of each FakeQuantize on an activation (not on a constant weight) of NNCF's graph."""
+    ranges = []
+    for op in runner.model.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() not in (
+                "Constant", "Convert"):
+            low, high = (float(op.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+            ranges.append((low, high))
+    return ranges
+
+
+def test_activation_symmetric_picks_nncfs_symmetric_preset_and_asymmetric_is_the_default(tiny_bert, bert_calib):
+    """NNCF's default for a transformer (MIXED) is asymmetric activations, for other graphs (PERFORMANCE) symmetric;
+    the config's `activation_symmetric` chooses instead, so the artifact is what the config says."""
+    def symmetric(low: float, high: float) -> bool:  # 256 levels: [-128, 127] * scale, or [0, 255] * scale
+        return low == 0 or abs(low / high + 128 / 127) < 1e-4
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = {sym: quantize(tiny_bert, QuantConfig.auto(backend="openvino", openvino_method="nncf",
+                                                            activation_symmetric=sym), calib=bert_calib)
+                 for sym in (False, True)}
+    assert all(symmetric(*r) for r in _activation_ranges(built[True])) and _activation_ranges(built[True])
+    assert not all(symmetric(*r) for r in _activation_ranges(built[False]))
+    assert "symmetric" in built[True].name and "symmetric" not in built[False].name
+    assert built[True].precision == built[False].precision == "int8"
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

@@ -65,7 +65,8 @@ class QuantConfig(BaseModel):
     - `openvino_method` (backend openvino): `qdq` quantizes the exported graph as the onnxruntime
       backend does (same calibration, granularity and fp32 fallback options) and OpenVINO runs the QDQ
       graph in int8; `nncf` quantizes the fp32 graph with OpenVINO's NNCF (`nncf.quantize`, its own
-      calibration; `nodes_to_exclude` and `reduce_range`, as NNCF's overflow fix, apply). `auto` (the
+      calibration; `nodes_to_exclude`, `reduce_range` as NNCF's overflow fix, and `activation_symmetric` as its
+      preset apply: False is `MIXED`, asymmetric activations; True is `PERFORMANCE`, symmetric). `auto` (the
       default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: NNCF's
       transformer scheme), `qdq` otherwise or when the config sets what NNCF fixes.
     - `torch_api` (torch dynamic): `legacy` is `torch.ao.quantization.quantize_dynamic` (fbgemm
@@ -208,7 +209,7 @@ class QuantConfig(BaseModel):
     def nncf_conflicts(self) -> dict[str, Any]:
         """The fields set away from what NNCF's quantizer fixes (its own calibration, per-channel u8/i8)."""
         fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
-                 "activation_symmetric": False, "weight_symmetric": True, "op_types": None}
+                 "weight_symmetric": True, "op_types": None}
         return {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
 
     @property
@@ -230,8 +231,8 @@ class QuantConfig(BaseModel):
             parts.append(f"{self.activation_dtype}/{self.weight_dtype}")
         parts.append("per-channel" if self.per_channel else "per-tensor")
         if self.backend == "openvino" and self.openvino_method == "nncf":
-            return " ".join(["openvino static nncf", *([f"{len(self.nodes_to_exclude)} fp32"]
-                                                        if self.nodes_to_exclude else [])])
+            return " ".join(["openvino static nncf", *(["symmetric"] if self.activation_symmetric else []),
+                             *([f"{len(self.nodes_to_exclude)} fp32"] if self.nodes_to_exclude else [])])
         if self.mode == "static" and self.backend in ("onnxruntime", "openvino"):
             method = self.calibration or "minmax"
             parts.append(method + (f"@{self.percentile:g}" if method == "percentile" else ""))
