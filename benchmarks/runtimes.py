@@ -7,9 +7,9 @@ batches on the first test queries.
 Variants: the candidates of `cleanai.benchmark.runtime_candidates` (torch fp32 eager and `torch.compile`, ONNX
 Runtime fp32 and int8, OpenVINO fp32, bf16 where the CPU has AVX512-BF16/AMX-BF16) with OpenVINO int8 by every route,
 CleanAI's QDQ graph (`openvino_method="qdq"`) and NNCF (`"nncf"`, with asymmetric and with symmetric activations),
-in place of the one `"auto"` would take, all calibrated on the same `--calib-batches` shuffled validation batches (`QuantConfig.auto()`; the text
-part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and statically as a row of its
-own, and OpenVINO statically).
+in place of the one `"auto"` would take, all calibrated on the same `--calib-batches` shuffled validation batches
+(`QuantConfig.auto()`; the text part quantizes ONNX Runtime dynamically, as benchmarks/quantization.py does, and
+statically as a row of its own, and OpenVINO statically).
 Accuracy: once per variant on a seeded, class-balanced `--images` / `--text-images` subset of the test
 split (the whole split when 0); parity: SQNR and top-1 agreement of each variant's logits against the
 torch model's on the first test batch. Latency: p50 of `--runs` calls at batch 1 (`--runs-64` at batch
