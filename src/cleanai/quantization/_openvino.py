@@ -73,7 +73,7 @@ class OpenVinoQuantizer(OrtQuantizer):
                     model, nncf.Dataset(self.feeds), subset_size=len(self.feeds),
                     model_type=nncf.ModelType.TRANSFORMER if self.is_transformer else None,
                     # the config's activations, not NNCF's default (MIXED for a transformer, PERFORMANCE otherwise)
-                    preset=nncf.QuantizationPreset.PERFORMANCE if config.activation_symmetric
+                    preset=nncf.QuantizationPreset.PERFORMANCE if config.activations_symmetric()
                     else nncf.QuantizationPreset.MIXED,
                     ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
                     advanced_parameters=AdvancedQuantizationParameters(

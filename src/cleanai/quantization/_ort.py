@@ -168,7 +168,7 @@ class OrtQuantizer:
         if not self.feeds:
             raise QuantizationError("static quantization needs calibration batches: pass calib=<batches>")
         method = config.calibration or "minmax"
-        extra: dict[str, Any] = {"ActivationSymmetric": config.activation_symmetric,
+        extra: dict[str, Any] = {"ActivationSymmetric": config.activations_symmetric(),
                                  "WeightSymmetric": config.weight_symmetric}
         if method == "percentile":
             extra["CalibPercentile"] = config.percentile
@@ -214,7 +214,7 @@ class OrtQuantizer:
                 per_channel=config.per_channel, reduce_range=config.reduce_range,
                 weight_type=_qtype(config.weight_dtype), nodes_to_exclude=list(config.nodes_to_exclude),
                 extra_options={"WeightSymmetric": config.weight_symmetric,
-                               "ActivationSymmetric": config.activation_symmetric},
+                               "ActivationSymmetric": config.activations_symmetric()},
             )
 
     def _check_quantized(self, path: Path, config: QuantConfig) -> None:

@@ -66,7 +66,9 @@ class QuantConfig(BaseModel):
       backend does (same calibration, granularity and fp32 fallback options) and OpenVINO runs the QDQ
       graph in int8; `nncf` quantizes the fp32 graph with OpenVINO's NNCF (`nncf.quantize`, its own
       calibration; `nodes_to_exclude`, `reduce_range` as NNCF's overflow fix, and `activation_symmetric` as its
-      preset apply: False is `MIXED`, asymmetric activations; True is `PERFORMANCE`, symmetric). `auto` (the
+      preset apply: False is `MIXED`, asymmetric activations; True, and unset (None), is `PERFORMANCE`,
+      symmetric: faster and as accurate on the MiniLM in BENCHMARKS.md, and NNCF's own choice for CNNs; unset
+      means asymmetric on the other backends). `auto` (the
       default) takes what won in BENCHMARKS.md: `nncf` for a transformer graph (one with a Softmax: NNCF's
       transformer scheme), `qdq` otherwise or when the config sets what NNCF fixes.
     - `torch_api` (torch dynamic): `legacy` is `torch.ao.quantization.quantize_dynamic` (fbgemm
@@ -111,7 +113,7 @@ class QuantConfig(BaseModel):
     per_channel: bool = True
     activation_dtype: Literal["uint8", "int8"] = "uint8"
     weight_dtype: Literal["int8", "uint8"] = "int8"
-    activation_symmetric: bool = False
+    activation_symmetric: bool | None = None  # None: the backend's best (`activations_symmetric`)
     weight_symmetric: bool = True
     reduce_range: bool = False
     op_types: list[str] | None = None
@@ -184,7 +186,8 @@ class QuantConfig(BaseModel):
         if self.mode == "qat" or (self.backend == "torch" and self.mode == "static"):
             fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
                      "activation_symmetric": False, "weight_symmetric": True}
-            bad = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
+            bad = {k: getattr(self, k) for k, v in fixed.items()
+                   if getattr(self, k) != v and not (k == "activation_symmetric" and getattr(self, k) is None)}
             if bad:
                 raise ConfigError(
                     f"mode={self.mode!r} on backend={self.backend!r} quantizes with torch's X86InductorQuantizer, "
@@ -205,6 +208,12 @@ class QuantConfig(BaseModel):
             raise ConfigError(f"torch_api={self.torch_api!r} chooses the torch dynamic-quantization API, so it needs "
                              f"backend='torch' and mode='dynamic', got backend={self.backend!r} mode={self.mode!r}")
         return self
+
+    def activations_symmetric(self) -> bool:
+        """`activation_symmetric`, or when unset: symmetric for NNCF (its PERFORMANCE preset), asymmetric otherwise."""
+        if self.activation_symmetric is not None:
+            return self.activation_symmetric
+        return self.backend == "openvino" and self.openvino_method == "nncf"
 
     def nncf_conflicts(self) -> dict[str, Any]:
         """The fields set away from what NNCF's quantizer fixes (its own calibration, per-channel u8/i8)."""
@@ -231,7 +240,7 @@ class QuantConfig(BaseModel):
             parts.append(f"{self.activation_dtype}/{self.weight_dtype}")
         parts.append("per-channel" if self.per_channel else "per-tensor")
         if self.backend == "openvino" and self.openvino_method == "nncf":
-            return " ".join(["openvino static nncf", *(["symmetric"] if self.activation_symmetric else []),
+            return " ".join(["openvino static nncf", *(["symmetric"] if self.activations_symmetric() else []),
                              *([f"{len(self.nodes_to_exclude)} fp32"] if self.nodes_to_exclude else [])])
         if self.mode == "static" and self.backend in ("onnxruntime", "openvino"):
             method = self.calibration or "minmax"
