@@ -96,6 +96,11 @@ def measure_part(runners: dict[str, Runner], model: nn.Module, probe_inputs: Any
     return {"rows": rows, "cells": cells, "auto": auto}
 
 
+def cell_label(key: str) -> str:
+    """A cell's key as its readers see it: "t2 b64" -> "threads 2, batch 64"."""
+    return key.replace("t", "threads ").replace(" b", ", batch ")
+
+
 def render_auto(cells: dict[str, Any], auto: dict[str, Any]) -> str:
     """Per cell: what `auto`'s choosing step picked on its own timing, and how far its pick is, in the table's
     independent timing, behind the fastest variant that passes parity, against the run-to-run noise auto measured."""
@@ -107,8 +112,7 @@ def render_auto(cells: dict[str, Any], auto: dict[str, Any]) -> str:
         chosen = choice["chosen"]
         gap = cells[key][chosen]["latency_ms_p50"] / cells[key][best]["latency_ms_p50"] - 1
         noise = max(spread[chosen], spread[best])
-        body.append([key.replace("t", "threads ").replace(" b", ", batch "), chosen, best, f"{gap:+.1%}",
-                     f"{noise:.1%}", "yes" if gap <= noise else "**NO**",
+        body.append([cell_label(key), chosen, best, f"{gap:+.1%}", f"{noise:.1%}", "yes" if gap <= noise else "**NO**",
                      ", ".join(c["name"] for c in choice["candidates"] if not c["passes_parity"]) or "none"])
     return table(["cell", "auto chose", "fastest in the table", "its gap there", "noise auto measured",
                   "within noise", "failing parity (never chosen)"], body)
@@ -126,7 +130,7 @@ def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
              f"{r['parity_sqnr_db']:.1f}", f"{r['size_mb']:.2f}", *(cell(name, key) for key in cells)]
             for name, r in rows.items()]
     out = [table(["variant", "OpenVINO executes", "acc %", "Δacc pp", "SQNR dB", "size MB",
-                  *(f"ms {key.replace('t', 'threads ').replace(' b', ', batch ')}" for key in cells)], body)]
+                  *(f"ms {cell_label(key)}" for key in cells)], body)]
     samples = base["eval_samples"]
     out += ["", f"Accuracy on {samples:,} test samples{'' if base['eval_whole_split'] else ' (a seeded subset)'}; "
             f"ms = p50, median of {args['repeats']} interleaved rounds; (x) = median per-round speed-up over "
@@ -137,8 +141,9 @@ def render_part(result: dict[str, Any], args: dict[str, Any]) -> str:
     if result.get("skipped"):
         out += ["", "Not built here: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
     qdq, nncf, symmetric = ROUTES
-    for a, b, what in ((qdq, nncf, "QDQ graph vs NNCF: QDQ"), (symmetric, nncf, "NNCF symmetric vs asymmetric "
-                                                                              "activations: symmetric")):
+    pairs = [(qdq, nncf, "QDQ graph vs NNCF: QDQ"),
+             (symmetric, nncf, "NNCF symmetric vs asymmetric activations: symmetric")]
+    for a, b, what in pairs:
         if a in rows and b in rows:  # (runs before the symmetric route have no such row)
             faster = [key for key in cells if cells[key][a]["latency_ms_p50"] <= cells[key][b]["latency_ms_p50"]]
             out += ["", f"OpenVINO int8, {what} faster in {len(faster)} of {len(cells)} cells; accuracy "

@@ -186,8 +186,8 @@ class QuantConfig(BaseModel):
         if self.mode == "qat" or (self.backend == "torch" and self.mode == "static"):
             fixed = {"calibration": None, "per_channel": True, "activation_dtype": "uint8", "weight_dtype": "int8",
                      "activation_symmetric": False, "weight_symmetric": True}
-            bad = {k: getattr(self, k) for k, v in fixed.items()
-                   if getattr(self, k) != v and not (k == "activation_symmetric" and getattr(self, k) is None)}
+            actual = {**{k: getattr(self, k) for k in fixed}, "activation_symmetric": self.activations_symmetric()}
+            bad = {k: value for k, value in actual.items() if value != fixed[k]}
             if bad:
                 raise ConfigError(
                     f"mode={self.mode!r} on backend={self.backend!r} quantizes with torch's X86InductorQuantizer, "
