@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import optuna
@@ -189,6 +190,10 @@ def test_a_shallower_candidate_reruns_as_keep_layers_then_its_training_and_prune
                        depth=2)
     assert cut.cut(encoder) == [0, 2] and cut.cut(None) is None
     assert cut.describe() == "2 encoder layers (KD) -> no pruning -> int8 dynamic (per-channel)"
+    assert cut.describe(encoder) == cut.describe()
+    # the model's own depth, unpruned, is not fine-tuned: neither KD nor a learning rate is named
+    whole = dataclasses.replace(cut, depth=3, lr=2e-4)
+    assert whole.describe(encoder) == "3 encoder layers -> no pruning -> int8 dynamic (per-channel)"
     small = Candidate(criterion="magnitude", ratio=0.0, scale=0.0, steps=1, kd=False, fold_bn=False, quant="dynamic",
                       vocab=8000)
     assert small.describe() == "no pruning -> vocabulary: training tokens + first 8,000 ids -> int8 dynamic (per-channel)"

@@ -189,12 +189,15 @@ class Candidate:
             return None
         return encoder.layers(self.depth)
 
-    def describe(self) -> str:
-        parts = [f"{self.depth} encoder layers{' (KD)' if self.kd and not self.prunes else ''}"] \
+    def describe(self, encoder: Encoder | None = None) -> str:
+        """The pipeline in words; KD and the learning rate only where something trains (a cut or pruning: the
+        model's own depth unpruned is not fine-tuned). Without `encoder`, a `depth` is read as a cut."""
+        cuts = self.depth is not None and (encoder is None or self.cut(encoder) is not None)
+        parts = [f"{self.depth} encoder layers{' (KD)' if self.kd and cuts and not self.prunes else ''}"] \
             if self.depth is not None else []
         parts += [f"prune {self.criterion} {self.ratio:.0%} (scale {self.scale:g}, {self.steps} step(s)"
                   f"{', KD' if self.kd else ''})" if self.prunes else "no pruning"]
-        if self.lr is not None and (self.prunes or self.depth is not None):
+        if self.lr is not None and (self.prunes or cuts):
             parts.append(f"fine-tune lr {self.lr:g}")
         if self.vocab is not None:
             parts.append(f"vocabulary: training tokens + first {self.vocab:,} ids")

@@ -279,7 +279,7 @@ class _Search:
         """Build, fine-tune (with successive halving), export or quantize and measure one candidate."""
         cfg = self.config
         candidate = Candidate.from_params(trial.params)
-        trial.set("candidate", candidate.describe())
+        trial.set("candidate", candidate.describe(self.encoder))
         seed_everything(cfg.seed + trial.number)
         model = copy.deepcopy(self.source)
         accuracy = self.baseline["val_accuracy"]
