@@ -19,7 +19,8 @@ the same cached teacher (accuracy with "oos" as a plain class, which is what the
 latency on token tensors here, tokenising included there: compare sizes directly, latencies only as ratios to
 each run's own teacher). Then the teacher, the hand-built final artifact and the search's are timed in one run and
 scored on the test split (`measure_intents`) and on the whole validation split, where the goal's accuracy condition
-can be read without the test split.
+can be read without the test split. `--clinc-match-hand-built` measures the teacher and the hand-built artifact on
+the validation split first and gives the search the budget that puts its floor at the hand-built artifact's accuracy.
 Each search lives in `<cache>/optimize_bench/<run>/<name>/` and resumes; rows go to
 benchmarks/results/optimize/<run>/rows.json after each part (a rerun with the same settings reuses them), and
 every search's trials.json beside them as trials-<name>.json.
@@ -34,7 +35,8 @@ fine-tune, or adds trials, without training the finished trials again.
 Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24] [--timeout 2400]
        [--time-budget 3600] [--searches combined pruning quantization]
        [--threads 1] [--clinc-depths 4 3] [--clinc-vocab-keep-first 12000] [--clinc-kd 0.125 7]
-       [--clinc-quant dynamic] [--clinc-objective size] [--reuse-search RUN] [--run NAME]
+       [--clinc-quant dynamic] [--clinc-objective size] [--clinc-lrs 1e-4 2e-4] [--clinc-match-hand-built]
+       [--reuse-search RUN] [--run NAME]
 """
 
 from __future__ import annotations
