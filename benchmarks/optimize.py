@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -112,6 +113,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clinc-lrs", type=float, nargs="+", default=[],
                         help="learning rates the CLINC150 search samples for its fine-tunes (default: 1e-4 only; the "
                              "hand-built book_* runs train at 2e-4)")
+    parser.add_argument("--clinc-schedule", choices=["constant", "warmup_cosine"], default=None,
+                        help="the CLINC150 search's fine-tunes: a constant learning rate (default), or the hand-built "
+                             "runs' schedule (AdamW with weight decay 0.01, a linear warm-up over 6 %% of one epoch's "
+                             "steps, then cosine decay to 0 over each fine-tune)")
     parser.add_argument("--clinc-quant", nargs="+", choices=["none", "dynamic"], default=["none", "dynamic"],
                         help="quantization modes of the CLINC150 search (default: none dynamic)")
     parser.add_argument("--clinc-max-ratio", type=float, default=0.6,
@@ -278,7 +283,8 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
                                                      kd_temperature=args.clinc_kd[1],
                                                      finetune_lrs=args.clinc_lrs,
                                                      finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
-                                                                          progress=False, device="cpu")))
+                                                                          progress=False, device="cpu",
+                                                                          **clinc_schedule(args.clinc_schedule))))
         print(result.summary(), flush=True)
         return summary(result, time.perf_counter() - start)
     results.get("clinc|combined", measure)
@@ -316,6 +322,16 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         return
     results.get("clinc|side_by_side", side_by_side)
     results.get("clinc|validation", validation)
+
+
+def clinc_schedule(name: str | None) -> dict[str, Any]:
+    """The TrainConfig fields of `--clinc-schedule`: none for a constant rate; for `warmup_cosine`, those of
+    benchmarks/clinc150.py's training, with the warm-up counted on one epoch (a trial's fine-tunes last one)."""
+    if name != "warmup_cosine":
+        return {}
+    steps = math.ceil(len(load_dataset("clinc150", config="plus").train) / 32)  # the search's batch size
+    return {"optimizer_kwargs": {"weight_decay": 0.01}, "scheduler": "warmup_cosine",
+            "scheduler_kwargs": {"warmup_steps": max(1, int(0.06 * steps))}}
 
 
 def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) -> dict[str, TextClassifierRunner]:
@@ -473,6 +489,8 @@ def render(record: dict[str, Any]) -> str:
            f"{args['search_epochs']} search / {args['final_epochs']} final fine-tuning epoch(s); latency at batch 1, "
            f"{args['threads']} thread(s)."
            + (f" The CLINC150 search minimises {args['clinc_objective']}." if args.get("clinc_objective") else "")
+           + (" Its fine-tunes follow the hand-built runs' schedule (warm-up, then cosine decay over each)."
+              if args.get("clinc_schedule") == "warmup_cosine" else "")
            + _hand_built_budget(rows.get("clinc|hand_built_floor"))
            + (f" The searches' trials are those of run `{args['reuse_search']}` (`--reuse-search`), not trained again: "
               "this run's wall time is the final rerun and the measurements." if args.get("reuse_search") else "")
