@@ -492,8 +492,9 @@ def render(record: dict[str, Any]) -> str:
            + (" Its fine-tunes follow the hand-built runs' schedule (warm-up, then cosine decay over each)."
               if args.get("clinc_schedule") == "warmup_cosine" else "")
            + _hand_built_budget(rows.get("clinc|hand_built_floor"))
-           + (f" The searches' trials are those of run `{args['reuse_search']}` (`--reuse-search`), not trained again: "
-              "this run's wall time is the final rerun and the measurements." if args.get("reuse_search") else "")
+           + (f" The searches start from the finished trials of run `{args['reuse_search']}` (`--reuse-search`), not "
+              "trained again: this run's wall time is what it added (new trials, the final rerun, the measurements)."
+              if args.get("reuse_search") else "")
            + (f" Each search's time budget (scan, trials, final rerun): {args['time_budget'] / 60:g} min."
               if args.get("time_budget") else "")
            + _multiples(record)]
