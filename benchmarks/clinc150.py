@@ -99,11 +99,16 @@ def trained(spec: dict[str, Any], build: Any, train: Any) -> tuple[TextClassifie
     return model.eval(), f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved to {folder}"
 
 
+def schedule(epochs: int, steps_per_epoch: int) -> dict[str, Any]:
+    """The TrainConfig fields of every training here (and of optimize.py's `--clinc-schedule`): AdamW's weight decay
+    0.01, a linear warm-up over the first 6 % of the steps, then cosine decay."""
+    return {"optimizer_kwargs": {"weight_decay": 0.01}, "scheduler": "warmup_cosine",
+            "scheduler_kwargs": {"warmup_steps": max(1, int(0.06 * epochs * steps_per_epoch))}}
+
+
 def train_config(args: argparse.Namespace, epochs: int, lr: float, steps_per_epoch: int, checkpoints: Path) -> TrainConfig:
-    """AdamW with weight decay 0.01, linear warm-up over the first 6 % of steps then cosine decay; resumable."""
-    return TrainConfig(epochs=epochs, optimizer="adamw", lr=lr, optimizer_kwargs={"weight_decay": 0.01},
-                       scheduler="warmup_cosine",
-                       scheduler_kwargs={"warmup_steps": max(1, int(0.06 * epochs * steps_per_epoch))},
+    """AdamW at `lr` on `schedule`; resumable."""
+    return TrainConfig(epochs=epochs, optimizer="adamw", lr=lr, **schedule(epochs, steps_per_epoch),
                        seed=args.seed, device="cpu", checkpoint_dir=checkpoints, resume=True, progress=True)
 
 

@@ -68,6 +68,7 @@ from cleanai.runtime import OrtRunner, TextClassifierRunner, TorchRunner, evalua
 from cleanai.training import TrainConfig
 
 import _report  # benchmarks/_report.py: scripts run from this folder
+import clinc150  # its training schedule (--clinc-schedule)
 
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
@@ -236,17 +237,20 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         raise SystemExit("no CLINC150 teacher: run benchmarks/clinc150.py first, or pass --teacher DIR")
 
     @functools.cache
+    def splits() -> Any:
+        return load_dataset("clinc150", config="plus")
+
+    @functools.cache
     def references() -> tuple[dict[str, TextClassifierRunner], Any]:
         """The fp32 torch teacher and the hand-built final artifact of `--clinc-baseline`, each reading raw queries
         as benchmarks/clinc150.py does; and the CLINC150 loaders of raw texts. Built once for the rows below (the
         hand-built artifact is rebuilt: vocabulary, export, quantization)."""
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
         oos = teacher.label_names.index("oos")
-        splits = load_dataset("clinc150", config="plus")
         return ({"teacher": TextClassifierRunner(teacher.tokenizer, TorchRunner(teacher, name="teacher"), 64,
                                                  oos_index=oos),
-                 **hand_built_final(args.clinc_baseline, texts_of(splits.train), oos, work / "hand_built")},
-                splits.loaders(batch_size=64))
+                 **hand_built_final(args.clinc_baseline, texts_of(splits().train), oos, work / "hand_built")},
+                splits().loaders(batch_size=64))
 
     def val_accuracy(runners: dict[str, TextClassifierRunner], loaders: Any) -> dict[str, Any]:
         """The runners' accuracy on the whole validation split, "oos" as a class."""
@@ -257,8 +261,8 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         """`--clinc-match-hand-built`: the budget that puts the search's floor at the hand-built artifact's
         validation accuracy (the teacher's less that artifact's, in points; 0 when the artifact is better)."""
         row = val_accuracy(*references())
-        hand = next(v for k, v in row["accuracy"].items() if k.startswith("hand-built"))
-        return {**row, "max_drop": max(0.0, 100 * (row["accuracy"]["teacher"] - hand))}
+        accuracy = row["accuracy"]
+        return {**row, "max_drop": max(0.0, 100 * (accuracy["teacher"] - accuracy[_hand_built(accuracy)]))}
 
     max_drop = (results.get("clinc|hand_built_floor", hand_built_floor)["max_drop"] if args.clinc_match_hand_built
                 else args.max_drop)
@@ -271,6 +275,9 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
             save_safetensors(teacher, weights)
         model = ModelSpec(name="text_classifier", kwargs={"checkpoint": str(teacher_dir)}, weights=str(weights))
         data = DataSpec(name="clinc150", options={"config": "plus"}, batch_size=32, eval_batch_size=128)
+        # the hand-built runs' schedule, its warm-up counted on one epoch (a trial's fine-tunes last one)
+        schedule = (clinc150.schedule(1, math.ceil(len(splits().train) / data.batch_size))
+                    if args.clinc_schedule == "warmup_cosine" else {})
         start = time.perf_counter()
         result = optimize(model, data, search_config(args, work / "clinc", quant_modes=args.clinc_quant,
                                                      max_accuracy_drop=max_drop,
@@ -284,7 +291,7 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
                                                      finetune_lrs=args.clinc_lrs,
                                                      finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
                                                                           progress=False, device="cpu",
-                                                                          **clinc_schedule(args.clinc_schedule))))
+                                                                          **schedule)))
         print(result.summary(), flush=True)
         return summary(result, time.perf_counter() - start)
     results.get("clinc|combined", measure)
@@ -322,16 +329,6 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         return
     results.get("clinc|side_by_side", side_by_side)
     results.get("clinc|validation", validation)
-
-
-def clinc_schedule(name: str | None) -> dict[str, Any]:
-    """The TrainConfig fields of `--clinc-schedule`: none for a constant rate; for `warmup_cosine`, those of
-    benchmarks/clinc150.py's training, with the warm-up counted on one epoch (a trial's fine-tunes last one)."""
-    if name != "warmup_cosine":
-        return {}
-    steps = math.ceil(len(load_dataset("clinc150", config="plus").train) / 32)  # the search's batch size
-    return {"optimizer_kwargs": {"weight_decay": 0.01}, "scheduler": "warmup_cosine",
-            "scheduler_kwargs": {"warmup_steps": max(1, int(0.06 * steps))}}
 
 
 def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) -> dict[str, TextClassifierRunner]:
@@ -439,8 +436,7 @@ def _clinc_validation(val: dict[str, Any]) -> str:
     """The goal's accuracy condition on the validation split: the search's final artifact against the hand-built one,
     both read as the rows "in one run" read raw queries."""
     accuracy = val["accuracy"]
-    hand = next(v for k, v in accuracy.items() if k.startswith("hand-built"))
-    gap = 100 * (accuracy["optimize"] - hand)
+    gap = 100 * (accuracy["optimize"] - accuracy[_hand_built(accuracy)])
     return (f"On the whole validation split ({val['queries']:,} queries), the split the search chooses on, accuracy "
             "with \"oos\" as a class: " + ", ".join(f"{name} {_pct(a)} %" for name, a in accuracy.items())
             + (": the search's artifact is at least as accurate as the hand-built one there." if gap >= 0 else
@@ -448,12 +444,17 @@ def _clinc_validation(val: dict[str, Any]) -> str:
                "the hand-built one there."))
 
 
+def _hand_built(accuracy: dict[str, float]) -> str:
+    """The key of the hand-built artifact among a validation row's accuracies."""
+    return next(name for name in accuracy if name.startswith("hand-built"))
+
+
 def _hand_built_budget(floor: dict[str, Any] | None) -> str:
     """The CLINC150 search's budget under `--clinc-match-hand-built`, from the validation accuracies it came from."""
     if floor is None:
         return ""
     accuracy = floor["accuracy"]
-    hand = next(k for k in accuracy if k.startswith("hand-built"))
+    hand = _hand_built(accuracy)
     return (" The CLINC150 search's floor is the hand-built artifact's validation accuracy "
             f"(`--clinc-match-hand-built`; {floor['queries']:,} queries, raw, \"oos\" as a class): teacher "
             f"{_pct(accuracy['teacher'])} %, {hand} "
