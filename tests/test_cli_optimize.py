@@ -45,6 +45,8 @@ def test_optimize_quick_writes_the_search_the_choice_and_a_recipe_run_reruns(wei
     (["--depths", "0"], "expected an integer >= 1"),
     (["--vocab-keep-first", "-5"], "expected an integer >= 0"),
     (["--time-budget", "0"], "--time-budget: expected a number > 0"),
+    (["--near-miss-margin", "-0.5"], "--near-miss-margin: expected a number >= 0"),
+    (["--max-near-misses", "-1"], "--max-near-misses: expected an integer >= 0"),
 ])
 def test_bad_options_are_refused_with_what_would_work(extra, message, tmp_path, capsys):
     assert main(["optimize", "--out", str(tmp_path / "o"), *extra]) == 2

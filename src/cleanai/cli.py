@@ -681,7 +681,8 @@ def _optimize(args: argparse.Namespace) -> None:
                                 ("time_budget", args.time_budget), ("threads", args.threads),
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
                                 ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first),
-                                ("finetune_lrs", args.lrs))
+                                ("finetune_lrs", args.lrs), ("near_miss_margin", args.near_miss_margin),
+                                ("max_near_misses", args.max_near_misses))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -720,6 +721,12 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--threads", type=_COUNT, default=None, help="threads latency is measured on (default 1)")
     p.add_argument("--final-epochs", type=_number(int, 0), default=None,
                    help="fine-tuning epochs of the chosen pipeline's final run")
+    p.add_argument("--near-miss-margin", type=_points, default=None, metavar="POINTS",
+                   help="rerun candidates that missed the floor by at most this many points in the search, and beat "
+                        "the choice, with the final fine-tune first, best first; the first that then meets the floor "
+                        "is chosen (default 0: off)")
+    p.add_argument("--max-near-misses", type=_number(int, 0), default=None, metavar="N",
+                   help="at most this many near misses are rerun (default 3)")
     p.add_argument("--lrs", type=_LR, nargs="+", default=None, metavar="LR",
                    help="learning rates the search samples for every fine-tune, e.g. --lrs 1e-4 2e-4 (default: the "
                         "fine-tune's own, 1e-3)")

@@ -82,3 +82,13 @@ def test_the_training_clock_adds_up_what_a_trial_trained():
         pass
     clock.record(trial)
     assert trial.attrs[TRAIN_EPOCHS] == 3 and 0 <= trial.attrs[TRAIN_SECONDS] < 1
+
+
+def test_a_near_miss_is_rerun_only_while_its_rerun_and_the_choices_fit():
+    clock = Clock()
+    budget = TimeBudget(1000, trial_epochs=3, final_epochs=7, final_extra=20, clock=clock)
+    trials = [finished(0, 100, **{TRAIN_SECONDS: 60.0, TRAIN_EPOCHS: 2}), finished(1, 50)]  # a final rerun: 330 s
+    clock.now = 340  # 340 + 2 x 330 = 1000
+    assert budget.may_rerun(trials, 2)
+    clock.now = 341
+    assert not budget.may_rerun(trials, 2) and budget.may_rerun(trials, 1)

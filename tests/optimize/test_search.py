@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -112,6 +113,59 @@ def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):
     assert len(again.trials) == 4
     after = optuna.load_study(study_name="optimize", storage=f"sqlite:///{result.out / 'study' / 'study.db'}")
     assert {t.number: t.datetime_start for t in after.trials if t.number in starts} == starts
+
+
+def test_near_misses_are_rerun_with_the_final_fine_tune_best_first_without_reading_the_test_split(digits_weights,
+                                                                                                  tmp_path):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    out = tmp_path / "run"
+    # floor: the original's own accuracy, so the pruned candidates that lost some are near misses (margin: 100
+    # points); smallest first: pruning makes an int8 artifact smaller whatever its accuracy
+    result = optimize(model, "digits", tiny(out, max_accuracy_drop=0.0, max_ratio=0.6, objective="size",
+                                            final_epochs=3, near_miss_margin=100.0, max_near_misses=2))
+
+    def objective(row):
+        return row["size_mb"], row["latency_ms"]
+
+    complete = [r for r in result.trials if r["state"] == "complete"]
+    within = [r for r in complete if r["meets_budget"]]
+    choice = min(within, key=objective) if within else None
+    expected = sorted((r for r in complete if not r["meets_budget"]
+                       and (choice is None or objective(r) < objective(choice))), key=objective)
+    assert expected, "no candidate lost accuracy ahead of the choice: nothing for this test to rerun"
+    ran = result.near_misses
+    assert [r["number"] for r in ran] == [r["number"] for r in expected][:len(ran)]  # best objective first
+    assert all(r["meets_budget"] == (r["val_accuracy"] >= result.floor) for r in ran)
+    assert all(r["val_accuracy_search"] < result.floor for r in ran)
+    assert not any(r["meets_budget"] for r in ran[:-1])  # the walk stops at the first that meets the floor
+    assert all("benchmark" not in (out / "near_misses" / f"trial-{r['number']}.yaml").read_text() for r in ran)
+    if ran[-1]["meets_budget"]:  # the final fine-tune lifted it over the floor: it is the choice
+        assert result.met and result.chosen["number"] == ran[-1]["number"] and not result.chosen["meets_budget"]
+        assert result.final["val_accuracy"] == pytest.approx(ran[-1]["val_accuracy"])
+    else:  # none did: the search's own choice, when it has one, is rerun as without near misses
+        assert len(ran) == min(len(expected), 2)
+        assert result.met == (choice is not None)
+        assert result.chosen["number"] == (choice or result.chosen)["number"]
+    assert len(benchmark_steps(out)) == (1 if result.met else 0)  # the test split: read by the result's benchmark only
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["near_misses"] == ran and "Near misses" in (out / "report.html").read_text()
+
+    # the floor at the first near miss's final accuracy: its rerun (resumed from its steps) now meets it
+    first = ran[0]
+    assert first["val_accuracy"] > first["val_accuracy_search"]  # three epochs lifted it above its search accuracy
+    drop = 100 * (result.baseline["val_accuracy"] - first["val_accuracy"])
+    again = optimize(model, "digits", tiny(out, max_accuracy_drop=drop, max_ratio=0.6, objective="size",
+                                           final_epochs=3, near_miss_margin=100.0, max_near_misses=2))
+    assert [r["number"] for r in again.near_misses] == [first["number"]] and again.near_misses[0]["meets_budget"]
+    assert again.met and again.chosen["number"] == first["number"] and not again.chosen["meets_budget"]
+    assert again.final["val_accuracy"] == pytest.approx(first["val_accuracy"])
+    assert "near miss" in again.recipe.read_text() and "a near miss in the search" in (out / "report.html").read_text()
+    assert len(benchmark_steps(out)) == 1 + result.met  # one more result, one more read of the test split
+
+
+def benchmark_steps(out: Path) -> list[Path]:
+    """The benchmark steps (the only readers of the test split) run in the search's final folder."""
+    return [p for p in (out / "final" / "steps").glob("*/step.json") if json.loads(p.read_text())["type"] == "benchmark"]
 
 
 def test_a_trials_latency_is_its_ratio_to_the_original_timed_in_turns_times_the_originals(digits_weights, tmp_path,

@@ -10,7 +10,7 @@ evaluation, timing), or the longest complete trial if that took more; the final 
 schedule (`max_steps` x `finetune.epochs` + `final_epochs`) at that pace, plus twice the longest time outside
 training, plus its benchmark of the original and the artifact on the test split (`final_extra`: measuring the
 original on the validation split, scaled to the test split's size). Until a trial has trained, only the trial
-estimate counts.
+estimate counts. After the study, a near miss is rerun only while its rerun and the choice's are expected to fit.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ class TimeBudget:
         """Whether another trial and the final rerun are expected to end within the budget."""
         trials = study.get_trials(deepcopy=False)
         return self.elapsed() + self.trial_estimate(trials) + self.final_estimate(trials) <= self.seconds
+
+    def may_rerun(self, trials: Sequence[FrozenTrial], reruns: int) -> bool:
+        """Whether `reruns` more final reruns are expected to end within the budget."""
+        return self.elapsed() + reruns * self.final_estimate(trials) <= self.seconds
 
     def describe(self, trials: Sequence[FrozenTrial]) -> str:
         return (f"time_budget {self.seconds:g} s: {self.elapsed():.0f} s spent, a trial expected to take "

@@ -46,6 +46,11 @@ class OptimizeConfig(BaseModel):
     - Fine-tuning: `finetune` (its `epochs` after each iterative step; `finetune_lrs`, when given, are the
       learning rates the search samples for it in place of `finetune.lr`), then up to `search_epochs` more,
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
+      `near_miss_margin` (points, 0: off) lets the final fine-tune judge near misses: up to `max_near_misses`
+      candidates that missed the floor by at most that much in the search, and beat the choice on the objective,
+      are rerun with `final_epochs` first, best objective first, without the test split; the first whose artifact
+      then meets the floor on the validation split becomes the choice (successive halving's last rung, at the
+      full budget); when none does, the choice is rerun as without them.
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
       alike; the test split is read only by the rerun's benchmark).
     - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact; a trial's
@@ -96,6 +101,8 @@ class OptimizeConfig(BaseModel):
     search_epochs: int = Field(3, ge=0)
     eta: int = Field(3, ge=2)
     final_epochs: int = Field(6, ge=0)
+    near_miss_margin: float = Field(0.0, ge=0)
+    max_near_misses: int = Field(3, ge=0)
     threads: int = Field(1, ge=1)
     latency_runs: int = Field(100, ge=5)
     latency_rounds: int = Field(5, ge=1)

@@ -45,11 +45,20 @@ def _choice(result: OptimizeResult) -> Section:
             "size": "the smallest deployed artifact",
             "pareto": "the lowest product of latency and size, each relative to the fp32 ONNX model"}[cfg.objective]
     row = result.chosen
+    near = result.near_misses
+    if near:
+        text.append(f"Near misses (at most {cfg.near_miss_margin:g} point(s) under the floor in the search, and ahead "
+                    f"of the search's choice on the objective) were rerun with the final fine-tune ({cfg.final_epochs} "
+                    "epoch(s); no test split read), best first, until one met the floor on validation: " + "; ".join(
+                        f"#{r['number']} {100 * r['val_accuracy_search']:.2f} % -> {100 * r['val_accuracy']:.2f} % "
+                        f"({'meets' if r['meets_budget'] else 'misses'})" for r in near) + ".")
     if row is not None and result.met:
         kept = ", ".join(row["fp32_layers"])
-        text.append(f"Chosen: trial #{row['number']}, {row['candidate']}; among the "
-                    f"{sum(r['meets_budget'] for r in result.trials)} candidate(s) within budget it has {rule} "
-                    f"({row['latency_ms']:.3f} ms, {row['size_mb']:.3f} MB, validation accuracy "
+        why = ("a near miss in the search that met the floor after the final fine-tune; ahead of it on the objective "
+               "were only near misses that did not" if not row["meets_budget"] else
+               f"among the {sum(r['meets_budget'] for r in result.trials)} candidate(s) within budget it has {rule}")
+        text.append(f"Chosen: trial #{row['number']}, {row['candidate']}; {why} "
+                    f"(search: {row['latency_ms']:.3f} ms, {row['size_mb']:.3f} MB, validation accuracy "
                     f"{100 * row['val_accuracy']:.2f} %)." +
                     (f" Layers kept in fp32 by the accuracy-budget search: {kept}." if kept else ""))
     else:

@@ -22,13 +22,14 @@ Choices use the validation split only; the test split is read once, by the chose
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
 import shutil
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ class OptimizeResult:
     `trials` / `front` are rows (dicts: number, state, candidate, val_accuracy, latency_ms, size_mb, ...);
     `chosen` is the chosen row (None without a finished trial); `met` says whether it meets the budget, else
     `gap` says by how much the closest candidate misses it. `artifact` maps "onnx" / "torch" to the saved
-    files of the final pipeline, `final` holds its validation accuracy and test-split rows.
+    files of the final pipeline, `final` holds its validation accuracy and test-split rows; `near_misses` the
+    candidates rerun with the final fine-tune before the choice (`near_miss_margin`), in the order they ran.
     """
 
     out: Path
@@ -88,6 +90,7 @@ class OptimizeResult:
     artifact: dict[str, Path] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     report: list[Path] = field(default_factory=list)
+    near_misses: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         """Plain text: the budget, the front, the choice or the gap, and where the files are."""
@@ -100,6 +103,9 @@ class OptimizeResult:
                  f"Pareto front ({len(self.front)}):"]
         lines += [f"  #{r['number']:<3} acc {r['val_accuracy']:.4f}  {r['latency_ms']:.3f} ms  {r['size_mb']:.3f} MB"
                   f"  {r['candidate']}" for r in self.front]
+        lines += [f"near miss #{r['number']} rerun with the final fine-tune: val accuracy {r['val_accuracy_search']:.4f} "
+                  f"-> {r['val_accuracy']:.4f} ({'meets' if r['meets_budget'] else 'misses'} the budget)"
+                  for r in self.near_misses]
         if self.chosen is not None and self.met:
             lines.append(f"chosen ({self.config.objective}): #{self.chosen['number']} {self.chosen['candidate']}")
         else:
@@ -119,7 +125,8 @@ class OptimizeResult:
         return {"config": self.config.model_dump(mode="json"), "baseline": self.baseline, "floor": self.floor,
                 "met": self.met, "gap": self.gap, "chosen": self.chosen, "front": self.front, "trials": self.trials,
                 "recipe": None if self.recipe is None else str(self.recipe),
-                "artifact": {k: str(v) for k, v in self.artifact.items()}, "final": self.final}
+                "artifact": {k: str(v) for k, v in self.artifact.items()}, "final": self.final,
+                "near_misses": self.near_misses}
 
 
 def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mapping[str, Any] | str = "digits",
@@ -158,7 +165,7 @@ def optimize(model: ModelSpec | Mapping[str, Any] | str, data: DataSpec | Mappin
                             f"original and the sensitivity scan): give a larger time_budget; a rerun reuses the "
                             f"measurements kept in {str(out)!r}")
     result = search.result(study)
-    return search.finish(result)
+    return search.finish(result, None if budget is None else functools.partial(budget.may_rerun, study.trials))
 
 
 class _Search:
@@ -429,9 +436,10 @@ class _Search:
         return OptimizeResult(self.out, self.config, self.baseline, self.floor, rows, front, closest, False,
                               gap=self._gap(closest))
 
-    def _meets(self, row: dict[str, Any]) -> bool:
+    def _meets(self, row: dict[str, Any], floor: float | None = None) -> bool:
+        """Whether `row` meets the budget: the accuracy floor (`floor`, default the budget's) and the targets."""
         cfg = self.config
-        return (row["val_accuracy"] >= self.floor - 1e-12
+        return (row["val_accuracy"] >= (self.floor if floor is None else floor) - 1e-12
                 and (cfg.target_latency_ms is None or row["latency_ms"] <= cfg.target_latency_ms)
                 and (cfg.target_size_mb is None or row["size_mb"] <= cfg.target_size_mb))
 
@@ -460,16 +468,18 @@ class _Search:
         return "; ".join(parts) + ("; try a larger budget, more trials or more fine-tuning (search_epochs, "
                                    "final_epochs)")
 
-    def finish(self, result: OptimizeResult) -> OptimizeResult:
-        """Write the trials, the front plot and the recipe; rerun the choice with its final fine-tune when it meets
-        the budget; save the artifact; write result.json and the report."""
+    def finish(self, result: OptimizeResult, may_rerun: Callable[[int], bool] | None = None) -> OptimizeResult:
+        """Rerun the near misses (`near_miss_margin`), then write the trials, the front plot and the recipe; rerun
+        the choice with its final fine-tune when it meets the budget; save the artifact; write result.json and the
+        report. `may_rerun(n)`: whether n more final reruns fit in the time budget (None: no time budget)."""
         from cleanai.optimize.report import front_png, write_report
 
+        self._rerun_near_misses(result, may_rerun)
         write_json(self.out / "trials.json", result.trials)
         with atomic_open(self.out / "pareto_front.png", "wb") as fh:
             fh.write(front_png(result))
         if result.chosen is not None:
-            result.recipe = self._write_recipe(result)
+            result.recipe = self._write_recipe(result.chosen, self.out / "recipe.yaml", self._why(result))
         if result.met and result.recipe is not None:
             recipe = load_recipe(result.recipe)
             folder = run_recipe(recipe, self.out / "final", progress=self.config.progress)
@@ -479,9 +489,51 @@ class _Search:
         result.report = write_report(result)
         return result
 
-    def _write_recipe(self, result: OptimizeResult) -> Path:
-        row = result.chosen
-        assert row is not None
+    def _rerun_near_misses(self, result: OptimizeResult, may_rerun: Callable[[int], bool] | None) -> None:
+        """Successive halving's last rung: a short fine-tune can turn away a candidate that longer training would
+        keep, so the candidates that missed the floor by at most `near_miss_margin` and beat the choice on the
+        objective are rerun with the final fine-tune (into `<out>/final`, without its benchmark: the test split
+        stays unread), best objective first; the first whose artifact meets the floor on validation is chosen."""
+        cfg = self.config
+        choice = result.chosen if result.met else None
+        lowest = self.floor - cfg.near_miss_margin / 100.0
+        misses = sorted((r for r in result.trials if r["state"] == "complete" and not r["meets_budget"]
+                         and cfg.near_miss_margin > 0 and self._meets(r, lowest)
+                         and (choice is None or self._objective(r) < self._objective(choice))), key=self._objective)
+        for row in misses[:cfg.max_near_misses]:
+            if may_rerun is not None and not may_rerun(1 + (choice is not None)):
+                log.warning("time_budget: no room to rerun near miss #%s and then the choice", row["number"])
+                break
+            start = time.perf_counter()
+            path = self._write_recipe(row, self.out / "near_misses" / f"trial-{row['number']}.yaml",
+                                      f"a near miss (val accuracy {row['val_accuracy']:.4f} under the floor "
+                                      f"{self.floor:.4f}), rerun with the final fine-tune", benchmark=False)
+            folder = run_recipe(load_recipe(path), self.out / "final", progress=cfg.progress)
+            accuracy = self._accuracy(self._runner(folder))
+            record = {"number": row["number"], "candidate": row["candidate"], "val_accuracy_search": row["val_accuracy"],
+                      "val_accuracy": accuracy, "meets_budget": accuracy >= self.floor - 1e-12,
+                      "seconds": time.perf_counter() - start}
+            result.near_misses.append(record)
+            log.info("near miss #%s after the final fine-tune: val accuracy %.4f (floor %.4f)", row["number"],
+                     accuracy, self.floor)
+            if record["meets_budget"]:
+                result.chosen, result.met, result.gap = row, True, None
+                return
+
+    def _why(self, result: OptimizeResult) -> str:
+        """Why the recipe's pipeline is the one written, for its header."""
+        rule = {"latency": "lowest latency", "size": "smallest artifact", "pareto": "lowest latency x size"}
+        if not result.met:
+            return "no candidate met the budget; this is the most accurate one, to rerun longer"
+        if result.near_misses and result.near_misses[-1]["meets_budget"]:
+            return (f"chosen: a near miss in the search that met the budget after the final fine-tune (val accuracy "
+                    f"{result.near_misses[-1]['val_accuracy']:.4f}), with the {rule[self.config.objective]} of those "
+                    "that did or were within it")
+        return f"chosen: within the budget, the {rule[self.config.objective]}"
+
+    def _write_recipe(self, row: dict[str, Any], path: Path, why: str, benchmark: bool = True) -> Path:
+        """The recipe that reruns trial `row` with the final fine-tune, written to `path` (its header says `why`);
+        without `benchmark`, no benchmark step (no test split read) and no report."""
         candidate = Candidate.from_params(row["params"])
         steps = candidate.recipe_steps(self.config, self.scan, onnx=row["backend"] == "onnxruntime",
                                        fp32_layers=row.get("fp32_layers"), encoder=self.encoder)
@@ -490,33 +542,46 @@ class _Search:
         recipe = {"name": f"optimize_{self.model_spec.name}", "seed": self.config.seed,
                   "model": self.model_spec.model_dump(mode="json", exclude_defaults=True),
                   "data": {"name": self.data_spec.name, **self.data_spec.model_dump(mode="json", exclude_defaults=True)},
-                  "steps": steps,
-                  "report": {"title": f"cleanai optimize: {self.model_spec.name}, trial #{row['number']}"}}
-        why = ("chosen: within the budget, the " + {"latency": "lowest latency", "size": "smallest artifact",
-                                                    "pareto": "lowest latency x size"}[self.config.objective]
-               if result.met else "no candidate met the budget; this is the most accurate one, to rerun longer")
+                  "steps": steps if benchmark else [s for s in steps if s["type"] != "benchmark"],
+                  "report": {"title": f"cleanai optimize: {self.model_spec.name}, trial #{row['number']}",
+                             **({} if benchmark else {"auto": False})}}
         header = (f"# Written by `cleanai optimize` (trial #{row['number']}: {row['candidate']}).\n# {why}; "
                   f"search: val accuracy {row['val_accuracy']:.4f}, {row['latency_ms']:.3f} ms, "
                   f"{row['size_mb']:.3f} MB.\n"
-                  f"# Rerun or edit it: cleanai run {self.out / 'recipe.yaml'} --out runs/<name>\n")
-        path = self.out / "recipe.yaml"
+                  f"# Rerun or edit it: cleanai run {path} --out runs/<name>\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "w", encoding="utf-8") as fh:
             fh.write(header + yaml.safe_dump(recipe, sort_keys=False))
         load_recipe(path)  # what is written validates
         return path
 
-    def _save_artifact(self, folder: Path) -> dict[str, Path]:
-        """The final run's ONNX file and its pickle-free torch model (widths manifest + safetensors), copied into
-        `<out>/artifact`."""
+    @staticmethod
+    def _outputs(folder: Path) -> tuple[Path | None, Path | None]:
+        """A run's ONNX file (its last export or quantize step) and the folder of its last step that wrote a torch
+        model (None when it has none)."""
         entries = read_status(folder)["variants"]["main"]
         onnx = next((e for e in reversed(entries) if e["type"] in ("quantize", "export")), None)
         model_step = next((e for e in reversed(entries) if e["type"] in _MODEL_STEPS), None)
+        return (None if onnx is None else folder / onnx["folder"] / "model.onnx",
+                None if model_step is None else folder / model_step["folder"])
+
+    def _runner(self, folder: Path) -> Runner:
+        """The artifact of run `folder`: its ONNX file, else its torch model, else the original."""
+        onnx, model_dir = self._outputs(folder)
+        if onnx is not None:
+            return OrtRunner(onnx)
+        return TorchRunner(self.source if model_dir is None else load_pruned(model_dir))
+
+    def _save_artifact(self, folder: Path) -> dict[str, Path]:
+        """The final run's ONNX file and its pickle-free torch model (widths manifest + safetensors), copied into
+        `<out>/artifact`."""
+        onnx, model_dir = self._outputs(folder)
         with atomic_dir(self.out / "artifact") as stage:
             if onnx is not None:
-                shutil.copyfile(folder / onnx["folder"] / "model.onnx", stage / "model.onnx")
-            if model_step is not None:
+                shutil.copyfile(onnx, stage / "model.onnx")
+            if model_dir is not None:
                 for name in ("manifest.json", "model.safetensors"):
-                    shutil.copyfile(folder / model_step["folder"] / name, stage / name)
+                    shutil.copyfile(model_dir / name, stage / name)
             else:  # nothing was pruned: the original model is the torch artifact
                 save_pruned(self.source, stage, base=self.model_spec.name, base_kwargs=self.run.base_kwargs,
                             example_inputs=self.example)
@@ -566,7 +631,8 @@ def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> st
     """What the measurements kept in the out folder depend on (not the trial count, time limit or progress)."""
     settings = config.model_dump(mode="json", exclude={"n_trials", "timeout", "time_budget", "progress", "out",
                                                        "final_epochs", "objective", "max_accuracy_drop",
-                                                       "target_latency_ms", "target_size_mb"})
+                                                       "target_latency_ms", "target_size_mb", "near_miss_margin",
+                                                       "max_near_misses"})
     if not settings["finetune_lrs"]:  # absent when unset, so the studies made before the option still resume
         del settings["finetune_lrs"]
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
