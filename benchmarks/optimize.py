@@ -278,7 +278,7 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
     def measure() -> dict[str, Any]:
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
         # the search's fingerprint names this file: a reused search keeps the one its run wrote
-        weights = (work.parent / (args.reuse_search or args.run)) / "clinc_teacher.safetensors"
+        weights = teacher_weights(work.parent, args.reuse_search or args.run)
         if args.reuse_search is None or not weights.is_file():
             save_safetensors(teacher, weights)
         model = ModelSpec(name="text_classifier", kwargs={"checkpoint": str(teacher_dir)}, weights=str(weights))
@@ -358,6 +358,15 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path) 
                                record["args"]["max_length"])
     raise SystemExit(f"the hand-built run {run!r} is not there: {missing}. Run benchmarks/clinc150.py --run {run} "
                      "on the same teacher, then this command again (the search's results are kept: it resumes)")
+
+
+def teacher_weights(root: Path, run: str) -> Path:
+    """The teacher file the CLINC150 search of run `run` names: its own, or, for a run that reused another's search
+    (and wrote none), that run's."""
+    path = root / run / "clinc_teacher.safetensors"
+    record = _report.RESULTS / "optimize" / run / "rows.json"
+    source = json.loads(record.read_text())["args"].get("reuse_search") if record.is_file() else None
+    return path if path.is_file() or source is None else teacher_weights(root, source)
 
 
 def reuse_searches(source: Path, work: Path) -> None:
