@@ -466,8 +466,8 @@ def _near_misses(name: str, row: dict[str, Any]) -> list[str]:
     near = row.get("near_misses")
     if not near:
         return []
-    return ["", f"{name}: near misses rerun with the final fine-tune before the choice, best objective first (the test "
-            "split unread): " + "; ".join(
+    return ["", f"{name}: near misses rerun with the final fine-tune before the choice, best objective first (no "
+            "benchmark but the result's): " + "; ".join(
                 f"#{r['number']} {r['candidate']}: validation {_pct(r['val_accuracy_search'])} % in the search, "
                 f"{_pct(r['val_accuracy'])} % after the final fine-tune "
                 f"({'meets the floor: chosen' if r['meets_budget'] else 'under the floor'}, {r['seconds'] / 60:.0f} min)"

@@ -115,7 +115,7 @@ def test_a_rerun_resumes_the_study_and_runs_only_the_missing_trials(searched):
     assert {t.number: t.datetime_start for t in after.trials if t.number in starts} == starts
 
 
-def test_near_misses_are_rerun_with_the_final_fine_tune_best_first_without_reading_the_test_split(digits_weights,
+def test_near_misses_are_rerun_with_the_final_fine_tune_best_first_and_only_the_result_is_benchmarked(digits_weights,
                                                                                                   tmp_path):
     model = {"name": "small_cnn", "weights": str(digits_weights)}
     out = tmp_path / "run"
@@ -146,7 +146,7 @@ def test_near_misses_are_rerun_with_the_final_fine_tune_best_first_without_readi
         assert len(ran) == min(len(expected), 2)
         assert result.met == (choice is not None)
         assert result.chosen["number"] == (choice or result.chosen)["number"]
-    assert len(benchmark_steps(out)) == (1 if result.met else 0)  # the test split: read by the result's benchmark only
+    assert len(benchmark_steps(out)) == (1 if result.met else 0)  # the result's benchmark only
     saved = json.loads((out / "result.json").read_text())
     assert saved["near_misses"] == ran and "Near misses" in (out / "report.html").read_text()
 
@@ -160,11 +160,11 @@ def test_near_misses_are_rerun_with_the_final_fine_tune_best_first_without_readi
     assert again.met and again.chosen["number"] == first["number"] and not again.chosen["meets_budget"]
     assert again.final["val_accuracy"] == pytest.approx(first["val_accuracy"])
     assert "near miss" in again.recipe.read_text() and "a near miss in the search" in (out / "report.html").read_text()
-    assert len(benchmark_steps(out)) == 1 + result.met  # one more result, one more read of the test split
+    assert len(benchmark_steps(out)) == 1 + result.met  # one more result, one more benchmark
 
 
 def benchmark_steps(out: Path) -> list[Path]:
-    """The benchmark steps (the only readers of the test split) run in the search's final folder."""
+    """The benchmark steps run in the search's final folder."""
     return [p for p in (out / "final" / "steps").glob("*/step.json") if json.loads(p.read_text())["type"] == "benchmark"]
 
 

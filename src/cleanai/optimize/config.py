@@ -48,11 +48,11 @@ class OptimizeConfig(BaseModel):
       granted by successive halving at epochs 1, eta, eta^2...; the chosen pipeline's rerun gets `final_epochs`.
       `near_miss_margin` (points, 0: off) lets the final fine-tune judge near misses: up to `max_near_misses`
       candidates that missed the floor by at most that much in the search, and beat the choice on the objective,
-      are rerun with `final_epochs` first, best objective first, without the test split; the first whose artifact
+      are rerun with `final_epochs` first, best objective first, without the benchmark; the first whose artifact
       then meets the floor on the validation split becomes the choice (successive halving's last rung, at the
       full budget); when none does, the choice is rerun as without them.
       The data is what the `DataSpec` names (its `subset` of the training and validation splits bounds the search and the rerun
-      alike; the test split is read only by the rerun's benchmark).
+      alike; no choice reads the test split, which the reruns' steps and the result's benchmark score).
     - Latency: median of `latency_runs` batch-1 calls on `threads` threads, on the exported artifact; a trial's
       is timed in `latency_rounds` rounds in turn with the original model and kept as their median ratio times
       the original's (the final benchmark times its rows in as many interleaved rounds).

@@ -49,7 +49,7 @@ def _choice(result: OptimizeResult) -> Section:
     if near:
         text.append(f"Near misses (at most {cfg.near_miss_margin:g} point(s) under the floor in the search, and ahead "
                     f"of the search's choice on the objective) were rerun with the final fine-tune ({cfg.final_epochs} "
-                    "epoch(s); no test split read), best first, until one met the floor on validation: " + "; ".join(
+                    "epoch(s), no benchmark), best first, until one met the floor on validation: " + "; ".join(
                         f"#{r['number']} {100 * r['val_accuracy_search']:.2f} % -> {100 * r['val_accuracy']:.2f} % "
                         f"({'meets' if r['meets_budget'] else 'misses'})" for r in near) + ".")
     if row is not None and result.met:
@@ -71,7 +71,7 @@ def _choice(result: OptimizeResult) -> Section:
                     f"{100 * final['test_accuracy']:.2f} % against the original's "
                     f"{100 * final['test_accuracy_original']:.2f} %; "
                     f"{final['speedup_vs_torch']:.2f}x faster than torch fp32 at batch 1, {final['size_mb']:.3f} MB "
-                    f"against {final['size_mb_original']:.3f} MB. The test split was read by this benchmark only.")
+                    f"against {final['size_mb_original']:.3f} MB. No choice read the test split.")
     return Section("Optimize: budget and choice", [Paragraph(t) for t in text])
 
 

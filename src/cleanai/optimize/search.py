@@ -16,7 +16,8 @@
    trial meets the budget, the best candidates and the gap are the result, and the recipe of the most
    accurate one is written for a longer rerun.
 
-Choices use the validation split only; the test split is read once, by the chosen pipeline's benchmark.
+Choices use the validation split only; the test split is scored by the reruns' recipe steps (as every recipe step
+scores it) and the result's benchmark, and no choice reads those scores.
 """
 
 from __future__ import annotations
@@ -492,8 +493,8 @@ class _Search:
     def _rerun_near_misses(self, result: OptimizeResult, may_rerun: Callable[[int], bool] | None) -> None:
         """Successive halving's last rung: a short fine-tune can turn away a candidate that longer training would
         keep, so the candidates that missed the floor by at most `near_miss_margin` and beat the choice on the
-        objective are rerun with the final fine-tune (into `<out>/final`, without its benchmark: the test split
-        stays unread), best objective first; the first whose artifact meets the floor on validation is chosen."""
+        objective are rerun with the final fine-tune (into `<out>/final`, without the benchmark, which only the
+        result gets), best objective first; the first whose artifact meets the floor on validation is chosen."""
         cfg = self.config
         choice = result.chosen if result.met else None
         lowest = self.floor - cfg.near_miss_margin / 100.0
@@ -533,7 +534,7 @@ class _Search:
 
     def _write_recipe(self, row: dict[str, Any], path: Path, why: str, benchmark: bool = True) -> Path:
         """The recipe that reruns trial `row` with the final fine-tune, written to `path` (its header says `why`);
-        without `benchmark`, no benchmark step (no test split read) and no report."""
+        without `benchmark`, no benchmark step and no report."""
         candidate = Candidate.from_params(row["params"])
         steps = candidate.recipe_steps(self.config, self.scan, onnx=row["backend"] == "onnxruntime",
                                        fp32_layers=row.get("fp32_layers"), encoder=self.encoder)
