@@ -44,7 +44,7 @@ def test_scale_zero_prunes_every_layer_alike_and_a_larger_scale_spares_the_sensi
 
 
 def test_recipe_steps_of_a_candidate_validate_as_a_recipe(tmp_path):
-    config = OptimizeConfig(final_epochs=4)
+    config = OptimizeConfig(final_epochs=4, kd_alpha=0.125, kd_temperature=7.0)
     candidate = Candidate(criterion="taylor", ratio=0.3, scale=1.0, steps=2, kd=True, fold_bn=True, quant="static",
                           calibration="entropy", per_channel=False)
     steps = candidate.recipe_steps(config, _scan({"conv1": 0.05, "conv2": 0.1}), onnx=True, fp32_layers=["/fc/Gemm"])
@@ -56,6 +56,9 @@ def test_recipe_steps_of_a_candidate_validate_as_a_recipe(tmp_path):
     assert chain["prune"].criterion == "taylor" and chain["prune"].iterative_steps == 2
     assert set(chain["prune"].ratio_dict) == {"conv1", "conv2"} and chain["prune"].teacher == "model"
     assert chain["distill"].teacher == "model" and chain["distill"].train.epochs == 4
+    # both fine-tunes distil as the trial's did: the search's KD weights, not a step's defaults
+    for step in (chain["prune"].distill_config(), chain["distill"]):
+        assert (step.alpha, step.temperature) == (0.125, 7.0)
     assert chain["quantize"].calibration == "entropy" and chain["quantize"].per_channel is False
     assert chain["quantize"].nodes_to_exclude == ["/fc/Gemm"]
     assert chain["benchmark"].baseline == "model"

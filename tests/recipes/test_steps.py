@@ -30,6 +30,9 @@ steps:
   - type: prune
     ratio: 0.3
     finetune: {epochs: 1}
+    teacher: model
+    alpha: 0.25
+    temperature: 4
   - type: distill
     teacher: tune
     train: {epochs: 1}
@@ -75,6 +78,11 @@ def test_the_tune_step_searches_then_trains_its_model_with_the_best_parameters(t
     search = next(s for s in build_report(training_run).sections if s.title == "Hyperparameter search")
     assert f"best trial {best['best'][0]['number']}" in search.blocks[0].text
     assert sum(type(b).__name__ == "Figure" for b in search.blocks) == len(list((folder / "plots").glob("*.png")))
+
+
+def test_a_prune_step_distils_its_fine_tunes_with_its_own_alpha_and_temperature(training_run):
+    record = json.loads((step_folder(training_run, "prune") / "step.json").read_text())
+    assert record["summary"]["kd"] == {"alpha": 0.25, "temperature": 4.0}
 
 
 @pytest.mark.parametrize(("step_id", "subfolder"), [("train", ""), ("tune", ""), ("prune", "step1"),

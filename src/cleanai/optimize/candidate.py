@@ -255,8 +255,9 @@ class Candidate:
         if self.prunes:
             prune = self.prune_config(config, scan, encoder).model_dump(mode="json", exclude_defaults=True,
                                                                         exclude={"inplace"})
+            kd = {"alpha": config.kd_alpha, "temperature": config.kd_temperature} if self.kd else {}
             steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(finetune),
-                          **teacher})
+                          **teacher, **kd})
         elif layers is not None:  # the shallower model's first fine-tune, as the trial's
             steps.append({**train(finetune.epochs), "id": "shallower"})
         if (self.prunes or layers is not None) and config.final_epochs:

@@ -180,11 +180,13 @@ class TuneStep(StepConfig, TuneConfig):
 
 class PruneStep(StepConfig, PruneConfig):
     """`prune`: `prune_and_finetune` (PruneConfig fields; `finetune`: fine-tuning after each step, with KD from
-    `teacher` when given)."""
+    `teacher` when given, weighted by `alpha` and softened by `temperature` as in a distill step)."""
 
     type: Literal["prune"]
     finetune: TrainConfig | None = None
     teacher: str | None = None
+    alpha: float | None = None
+    temperature: float | None = None
 
     @field_validator("finetune")
     @classmethod
@@ -197,7 +199,20 @@ class PruneStep(StepConfig, PruneConfig):
     def _teacher_needs_finetune(self) -> PruneStep:
         if self.teacher is not None and self.finetune is None:
             raise ConfigError("teacher distils during fine-tuning, but finetune is not set; add finetune: {epochs: N}")
+        kd = {name: value for name in ("alpha", "temperature") if (value := getattr(self, name)) is not None}
+        if kd and self.teacher is None:
+            raise ConfigError(f"{', '.join(f'{k} {v}' for k, v in kd.items())} set the KD loss of a teacher, but this "
+                              "prune step has none; add teacher: model (or an earlier step's id), or remove them")
+        if kd:
+            DistillConfig(**kd)  # refused with the reason when out of range
         return self
+
+    def distill_config(self) -> DistillConfig | None:
+        """The KD settings of the fine-tunes (None without a teacher)."""
+        if self.teacher is None:
+            return None
+        return DistillConfig(**{name: value for name in ("alpha", "temperature")
+                                if (value := getattr(self, name)) is not None})
 
     def references(self) -> dict[str, str | None]:
         return {"teacher": self.teacher}
@@ -208,14 +223,16 @@ class PruneStep(StepConfig, PruneConfig):
         tune = None if self.finetune is None else _train_config(self.finetune, ctx, out)
         teacher = None if self.teacher is None else ctx.model_of(self.teacher)
         seed_everything(ctx.seed)
+        kd = self.distill_config()
         pruned, report, history = prune_and_finetune(model, ctx.example, config, ctx.loaders.train, ctx.loaders.val,
-                                                     tune, teacher=teacher)
+                                                     tune, teacher=teacher, distill_config=kd)
         scores = Trainer(pruned, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
         ctx.save_model(pruned, out)
         write_json(out / "prune_report.json", report.to_dict())
         write_json(out / "prune_history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
-        return {"test": scores, "params_ratio": report.params_ratio, "macs_ratio": report.macs_ratio}
+        return {"test": scores, "params_ratio": report.params_ratio, "macs_ratio": report.macs_ratio,
+                **({} if kd is None else {"kd": {"alpha": kd.alpha, "temperature": kd.temperature}})}
 
 
 class DistillStep(StepConfig, DistillConfig):
