@@ -36,7 +36,7 @@ Usage: python benchmarks/optimize.py [--quick] [--part cifar clinc] [--trials 24
        [--time-budget 3600] [--searches combined pruning quantization]
        [--threads 1] [--clinc-depths 4 3] [--clinc-vocab-keep-first 12000] [--clinc-kd 0.125 7]
        [--clinc-quant dynamic] [--clinc-objective size] [--clinc-lrs 1e-4 2e-4] [--clinc-match-hand-built]
-       [--reuse-search RUN] [--run NAME]
+       [--clinc-kd-augment 1] [--near-miss-margin 0.3] [--max-near-misses 2] [--reuse-search RUN] [--run NAME]
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clinc-kd", type=float, nargs=2, default=[0.5, 2.0], metavar=("ALPHA", "T"),
                         help="KD weight and temperature of the CLINC150 search (default 0.5 2; the hand-built "
                              "book_* runs distil with 0.125 7)")
+    parser.add_argument("--clinc-kd-augment", type=int, default=None, metavar="N",
+                        help="the CLINC150 search's KD fine-tunes also read N edited, unlabelled variants of each "
+                             "training query (OptimizeConfig.kd_augment; the hand-built book_* runs: --augment 1)")
     parser.add_argument("--clinc-lrs", type=float, nargs="+", default=[],
                         help="learning rates the CLINC150 search samples for its fine-tunes (default: 1e-4 only; the "
                              "hand-built book_* runs train at 2e-4)")
@@ -296,6 +299,7 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
                                                      vocab_keep_first=args.clinc_vocab_keep_first,
                                                      kd_alpha=args.clinc_kd[0],
                                                      kd_temperature=args.clinc_kd[1],
+                                                     kd_augment=args.clinc_kd_augment or 0,
                                                      finetune_lrs=args.clinc_lrs,
                                                      finetune=TrainConfig(epochs=1, optimizer="adamw", lr=1e-4,
                                                                           progress=False, device="cpu",
@@ -522,6 +526,8 @@ def render(record: dict[str, Any]) -> str:
            + (f" The CLINC150 search minimises {args['clinc_objective']}." if args.get("clinc_objective") else "")
            + (" Its fine-tunes follow the hand-built runs' schedule (warm-up, then cosine decay over each)."
               if args.get("clinc_schedule") == "warmup_cosine" else "")
+           + (f" Its KD fine-tunes also read {args['clinc_kd_augment']} edited, unlabelled variant(s) of each training "
+              "query, as the hand-built distillation does (`--clinc-kd-augment`)." if args.get("clinc_kd_augment") else "")
            + _hand_built_budget(rows.get("clinc|hand_built_floor"))
            + (f" The searches start from the finished trials of run `{args['reuse_search']}` (`--reuse-search`), not "
               "trained again: this run's wall time is what it added (new trials, the final rerun, the measurements)."

@@ -682,7 +682,7 @@ def _optimize(args: argparse.Namespace) -> None:
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
                                 ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first),
                                 ("finetune_lrs", args.lrs), ("near_miss_margin", args.near_miss_margin),
-                                ("max_near_misses", args.max_near_misses))
+                                ("max_near_misses", args.max_near_misses), ("kd_augment", args.kd_augment))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -736,6 +736,9 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--vocab-keep-first", type=_number(int, 0), nargs="+", default=None, metavar="N",
                    help="text models: also try keeping only the embedding rows of the training texts' tokens and the "
                         "tokenizer's first N ids, e.g. --vocab-keep-first 8000 12000")
+    p.add_argument("--kd-augment", type=_number(int, 0), default=None, metavar="N",
+                   help="text models: KD fine-tunes also read N edited, unlabelled variants of each training text "
+                        "(default 0)")
     _add_subset_options(p, "for the search and the final run", "the choices are made on")
     p.add_argument("--batch-size", type=_COUNT, default=64)
     p.add_argument("--storage", default=None,

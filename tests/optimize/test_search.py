@@ -325,7 +325,8 @@ def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_th
     # vocabulary (the combination, tried right after int8)
     result = optimize(TEXT_MODEL, TEXT_DATA, tiny(tmp_path / "run", objective="size", max_accuracy_drop=100.0,
                                                   n_trials=4, depths=[1], vocab_keep_first=[0], max_ratio=0.0,
-                                                  quant_modes=["dynamic"], fold_bn=[False], kd=[True]))
+                                                  quant_modes=["dynamic"], fold_bn=[False], kd=[True],
+                                                  kd_augment=1))
     shallow = [r for r in result.trials if r["params"].get("depth") == 1]
     assert shallow and all(r["candidate"].startswith("1 encoder layers (KD)") for r in shallow)
     assert all(0 < r["macs_ratio"] < 0.5 for r in shallow)  # 1 of 3 blocks, against the original's MACs
@@ -338,18 +339,28 @@ def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_th
     assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "vocabulary", "export", "quantize",
                                               "benchmark"]
     assert recipe.steps[0].layers == [0]
+    # the rerun's KD reads the trials' transfer set: the training texts and one edited variant of most of them
+    assert [s.augment for s in recipe.steps if s.type == "distill"] == [1, 1]
+    final = read_status(result.out / "final")["variants"]["main"]
+    train = len(load_dataset("clinc150", **TEXT_DATA.get("options", {})).subsets(TEXT_DATA["subset"]).train)
+    for entry in (e for e in final if e["type"] == "distill"):
+        examples = json.loads((result.out / "final" / entry["folder"] / "step.json").read_text())["summary"]
+        assert train < examples["train_examples"] <= 2 * train
     student = load_pruned(result.artifact["torch"])  # by the recipe model's name, cut to the manifest's depth
     assert student.config.num_hidden_layers == len(student.hf_model.bert.encoder.layer) == 1
     assert result.final["size_mb"] < result.final["size_mb_original"]
 
 
-@pytest.mark.parametrize("model, depths, message", [
-    ({"name": "small_cnn"}, [2], r"depths \[2\] keep encoder layers of a text model \(TextClassifier\); small_cnn is a "
-                                 "SmallCNN"),
-    (TEXT_MODEL, [2, 4], r"depths \[4\] exceed the 3 encoder layers of tiny_bert_classifier; choose depths from 1 to 3"),
+@pytest.mark.parametrize("model, fields, message", [
+    ({"name": "small_cnn"}, {"depths": [2]}, r"depths \[2\] keep encoder layers of a text model \(TextClassifier\); "
+                                             "small_cnn is a SmallCNN"),
+    ({"name": "small_cnn"}, {"kd_augment": 1}, r"kd_augment 1 add edited variants of the training texts of a text model "
+                                               r"\(TextClassifier\); small_cnn is a SmallCNN: leave kd_augment unset"),
+    (TEXT_MODEL, {"depths": [2, 4]}, r"depths \[4\] exceed the 3 encoder layers of tiny_bert_classifier; choose depths "
+                                     "from 1 to 3"),
 ])
-def test_depths_a_model_cannot_have_are_refused_naming_them(model, depths, message, tmp_path):
+def test_text_options_a_model_cannot_take_are_refused_naming_them(model, fields, message, tmp_path):
     data = "digits" if model["name"] == "small_cnn" else TEXT_DATA
     with pytest.raises(ConfigError, match=message):
-        optimize(model, data, tiny(tmp_path / "run", depths=depths))
+        optimize(model, data, tiny(tmp_path / "run", **fields))
     assert not (tmp_path / "run" / "study").exists()

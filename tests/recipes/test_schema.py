@@ -46,8 +46,8 @@ def test_a_valid_recipe_gives_each_variant_its_chain(recipe_file):
     ("  name: small_cnn", "  name: no_such_model", ":3: model.name: unknown model"),
     ("steps:", "stepz: []\nsteps:", ":6: stepz: unknown field"),
     ("    ratio: 0.3", "    ratio: 0.3\n    finetune: {epochs: 1, log_dir: logs}", ":11: steps[1].finetune: log_dir"),
-    ("    ratio: 0.3", "    ratio: 0.3\n    alpha: 0.2", ":9: steps[1]: alpha 0.2 set the KD loss of a teacher, but "
-     "this prune step has none; add teacher: model"),
+    ("    ratio: 0.3", "    ratio: 0.3\n    alpha: 0.2", ":9: steps[1]: alpha 0.2: settings of distillation from a "
+     "teacher, but this prune step has none; add teacher: model"),
     ("    ratio: 0.3", "    ratio: 0.3\n    finetune: {epochs: 1}\n    teacher: model\n    temperature: 0",
      ":13: steps[1].temperature: temperature must be > 0"),
 ])

@@ -245,17 +245,19 @@ class Candidate:
 
         finetune = self.finetune_config(config)
 
+        augment = {"augment": config.kd_augment} if config.kd_augment else {}
+
         def train(epochs: int) -> dict[str, Any]:
             tune = {**_train(finetune), "epochs": epochs}
             return ({"type": "distill", **teacher, "alpha": config.kd_alpha, "temperature": config.kd_temperature,
-                     "train": tune} if self.kd else {"type": "finetune", **tune})
+                     **augment, "train": tune} if self.kd else {"type": "finetune", **tune})
 
         if layers is not None:
             steps.append({"type": "keep_layers", "layers": layers})
         if self.prunes:
             prune = self.prune_config(config, scan, encoder).model_dump(mode="json", exclude_defaults=True,
                                                                         exclude={"inplace"})
-            kd = {"alpha": config.kd_alpha, "temperature": config.kd_temperature} if self.kd else {}
+            kd = {"alpha": config.kd_alpha, "temperature": config.kd_temperature, **augment} if self.kd else {}
             steps.append({"type": "prune", **prune, "criterion": self.criterion, "finetune": _train(finetune),
                           **teacher, **kd})
         elif layers is not None:  # the shallower model's first fine-tune, as the trial's

@@ -40,7 +40,9 @@ class OptimizeConfig(BaseModel):
       evenly, first and last kept), trained like a pruned candidate; `vocab_keep_first` adds vocabulary pruning
       after training: the embedding rows of the training texts' tokens plus the tokenizer's first N ids, for
       each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read their longest kept
-      prefix's row or [UNK]'s).
+      prefix's row or [UNK]'s); `kd_augment` (text models) has every KD fine-tune also read that many edited,
+      unlabelled variants of each training text (`augment_texts`: only the teacher's soft targets train on them),
+      as the hand-built distillation of benchmarks/clinc150.py does (`--augment`).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
       (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
     - Fine-tuning: `finetune` (its `epochs` after each iterative step; `finetune_lrs`, when given, are the
@@ -85,6 +87,7 @@ class OptimizeConfig(BaseModel):
     kd: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     kd_alpha: float = Field(0.5, ge=0, le=1)
     kd_temperature: float = Field(2.0, gt=0)
+    kd_augment: int = Field(0, ge=0)
     fold_bn: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     quant_modes: list[Literal["none", "static", "dynamic"]] = Field(default_factory=lambda: list(QUANT_MODES),
                                                                      min_length=1)

@@ -198,10 +198,11 @@ class _Search:
         """The text model's encoder blocks, which `depths` cut; None for other models (which `depths` and
         `vocab_keep_first` are refused for)."""
         if not isinstance(self.source, TextClassifier):
-            for name, what in (("depths", "keep encoder layers"), ("vocab_keep_first", "prune the vocabulary")):
+            for name, what in (("depths", "keep encoder layers"), ("vocab_keep_first", "prune the vocabulary"),
+                               ("kd_augment", "add edited variants of the training texts")):
                 if getattr(self.config, name):
                     raise ConfigError(f"{name} {getattr(self.config, name)} {what} of a text model (TextClassifier); "
-                                      f"{self.model_spec.name} is a {type(self.source).__name__}: leave {name} empty")
+                                      f"{self.model_spec.name} is a {type(self.source).__name__}: leave {name} unset")
             return None
         path, blocks = self.source.encoder_layers()
         deeper = [d for d in self.config.depths if d > len(blocks)]
@@ -299,8 +300,9 @@ class _Search:
         if candidate.prunes:
             with clock.training(candidate.steps * cfg.finetune.epochs):
                 model, report, history = prune_and_finetune(
-                    model, self.example, candidate.prune_config(cfg, self.scan, self.encoder), self.loaders.train,
-                    self.loaders.val, candidate.finetune_config(cfg).model_copy(update={"progress": False}),
+                    model, self.example, candidate.prune_config(cfg, self.scan, self.encoder),
+                    self._train_loader(candidate), self.loaders.val,
+                    candidate.finetune_config(cfg).model_copy(update={"progress": False}), calib=self.loaders.train,
                     teacher=teacher, distill_config=candidate.distill_config(cfg))
             accuracy = history.final["accuracy"]
         elif layers is not None:  # a shallower model: its first fine-tune, as a pruned one gets after pruning
@@ -351,7 +353,12 @@ class _Search:
             Trainer(model, config=train).fit(self.loaders.train)
         else:
             kd = candidate.distill_config(self.config).model_copy(update={"train": train, "inplace": True})
-            distill(model, teacher, self.loaders.train, None, kd)
+            distill(model, teacher, self._train_loader(candidate), None, kd)
+
+    def _train_loader(self, candidate: Candidate) -> Any:
+        """What `candidate`'s fine-tunes read: with KD and `kd_augment`, the transfer set of the recipe rerun's."""
+        copies = self.config.kd_augment if candidate.kd else 0
+        return self.run.transfer_loader(copies) if copies else self.loaders.train
 
     def _artifact(self, model: nn.Module, candidate: Candidate, accuracy: float) -> tuple[Runner, dict[str, Any]]:
         """The deployable artifact: fp32 ONNX, or int8 ONNX within what is left of the budget (fp32 fallbacks by
@@ -634,8 +641,9 @@ def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> st
                                                        "final_epochs", "objective", "max_accuracy_drop",
                                                        "target_latency_ms", "target_size_mb", "near_miss_margin",
                                                        "max_near_misses"})
-    if not settings["finetune_lrs"]:  # absent when unset, so the studies made before the option still resume
-        del settings["finetune_lrs"]
+    for name in ("finetune_lrs", "kd_augment"):  # absent when unset, so the studies made before them still resume
+        if not settings[name]:
+            del settings[name]
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
                        "config": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

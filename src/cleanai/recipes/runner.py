@@ -24,10 +24,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
 
 from cleanai._platform import torch_threads
 from cleanai.benchmark import TorchRunner
-from cleanai.data import DataSplits, Loaders, load_dataset, text_collate
+from cleanai.data import DataSplits, Loaders, load_dataset, text_collate, texts_of
+from cleanai.distillation import augment_texts
+from cleanai.errors import ConfigError
 from cleanai.io import RUN_MARKER, atomic_dir, atomic_open, check_destination, write_json
 from cleanai.models import MODELS, create_model
 from cleanai.pruning import load_pruned, save_pruned
@@ -99,6 +102,10 @@ class StepContext:
     def example(self) -> Any:
         return self.run.example
 
+    def train_loader(self, augment: int | None = None) -> DataLoader:
+        """The training loader, or with `augment` the run's transfer set of that many variants per text."""
+        return self.loaders.train if augment is None else self.run.transfer_loader(augment)
+
     @property
     def is_text(self) -> bool:
         return self.run.splits.task == "text"
@@ -130,6 +137,7 @@ class RecipeRun:
     def __init__(self, recipe: Recipe, out: Path, *, progress: bool = True, overwrite: bool = False) -> None:
         self.recipe, self.out, self.progress, self.overwrite = recipe, out, progress, overwrite
         self.status: dict[str, Any] = {}
+        self._transfer: dict[int, DataLoader] = {}
 
     @cached_property
     def splits(self) -> DataSplits:
@@ -157,6 +165,21 @@ class RecipeRun:
         collate = text_collate(self.source_model.tokenizer) if self.splits.task == "text" else None
         return self.splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
                                    collate_fn=collate, seed=self.recipe.seed)
+
+    def transfer_loader(self, copies: int) -> DataLoader:
+        """The training split plus `copies` edited, unlabelled variants of each training text (`augment_texts`, seeded
+        by the recipe: only a teacher's soft targets train on them), batched and shuffled as the training loader is:
+        what a KD fine-tune with `augment` reads. Built once per `copies`."""
+        if self.splits.task != "text":
+            raise ConfigError(f"augment {copies} adds edited variants of training texts; the data "
+                              f"{self.recipe.data.name!r} is not text: remove augment")
+        if copies not in self._transfer:
+            extra = augment_texts(texts_of(self.splits.train), copies, seed=self.recipe.seed)
+            train = self.loaders.train
+            self._transfer[copies] = DataLoader(ConcatDataset([self.splits.train, extra]), batch_size=train.batch_size,
+                                                shuffle=True, collate_fn=train.collate_fn,
+                                                generator=torch.Generator().manual_seed(self.recipe.seed))
+        return self._transfer[copies]
 
     @cached_property
     def example(self) -> Any:

@@ -180,13 +180,15 @@ class TuneStep(StepConfig, TuneConfig):
 
 class PruneStep(StepConfig, PruneConfig):
     """`prune`: `prune_and_finetune` (PruneConfig fields; `finetune`: fine-tuning after each step, with KD from
-    `teacher` when given, weighted by `alpha` and softened by `temperature` as in a distill step)."""
+    `teacher` when given, weighted by `alpha`, softened by `temperature` and on `augment` edited variants of each
+    training text as in a distill step)."""
 
     type: Literal["prune"]
     finetune: TrainConfig | None = None
     teacher: str | None = None
     alpha: float | None = None
     temperature: float | None = None
+    augment: int | None = Field(None, ge=1)
 
     @field_validator("finetune")
     @classmethod
@@ -199,12 +201,12 @@ class PruneStep(StepConfig, PruneConfig):
     def _teacher_needs_finetune(self) -> PruneStep:
         if self.teacher is not None and self.finetune is None:
             raise ConfigError("teacher distils during fine-tuning, but finetune is not set; add finetune: {epochs: N}")
-        kd = {name: value for name in ("alpha", "temperature") if (value := getattr(self, name)) is not None}
+        kd = {name: value for name in ("alpha", "temperature", "augment") if (value := getattr(self, name)) is not None}
         if kd and self.teacher is None:
-            raise ConfigError(f"{', '.join(f'{k} {v}' for k, v in kd.items())} set the KD loss of a teacher, but this "
-                              "prune step has none; add teacher: model (or an earlier step's id), or remove them")
-        if kd:
-            DistillConfig(**kd)  # refused with the reason when out of range
+            raise ConfigError(f"{', '.join(f'{k} {v}' for k, v in kd.items())}: settings of distillation from a "
+                              "teacher, but this prune step has none; add teacher: model (or an earlier step's id), or "
+                              "remove them")
+        self.distill_config()  # alpha or temperature out of range: refused with the reason
         return self
 
     def distill_config(self) -> DistillConfig | None:
@@ -224,24 +226,28 @@ class PruneStep(StepConfig, PruneConfig):
         teacher = None if self.teacher is None else ctx.model_of(self.teacher)
         seed_everything(ctx.seed)
         kd = self.distill_config()
-        pruned, report, history = prune_and_finetune(model, ctx.example, config, ctx.loaders.train, ctx.loaders.val,
-                                                     tune, teacher=teacher, distill_config=kd)
+        train = ctx.train_loader(self.augment)
+        pruned, report, history = prune_and_finetune(model, ctx.example, config, train, ctx.loaders.val, tune,
+                                                     calib=ctx.loaders.train, teacher=teacher, distill_config=kd)
         scores = Trainer(pruned, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
         ctx.save_model(pruned, out)
         write_json(out / "prune_report.json", report.to_dict())
         write_json(out / "prune_history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
         return {"test": scores, "params_ratio": report.params_ratio, "macs_ratio": report.macs_ratio,
-                **({} if kd is None else {"kd": {"alpha": kd.alpha, "temperature": kd.temperature}})}
+                **({} if kd is None else {"kd": {"alpha": kd.alpha, "temperature": kd.temperature}}),
+                **_transfer_size(self.augment, train)}
 
 
 class DistillStep(StepConfig, DistillConfig):
     """`distill`: train the current model as the student of `teacher` (an earlier model step) with `distill`; with
-    `student_layers`, the student is those encoder layers of the current model (`keep_layers`, text models)."""
+    `student_layers`, the student is those encoder layers of the current model (`keep_layers`, text models); with
+    `augment`, on the training split plus that many edited, unlabelled variants of each text (`augment_texts`)."""
 
     type: Literal["distill"]
     teacher: str
     student_layers: list[int] | None = Field(None, min_length=1)
+    augment: int | None = Field(None, ge=1)
 
     @field_validator("train")
     @classmethod
@@ -262,12 +268,18 @@ class DistillStep(StepConfig, DistillConfig):
         fields = self.model_dump(include=set(DistillConfig.model_fields) - {"train"})
         config = DistillConfig.model_validate({**fields, "train": _train_config(self.train, ctx, out)})
         seed_everything(ctx.seed)
-        student, history = distill(student, teacher, ctx.loaders.train, ctx.loaders.val, config)
+        train = ctx.train_loader(self.augment)
+        student, history = distill(student, teacher, train, ctx.loaders.val, config)
         scores = Trainer(student, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
         ctx.save_model(student, out)  # the manifest records a cut student's depth
         write_json(out / "history.json", history.to_dict())
         write_json(out / "test_metrics.json", scores)
-        return {"test": scores}
+        return {"test": scores, **_transfer_size(self.augment, train)}
+
+
+def _transfer_size(augment: int | None, train: Any) -> dict[str, int]:
+    """With `augment`, how many texts the fine-tunes read (the training split and its variants), for step.json."""
+    return {} if augment is None else {"train_examples": len(train.dataset)}
 
 
 def _text_model(ctx: StepContext, what: str) -> TextClassifier:
