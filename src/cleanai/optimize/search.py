@@ -10,7 +10,9 @@
    as the ratio times the original's latency, so a busy spell of a shared machine does not favour one trial)
    and size are what the study sees. A model ONNX cannot export is measured as its torch artifact, and the
    trial names the operator.
-3. Among the trials within budget, the objective chooses; the choice is written as a recipe YAML and rerun by
+3. Among the trials within budget, the objective chooses; with `near_miss_margin`, the trials that missed the floor
+   by at most that much and beat the choice are first rerun with the final fine-tune, best first, and the first
+   that then meets the floor on validation is the choice. The choice is written as a recipe YAML and rerun by
    the recipe runner with the final, longer fine-tune; its benchmark on the (whole) test
    split and the report (the recipe report, with the search's sections in front) close the run. When no
    trial meets the budget, the best candidates and the gap are the result, and the recipe of the most
