@@ -359,8 +359,7 @@ class _Search:
 
     def _train_loader(self, candidate: Candidate) -> Any:
         """What `candidate`'s fine-tunes read: with KD and `kd_augment`, the transfer set of the recipe rerun's."""
-        copies = self.config.kd_augment if candidate.kd else 0
-        return self.run.transfer_loader(copies) if copies else self.loaders.train
+        return self.run.train_loader(self.config.kd_augment if candidate.kd and self.config.kd_augment else None)
 
     def _artifact(self, model: nn.Module, candidate: Candidate, accuracy: float) -> tuple[Runner, dict[str, Any]]:
         """The deployable artifact: fp32 ONNX, or int8 ONNX within what is left of the budget (fp32 fallbacks by
@@ -505,10 +504,12 @@ class _Search:
         objective are rerun with the final fine-tune (into `<out>/final`, without the benchmark, which only the
         result gets), best objective first; the first whose artifact meets the floor on validation is chosen."""
         cfg = self.config
+        if not cfg.near_miss_margin:
+            return
         choice = result.chosen if result.met else None
         lowest = self.floor - cfg.near_miss_margin / 100.0
         misses = sorted((r for r in result.trials if r["state"] == "complete" and not r["meets_budget"]
-                         and cfg.near_miss_margin > 0 and self._meets(r, lowest)
+                         and self._meets(r, lowest)
                          and (choice is None or self._objective(r) < self._objective(choice))), key=self._objective)
         for row in misses[:cfg.max_near_misses]:
             if may_rerun is not None and not may_rerun(1 + (choice is not None)):
@@ -535,7 +536,7 @@ class _Search:
         rule = {"latency": "lowest latency", "size": "smallest artifact", "pareto": "lowest latency x size"}
         if not result.met:
             return "no candidate met the budget; this is the most accurate one, to rerun longer"
-        if result.near_misses and result.near_misses[-1]["meets_budget"]:
+        if result.chosen is not None and not result.chosen["meets_budget"]:  # a near miss the final fine-tune kept
             return (f"chosen: a near miss in the search that met the budget after the final fine-tune (val accuracy "
                     f"{result.near_misses[-1]['val_accuracy']:.4f}), with the {rule[self.config.objective]} of those "
                     "that did or were within it")

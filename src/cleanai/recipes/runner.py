@@ -16,7 +16,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -103,8 +103,8 @@ class StepContext:
         return self.run.example
 
     def train_loader(self, augment: int | None = None) -> DataLoader:
-        """The training loader, or with `augment` the run's transfer set of that many variants per text."""
-        return self.loaders.train if augment is None else self.run.transfer_loader(augment)
+        """The training loader, or with `augment` the run's transfer set (`RecipeRun.train_loader`)."""
+        return self.run.train_loader(augment)
 
     @property
     def is_text(self) -> bool:
@@ -161,25 +161,29 @@ class RecipeRun:
 
     @cached_property
     def loaders(self) -> Loaders:
-        data = self.recipe.data
-        collate = text_collate(self.source_model.tokenizer) if self.splits.task == "text" else None
-        return self.splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
-                                   collate_fn=collate, seed=self.recipe.seed)
+        return self._loaders(self.splits)
 
-    def transfer_loader(self, copies: int) -> DataLoader:
-        """The training split plus `copies` edited, unlabelled variants of each training text (`augment_texts`, seeded
-        by the recipe: only a teacher's soft targets train on them), batched and shuffled as the training loader is:
-        what a KD fine-tune with `augment` reads. Built once per `copies`."""
+    def _loaders(self, splits: DataSplits) -> Loaders:
+        """`splits`' loaders at the recipe's batch sizes and seed (text: token tensors of the model's tokenizer)."""
+        data = self.recipe.data
+        collate = text_collate(self.source_model.tokenizer) if splits.task == "text" else None
+        return splits.loaders(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size, collate_fn=collate,
+                              seed=self.recipe.seed)
+
+    def train_loader(self, augment: int | None = None) -> DataLoader:
+        """The training loader; with `augment`, the KD transfer set: the training split plus that many edited,
+        unlabelled variants of each training text (`augment_texts`, seeded by the recipe: only a teacher's soft
+        targets train on them), loaded as the training split is. Built once per `augment`."""
+        if augment is None:
+            return self.loaders.train
         if self.splits.task != "text":
-            raise ConfigError(f"augment {copies} adds edited variants of training texts; the data "
+            raise ConfigError(f"augment {augment} adds edited variants of training texts; the data "
                               f"{self.recipe.data.name!r} is not text: remove augment")
-        if copies not in self._transfer:
-            extra = augment_texts(texts_of(self.splits.train), copies, seed=self.recipe.seed)
-            train = self.loaders.train
-            self._transfer[copies] = DataLoader(ConcatDataset([self.splits.train, extra]), batch_size=train.batch_size,
-                                                shuffle=True, collate_fn=train.collate_fn,
-                                                generator=torch.Generator().manual_seed(self.recipe.seed))
-        return self._transfer[copies]
+        if augment not in self._transfer:
+            extra = augment_texts(texts_of(self.splits.train), augment, seed=self.recipe.seed)
+            transfer = replace(self.splits, train=ConcatDataset([self.splits.train, extra]))
+            self._transfer[augment] = self._loaders(transfer).train
+        return self._transfer[augment]
 
     @cached_property
     def example(self) -> Any:
