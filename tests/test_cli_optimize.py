@@ -48,6 +48,8 @@ def test_optimize_quick_writes_the_search_the_choice_and_a_recipe_run_reruns(wei
     (["--near-miss-margin", "-0.5"], "--near-miss-margin: expected a number >= 0"),
     (["--max-near-misses", "-1"], "--max-near-misses: expected an integer >= 0"),
     (["--kd-augment", "-1"], "--kd-augment: expected an integer >= 0"),
+    (["--vocab-fallback", "closest"], "invalid choice: 'closest'"),
+    (["--vocab-fallback", "prefix"], "prunes no vocabulary; add --vocab-keep-first N"),
 ])
 def test_bad_options_are_refused_with_what_would_work(extra, message, tmp_path, capsys):
     assert main(["optimize", "--out", str(tmp_path / "o"), *extra]) == 2

@@ -677,12 +677,16 @@ def _optimize(args: argparse.Namespace) -> None:
     from cleanai.recipes import DataSpec, ModelSpec
 
     check_destination(args.out, option="--out")  # a new, empty or CleanAI-written folder (a search there resumes)
+    if args.vocab_fallback is not None and not args.vocab_keep_first:
+        raise ConfigError(f"--vocab-fallback {args.vocab_fallback} picks the rows of tokens a pruned vocabulary drops, "
+                          "and this search prunes no vocabulary; add --vocab-keep-first N, or drop --vocab-fallback")
     fields = {k: v for k, v in (("n_trials", args.trials), ("timeout", args.timeout),
                                 ("time_budget", args.time_budget), ("threads", args.threads),
                                 ("storage", args.storage), ("seed", args.seed), ("final_epochs", args.final_epochs),
                                 ("depths", args.depths), ("vocab_keep_first", args.vocab_keep_first),
                                 ("finetune_lrs", args.lrs), ("near_miss_margin", args.near_miss_margin),
-                                ("max_near_misses", args.max_near_misses), ("kd_augment", args.kd_augment))
+                                ("max_near_misses", args.max_near_misses), ("kd_augment", args.kd_augment),
+                                ("vocab_fallback", args.vocab_fallback))
               if v is not None}
     fields.update(max_accuracy_drop=args.max_drop, objective=args.objective, out=args.out,
                   target_latency_ms=args.target_latency, target_size_mb=args.target_size, progress=not args.quiet)
@@ -736,6 +740,9 @@ def _add_optimize_parser(sub: Any) -> None:
     p.add_argument("--vocab-keep-first", type=_number(int, 0), nargs="+", default=None, metavar="N",
                    help="text models: also try keeping only the embedding rows of the training texts' tokens and the "
                         "tokenizer's first N ids, e.g. --vocab-keep-first 8000 12000")
+    p.add_argument("--vocab-fallback", choices=("nearest", "prefix"), default=None,
+                   help="with --vocab-keep-first: the kept row a dropped token reads: the nearest in the original "
+                        "embedding (default) or its longest kept prefix's")
     p.add_argument("--kd-augment", type=_number(int, 0), default=None, metavar="N",
                    help="text models: KD fine-tunes also read N edited, unlabelled variants of each training text "
                         "(default 0)")

@@ -160,7 +160,7 @@ def test_vocabulary_pruning_keeps_the_first_ids_asked_for_and_refuses_a_negative
 def test_vocabulary_pruning_inside_the_model_keeps_the_tokenizer_and_maps_dropped_tokens_to_unk(which: str,
                                                                                                 request) -> None:
     model = request.getfixturevalue(which)
-    small = prune_vocabulary(model, TEXTS[:6], remap="model")
+    small = prune_vocabulary(model, TEXTS[:6], remap="model", fallback="prefix")
     embedding = small.hf_model.get_input_embeddings()
     assert isinstance(embedding, VocabularyEmbedding) and small.tokenizer is not model.tokenizer
     assert embedding.num_embeddings < model.hf_model.get_input_embeddings().num_embeddings
@@ -206,7 +206,7 @@ def test_a_dropped_token_inside_the_model_reads_the_row_of_its_longest_kept_pref
     torch.manual_seed(0)
     model = TextClassifier(tiny_bert_classifier(label_names=LABELS, vocab_size=len(vocab)).hf_model,
                            BertTokenizer(vocab=vocab)).eval()
-    small = prune_vocabulary(model, ["i forgot my pin", "a mink", "call #1"], remap="model")
+    small = prune_vocabulary(model, ["i forgot my pin", "a mink", "call #1"], remap="model", fallback="prefix")
     id_map = small.hf_model.get_input_embeddings().id_map
     ids = model.tokenizer.convert_tokens_to_ids
     assert model.tokenizer.tokenize("pink pinks mink") == ["pink", "pinks", "m", "##ink"]
@@ -214,3 +214,29 @@ def test_a_dropped_token_inside_the_model_reads_the_row_of_its_longest_kept_pref
     assert id_map[ids("##x")] == id_map[ids("[UNK]")] != id_map[ids("#")]  # a prefix needs a letter or digit
     with torch.no_grad():  # "pink" is read as "pin"
         assert torch.allclose(small(**model.encode(["pink"])), small(**model.encode(["pin"])), atol=1e-6)
+
+
+def test_a_dropped_token_inside_the_model_reads_the_kept_row_nearest_to_its_own_by_default(teacher) -> None:
+    from transformers import BertTokenizer
+
+    vocab = dict(teacher.tokenizer.get_vocab())
+    for word in ("pin", "pink", "code", "password"):
+        vocab[word] = len(vocab)
+    torch.manual_seed(0)
+    model = TextClassifier(tiny_bert_classifier(label_names=LABELS, vocab_size=len(vocab)).hf_model,
+                           BertTokenizer(vocab=vocab)).eval()
+    ids = model.tokenizer.convert_tokens_to_ids
+    weight = model.hf_model.get_input_embeddings().weight
+    with torch.no_grad():  # "password" points the way "code" does (twice as long): cosine picks it, not "pin"
+        weight[ids("password")] = 2 * weight[ids("code")] + 0.01 * torch.randn(weight.shape[1])
+    small = prune_vocabulary(model, ["i forgot my pin", "my code"], remap="model")
+    embedding = small.hf_model.get_input_embeddings()
+    id_map = embedding.id_map
+    assert id_map[ids("password")] == id_map[ids("code")] and id_map[ids("pink")] != id_map[ids("pin")]
+    rows = torch.nn.functional.normalize(embedding.weight.detach(), dim=1)  # every id reads the kept row of the
+    assert torch.equal((rows @ torch.nn.functional.normalize(weight.detach(), dim=1).T).argmax(0),  # highest cosine
+                       id_map.long())
+    with torch.no_grad():  # "my password" is read as "my code"
+        assert torch.allclose(small(**model.encode(["my password"])), small(**model.encode(["my code"])), atol=1e-6)
+    with pytest.raises(DistillationError, match="fallback must be 'nearest'.*got 'unk'"):
+        prune_vocabulary(model, ["my code"], remap="model", fallback="unk")

@@ -208,6 +208,9 @@ def test_a_shallower_candidate_reruns_as_keep_layers_then_its_training_and_prune
         recipe = load_recipe(path)
         assert [s.type for s in recipe.steps] == [*types, "export", "quantize", "benchmark"]
         assert recipe.steps[0].layers == [0, 2] if candidate.depth else recipe.steps[0].keep_first == 8000
+    for fallback in ("nearest", "prefix"):  # the cut reads dropped tokens as the search's trials did
+        steps = small.recipe_steps(config.model_copy(update={"vocab_fallback": fallback}), scan, onnx=True)
+        assert steps[0] == {"type": "vocabulary", "keep_first": 8000, "fallback": fallback}
     first, final = cut.recipe_steps(config, scan, onnx=True, encoder=encoder)[1:3]
     assert first["train"]["epochs"] == config.finetune.epochs and final["train"]["epochs"] == 4
     ratios = pruned.prune_config(config, scan, encoder).ratio_dict  # block 2 is block 1 of the cut model

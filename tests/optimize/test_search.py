@@ -247,6 +247,18 @@ def test_each_trial_fine_tunes_at_its_sampled_learning_rate_and_a_search_without
     assert len(keys) == 3  # another set of rates measures other trials: never resumed as the same study
 
 
+def test_a_vocabulary_fallback_is_another_study_only_where_the_search_cuts_a_vocabulary(digits_weights, tmp_path):
+    model = {"name": "small_cnn", "weights": str(digits_weights)}
+    config = tiny(tmp_path / "run", n_trials=1)
+    cuts = {(keep, fallback): search_module._fingerprint(ModelSpec(**model), DataSpec(name="digits"),
+                                                         config.model_copy(update={"vocab_keep_first": [keep] * bool(keep),
+                                                                                   "vocab_fallback": fallback}))
+            for keep in (0, 8000) for fallback in ("nearest", "prefix")}
+    assert cuts[0, "nearest"] == cuts[0, "prefix"] == search_module._fingerprint(
+        ModelSpec(**model), DataSpec(name="digits"), config)  # without a cut the fallback changes nothing measured
+    assert len({cuts[8000, "nearest"], cuts[8000, "prefix"], cuts[0, "prefix"]}) == 3  # with one it does
+
+
 def test_a_budget_nobody_meets_returns_the_best_candidates_and_the_gap(digits_weights, tmp_path):
     model = {"name": "small_cnn", "weights": str(digits_weights)}
     result = optimize(model, "digits", tiny(tmp_path / "run", n_trials=2, target_latency_ms=1e-6,
@@ -338,7 +350,7 @@ def test_a_text_search_tries_a_shallower_student_and_a_smaller_vocabulary_and_th
     recipe = load_recipe(result.recipe)
     assert [s.type for s in recipe.steps] == ["keep_layers", "distill", "distill", "vocabulary", "export", "quantize",
                                               "benchmark"]
-    assert recipe.steps[0].layers == [0]
+    assert recipe.steps[0].layers == [0] and recipe.steps[3].fallback == "nearest"
     # the rerun's KD reads the trials' transfer set: the training texts and one edited variant of most of them
     assert [s.augment for s in recipe.steps if s.type == "distill"] == [1, 1]
     final = read_status(result.out / "final")["variants"]["main"]

@@ -171,6 +171,7 @@ def test_keep_layers_and_vocabulary_steps_make_a_smaller_student_that_later_step
     assert all(e["status"] == "done" for e in entries)
     vocabulary = json.loads((run / entries[3]["folder"] / "vocabulary.json").read_text())
     assert vocabulary["tokens"] < vocabulary["of"]  # the training queries do not use every character piece
+    assert vocabulary["fallback"] == "nearest"  # a dropped token reads the nearest kept row unless told otherwise
     rows = load_rows(run / status["benchmark"]["folder"] / "results.json")
     assert [r.name for r in rows] == ["baseline (teacher)", "main (torch)", "main export", "main quantize"]
     assert rows[1].params < rows[0].params and rows[1].accuracy is not None

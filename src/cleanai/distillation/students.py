@@ -9,8 +9,8 @@
 - `prune_vocabulary(model, texts)`: keep only the embedding rows of tokens that occur in `texts` plus the
   special tokens, and a tokenizer remapped to the new ids (WordPiece: other pieces become [UNK]; BPE: other
   text splits into smaller kept pieces) - a smaller artifact; `remap="model"` keeps the tokenizer and maps
-  its ids to the kept rows inside the model (`VocabularyEmbedding`; a dropped token reads the row of its
-  longest kept prefix).
+  its ids to the kept rows inside the model (`VocabularyEmbedding`; a dropped token reads the kept row
+  nearest to its own, or that of its longest kept prefix).
 
 Every builder returns a new `TextClassifier` and leaves the teacher untouched.
 """
@@ -31,6 +31,7 @@ from cleanai.distillation.config import DistillationError
 from cleanai.models.text import TextClassifier, VocabularyEmbedding, _quiet_transformers
 
 CHECK_TEXTS = 16  # in-vocabulary texts a pruned vocabulary is checked on against the original model
+NEAREST_CHUNK = 2048  # dropped rows compared with every kept row at once (a chunk x kept similarity matrix)
 
 
 def keep_layers(teacher: TextClassifier, layers: Sequence[int]) -> TextClassifier:
@@ -69,7 +70,8 @@ def student_from_config(teacher: TextClassifier, **overrides: Any) -> TextClassi
 
 
 def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: int | None = None,
-                     keep_first: int = 0, remap: Literal["tokenizer", "model"] = "tokenizer") -> TextClassifier:
+                     keep_first: int = 0, remap: Literal["tokenizer", "model"] = "tokenizer",
+                     fallback: Literal["nearest", "prefix"] = "nearest") -> TextClassifier:
     """Keep only the tokens of `texts` (plus special tokens); return a smaller model that reads them.
 
     `keep_first` also keeps the tokenizer's first ids: WordPiece and BPE vocabularies are built most frequent
@@ -82,10 +84,13 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     token and the merges that build the kept tokens, so the training texts are merged exactly as before and any
     other text falls back to smaller kept pieces.
     `remap="model"`: the tokenizer and its ids stay; the embedding becomes a `VocabularyEmbedding` that maps each
-    id to its kept row, a token not kept to the row of its longest kept prefix holding a letter or digit
-    (`booking` -> `book`, `##ations` -> `##ation`: the piece the pruned vocabulary would start the word with)
-    and to the [UNK] row when it has none. The model takes the same inputs as before, so it drops into a
-    pipeline (data loaders, ONNX export, a benchmark beside the original) unchanged.
+    id to its kept row and a token not kept to the row `fallback` picks: `"nearest"`, the kept token whose
+    original embedding is closest to its own (cosine), so a dropped word reads a word the model places near it
+    (it loses less accuracy than "prefix" on CLINC150: BENCHMARKS.md, "the rows a dropped token reads");
+    `"prefix"`, its longest kept prefix holding a letter or digit (`booking` -> `book`, `##ations` ->
+    `##ation`: the piece the pruned vocabulary would start the word with), or [UNK] when it has none. The model
+    takes the same inputs as before, so it drops into a pipeline (data loaders, ONNX export, a benchmark beside
+    the original) unchanged; the map costs no more bytes either way.
     The result is checked against `model` on in-vocabulary texts before it is returned.
     """
     tokenizer = model.tokenizer
@@ -94,10 +99,13 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     if remap not in ("tokenizer", "model"):
         raise DistillationError(f"remap must be 'tokenizer' (rewrite the tokenizer's ids) or 'model' (map them inside "
                                 f"the model), got {remap!r}")
+    if fallback not in ("nearest", "prefix"):
+        raise DistillationError(f"fallback must be 'nearest' (a dropped token reads the kept row nearest to its own) "
+                                f"or 'prefix' (its longest kept prefix's row), got {fallback!r}")
     spec = _tokenizer_spec(tokenizer) if remap == "tokenizer" else None
-    if spec is None and tokenizer.unk_token_id is None:
+    if spec is None and fallback == "prefix" and tokenizer.unk_token_id is None:
         raise DistillationError("prune_vocabulary(remap='model') maps the tokens it drops to the tokenizer's unknown "
-                                "token, and this tokenizer has none; use remap='tokenizer'")
+                                "token, and this tokenizer has none; use fallback='nearest' or remap='tokenizer'")
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise DistillationError("prune_vocabulary needs at least one training text to collect tokens from")
@@ -114,10 +122,12 @@ def prune_vocabulary(model: TextClassifier, texts: Iterable[str], max_length: in
     kept = sorted(used)
     old_to_new = {old: new for new, old in enumerate(kept)}
     student = copy.deepcopy(model)
-    unk = None if spec is not None else tokenizer.unk_token_id
-    prefixes = _kept_prefixes(tokenizer, old_to_new) if spec is None else {}
-    student.hf_model.set_input_embeddings(_kept_rows(student.hf_model.get_input_embeddings(), kept, old_to_new, unk,
-                                                     prefixes))
+    old = student.hf_model.get_input_embeddings()
+    dropped = None
+    if spec is None:
+        dropped = (_nearest_kept(old.weight.detach(), kept) if fallback == "nearest"
+                   else _prefix_or_unk(tokenizer, old_to_new, old.num_embeddings))
+    student.hf_model.set_input_embeddings(_kept_rows(old, kept, old_to_new, dropped))
     if spec is not None:  # the tokenizer's ids become the rows' ids
         student.config.vocab_size = len(kept)
         for attr in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
@@ -157,21 +167,37 @@ def _kept_prefixes(tokenizer: Any, rows: dict[int, int]) -> dict[int, int]:
     return prefixes
 
 
-def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int], unk: int | None,
-               prefixes: dict[int, int]) -> nn.Embedding:
-    """The `kept` rows of `old` (row i is token kept[i]); with `unk` (remap='model') a `VocabularyEmbedding` whose
-    map sends every old id to its row, the ids not kept to their kept prefix's row (`prefixes`) or `unk`'s."""
+def _prefix_or_unk(tokenizer: Any, rows: dict[int, int], num_embeddings: int) -> dict[int, int]:
+    """fallback='prefix': each id without a row, its longest kept prefix (`_kept_prefixes`) or [UNK]."""
+    prefixes = _kept_prefixes(tokenizer, rows)
+    return {i: prefixes.get(i, tokenizer.unk_token_id) for i in range(num_embeddings) if i not in rows}
+
+
+def _nearest_kept(weight: torch.Tensor, kept: list[int]) -> dict[int, int]:
+    """fallback='nearest': each row of `weight` not in `kept`, the kept row with the highest cosine similarity to it."""
+    keep = torch.tensor(kept)
+    mask = torch.ones(weight.shape[0], dtype=torch.bool)
+    mask[keep] = False
+    dropped = mask.nonzero().flatten()
+    unit = nn.functional.normalize(weight.float(), dim=1)
+    targets = unit[keep].T
+    nearest = torch.cat([(unit[dropped[start:start + NEAREST_CHUNK]] @ targets).argmax(dim=1)
+                         for start in range(0, len(dropped), NEAREST_CHUNK)]) if len(dropped) else dropped
+    return dict(zip(dropped.tolist(), keep[nearest].tolist()))
+
+
+def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int],
+               dropped: dict[int, int] | None) -> nn.Embedding:
+    """The `kept` rows of `old` (row i is token kept[i]); with `dropped` (remap='model': each id not kept -> the kept
+    id it reads) a `VocabularyEmbedding` whose map sends every old id to its row."""
     padding_idx = _remap_optional(old.padding_idx, rows)
-    if unk is None:
+    if dropped is None:
         embedding = nn.Embedding(len(kept), old.embedding_dim, padding_idx=padding_idx)
     else:
         embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings, padding_idx=padding_idx)
-        embedding.id_map.fill_(rows[unk])
-        dropped = [i for i in prefixes if i < old.num_embeddings]
-        if dropped:
-            embedding.id_map[torch.tensor(dropped)] = torch.tensor([rows[prefixes[i]] for i in dropped],
-                                                                   dtype=embedding.id_map.dtype)
-        embedding.id_map[torch.tensor(kept)] = torch.arange(len(kept), dtype=embedding.id_map.dtype)
+        for ids, targets in ((list(dropped), [rows[j] for j in dropped.values()]), (kept, range(len(kept)))):
+            if ids:
+                embedding.id_map[torch.tensor(ids)] = torch.tensor(list(targets), dtype=embedding.id_map.dtype)
     embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
     return embedding
 

@@ -111,8 +111,8 @@ class TextClassifier(nn.Module):
 
 class VocabularyEmbedding(nn.Embedding):
     """The rows of a pruned vocabulary, read through the original tokenizer's ids: `id_map[i]` is the row of
-    token i (for a token not kept, the row of its longest kept prefix or of [UNK]), so the model keeps its tokenizer
-    and its inputs.
+    token i (for a token not kept, the kept row `prune_vocabulary`'s fallback picked for it), so the model keeps its
+    tokenizer and its inputs.
 
     Built by `prune_vocabulary(..., remap="model")`; exported to ONNX as two Gathers (the map, then the rows), so
     dynamic int8 quantizes the rows as it quantizes any embedding. The map is stored in the smallest integer type

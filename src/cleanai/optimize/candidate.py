@@ -265,7 +265,7 @@ class Candidate:
         if (self.prunes or layers is not None) and config.final_epochs:
             steps.append(train(config.final_epochs))
         if self.vocab is not None:
-            steps.append({"type": "vocabulary", "keep_first": self.vocab})
+            steps.append({"type": "vocabulary", "keep_first": self.vocab, "fallback": config.vocab_fallback})
         if self.fold_bn:
             steps.append({"type": "fuse"})
         if onnx:

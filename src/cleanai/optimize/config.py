@@ -39,8 +39,8 @@ class OptimizeConfig(BaseModel):
       for text models, `depths` adds a shallower student: that many encoder blocks kept (`keep_layers`: spread
       evenly, first and last kept), trained like a pruned candidate; `vocab_keep_first` adds vocabulary pruning
       after training: the embedding rows of the training texts' tokens plus the tokenizer's first N ids, for
-      each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read their longest kept
-      prefix's row or [UNK]'s); `kd_augment` (text models) has every KD fine-tune also read that many edited,
+      each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the kept row
+      `vocab_fallback` picks: "nearest" in the original embedding, or their longest kept "prefix"'s); `kd_augment` (text models) has every KD fine-tune also read that many edited,
       unlabelled variants of each training text (`augment_texts`: only the teacher's soft targets train on them),
       as the hand-built distillation of benchmarks/clinc150.py does (`--augment`).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
@@ -84,6 +84,7 @@ class OptimizeConfig(BaseModel):
     max_steps: int = Field(3, ge=1)
     depths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     vocab_keep_first: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    vocab_fallback: Literal["nearest", "prefix"] = "nearest"
     kd: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     kd_alpha: float = Field(0.5, ge=0, le=1)
     kd_temperature: float = Field(2.0, gt=0)

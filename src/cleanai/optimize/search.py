@@ -322,7 +322,8 @@ class _Search:
             trial.set("epochs", done)
         clock.record(trial)
         if candidate.vocab is not None:  # after training: what the artifact's embedding keeps
-            model = prune_vocabulary(model, self.train_texts(), keep_first=candidate.vocab, remap="model")
+            model = prune_vocabulary(model, self.train_texts(), keep_first=candidate.vocab, remap="model",
+                                     fallback=cfg.vocab_fallback)
             accuracy = self._accuracy(TorchRunner(model))
         trial.set("val_accuracy_torch", accuracy)
         model.eval()
@@ -647,6 +648,8 @@ def _fingerprint(model: ModelSpec, data: DataSpec, config: OptimizeConfig) -> st
     for name in ("finetune_lrs", "kd_augment"):  # absent when unset, so the studies made before them still resume
         if not settings[name]:
             del settings[name]
+    if not settings["vocab_keep_first"] or settings["vocab_fallback"] == "prefix":  # as the studies before it measured
+        del settings["vocab_fallback"]
     blob = json.dumps({"model": model.model_dump(mode="json"), "data": data.model_dump(mode="json"),
                        "config": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -309,19 +309,22 @@ class KeepLayersStep(StepConfig):
 
 class VocabularyStep(StepConfig):
     """`vocabulary`: only the embedding rows of the training split's tokens plus the tokenizer's first `keep_first`
-    ids (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read their longest kept prefix's row
-    or [UNK]'s); after training."""
+    ids (`prune_vocabulary(remap="model")`: the tokenizer stays; other tokens read the kept row `fallback` picks:
+    the nearest in the original embedding, or their longest kept prefix's); after training."""
 
     type: Literal["vocabulary"]
     keep_first: int = Field(0, ge=0)
+    fallback: Literal["nearest", "prefix"] = "nearest"
 
     def run(self, ctx: StepContext, out: Path) -> dict[str, Any]:
         model = _text_model(ctx, "a vocabulary step prunes the embedding")
-        small = prune_vocabulary(model, texts_of(ctx.run.splits.train), keep_first=self.keep_first, remap="model")
+        small = prune_vocabulary(model, texts_of(ctx.run.splits.train), keep_first=self.keep_first, remap="model",
+                                 fallback=self.fallback)
         scores = Trainer(small, config=TrainConfig(progress=False)).evaluate(ctx.loaders.test)
         ctx.save_model(small, out)
         summary = {"tokens": small.hf_model.get_input_embeddings().num_embeddings,
-                   "of": model.hf_model.get_input_embeddings().num_embeddings, "test": scores}
+                   "of": model.hf_model.get_input_embeddings().num_embeddings, "fallback": self.fallback,
+                   "test": scores}
         write_json(out / "vocabulary.json", summary)
         return summary
 
