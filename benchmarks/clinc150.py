@@ -99,6 +99,12 @@ def trained(spec: dict[str, Any], build: Any, train: Any) -> tuple[TextClassifie
     return model.eval(), f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved to {folder}"
 
 
+def cached_model(record: dict[str, Any], role: str = "distilled") -> Path:
+    """The folder of the model a finished run of this script cached under `role` (its source reads "cached <folder>"
+    or "trained in N min, saved to <folder>")."""
+    return Path(record.get("sources", {}).get(role, "").rsplit(" ", 1)[-1]) / "model"
+
+
 def schedule(epochs: int, steps_per_epoch: int) -> dict[str, Any]:
     """The TrainConfig fields of every training here (and of optimize.py's `--clinc-schedule`): AdamW's weight decay
     0.01, a linear warm-up over the first 6 % of the steps, then cosine decay."""

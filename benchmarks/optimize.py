@@ -68,7 +68,7 @@ from cleanai.runtime import OrtRunner, TextClassifierRunner, TorchRunner, evalua
 from cleanai.training import TrainConfig
 
 import _report  # benchmarks/_report.py: scripts run from this folder
-import clinc150  # its training schedule (--clinc-schedule)
+import clinc150  # its training schedule (--clinc-schedule) and the students its runs cached
 
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
@@ -359,8 +359,7 @@ def hand_built_final(run: str, train_texts: list[str], oos: int, workdir: Path,
     again after that run resumes here."""
     baseline = _report.RESULTS / "clinc150" / run / "rows.json"
     record = json.loads(baseline.read_text()) if baseline.is_file() else {}
-    # its source reads "cached <folder>" or "trained in N min, saved to <folder>"
-    source = Path(record.get("sources", {}).get("distilled", "").rsplit(" ", 1)[-1]) / "model"
+    source = clinc150.cached_model(record)
     if "vocabulary" not in record:
         missing = f"{baseline} (with a vocabulary)"
     elif not (source / "config.json").is_file():
