@@ -13,7 +13,7 @@ from pathlib import Path
 
 QUICK = ["harness_overhead.py", "trainer_overhead.py", "fusion.py", "demo.py", "ddp.py", "shared_study.py"]
 LONG = ["cifar_pretrained.py", "pruning_cifar.py", "quantization.py", "runtimes.py", "clinc150.py", "distill_cifar.py",
-        "hpo.py", "install_time.py", "optimize.py"]
+        "hpo.py", "install_time.py", "optimize.py", "vocabulary.py"]
 
 
 def main() -> int:
