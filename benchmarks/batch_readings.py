@@ -2,13 +2,16 @@
 
 Dynamic int8 (`QuantConfig(mode="dynamic")`) picks each activation's scale from the tensor it quantizes, which holds
 every query of the batch (and its padding): a query's logits can change with its neighbours. Each artifact
-(`--artifact NAME=MODEL.onnx`, all reading the tokenizer of `--tokenizer`) is scored on the whole validation and
-test splits (accuracy with "oos" as a class, in split order, padded to the longest query of each batch, at most 64
-tokens) at each of `--batch-sizes`; an fp32 artifact is the control. Accuracy only, one ORT thread.
+(`--artifact NAME=MODEL.onnx`, all reading the tokenizer of `--tokenizer`; `--hand-built RUN`: the final artifact
+of a benchmarks/clinc150.py run, rebuilt as benchmarks/optimize.py rebuilds it, with its own tokenizer, and its
+student cut with nearest rows) is scored
+on the whole validation and test splits at each of `--batch-sizes`, as benchmarks/optimize.py reads its rows (raw
+queries in split order, padded to the longest query of each batch, at most 64 tokens; accuracy with "oos" as a
+class); an fp32 artifact is the control. Accuracy only, one ORT thread.
 
 Writes its raw rows to benchmarks/results/batch_readings/<--run>/rows.json and prints the table of BENCHMARKS.md.
 Usage: python benchmarks/batch_readings.py --artifact NAME=MODEL.onnx ... [--tokenizer DIR]
-       [--batch-sizes 1 32 64 128] [--run NAME]
+       [--hand-built book_4layers_s27] [--batch-sizes 1 32 64 128] [--run NAME]
 """
 
 from __future__ import annotations
@@ -18,31 +21,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import AutoTokenizer
 
 from cleanai.data import default_cache_dir, load_dataset, texts_of
-from cleanai.export import create_session
+from cleanai.runtime import OrtRunner, TextClassifierRunner, evaluate
 
 import _report  # benchmarks/_report.py: scripts run from this folder
+import optimize  # the hand-built artifact, rebuilt as its CLINC150 rows rebuild it
 
 MAX_LENGTH = 64  # as benchmarks/clinc150.py and benchmarks/optimize.py read raw queries
 
 
-def accuracy(session: Any, tokenizer: Any, texts: list[str], labels: np.ndarray, batch_size: int) -> float:
-    names = [i.name for i in session.get_inputs()]
-    predictions = []
-    for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=MAX_LENGTH,
-                            return_tensors="np")
-        logits = session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0]
-        predictions.append(logits.argmax(-1))
-    return float((np.concatenate(predictions) == labels).mean())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artifact", action="append", required=True, metavar="NAME=MODEL.onnx")
+    parser.add_argument("--artifact", action="append", default=[], metavar="NAME=MODEL.onnx")
+    parser.add_argument("--hand-built", default=None, metavar="RUN",
+                        help="also the final artifact of this benchmarks/clinc150.py run (same teacher)")
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="the tokenizer every artifact reads (default: the CLINC150 teacher cached by "
                              "benchmarks/clinc150.py)")
@@ -55,18 +49,28 @@ def main() -> None:
         raise SystemExit("no tokenizer: pass --tokenizer DIR, or run benchmarks/clinc150.py first")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     splits = load_dataset("clinc150", config="plus")
-    data = {split: (texts_of(getattr(splits, split)),
-                    np.array([getattr(splits, split)[i][1] for i in range(len(getattr(splits, split)))]))
-            for split in ("val", "test")}
-    record = {**_report.provenance(args), "tokenizer": str(folder), "rows": []}
+    oos = splits.label_names.index("oos")
+    runners = {}
     for pair in args.artifact:
         name, _, path = pair.partition("=")
         if not Path(path).is_file():
             raise SystemExit(f"--artifact {pair!r}: {path} is not a file; give NAME=MODEL.onnx")
-        session = create_session(path, threads=1)
-        for batch in args.batch_sizes:
-            row = {"artifact": name, "path": path, "batch_size": batch,
-                   **{split: accuracy(session, tokenizer, *data[split], batch) for split in data}}
+        runners[name] = TextClassifierRunner(tokenizer, OrtRunner(path, name=name, threads=1), MAX_LENGTH,
+                                             oos_index=oos)
+    if args.hand_built:
+        built = optimize.hand_built_final(args.hand_built, texts_of(splits.train), oos,
+                                          default_cache_dir() / "batch_readings" / args.run, "nearest")
+        for runner in built.values():
+            runner.set_threads(1)
+        runners.update(built)
+    if not runners:
+        raise SystemExit("nothing to read: give --artifact NAME=MODEL.onnx or --hand-built RUN")
+    record = {**_report.provenance(args), "tokenizer": str(folder), "rows": []}
+    for batch in args.batch_sizes:
+        loaders = splits.loaders(batch_size=batch, eval_batch_size=batch)
+        for name, runner in runners.items():
+            row = {"artifact": name, "batch_size": batch,
+                   **{split: evaluate(runner, getattr(loaders, split)).metrics["accuracy"] for split in ("val", "test")}}
             record["rows"].append(row)
             print(f"{name} batch {batch}: val {row['val']:.4f} test {row['test']:.4f}", flush=True)
     _report.finish(record, args.run, _report.machine("1 ORT thread, accuracy only", load_before))
