@@ -13,7 +13,8 @@ from pathlib import Path
 
 QUICK = ["harness_overhead.py", "trainer_overhead.py", "fusion.py", "demo.py", "ddp.py", "shared_study.py"]
 LONG = ["cifar_pretrained.py", "pruning_cifar.py", "quantization.py", "runtimes.py", "clinc150.py", "distill_cifar.py",
-        "hpo.py", "install_time.py", "optimize.py", "vocabulary.py"]
+        "hpo.py", "install_time.py", "optimize.py", "vocabulary.py",
+        "batch_readings.py"]
 
 
 def main() -> int:
