@@ -59,6 +59,8 @@ def test_a_killed_worker_loses_no_finished_trial_and_the_study_resumes(tmp_path)
     worker = start_worker(markers, config, seconds=3.0)
     try:
         wait_for(lambda: any(markers.glob("started-2-*")), 900, "the third trial to start", worker)
+        # optuna fails only a trial whose heartbeat it has seen: let the first one (interval 1 s) be written
+        time.sleep(1.5)
         worker.send_signal(signal.SIGKILL)  # mid-trial: trial 2 sleeps 3 s between its markers
         worker.wait(10)
     finally:
@@ -98,6 +100,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_one_loses_no_trial(po
         seen = len(list(markers.glob(f"started-*-{doomed.pid}")))
         wait_for(lambda: len(list(markers.glob(f"started-*-{doomed.pid}"))) > seen, 900,
                  "the first worker's next trial, while both work", doomed)
+        time.sleep(1.2)  # its first heartbeat written (interval 1 s), as in the test above
         doomed.send_signal(signal.SIGKILL)  # mid-trial: it sleeps 2 s between its markers
         doomed.wait(10)
         assert survivor.wait(900) == 0, survivor.stderr.read().decode()
