@@ -27,9 +27,8 @@ from cleanai.data import default_cache_dir, load_dataset, texts_of
 from cleanai.runtime import OrtRunner, TextClassifierRunner, evaluate
 
 import _report  # benchmarks/_report.py: scripts run from this folder
+import clinc150  # its query length and cached teacher
 import optimize  # the hand-built artifact, rebuilt as its CLINC150 rows rebuild it
-
-MAX_LENGTH = 64  # as benchmarks/clinc150.py and benchmarks/optimize.py read raw queries
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     parser.add_argument("--run", default="latest", help="name of the results folder")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    folder = args.tokenizer or next(iter(sorted((default_cache_dir() / "clinc150").glob("teacher-*/model"))), None)
+    folder = args.tokenizer or clinc150.cached_teacher()
     if folder is None:
         raise SystemExit("no tokenizer: pass --tokenizer DIR, or run benchmarks/clinc150.py first")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -55,7 +54,7 @@ def main() -> None:
         name, _, path = pair.partition("=")
         if not Path(path).is_file():
             raise SystemExit(f"--artifact {pair!r}: {path} is not a file; give NAME=MODEL.onnx")
-        runners[name] = TextClassifierRunner(tokenizer, OrtRunner(path, name=name, threads=1), MAX_LENGTH,
+        runners[name] = TextClassifierRunner(tokenizer, OrtRunner(path, name=name, threads=1), clinc150.MAX_LENGTH,
                                              oos_index=oos)
     if args.hand_built:
         built = optimize.hand_built_final(args.hand_built, texts_of(splits.train), oos,
@@ -69,8 +68,8 @@ def main() -> None:
     for batch in args.batch_sizes:
         loaders = splits.loaders(batch_size=batch, eval_batch_size=batch)
         for name, runner in runners.items():
-            row = {"artifact": name, "batch_size": batch,
-                   **{split: evaluate(runner, getattr(loaders, split)).metrics["accuracy"] for split in ("val", "test")}}
+            row = {"artifact": name, "batch_size": batch, **{split: evaluate(runner, getattr(loaders, split))
+                                                              .metrics["accuracy"] for split in ("val", "test")}}
             record["rows"].append(row)
             print(f"{name} batch {batch}: val {row['val']:.4f} test {row['test']:.4f}", flush=True)
     _report.finish(record, args.run, _report.machine("1 ORT thread, accuracy only", load_before))

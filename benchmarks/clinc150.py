@@ -59,6 +59,7 @@ import _report  # benchmarks/_report.py: scripts run from this folder
 
 TEACHER_GOAL = 0.867
 RATIO_GOAL = 6.0
+MAX_LENGTH = 64  # tokens a raw query is cut to (--max-length), here and where other scripts read queries raw
 
 
 class PrintEpochs(Callback):
@@ -97,6 +98,11 @@ def trained(spec: dict[str, Any], build: Any, train: Any) -> tuple[TextClassifie
     model = train(build(), folder / "checkpoints")
     model.save_pretrained(folder / "model")
     return model.eval(), f"trained in {(time.perf_counter() - start) / 60:.1f} min, saved to {folder}"
+
+
+def cached_teacher() -> Path | None:
+    """The folder of the CLINC150 teacher a run of this script cached (the first by name), or None."""
+    return next(iter(sorted((default_cache_dir() / "clinc150").glob("teacher-*/model"))), None)
 
 
 def cached_model(record: dict[str, Any], role: str = "distilled") -> Path:
@@ -333,7 +339,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--augment", type=int, default=0,
                         help="N > 0: distil also on N unlabelled edited variants of each training query")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
     parser.add_argument("--no-vocab-prune", dest="vocab_prune", action="store_false")
     parser.add_argument("--vocab-keep-first", type=lambda s: [int(v) for v in s.split(",")],
                         default=[8000, 12000, 16000, 20000],

@@ -68,7 +68,7 @@ from cleanai.runtime import OrtRunner, TextClassifierRunner, TorchRunner, evalua
 from cleanai.training import TrainConfig
 
 import _report  # benchmarks/_report.py: scripts run from this folder
-import clinc150  # its training schedule (--clinc-schedule) and the students its runs cached
+import clinc150  # its training schedule (--clinc-schedule), query length and the models its runs cached
 
 SEARCHES = {"combined": {}, "pruning only": {"quant_modes": ["none"]},
             "quantization only": {"max_ratio": 0.0, "quant_modes": ["static", "dynamic"]}}
@@ -248,7 +248,7 @@ def cifar(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
 
 
 def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> None:
-    teacher_dir = args.teacher or next(iter(sorted((default_cache_dir() / "clinc150").glob("teacher-*/model"))), None)
+    teacher_dir = args.teacher or clinc150.cached_teacher()
     if teacher_dir is None or not (teacher_dir / "config.json").is_file():
         raise SystemExit("no CLINC150 teacher: run benchmarks/clinc150.py first, or pass --teacher DIR")
 
@@ -263,8 +263,8 @@ def clinc(args: argparse.Namespace, results: _report.Resumable, work: Path) -> N
         hand-built artifact is rebuilt: vocabulary, export, quantization)."""
         teacher = TextClassifier.from_pretrained(teacher_dir).eval()
         oos = teacher.label_names.index("oos")
-        return ({"teacher": TextClassifierRunner(teacher.tokenizer, TorchRunner(teacher, name="teacher"), 64,
-                                                 oos_index=oos),
+        return ({"teacher": TextClassifierRunner(teacher.tokenizer, TorchRunner(teacher, name="teacher"),
+                                                 clinc150.MAX_LENGTH, oos_index=oos),
                  **hand_built_final(args.clinc_baseline, texts_of(splits().train), oos, work / "hand_built",
                                     args.clinc_vocab_fallback)},
                 splits().loaders(batch_size=64))

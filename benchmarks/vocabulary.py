@@ -33,11 +33,10 @@ from cleanai.pruning import load_pruned
 from cleanai.runtime import TextClassifierRunner, TorchRunner, evaluate
 
 import _report  # benchmarks/_report.py: scripts run from this folder
-import clinc150  # the students its runs cached
+import clinc150  # its query length and the students its runs cached
 
 WAYS = {"tokenizer": {"remap": "tokenizer"}, "prefix": {"remap": "model", "fallback": "prefix"},
         "nearest": {"remap": "model", "fallback": "nearest"}}
-MAX_LENGTH = 64  # as benchmarks/clinc150.py and benchmarks/optimize.py read raw queries
 
 
 def students(args: argparse.Namespace) -> dict[str, Path]:
@@ -81,7 +80,7 @@ def main() -> None:
             variants.update({(way, keep): prune_vocabulary(model, train, keep_first=keep, **kwargs)
                              for way, kwargs in WAYS.items()})
         for (way, keep), variant in variants.items():
-            runner = TextClassifierRunner(variant.tokenizer, TorchRunner(variant), MAX_LENGTH, oos_index=oos)
+            runner = TextClassifierRunner(variant.tokenizer, TorchRunner(variant), clinc150.MAX_LENGTH, oos_index=oos)
             embedding = variant.hf_model.get_input_embeddings()
             id_map = getattr(embedding, "id_map", None)
             row = {"student": name, "folder": str(folder), "way": way, "keep_first": keep,

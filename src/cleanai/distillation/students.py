@@ -195,9 +195,9 @@ def _kept_rows(old: nn.Embedding, kept: list[int], rows: dict[int, int],
         embedding = nn.Embedding(len(kept), old.embedding_dim, padding_idx=padding_idx)
     else:
         embedding = VocabularyEmbedding(len(kept), old.embedding_dim, old.num_embeddings, padding_idx=padding_idx)
-        for ids, targets in ((list(dropped), [rows[j] for j in dropped.values()]), (kept, range(len(kept)))):
-            if ids:
-                embedding.id_map[torch.tensor(ids)] = torch.tensor(list(targets), dtype=embedding.id_map.dtype)
+        reads = {**dropped, **{i: i for i in kept}}  # every old id -> the kept id whose row it reads
+        embedding.id_map[torch.tensor(list(reads))] = torch.tensor([rows[j] for j in reads.values()],
+                                                                   dtype=embedding.id_map.dtype)
     embedding.weight.data.copy_(old.weight.data[torch.tensor(kept)])
     return embedding
 

@@ -40,9 +40,10 @@ class OptimizeConfig(BaseModel):
       evenly, first and last kept), trained like a pruned candidate; `vocab_keep_first` adds vocabulary pruning
       after training: the embedding rows of the training texts' tokens plus the tokenizer's first N ids, for
       each N given (`prune_vocabulary(remap="model")`: the tokenizer stays, other tokens read the kept row
-      `vocab_fallback` picks: "nearest" in the original embedding, or their longest kept "prefix"'s); `kd_augment` (text models) has every KD fine-tune also read that many edited,
-      unlabelled variants of each training text (`augment_texts`: only the teacher's soft targets train on them),
-      as the hand-built distillation of benchmarks/clinc150.py does (`--augment`).
+      `vocab_fallback` picks: "nearest" in the original embedding, or their longest kept "prefix"'s);
+      `kd_augment` (text models) has every KD fine-tune also read that many edited, unlabelled variants of each
+      training text (`augment_texts`: only the teacher's soft targets train on them), as the hand-built
+      distillation of benchmarks/clinc150.py does (`--augment`).
       Pruned layers keep a multiple of the channels the artifact's kernels work in on this CPU
       (`cleanai._platform.channel_multiple`: 16 for int8, 8 for fp32 on AVX2) unless `prune.round_to` is set.
     - Fine-tuning: `finetune` (its `epochs` after each iterative step; `finetune_lrs`, when given, are the
