@@ -376,3 +376,27 @@ def test_text_options_a_model_cannot_take_are_refused_naming_them(model, fields,
     with pytest.raises(ConfigError, match=message):
         optimize(model, data, tiny(tmp_path / "run", **fields))
     assert not (tmp_path / "run" / "study").exists()
+
+
+class _EigenFeatures(torch.nn.Module):
+    """Digits features through an operator ONNX has no conversion for (aten::linalg_eigvalsh)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 16)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x.flatten(1)).view(-1, 4, 4)
+        return self.head(torch.linalg.eigvalsh(h @ h.transpose(1, 2)))
+
+
+def test_a_model_onnx_cannot_export_is_measured_as_its_torch_artifact_naming_the_operator(tmp_path, monkeypatch):
+    from cleanai.models._factory import MODELS
+
+    monkeypatch.setitem(MODELS._items, "eigen_digits", lambda **_: _EigenFeatures())
+    result = optimize("eigen_digits", "digits", tiny(tmp_path / "run", n_trials=1, max_ratio=0.0,
+                                                     quant_modes=["dynamic"], max_accuracy_drop=100.0))
+    trial = result.trials[0]
+    assert trial["backend"] == "torch" and "operator aten::linalg_eigvalsh" in trial["fallback"]
+    assert result.met and "onnx" not in result.artifact and "torch" in result.artifact
